@@ -1,0 +1,35 @@
+# Two commands do all of the set-up on a fresh machine and are fast once set up:
+#   make run   - the main job (demo training)
+#   make test  - lint and the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: run test lint bench data setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev,export]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when apt is there and we are root; otherwise
+# the loader looks elsewhere and says how to get it (see README).
+data:
+	@if [ ! -d $(FASHION_MNIST) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
+	fi
+
+run: setup data
+	$(VENV)/bin/resnets train
+
+lint: setup
+	$(VENV)/bin/ruff check resnets tests benchmarks
+
+test: setup data lint
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup data
+	$(PY) -m benchmarks
