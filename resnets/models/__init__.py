@@ -1,0 +1,9 @@
+"""The model zoo: ImageNet ResNets and family (imagenet.py), CIFAR ResNets and WRNs (cifar.py).
+
+Importing this package registers every model; use ``create_model`` / ``list_models``.
+"""
+
+from . import cifar, imagenet  # noqa: F401  (registers the models)
+from .registry import create_model, create_model_from_spec, list_models, model_spec, register_model
+
+__all__ = ["create_model", "create_model_from_spec", "list_models", "model_spec", "register_model"]

@@ -1,0 +1,229 @@
+"""CIFAR ResNets: "Deep Residual Learning" Sec. 4.2 (6n+2), Identity Mappings (9n+2, unit and shortcut
+ablations) and Wide ResNets (depth 6n+4, width k).
+
+A 3x3 conv with 16 filters, three stages on 32x32 / 16x16 / 8x8 maps (layer1..layer3), global average
+pool, fc. The original nets use option A shortcuts, so a ResNet has exactly the parameters of its
+plain counterpart (paper Sec. 4.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from .base import ResNetBase
+from .blocks import UNIT_BLOCKS, Bottleneck, PreActBottleneck, UnitConfig
+from .layers import SHORTCUT_KINDS, SHORTCUT_OPTIONS, check_choice
+from .registry import build_model, register_model
+
+PREACT_UNITS = ("relu_only_preact", "full_preact")
+
+
+class CifarResNet(ResNetBase):
+    """A CIFAR-style ResNet; builders fix ``layers``, ``widths``, ``block`` and ``residual``.
+
+    ``unit`` places BN and ReLU as in Identity Mappings Fig. 4; ``shortcut_kind`` is its Fig. 2.
+    ``widths`` are the basic units' widths, or the bottleneck widths (outputs 4x) for ``block="bottleneck"``.
+    """
+
+    def __init__(
+        self, layers: Sequence[int], *, num_classes: int = 10, in_chans: int = 3, block: str = "basic",
+        widths: Sequence[int] = (16, 32, 64), shortcut: str = "A", unit: str = "original",
+        shortcut_kind: str = "identity", drop_rate: float = 0.0, zero_init_last: bool = False,
+        residual: bool = True,
+    ) -> None:
+        check_choice("block", block, ("basic", "bottleneck"))
+        check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
+        check_choice("unit", unit, tuple(UNIT_BLOCKS))
+        check_choice("shortcut_kind", shortcut_kind, SHORTCUT_KINDS)
+        check_choice("zero_init_last", zero_init_last, (False, True))
+        if block == "basic":
+            unit_cls = UNIT_BLOCKS[unit]
+        elif unit in ("original", "full_preact"):
+            unit_cls = Bottleneck if unit == "original" else PreActBottleneck
+        else:
+            raise ConfigError(f"unit={unit!r} exists for basic units only; bottleneck units are "
+                              "'original' or 'full_preact'")
+        if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) or not 0 <= drop_rate < 1:
+            raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
+        if drop_rate and unit != "full_preact" or drop_rate and block != "basic":
+            raise ConfigError("drop_rate (WRN dropout) is implemented for pre-activation basic units only")
+        cfg = UnitConfig(shortcut=shortcut, residual=residual, shortcut_kind=shortcut_kind,
+                         drop_rate=float(drop_rate))
+        super().__init__(
+            unit_cls, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans, imagenet_stem=False,
+            stem_width=16, final_act=unit in PREACT_UNITS, zero_init_last=zero_init_last,
+        )
+
+
+def blocks_per_stage(depth: object, block: str = "basic") -> int:
+    """n for a depth of 6n+2 (basic units, 2 layers each) or 9n+2 (bottleneck units, 3 layers each)."""
+    per_stage = 6 if block == "basic" else 9
+    valid = isinstance(depth, int) and not isinstance(depth, bool) and depth >= per_stage + 2
+    if not valid or (depth - 2) % per_stage:
+        examples = "20, 32, 44, 56, 110, 1202" if block == "basic" else "164, 1001"
+        raise ConfigError(f"invalid depth {depth!r} for a CIFAR ResNet of {block} units: the depth must be "
+                          f"{per_stage}n+2 with n >= 1 (e.g. {examples})")
+    return (depth - 2) // per_stage
+
+
+def wrn_blocks_per_stage(depth: object) -> int:
+    """WRN-d-k: d = 6n+4 (two 3x3 convs per unit, the first conv, the fc and the projections of WRN)."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+        raise ConfigError(f"invalid WRN depth {depth!r}: it must be 6n+4 with n >= 1 (e.g. 16, 22, 28, 40)")
+    return (depth - 4) // 6
+
+
+def _cifar(kwargs: dict[str, Any], n: int, **fixed: Any) -> CifarResNet:
+    fixed = {"block": "basic", "residual": True, **fixed}
+    return build_model(CifarResNet, kwargs, layers=(n, n, n), **fixed)
+
+
+def _resnet(kwargs: dict[str, Any], depth: int) -> CifarResNet:
+    # The original nets: drop_rate belongs to WRN units, so it is not an option here.
+    return _cifar(kwargs, blocks_per_stage(depth), widths=(16, 32, 64), drop_rate=0.0)
+
+
+def _plain(kwargs: dict[str, Any], depth: int) -> CifarResNet:
+    return _cifar(kwargs, blocks_per_stage(depth), widths=(16, 32, 64), residual=False, shortcut="A",
+                  unit="original", shortcut_kind="identity", drop_rate=0.0, zero_init_last=False)
+
+
+def _preact(kwargs: dict[str, Any], depth: int, block: str) -> CifarResNet:
+    # Identity Mappings nets: basic units use option A like the original ResNet-110; the bottleneck nets
+    # (16/64/128/256 channels) project where the shape changes, as the authors' code does.
+    kwargs = {"shortcut": "A" if block == "basic" else "B", **kwargs}
+    n = blocks_per_stage(depth, block)
+    return _cifar(kwargs, n, block=block, widths=(16, 32, 64), unit="full_preact")
+
+
+def _wrn(kwargs: dict[str, Any], depth: int, k: object) -> CifarResNet:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"widen_factor must be a positive integer, got {k!r}")
+    # WRN units are full pre-activation basic units with 1x1 projections where the shape changes.
+    kwargs = {"shortcut": "B", **kwargs}
+    return _cifar(kwargs, wrn_blocks_per_stage(depth), widths=(16 * k, 32 * k, 64 * k), unit="full_preact",
+                  shortcut_kind="identity")
+
+
+# --- "Deep Residual Learning" Table 6 ----------------------------------------------------------------
+@register_model
+def resnet20(**kwargs: Any) -> CifarResNet:
+    return _resnet(kwargs, 20)
+
+
+@register_model
+def resnet32(**kwargs: Any) -> CifarResNet:
+    return _resnet(kwargs, 32)
+
+
+@register_model
+def resnet44(**kwargs: Any) -> CifarResNet:
+    return _resnet(kwargs, 44)
+
+
+@register_model
+def resnet56(**kwargs: Any) -> CifarResNet:
+    return _resnet(kwargs, 56)
+
+
+@register_model
+def resnet110(**kwargs: Any) -> CifarResNet:
+    return _resnet(kwargs, 110)
+
+
+@register_model
+def resnet1202(**kwargs: Any) -> CifarResNet:
+    return _resnet(kwargs, 1202)
+
+
+@register_model
+def plain20(**kwargs: Any) -> CifarResNet:
+    return _plain(kwargs, 20)
+
+
+@register_model
+def plain32(**kwargs: Any) -> CifarResNet:
+    return _plain(kwargs, 32)
+
+
+@register_model
+def plain44(**kwargs: Any) -> CifarResNet:
+    return _plain(kwargs, 44)
+
+
+@register_model
+def plain56(**kwargs: Any) -> CifarResNet:
+    return _plain(kwargs, 56)
+
+
+@register_model
+def plain110(**kwargs: Any) -> CifarResNet:
+    return _plain(kwargs, 110)
+
+
+@register_model
+def plain1202(**kwargs: Any) -> CifarResNet:
+    return _plain(kwargs, 1202)
+
+
+# --- "Identity Mappings" pre-activation nets ----------------------------------------------------------
+@register_model
+def preact_resnet110(**kwargs: Any) -> CifarResNet:
+    return _preact(kwargs, 110, "basic")
+
+
+@register_model
+def preact_resnet164(**kwargs: Any) -> CifarResNet:
+    return _preact(kwargs, 164, "bottleneck")
+
+
+@register_model
+def preact_resnet1001(**kwargs: Any) -> CifarResNet:
+    return _preact(kwargs, 1001, "bottleneck")
+
+
+# --- Wide ResNets (Zagoruyko & Komodakis 2016), WRN-depth-k ----------------------------------------
+@register_model
+def wrn16_8(**kwargs: Any) -> CifarResNet:
+    return _wrn(kwargs, 16, 8)
+
+
+@register_model
+def wrn22_8(**kwargs: Any) -> CifarResNet:
+    return _wrn(kwargs, 22, 8)
+
+
+@register_model
+def wrn28_10(**kwargs: Any) -> CifarResNet:
+    return _wrn(kwargs, 28, 10)
+
+
+@register_model
+def wrn40_4(**kwargs: Any) -> CifarResNet:
+    return _wrn(kwargs, 40, 4)
+
+
+# --- any depth: create_model("resnet_cifar", depth=38) ---------------------------------------------
+@register_model
+def resnet_cifar(*, depth: int = 20, **kwargs: Any) -> CifarResNet:
+    """A 6n+2 CIFAR ResNet of any valid depth (options as resnet20)."""
+    return _resnet(kwargs, depth)
+
+
+@register_model
+def plain_cifar(*, depth: int = 20, **kwargs: Any) -> CifarResNet:
+    return _plain(kwargs, depth)
+
+
+@register_model
+def preact_resnet_cifar(*, depth: int = 164, bottleneck: bool = True, **kwargs: Any) -> CifarResNet:
+    """A pre-activation CIFAR ResNet: 9n+2 bottleneck (default) or 6n+2 basic (``bottleneck=False``)."""
+    return _preact(kwargs, depth, "bottleneck" if bottleneck else "basic")
+
+
+@register_model
+def wrn(*, depth: int = 28, widen_factor: int = 10, **kwargs: Any) -> CifarResNet:
+    """WRN-depth-widen_factor (depth 6n+4)."""
+    return _wrn(kwargs, depth, widen_factor)

@@ -1,0 +1,123 @@
+"""Convolutions, shortcut mappings and the ways a unit merges its shortcut with its branch.
+
+Shortcut options follow "Deep Residual Learning" Sec. 3.3 / Table 3:
+A = identity, with zero-padded channels and stride-2 subsampling when dimensions grow (no parameters);
+B = 1x1 projection only where dimensions change; C = 1x1 projection on every unit.
+The merge kinds are the shortcut ablations of "Identity Mappings in Deep Residual Networks" (Fig. 2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+SHORTCUT_OPTIONS = ("A", "B", "C")
+SHORTCUT_KINDS = (
+    "identity", "constant_scaling", "exclusive_gating", "shortcut_only_gating", "conv1x1", "dropout",
+)
+
+
+def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    # No bias: every conv is followed by BN (or, in pre-activation units, feeds an addition then a BN).
+    return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False)
+
+
+def check_choice(option: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"invalid {option}={value!r}; choose one of: {', '.join(map(repr, choices))}")
+
+
+class ShortcutA(nn.Module):
+    """Option A: stride-2 subsampling and zero-padded extra channels; no parameters.
+
+    Subsampling keeps the top-left sample of each 2x2 window, the positions a 1x1 stride-2
+    projection would read. The paper does not say where the zeros go; they go after the input channels.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+        super().__init__()
+        if out_chs < in_chs:
+            raise ConfigError(f"option A shortcut cannot reduce channels ({in_chs} -> {out_chs})")
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_chs}, {self.out_chs}, stride={self.stride}"
+
+
+def make_shortcut(
+    option: str, in_chs: int, out_chs: int, stride: int, *, with_bn: bool = True
+) -> nn.Module | None:
+    """The shortcut of one unit; ``None`` means identity.
+
+    ``with_bn=False`` for pre-activation units: their projection is a bare 1x1 conv because the next
+    unit's BN follows the addition (as in the Identity Mappings and WRN authors' code).
+    """
+    same_shape = in_chs == out_chs and stride == 1
+    if option == "A":
+        return None if same_shape else ShortcutA(in_chs, out_chs, stride)
+    if option == "B" and same_shape:
+        return None
+    # torchvision's "downsample": conv then BN, state_dict keys downsample.0 / downsample.1.
+    layers: list[nn.Module] = [conv1x1(in_chs, out_chs, stride)]
+    if with_bn:
+        layers.append(nn.BatchNorm2d(out_chs))
+    return nn.Sequential(*layers)
+
+
+class ShortcutMerge(nn.Module):
+    """Combines shortcut h(x) and branch F(x) for the Identity Mappings shortcut ablations (Fig. 2).
+
+    - constant_scaling: 0.5 h(x) + 0.5 F(x) (their Table 1 row with lambda = 0.5 on both paths).
+    - exclusive_gating: (1 - g(x)) h(x) + g(x) F(x), g(x) = sigmoid(W_g x + b_g), W_g a 1x1 conv.
+    - shortcut_only_gating: (1 - g(x)) h(x) + F(x).
+      Both gates start with b_g = -6 (g ~ 0, near-identity shortcut): their best initialisation
+      (Table 1: 8.70% for exclusive gating, 6.91% for shortcut-only gating on ResNet-110).
+    - dropout: dropout with ratio 0.5 on h(x), no rescaling, so that it imposes a scale of 0.5 in
+      expectation as the paper describes (test time: 0.5 h(x)).
+    ``identity`` and ``conv1x1`` add plainly (conv1x1 is a projection shortcut on every unit).
+    """
+
+    def __init__(
+        self, kind: str, in_chs: int, out_chs: int, stride: int, *, gate_bias: float = -6.0,
+        scale: float = 0.5, drop_ratio: float = 0.5,
+    ) -> None:
+        super().__init__()
+        check_choice("shortcut_kind", kind, SHORTCUT_KINDS)
+        self.kind, self.scale, self.drop_ratio, self.gate_bias = kind, scale, drop_ratio, gate_bias
+        # The gate sees the unit's input x and must match the output's shape, hence in -> out, stride.
+        self.gate = (
+            nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=True) if kind.endswith("gating") else None
+        )
+
+    def init_weights(self) -> None:
+        if self.gate is not None:
+            nn.init.constant_(self.gate.bias, self.gate_bias)
+
+    def forward(self, x: torch.Tensor, shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        if self.kind == "constant_scaling":
+            return self.scale * shortcut + self.scale * branch
+        if self.kind == "exclusive_gating":
+            g = torch.sigmoid(self.gate(x))
+            return (1 - g) * shortcut + g * branch
+        if self.kind == "shortcut_only_gating":
+            g = torch.sigmoid(self.gate(x))
+            return (1 - g) * shortcut + branch
+        if self.kind == "dropout":
+            keep = 1 - self.drop_ratio
+            return keep * F.dropout(shortcut, self.drop_ratio, self.training) + branch
+        return shortcut + branch
+
+    def extra_repr(self) -> str:
+        return self.kind

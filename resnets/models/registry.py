@@ -1,0 +1,118 @@
+"""Model registry: ``@register_model`` builders, ``create_model`` and specs that rebuild a model.
+
+A builder is one declarative line, ``return build_model(ResNet, kwargs, block=..., layers=...)``.
+Every keyword a user passes is checked against the model's options: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import functools
+import inspect
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError, unknown_name
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` under its own name; models it builds record their spec (name and arguments)."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise RuntimeError(f"model {name!r} registered twice")
+
+    @functools.wraps(fn)
+    def builder(**kwargs: Any) -> nn.Module:
+        model = fn(**kwargs)
+        spec_kwargs = {**kwargs, "num_classes": model.num_classes, "in_chans": model.in_chans}
+        try:  # a spec must survive JSON (checkpoints, run configs); tuples come back as lists
+            spec_kwargs = json.loads(json.dumps(spec_kwargs))
+        except TypeError as exc:
+            raise ConfigError(f"options must be plain values (numbers, strings, lists): {exc}") from None
+        model.resnets_spec = {"name": name, "kwargs": spec_kwargs}
+        return model
+
+    _MODELS[name] = builder
+    return builder
+
+
+def model_options(cls: type, fixed: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options of ``cls`` a user may set (those the architecture does not fix) and defaults."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in fixed}
+
+
+def build_model(cls: type[nn.Module], overrides: dict[str, Any], **fixed: Any) -> nn.Module:
+    """``cls(**fixed, **overrides)`` after checking that every override is one of the model's options."""
+    valid = model_options(cls, fixed)
+    for key in overrides:
+        if key in fixed:
+            raise ConfigError(f"option {key!r} is fixed by this architecture ({key}={fixed[key]!r}); "
+                              f"options you can set: {', '.join(valid)}")
+        if key not in valid:
+            raise unknown_name("option", key, valid)
+    return cls(**fixed, **overrides)
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names (natural order), optionally filtered by an fnmatch ``pattern``."""
+    names = sorted(_MODELS, key=_natural_key)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def create_model(
+    name: str, *, num_classes: int | None = None, in_chans: int = 3, **overrides: Any
+) -> nn.Module:
+    """Build a registered model. ``num_classes=None`` keeps the family default (1000 ImageNet, 10 CIFAR).
+
+    Raises ConfigError for an unknown name (with the closest names), an unknown option (with the valid
+    ones) or an invalid value.
+    """
+    if name not in _MODELS:
+        raise unknown_name("model", name, _MODELS)
+    kwargs = dict(overrides, in_chans=in_chans)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    try:
+        return _MODELS[name](**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel (``.module``) or torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """``{"name": ..., "kwargs": {...}}``, JSON-serialisable, enough for ``create_model_from_spec``."""
+    spec = getattr(unwrap_model(model), "resnets_spec", None)
+    if spec is None:
+        raise ConfigError("this model was not built by resnets.create_model, so it has no spec to record")
+    return copy.deepcopy(spec)
+
+
+def create_model_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Rebuild a model (fresh weights) from ``model_spec(model)``."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(
+        spec.get("kwargs", {}), dict
+    ):
+        raise ConfigError(f"a model spec is {{'name': str, 'kwargs': dict}}, got {spec!r}")
+    return create_model(spec["name"], **spec.get("kwargs", {}))
