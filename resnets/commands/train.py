@@ -1,0 +1,153 @@
+"""``resnets train``: train a model with a named recipe; every recipe field can be overridden.
+
+Flags follow timm's names (``--model --dataset --data-dir --epochs --batch-size --lr ...``);
+``--set key=value`` reaches any recipe field. With no arguments: resnet20 on Fashion-MNIST with
+the ``fast-cpu`` recipe. Under ``torchrun`` the same command trains data-parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# flag dest -> Recipe field (flags left at None are not given and leave the recipe's value)
+RECIPE_FLAGS = {
+    "model": "model", "dataset": "dataset", "epochs": "epochs", "iterations": "iterations",
+    "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "momentum": "momentum",
+    "nesterov": "nesterov", "label_smoothing": "label_smoothing", "amp": "amp", "amp_dtype": "amp_dtype",
+    "channels_last": "channels_last", "compile": "compile", "seed": "seed", "deterministic": "deterministic",
+    "val_split": "val_split", "ema": "ema", "ema_decay": "ema_decay", "train_subset": "train_subset",
+    "test_subset": "test_subset", "tta": "tta", "schedule": "schedule", "augment": "augment",
+    "sync_bn": "sync_bn",
+}
+# flag dest -> RunOptions field
+RUN_FLAGS = {
+    "output": "output", "resume": "resume", "device": "device", "data_dir": "data_dir",
+    "download": "download", "workers": "workers", "init_weights": "init_weights", "freeze_bn": "freeze_bn",
+    "keep_last": "keep_last", "log_every": "log_every", "progress": "progress",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("examples: resnets train | resnets train --recipe paper-cifar --model resnet56 "
+                     "--data-dir DIR | resnets train --set warmup=2 --epochs 8 | "
+                     "torchrun --nproc-per-node 2 -m resnets train ...")
+    bool_flag = argparse.BooleanOptionalAction
+    g = parser.add_argument_group("recipe")
+    g.add_argument("--recipe", default=None, metavar="NAME",
+                   help="paper-cifar, paper-imagenet, paper-imagenet-step, preact-cifar, wrn, fast-cpu "
+                        "(default: fast-cpu, or the resumed run's recipe)")
+    g.add_argument("--set", dest="set_items", action="append", metavar="KEY=VALUE", default=[],
+                   help="override any recipe field, e.g. --set milestones=30,60 (repeatable)")
+    g.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    g = parser.add_argument_group("model and data")
+    g.add_argument("--model", help="model name (see `resnets models`)")
+    g.add_argument("--dataset", help="mnist, fashion-mnist, cifar10, cifar100, imagenet, or an image folder")
+    g.add_argument("--data-dir", help="where the dataset lives")
+    g.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
+    g.add_argument("--val-split", type=int, metavar="N", help="hold out N training images for validation")
+    g.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
+    g.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images only")
+    g.add_argument("--augment", choices=["standard", "flip", "none"])
+    g.add_argument("--workers", type=int, help="DataLoader workers (image folders only)")
+    g.add_argument("--init-weights", metavar="FILE",
+                   help="start from these weights (torchvision, timm, resnets)")
+    g.add_argument("--freeze-bn", action="store_true", default=None,
+                   help="keep BatchNorm statistics frozen (BN layers in eval mode): common for fine-tuning")
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--iterations", type=int, help="stop after this many iterations (wins over --epochs)")
+    g.add_argument("-b", "--batch-size", type=int, help="global batch size (split over processes)")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--weight-decay", "--wd", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--nesterov", action=bool_flag, default=None)
+    g.add_argument("--label-smoothing", "--smoothing", type=float)
+    g.add_argument("--schedule", "--sched", choices=["step", "plateau", "onecycle", "cosine", "constant"])
+    g.add_argument("--ema", action=bool_flag, default=None,
+                   help="keep an exponential moving average of the weights")
+    g.add_argument("--ema-decay", type=float)
+    g.add_argument("--tta", choices=["none", "flip"], help="test-time augmentation of per-epoch evaluation")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--deterministic", action=bool_flag, default=None,
+                   help="deterministic algorithms (bit-identical reruns and resumes on the same machine)")
+    g = parser.add_argument_group("speed")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--amp", action=bool_flag, default=None, help="mixed precision (autocast)")
+    g.add_argument("--amp-dtype", choices=["bfloat16", "float16"])
+    g.add_argument("--channels-last", action=bool_flag, default=None)
+    g.add_argument("--compile", action=bool_flag, default=None, help="torch.compile the model")
+    g.add_argument("--sync-bn", action=bool_flag, default=None, help="SyncBatchNorm in distributed runs")
+    g = parser.add_argument_group("outputs")
+    g.add_argument("--output", "-o", metavar="DIR", help="run folder (default runs/<time>-<model>-<dataset>)")
+    g.add_argument("--resume", metavar="DIR|FILE", help="continue a run from its newest good checkpoint")
+    g.add_argument("--keep-last", type=int, help="checkpoints kept: last.pt and K-1 older (default 2)")
+    g.add_argument("--log-every", type=int, help="steps between steps.jsonl records (default 50)")
+    g.add_argument("--progress", choices=["auto", "bar", "line", "none"])
+
+
+def build_config(args: argparse.Namespace):
+    """The resolved TrainConfig: recipe (or the resumed run's), then flags, then --set."""
+    import dataclasses
+
+    from ..errors import unknown_name
+    from ..train.checkpoint import load_for_resume
+    from ..train.recipes import DEFAULT_RECIPE, RunOptions, TrainConfig, apply_overrides, get_recipe
+    from ._common import parse_set_args
+
+    set_items = parse_set_args(args.set_items)
+    given_run = {dest for dest in RUN_FLAGS if getattr(args, dest) is not None}
+    run_values = {RUN_FLAGS[dest]: getattr(args, dest) for dest in given_run}
+    run_fields = {f.name for f in dataclasses.fields(RunOptions)}
+    recipe_fields = {f.name for f in dataclasses.fields(TrainConfig().recipe)} - {"name"}
+    recipe_sets = {}
+    for key, value in set_items.items():
+        if key in recipe_fields:
+            recipe_sets[key] = value
+        elif key in run_fields:
+            from ..train.recipes import convert
+
+            run_values[key] = convert(value, _run_field_type(key), key)
+        else:
+            raise unknown_name("recipe field", key, sorted(recipe_fields | run_fields))
+
+    if args.resume:
+        # continue the run as it was configured; flags given now override (e.g. more --epochs)
+        _, ckpt = load_for_resume(args.resume, log=lambda m: None)
+        base = TrainConfig.from_dict(ckpt["config"])
+        recipe = get_recipe(args.recipe) if args.recipe else base.recipe
+        run_values = {**dataclasses.asdict(base.run), "resume": args.resume, **run_values}
+        if "output" not in given_run:
+            run_values["output"] = _resume_folder(args.resume)
+    else:
+        recipe = get_recipe(args.recipe or DEFAULT_RECIPE)
+    flag_values = {field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items()
+                   if getattr(args, dest) is not None}
+    recipe = apply_overrides(recipe, flag_values)
+    recipe = apply_overrides(recipe, recipe_sets)
+    return TrainConfig(recipe=recipe, run=RunOptions(**run_values))
+
+
+def _run_field_type(key: str):
+    import typing
+
+    from ..train.recipes import RunOptions
+
+    return typing.get_type_hints(RunOptions)[key]
+
+
+def _resume_folder(resume: str) -> str:
+    from pathlib import Path
+
+    path = Path(resume)
+    return str(path if path.is_dir() else path.parent)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    from ..train.engine import train
+
+    train(config)
+    return 0

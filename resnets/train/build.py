@@ -1,0 +1,151 @@
+"""What a run is made of, built from its config: seeds, data, model, optimiser, EMA.
+
+Each builder is a small function of the recipe so the loop in engine.py reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, unknown_name
+from .distributed import DistInfo
+from .recipes import Recipe, RunOptions
+
+
+def check_names(recipe: Recipe) -> None:
+    """Unknown model, model option or dataset: a ConfigError before any data is read."""
+    from ..data.datasets import DATASET_NAMES
+    from ..models.registry import create_model
+
+    if recipe.dataset not in DATASET_NAMES:
+        raise unknown_name("dataset", recipe.dataset, DATASET_NAMES)
+    with torch.device("meta"):  # checks the name and every option without allocating weights
+        create_model(recipe.model, **recipe.model_kwargs)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """--deterministic: the same inputs give bit-identical results on the same machine (and a
+    resumed run matches an uninterrupted one). Otherwise let cuDNN pick the fastest kernels."""
+    if device.type == "cuda":
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS for determinism
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> Any:
+    """The data pipeline's DataConfig for this recipe (batch sizes are global; build_data shards)."""
+    from ..data.loaders import DataConfig
+
+    if recipe.batch_size % info.world_size:
+        raise ConfigError(f"batch size {recipe.batch_size} does not divide among {info.world_size} processes")
+    return DataConfig(
+        dataset=recipe.dataset, data_dir=run.data_dir, download=run.download,
+        batch_size=recipe.batch_size // info.world_size, eval_batch_size=recipe.eval_batch_size,
+        val_split=recipe.val_split, augment=recipe.augment, train_subset=recipe.train_subset,
+        test_subset=recipe.test_subset, workers=run.workers, seed=recipe.seed,
+    )
+
+
+def build_data_bundle(recipe: Recipe, run: RunOptions, device: torch.device, info: DistInfo) -> Any:
+    from ..data.loaders import build_data
+
+    return build_data(data_config(recipe, run, info), device, rank=info.rank, world_size=info.world_size)
+
+
+def build_model(recipe: Recipe, run: RunOptions, data: Any, device: torch.device,
+                log: Callable[[str], None]) -> nn.Module:
+    """The recipe's model for the data's classes and channels, optionally from pretrained weights."""
+    from ..models.registry import create_model
+
+    model = create_model(recipe.model, num_classes=len(data.classes), in_chans=data.in_chans,
+                         **recipe.model_kwargs)
+    if run.init_weights:
+        from ..weights import load_weights_into
+
+        report = load_weights_into(model, run.init_weights, replace_head=True)
+        for line in report.lines():
+            log(line)
+    model = model.to(device)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD (or AdamW) with weight decay; BN weights and biases get ``norm_weight_decay`` when set."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_norm = isinstance(module, nn.modules.batchnorm._NormBase) or name == "bias"
+            (no_decay if is_norm and recipe.norm_weight_decay is not None else decay).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": recipe.norm_weight_decay})
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+
+
+def build_ema(model: nn.Module, recipe: Recipe) -> Any:
+    """An exponential moving average of the weights, BN running statistics included
+    (``use_buffers=True``), or None."""
+    if not recipe.ema:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """Training mode; with ``freeze_bn`` the BN layers stay in eval mode, so they normalise with
+    (and do not update) their running statistics. Their affine weights still train."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import torchvision
+
+    from .. import __version__
+
+    return {"resnets": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version()}
+
+
+def weighted_depth(model: nn.Module) -> int:
+    """Layers with weights on the main path (convs and fc, not projection shortcuts), as the paper
+    counts depth: 110 for ResNet-110."""
+    return sum(1 for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+               and not any(part in name for part in ("downsample", "shortcut")))
+
+
+def default_output(recipe: Any) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{stamp}-{recipe.model}-{recipe.dataset}")

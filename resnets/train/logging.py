@@ -1,0 +1,169 @@
+"""What a run records: metrics.csv (one row per epoch), steps.jsonl (one record per logged step),
+and what it shows: a tqdm bar on a terminal, one line per epoch otherwise."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+METRIC_COLUMNS = [
+    "epoch", "iteration", "lr", "train_loss", "train_error", "val_loss", "val_error",
+    "test_loss", "test_error", "images_per_s", "epoch_time_s", "elapsed_s",
+]
+
+
+class MetricsLog:
+    """Appends to ``folder/metrics.csv`` and ``folder/steps.jsonl``.
+
+    On resume, records after the checkpoint's epoch/iteration are dropped first, so the files
+    describe exactly the run that the weights came from.
+    """
+
+    def __init__(self, folder: str | Path, resume_epoch: int | None = None,
+                 resume_iteration: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.folder / "metrics.csv"
+        self.steps_path = self.folder / "steps.jsonl"
+        if resume_epoch is None:
+            self.csv_path.unlink(missing_ok=True)
+            self.steps_path.unlink(missing_ok=True)
+        else:
+            rows = [r for r in read_metrics(self.csv_path) if int(r["epoch"]) <= resume_epoch]
+            self.csv_path.unlink(missing_ok=True)
+            for row in rows:
+                self.log_epoch(row)
+            last = resume_iteration or 0
+            steps = [s for s in read_steps(self.steps_path) if s.get("iteration", 0) <= last]
+            with open(self.steps_path, "w") as f:
+                f.writelines(json.dumps(s) + "\n" for s in steps)
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+
+    def log_step(self, record: dict[str, Any]) -> None:
+        with open(self.steps_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _fmt(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.csv with numbers as floats (ints for epoch/iteration), blanks as None."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            parsed: dict[str, Any] = {}
+            for k, v in row.items():
+                if v in ("", None):
+                    parsed[k] = None
+                elif k in ("epoch", "iteration"):
+                    parsed[k] = int(float(v))
+                else:
+                    try:
+                        parsed[k] = float(v)
+                    except ValueError:
+                        parsed[k] = v
+            out.append(parsed)
+    return out
+
+
+def read_steps(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a crash: everything before it is good
+    return records
+
+
+class Progress:
+    """A tqdm bar per epoch on a terminal ("bar"), one line per epoch otherwise ("line")."""
+
+    def __init__(self, mode: str = "auto", enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if self.stream.isatty() else "line"
+        self.mode = mode if enabled else "none"
+        self._bar = None
+
+    def message(self, text: str) -> None:
+        if self.mode == "none":
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def epoch(self, iterable: Iterable, epoch: int, epochs: int, total: int | None) -> Iterator:
+        if self.mode != "bar":
+            yield from iterable
+            return
+        from tqdm import tqdm
+
+        with tqdm(iterable, total=total, desc=f"epoch {epoch}/{epochs}", file=self.stream,
+                  dynamic_ncols=True, leave=False) as bar:
+            self._bar = bar
+            try:
+                yield from bar
+            finally:
+                self._bar = None
+
+    def update(self, **values: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+
+    def epoch_line(self, row: dict[str, Any]) -> None:
+        parts = [f"epoch {row['epoch']}", f"iter {row['iteration']}", f"lr {row['lr']:.4g}",
+                 f"loss {row['train_loss']:.4f}", f"train err {row['train_error']:.2f}%"]
+        for split in ("val", "test"):
+            if row.get(f"{split}_error") is not None:
+                parts.append(f"{split} err {row[f'{split}_error']:.2f}%")
+        parts += [f"{row['images_per_s']:.0f} img/s", f"{_duration(row['elapsed_s'])}"]
+        self.message(" | ".join(parts))
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, s = divmod(int(round(seconds)), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The final summary: best and final errors, time, throughput, where things are."""
+    lines = [f"finished {result['epochs_done']} epochs ({result['iterations']} iterations) in "
+             f"{_duration(result['elapsed_s'])}, {result['images_per_s']:.0f} train images/s"]
+    for split in ("val", "test"):
+        final = result.get(f"final_{split}_error")
+        if final is not None:
+            best = result.get(f"best_{split}_error")
+            lines.append(f"{split} error: final {final:.2f}% (accuracy {100 - final:.2f}%), best {best:.2f}% "
+                         f"(epoch {result.get(f'best_{split}_epoch')})")
+    if result.get("output"):
+        lines.append(f"outputs in {result['output']}")
+    return lines

@@ -1,0 +1,120 @@
+"""Learning-rate schedules, stepped every iteration.
+
+The CIFAR paper counts iterations (lr /10 at 32k and 48k, Sec. 4.2) while most recipes count
+epochs; both are converted to iterations here so one epoch loop serves all of them. Schedules
+are ``torch.optim.lr_scheduler`` objects (LambdaLR with a callable that carries its own state,
+or ReduceLROnPlateau), so their state goes into checkpoints as plain types.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .recipes import Recipe
+
+
+class LRFactor:
+    """lr multiplier as a function of the iteration: warm-up, then the recipe's schedule.
+
+    Attributes are plain types: ``LambdaLR.state_dict`` saves them, so resume restores them.
+    """
+
+    def __init__(self, recipe: Recipe, steps_per_epoch: int, total_steps: int, depth: int = 0) -> None:
+        unit = steps_per_epoch if recipe.schedule_unit == "epoch" else 1
+        self.kind = recipe.schedule
+        self.total_steps = int(total_steps)
+        self.milestones = [int(round(m * unit)) for m in recipe.milestones]
+        self.gamma = float(recipe.gamma)
+        self.warmup_steps = int(round(recipe.warmup * unit))
+        self.warmup_shape = recipe.warmup_shape
+        self.start_factor = float(recipe.warmup_start_factor)
+        self.final_factor = float(recipe.final_lr_factor)
+        # Sec. 4.2: for 110+ layers "we use 0.01 to warm up the training until the training error
+        # is below 80% (about 400 iterations), and then go back to 0.1".
+        self.error_warmup_active = (recipe.warmup_until_error is not None
+                                    and depth >= recipe.warmup_until_error_min_depth)
+        self.error_warmup_threshold = float(recipe.warmup_until_error or 0.0)
+        self.error_warmup_factor = float(recipe.warmup_until_error_factor)
+        self.error_warmup_ended_at: int | None = None
+        self.window: list[float] = []  # training errors of the last iterations (fractions)
+
+    def __call__(self, step: int) -> float:
+        factor = self._schedule(step)
+        if step < self.warmup_steps:
+            if self.warmup_shape == "constant":
+                factor *= self.start_factor
+            else:
+                factor *= self.start_factor + (1 - self.start_factor) * step / self.warmup_steps
+        if self.error_warmup_active:
+            factor *= self.error_warmup_factor
+        return factor
+
+    def _schedule(self, step: int) -> float:
+        if self.kind == "step":
+            return self.gamma ** sum(step >= m for m in self.milestones)
+        if self.kind in ("onecycle", "cosine"):
+            # onecycle: linear up during the warm-up (above), then linear down to final_factor
+            # (Smith & Topin 2017 as used by Page and airbench); cosine: Loshchilov & Hutter 2017.
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+            if self.kind == "onecycle":
+                return 1 - (1 - self.final_factor) * progress
+            return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0  # constant
+
+    def observe(self, step: int, errors: int, count: int, window: int = 20) -> bool:
+        """Feed one iteration's training errors; True when the error-based warm-up just ended."""
+        if not self.error_warmup_active or count == 0:
+            return False
+        self.window = (self.window + [errors / count])[-window:]
+        if len(self.window) == window and sum(self.window) / window < self.error_warmup_threshold:
+            self.error_warmup_active = False
+            self.error_warmup_ended_at = step
+            return True
+        return False
+
+
+class LRSchedule:
+    """One interface over per-iteration (LambdaLR) and per-epoch (ReduceLROnPlateau) schedules."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int,
+                 total_steps: int, depth: int = 0) -> None:
+        self.optimizer = optimizer
+        self.factor: LRFactor | None = None
+        if recipe.schedule == "plateau":
+            # Sec. 3.4: "divided by 10 when the error plateaus"
+            self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=recipe.gamma, patience=recipe.plateau_patience)
+        else:
+            self.factor = LRFactor(recipe, steps_per_epoch, total_steps, depth)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step_iteration(self, errors: int = 0, count: int = 0) -> str | None:
+        """After each optimiser step. Returns a message when something worth logging happened."""
+        if self.factor is None:
+            return None
+        step = self.scheduler.last_epoch
+        ended = self.factor.observe(step, errors, count)
+        self.scheduler.step()
+        if ended:
+            return (f"training error below {self.factor.error_warmup_threshold:.0%} at iteration {step + 1}: "
+                    f"warm-up over, lr {self.lr:g}")
+        return None
+
+    def step_epoch(self, monitored_error: float | None) -> None:
+        """After each epoch's evaluation (only the plateau schedule uses it)."""
+        if self.factor is None and monitored_error is not None:
+            self.scheduler.step(monitored_error)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
