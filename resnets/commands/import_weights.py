@@ -1,0 +1,57 @@
+"""``resnets import-weights FILE --model NAME --output OUT.safetensors``: torchvision/timm weights in.
+
+The file is loaded safely (``torch.load(weights_only=True)`` or safetensors), checked key by key
+against the model (missing, unexpected and mis-shaped keys are listed), and written as our
+safetensors weights file, which ``resnets train --init-weights`` accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="state dict from torchvision or timm (.pth, .pt, .bin, "
+                        ".safetensors), or a resnets checkpoint")
+    parser.add_argument("--model", required=True, help="model name (see `resnets models`)")
+    parser.add_argument("--output", required=True, metavar="OUT.safetensors", help="weights file to write")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classes of the model (default: the file's); another count replaces the head")
+    parser.add_argument("--in-chans", type=int, default=None,
+                        help="input channels (default: the file's); another count adapts the stem "
+                        "filters as timm does")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import create_model
+    from ..errors import ConfigError
+    from ..weights import load_weights_into, read_state_dict, save_weights
+
+    for flag in ("num_classes", "in_chans"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    state = read_state_dict(args.file)
+    num_classes = args.num_classes or _file_classes(state)
+    in_chans = args.in_chans or _file_in_chans(state) or 3
+    kwargs = {"in_chans": in_chans} | ({"num_classes": num_classes} if num_classes else {})
+    model = create_model(args.model, **kwargs)
+    del state  # load_weights_into reads the file again, checked against the model
+    report = load_weights_into(model, args.file, replace_head=True)
+    for line in report.lines():
+        print(line)
+    out = save_weights(model, args.output, metadata={"source": str(args.file)})
+    print(f"wrote {out} ({args.model}, {model.num_classes} classes, {in_chans} input channels)")
+    return 0
+
+
+def _file_classes(state: dict) -> int | None:
+    weight = state.get("fc.weight")
+    if weight is None:
+        weight = state.get("head.fc.weight")
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def _file_in_chans(state: dict) -> int | None:
+    weight = state.get("conv1.weight")
+    return int(weight.shape[1]) if weight is not None and weight.dim() == 4 else None

@@ -1,0 +1,70 @@
+"""``resnets predict --checkpoint PATH IMAGE...``: the most likely classes of each image.
+
+Images (JPEG, PNG, ...; grayscale or colour) are preprocessed exactly as the checkpoint's
+evaluation data was (channels, size, normalisation come from the checkpoint's data record).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+_CHUNK = 64  # images per forward pass
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a resnets training checkpoint (.pt)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    parser.add_argument("--json", action="store_true",
+                        help="also print one JSON object with all predictions on the last line")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from ..data import load_image, preprocess_image
+    from ..errors import CheckpointError, ConfigError
+    from ..runtime import select_device
+    from ..train.checkpoint import load_model
+
+    if args.topk < 1:
+        raise ConfigError(f"--topk must be at least 1, got {args.topk}")
+    device = select_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
+    meta = ckpt.get("data") or {}
+    if not meta:
+        raise CheckpointError(f"checkpoint {args.checkpoint} has no data record (classes, preprocessing); "
+                              "it cannot be used to predict")
+    classes = list(meta.get("classes") or [str(i) for i in range(model.num_classes)])
+    if len(classes) != model.num_classes:
+        raise CheckpointError(f"checkpoint {args.checkpoint} names {len(classes)} classes but its model has "
+                              f"{model.num_classes} outputs")
+    k = min(args.topk, len(classes))
+    if k < args.topk:
+        print(f"note: the model has only {len(classes)} classes; showing the top {k}")
+
+    # Read every image first, so that a bad file fails before any work (DataError names the file).
+    inputs = [preprocess_image(load_image(path), meta) for path in args.images]
+    predictions = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), _CHUNK):
+            batch = torch.stack(inputs[start:start + _CHUNK]).to(device)
+            probs = model(batch).float().softmax(dim=1)
+            top_p, top_i = probs.topk(k, dim=1)
+            for offset, (ps, idx) in enumerate(zip(top_p.tolist(), top_i.tolist(), strict=True)):
+                top = [{"class": classes[i], "index": i, "probability": p}
+                       for p, i in zip(ps, idx, strict=True)]
+                predictions.append({"image": str(args.images[start + offset]), "top": top})
+
+    width = max(len(c) for c in classes)
+    for prediction in predictions:
+        print(prediction["image"])
+        for entry in prediction["top"]:
+            print(f"  {entry['class']:<{width}}  {100 * entry['probability']:6.2f} %")
+    if args.json:
+        name = (ckpt.get("model") or {}).get("name")
+        print(json.dumps({"model": name, "checkpoint": str(args.checkpoint), "predictions": predictions}))
+    return 0

@@ -1,0 +1,193 @@
+"""A deployable model: BatchNorm folded into convolutions, ONNX and ``torch.export`` (.pt2) files.
+
+Both exporters keep the batch dimension dynamic, and every file is checked after writing:
+ONNX by running it in onnxruntime, .pt2 by reloading it, each against eager PyTorch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ResnetsError
+from .train.checkpoint import write_atomic
+
+_CONV_OPS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
+_BN_OPS = {torch.ops.aten.batch_norm.default, torch.ops.aten._native_batch_norm_legit_no_training.default}
+ONNX_TOLERANCE = 1e-4  # max abs logit difference accepted between an exported file and eager PyTorch
+
+
+# -- BatchNorm folding ------------------------------------------------------------------------
+def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple[str, str]]:
+    """(conv, bn) module names where the BN can be folded into the conv before it.
+
+    That needs the BN's input to be the conv's output and nothing else to read that output.
+    In an original ResNet every BN follows its conv. In a pre-activation ResNet the BN that
+    opens a unit follows an addition (and feeds a ReLU before the next conv), so it stays;
+    only the BNs inside the residual branch (and the stem's) fold.
+    The graph comes from ``torch.export`` on ``example`` (default: one small image), which,
+    unlike ``torch.fx.symbolic_trace``, follows Python control flow such as input checks.
+    """
+    model = model.eval()
+    if example is None:
+        example = torch.zeros(1, _in_channels(model), 64, 64)
+    try:
+        graph = torch.export.export(model, (example.cpu(),)).graph
+    except Exception as exc:
+        raise ResnetsError(f"cannot fold BatchNorm in {type(model).__name__}: torch.export failed "
+                           f"({_first_line(exc)}); export without --fold-bn") from None
+    modules = dict(model.named_modules())
+
+    def module_of(node) -> tuple[str, nn.Module | None]:
+        stack = node.meta.get("nn_module_stack") or {}
+        name = list(stack.values())[-1][0] if stack else ""
+        return name, modules.get(name)
+
+    calls: Counter[str] = Counter()  # graph nodes per conv/BN module: >1 means the module is reused
+    for node in graph.nodes:
+        name, module = module_of(node)
+        if node.op == "call_function" and isinstance(module, (nn.Conv2d, nn.BatchNorm2d)) \
+                and node.target in _CONV_OPS | _BN_OPS:
+            calls[name] += 1
+    pairs = []
+    for node in graph.nodes:
+        bn_name, bn = module_of(node)
+        if node.op != "call_function" or node.target not in _BN_OPS or not isinstance(bn, nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        conv_name, conv = module_of(source)
+        if (
+            source.target in _CONV_OPS and isinstance(conv, nn.Conv2d)
+            and len(source.users) == 1  # no shortcut or other branch reads the conv's output
+            and calls[conv_name] == 1 and calls[bn_name] == 1
+            and bn.track_running_stats and bn.running_mean is not None  # eval BN is a fixed affine map
+        ):
+            pairs.append((conv_name, bn_name))
+    return pairs
+
+
+def _in_channels(model: nn.Module) -> int:
+    if isinstance(getattr(model, "in_chans", None), int):
+        return model.in_chans
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ResnetsError(f"{type(model).__name__} has no Conv2d layer; nothing to fold")
+    return first.in_channels
+
+
+def fold_bn(model: nn.Module, *, inplace: bool = False, example: Tensor | None = None) -> nn.Module:
+    """The model in eval mode with every foldable BatchNorm folded into the conv before it.
+
+    conv(x) * gamma / sqrt(var + eps) + (beta - mean * gamma / sqrt(var + eps)) is one conv
+    with rescaled filters and a bias; the folded BN becomes ``nn.Identity``. Outputs equal
+    the unfolded model's in eval mode (to float rounding). BNs that cannot fold (see
+    ``conv_bn_pairs``) are left as they are. Returns a copy unless ``inplace``.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = model if inplace else copy.deepcopy(model)
+    model.eval()
+    for conv_name, bn_name in conv_bn_pairs(model, example):
+        fused = fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        _set_submodule(model, conv_name, fused)
+        _set_submodule(model, bn_name, nn.Identity())
+    return model
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+# -- ONNX -------------------------------------------------------------------------------------
+def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
+                tolerance: float = ONNX_TOLERANCE) -> float:
+    """Write ``model`` as ONNX (dynamo exporter, dynamic batch) and check it in onnxruntime.
+
+    Returns the max absolute difference between onnxruntime's and eager PyTorch's logits on a
+    batch of another size than ``example`` (which checks that the batch really is dynamic).
+    A difference above ``tolerance`` is an error and no file is left behind.
+    """
+    model = model.eval().cpu()
+    example = example.cpu()
+    diffs = []
+
+    def write(tmp: Path) -> None:
+        try:
+            torch.onnx.export(model, (example,), str(tmp), dynamo=True, input_names=["input"],
+                              output_names=["logits"], dynamic_shapes=({0: "batch"},),
+                              external_data=False, verbose=False)
+        except Exception as exc:
+            raise ResnetsError(f"ONNX export of {type(model).__name__} failed: {_first_line(exc)}; "
+                               "--format pt2 may still work") from None
+        diffs.append(onnx_max_abs_diff(tmp, model, _check_batch(example)))
+        if not diffs[0] <= tolerance:
+            raise ResnetsError(f"ONNX file differs from PyTorch by {diffs[0]:.3g} (max abs logit difference, "
+                               f"allowed {tolerance:g}); not written to {path}")
+
+    write_atomic(path, write)
+    return diffs[0]
+
+
+def onnx_max_abs_diff(onnx_path: str | os.PathLike, model: nn.Module, images: Tensor) -> float:
+    """Max absolute difference between onnxruntime's output on ``images`` and the eager model's."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    (ort_logits,) = session.run(None, {input_name: images.cpu().numpy()})
+    with torch.inference_mode():
+        eager = model.eval().cpu()(images.cpu())
+    return float((torch.from_numpy(ort_logits) - eager).abs().max())
+
+
+# -- torch.export -----------------------------------------------------------------------------
+def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
+               tolerance: float = ONNX_TOLERANCE) -> float:
+    """Save a ``torch.export`` program (.pt2, dynamic batch), reload it and compare with eager.
+
+    Returns the max absolute logit difference of the reloaded program on a batch of another size.
+    """
+    model = model.eval().cpu()
+    example = example.cpu()
+    batch = torch.export.Dim("batch")
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:
+        raise ResnetsError(f"torch.export of {type(model).__name__} failed: {_first_line(exc)}") from None
+    diffs = []
+
+    def write(tmp: Path) -> None:
+        torch.export.save(program, str(tmp))
+        diffs.append(pt2_max_abs_diff(tmp, model, _check_batch(example)))
+        if not diffs[0] <= tolerance:
+            raise ResnetsError(f"reloaded .pt2 program differs from PyTorch by {diffs[0]:.3g} "
+                               f"(allowed {tolerance:g}); not written to {path}")
+
+    write_atomic(path, write)
+    return diffs[0]
+
+
+def pt2_max_abs_diff(pt2_path: str | os.PathLike, model: nn.Module, images: Tensor) -> float:
+    """Reload a .pt2 file and return the max absolute difference of its output from the model's."""
+    program = torch.export.load(str(pt2_path))
+    with torch.inference_mode():
+        exported = program.module()(images.cpu())
+        eager = model.eval().cpu()(images.cpu())
+    return float((exported - eager).abs().max())
+
+
+def _check_batch(example: Tensor) -> Tensor:
+    """A random batch one larger than the example: the exported batch dimension must be dynamic."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((example.shape[0] + 1, *example.shape[1:]), generator=generator)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
