@@ -22,6 +22,8 @@ class LRFactor:
     Attributes are plain types: ``LambdaLR.state_dict`` saves them, so resume restores them.
     """
 
+    DYNAMIC = ("error_warmup_active", "error_warmup_ended_at", "window")  # state, not settings
+
     def __init__(self, recipe: Recipe, steps_per_epoch: int, total_steps: int, depth: int = 0) -> None:
         unit = steps_per_epoch if recipe.schedule_unit == "epoch" else 1
         self.kind = recipe.schedule
@@ -117,4 +119,15 @@ class LRSchedule:
         return self.scheduler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the position and the warm-up progress; milestones and lengths come from the
+        current recipe, so a resumed run may be extended (e.g. more --epochs)."""
+        state = dict(state)
+        if self.factor is not None:
+            saved = (state.pop("lr_lambdas", None) or [None])[0] or {}
+            state["lr_lambdas"] = [{k: saved[k] for k in LRFactor.DYNAMIC if k in saved}]
         self.scheduler.load_state_dict(state)
+        if self.factor is not None:  # the lr of the restored position under the current settings
+            factor = self.factor(self.scheduler.last_epoch)
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+                group["lr"] = base * factor
+            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]

@@ -1,0 +1,121 @@
+"""Recipes: the papers' numbers, type-checked overrides, the command line that builds a config."""
+
+import dataclasses
+
+import pytest
+
+from resnets.errors import ConfigError
+from resnets.train.recipes import RECIPES, Recipe, RunOptions, TrainConfig, apply_overrides, get_recipe
+
+
+def test_paper_cifar_is_section_4_2():
+    r = get_recipe("paper-cifar")
+    assert (r.batch_size, r.lr, r.momentum, r.weight_decay) == (128, 0.1, 0.9, 1e-4)
+    assert r.iterations == 64_000 and r.schedule_unit == "iteration"
+    assert r.milestones == (32_000, 48_000) and r.gamma == 0.1
+    assert r.val_split == 5000 and r.dataset == "cifar10" and r.augment == "standard"
+    assert r.warmup_until_error == 0.8 and r.warmup_until_error_factor == 0.1
+    assert r.warmup_until_error_min_depth == 110
+
+
+def test_imagenet_and_wrn_recipes():
+    im = get_recipe("paper-imagenet")
+    assert (im.batch_size, im.lr, im.weight_decay, im.momentum) == (256, 0.1, 1e-4, 0.9)
+    assert im.schedule == "plateau"
+    step = get_recipe("paper-imagenet-step")
+    assert step.schedule == "step" and step.milestones == (30, 60) and step.epochs == 90
+    wrn = get_recipe("wrn")
+    assert wrn.nesterov and (wrn.lr, wrn.weight_decay, wrn.gamma) == (0.1, 5e-4, 0.2)
+    assert wrn.milestones == (60, 120, 160) and wrn.epochs == 200 and wrn.batch_size == 128
+    assert get_recipe("preact-cifar").warmup == 400
+
+
+def test_fast_cpu_is_the_default_main_job():
+    r = get_recipe("fast-cpu")
+    assert (r.model, r.dataset) == ("resnet20", "fashion-mnist")
+    assert r.channels_last and not r.amp and r.nesterov and r.tta == "flip" and r.label_smoothing > 0
+    assert TrainConfig().recipe == r
+
+
+def test_every_recipe_survives_a_json_round_trip():
+    for recipe in RECIPES.values():
+        config = TrainConfig(recipe=recipe, run=RunOptions(output="x"))
+        assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_overrides_are_parsed_by_field_type():
+    r = apply_overrides(get_recipe("wrn"), {
+        "milestones": "10,20", "lr": "1", "iterations": "none", "nesterov": "false",
+        "model_kwargs": '{"shortcut": "B"}', "amp-dtype": "float16", "train_subset": "64",
+    })
+    assert r.milestones == (10, 20) and r.lr == 1.0 and isinstance(r.lr, float)
+    assert r.iterations is None and r.nesterov is False and r.model_kwargs == {"shortcut": "B"}
+    assert r.amp_dtype == "float16" and r.train_subset == 64
+    assert get_recipe("wrn").lr == 0.1  # frozen original untouched
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lrr": "0.1"}, "Did you mean: lr"),
+    ({"epochs": "1.5"}, "epochs='1.5' is not an integer"),
+    ({"amp_dtype": "fp8"}, "one of 'bfloat16', 'float16'"),
+    ({"epochs": "0"}, "epochs must be >= 1"),
+    ({"milestones": "20,10"}, "milestones must increase"),
+    ({"model_kwargs": "shortcut=B"}, "JSON object"),
+    ({"nesterov": True, "momentum": 0.0}, "nesterov needs momentum"),
+    ({"lr": "fast"}, "lr='fast' is not a number"),
+])
+def test_bad_overrides_raise_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(get_recipe("fast-cpu"), overrides)
+
+
+def test_recipe_type_is_checked_on_construction_too():
+    with pytest.raises(ConfigError, match="batch_size"):
+        Recipe(batch_size="128")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_recipe("fast-cpu").lr = 1.0
+
+
+def test_unknown_recipe_names_the_closest():
+    with pytest.raises(ConfigError, match="paper-cifar"):
+        get_recipe("paper-cifr")
+
+
+def _config(argv):
+    from resnets.cli import build_parser
+    from resnets.commands.train import build_config
+
+    return build_config(build_parser().parse_args(["train", *argv]))
+
+
+def test_command_line_flags_then_set_override_the_recipe():
+    config = _config(["--recipe", "wrn", "--epochs", "3", "--lr", "0.05", "--no-nesterov",
+                      "--batch-size", "64", "--set", "lr=0.02", "--set", "milestones=1,2",
+                      "--output", "out", "--freeze-bn",
+                      "--set", "keep_last=3"])
+    r = config.recipe
+    assert (r.name, r.epochs, r.lr, r.nesterov) == ("wrn", 3, 0.02, False)
+    assert r.batch_size == 64 and r.milestones == (1, 2)
+    assert config.run.output == "out" and config.run.freeze_bn and config.run.keep_last == 3
+
+
+def test_command_line_defaults_to_fast_cpu():
+    config = _config([])
+    assert config.recipe == get_recipe("fast-cpu") and config.run == RunOptions()
+
+
+def test_command_line_rejects_unknown_set_keys_before_any_work():
+    with pytest.raises(ConfigError, match="Did you mean: label_smoothing"):
+        _config(["--set", "label_smothing=0.1"])
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        _config(["--recipe", "fast"])
+
+
+def test_print_config_prints_the_resolved_json(capsys):
+    import json
+
+    from resnets.cli import main
+
+    assert main(["train", "--epochs", "2", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["recipe"]["epochs"] == 2 and printed["recipe"]["name"] == "fast-cpu"
