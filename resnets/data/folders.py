@@ -1,0 +1,301 @@
+"""Image folders (the user's own data) and ImageNet: scan, transform, load with workers.
+
+Layouts, as torchvision's ``ImageFolder`` users know them (one subfolder per class):
+- ``root/train/<class>/...`` with ``root/val/<class>/...`` (and/or ``root/test/<class>/...``):
+  the test set is ``test/`` when present, else ``val/`` (ImageNet reports its val set);
+  when both exist, ``val/`` is the validation set;
+- ``root/<class>/...`` alone: a seeded, stratified train/test split.
+``imagenet`` is the ILSVRC-2012 layout (``train/`` and ``val/`` as class folders).
+
+Decoding and geometry run in DataLoader workers on uint8 tensors; the float conversion,
+normalisation and PCA lighting run batched on the training device (less to copy, no per-sample
+float work on the CPU). Unreadable images are skipped with a warning and counted per epoch, as
+timm does, or stop the run with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import DataError
+from .augment import Normalization, pca_lighting_shift
+from .images import IMAGE_EXTENSIONS, decode_image_file, is_image_file, resize_center_crop
+from .splits import seed_for, shard_indices, shard_size, stratified_split
+
+Sample = tuple[str, int]
+MAX_SUBSTITUTES = 10  # unreadable training images in a row before giving up on a sample (timm: 20)
+SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")  # ImageNet wnid -> readable names
+
+
+class DataWarning(UserWarning):
+    """Data problems the run survives: skipped images, empty class folders."""
+
+
+@dataclass
+class FolderSplits:
+    root: Path
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample] | None  # a val/ folder kept for validation (when test/ exists too)
+    test: list[Sample]
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    try:
+        entries = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"cannot read image folder {folder}: {exc.strerror or exc}") from None
+    return entries
+
+
+def scan_classes(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[Sample], list[str]]:
+    """(class names, (path, label) samples, empty class folders) of ``folder/<class>/**/<image>``.
+
+    Non-image files are ignored. With ``classes`` given (a val/test folder), labels follow that
+    list and a folder of an unknown class is an error."""
+    found = _class_dirs(folder)
+    if not found:
+        raise DataError(f"{folder} has no class subfolders; an image folder dataset needs one folder per "
+                        f"class ({folder}/<class>/<image>.jpg)")
+    classes = found if classes is None else classes
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder} has class folders the training set lacks: {', '.join(unknown[:10])}; "
+                        f"every class must have a training folder")
+    index = {name: i for i, name in enumerate(classes)}
+    samples, empty = [], []
+    for name in found:
+        before = len(samples)
+        for dirpath, dirnames, filenames in os.walk(folder / name, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            images = sorted(f for f in filenames if is_image_file(f))
+            samples += [(os.path.join(dirpath, f), index[name]) for f in images]
+        if len(samples) == before:
+            empty.append(str(folder / name))
+    return classes, samples, empty
+
+
+def _readable_names(root: Path, wnids: list[str]) -> list[str]:
+    """ImageNet's readable class names from a synset mapping file when one sits in ``root``."""
+    for name in SYNSET_FILES:
+        path = root / name
+        if path.is_file():
+            mapping = {}
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                wnid, _, words = line.strip().partition(" ")
+                mapping[wnid] = words.split(",")[0].strip() or wnid
+            return [mapping.get(w, w) for w in wnids]
+    return wnids
+
+
+def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, seed: int,
+                strict: bool) -> FolderSplits:
+    """Find the train/val/test image lists of an image folder (see the module docstring)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; pass --data-dir a folder of class subfolders")
+    has = {name: (root / name).is_dir() for name in ("train", "val", "test")}
+    if dataset == "imagenet" and not (has["train"] and has["val"]):
+        raise DataError(f"{root} is not in the ILSVRC-2012 layout: imagenet needs train/ and val/ folders of "
+                        f"class subfolders (sort the flat val/ images into class folders first, e.g. with "
+                        f"torchvision.datasets.ImageNet or the usual valprep.sh)")
+    train_dir = root / "train" if has["train"] else root
+    classes, train, empty = scan_classes(train_dir)
+    held_dir = None
+    if has["train"] and (has["test"] or has["val"]):
+        held_dir = root / "test" if has["test"] else root / "val"
+    val = test = None
+    if held_dir is not None:
+        _, test, empty_test = scan_classes(held_dir, classes)
+        empty += empty_test
+        if has["test"] and has["val"]:
+            _, val, empty_val = scan_classes(root / "val", classes)
+            empty += empty_val
+    if empty:
+        message = (f"class folder(s) without images: {', '.join(empty[:10])}"
+                   f"{' ...' if len(empty) > 10 else ''}")
+        if strict:
+            raise DataError(message + " (--strict-data)")
+        warnings.warn(DataWarning(f"{message}; the classes are kept so that labels stay aligned"),
+                      stacklevel=3)
+    if not train:
+        raise DataError(f"no images found in {train_dir} (image files end in {', '.join(IMAGE_EXTENSIONS)})")
+    if test is None:  # no held-out folder: a seeded, stratified split of everything
+        labels = torch.tensor([label for _, label in train])
+        n_test = max(1, round(test_fraction * len(train)))
+        keep, held = stratified_split(labels, n_test, seed, "test split")
+        train, test = [train[i] for i in keep.tolist()], [train[i] for i in held.tolist()]
+    if not test:
+        raise DataError(f"no images found in {held_dir}")
+    if dataset == "imagenet":
+        classes = _readable_names(root, classes)
+    return FolderSplits(root, classes, train, val, test)
+
+
+def train_transform(kind: str, size: int, hflip: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Training geometry on uint8 tensors (colour lighting runs later, batched on the device).
+
+    ``paper`` (Sec. 3.4): shorter side resized to a random value in [256, 480], a random 224 crop,
+    horizontal flip; sizes scale with ``size / 224``. ``rrc``: RandomResizedCrop (Inception-style,
+    what timm and torchvision's recipes use) and flip.
+    """
+    from torchvision.transforms import v2
+
+    flip = [v2.RandomHorizontalFlip()] if hflip else []
+    if kind == "paper":
+        low, high = round(256 * size / 224), round(480 * size / 224)
+        return v2.Compose([v2.RandomShortestSize(list(range(low, high + 1)), antialias=True),
+                           v2.RandomCrop(size), *flip])
+    if kind == "rrc":
+        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), *flip])
+    raise DataError(f"unknown train_transform {kind!r}; use 'paper' or 'rrc'")
+
+
+def eval_resize(size: int) -> int:
+    """Shorter side before the centre crop: 256 for 224 (the standard 0.875 crop ratio)."""
+    return round(size * 256 / 224)
+
+
+def eval_transform(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return functools.partial(resize_center_crop, resize=eval_resize(size), crop=size)
+
+
+class FolderDataset(Dataset):
+    """(path, label) samples decoded and transformed on demand.
+
+    Items are ``(image | None, label, failures)``; ``failures`` lists ``(path, reason)`` of the
+    unreadable files met. With ``substitute`` (training) an unreadable image is replaced by the next
+    readable one, as timm does; otherwise (evaluation, strict mode) the item is dropped, so that no
+    sample is counted twice. A per-sample seed from the sampler makes the random transforms
+    reproducible whatever the number of workers.
+    """
+
+    def __init__(self, samples: list[Sample], transform: Callable, substitute: bool) -> None:
+        self.samples, self.transform, self.substitute = samples, transform, substitute
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        failures = []
+        for k in range(min(MAX_SUBSTITUTES, len(self.samples)) if self.substitute else 1):
+            path, label = self.samples[(index + k) % len(self.samples)]
+            try:
+                image = decode_image_file(path)
+            except DataError as exc:
+                failures.append((path, str(exc)))
+                continue
+            with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
+                if seed is not None:
+                    torch.manual_seed(seed)
+                return self.transform(image), label, failures
+        return None, -1, failures
+
+
+def collate_skipping(items):
+    """Stack the readable images of a batch; pass the failures on."""
+    good = [(x, y) for x, y, _ in items if x is not None]
+    failures = [f for _, _, fs in items for f in fs]
+    if not good:
+        return None, None, failures
+    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), failures
+
+
+class ShardSampler(Sampler):
+    """This rank's indices of the epoch (see ``shard_indices``), each with a per-sample seed."""
+
+    def __init__(self, n: int, *, shuffle: bool, drop_last: bool, seed: int, rank: int, world_size: int):
+        self.n, self.shuffle, self.drop_last, self.seed = n, shuffle, drop_last, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = shard_indices(self.n, shuffle=self.shuffle, drop_last=self.drop_last, seed=self.seed,
+                                epoch=self.epoch, rank=self.rank, world_size=self.world_size)
+        generator = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, 1))
+        seeds = torch.randint(0, 2**62, (self.n,), generator=generator)[indices]  # keyed by sample
+        return iter(zip(indices.tolist(), seeds.tolist(), strict=True))
+
+    def __len__(self) -> int:
+        return shard_size(self.n, drop_last=self.drop_last, rank=self.rank, world_size=self.world_size)
+
+
+class FolderLoader:
+    """Batches ``(x, y)`` on ``device``: x float32 normalised N x C x H x W, y int64."""
+
+    def __init__(self, dataset: FolderDataset, *, batch_size: int, train: bool, normalization: Normalization,
+                 device: torch.device, workers: int, seed: int, rank: int = 0, world_size: int = 1,
+                 lighting: bool = False, strict: bool = False, channels_last: bool = False) -> None:
+        self.dataset, self.batch_size, self.train = dataset, batch_size, train
+        self.normalization, self.device, self.seed, self.rank = normalization, device, seed, rank
+        self.lighting, self.strict, self.channels_last = lighting, strict, channels_last
+        self.epoch = 0
+        self.skipped: dict[str, str] = {}  # unreadable files of the last full epoch -> reason
+        self.sampler = ShardSampler(len(dataset), shuffle=train, drop_last=train, seed=seed, rank=rank,
+                                    world_size=world_size)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=train,
+                                 num_workers=workers, collate_fn=collate_skipping,
+                                 pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator(self.device).manual_seed(seed_for(self.seed, self.epoch, self.rank, 2))
+        skipped: dict[str, str] = {}
+        for x, y, failures in self.loader:
+            for path, reason in failures:
+                if self.strict:
+                    raise DataError(f"{reason} (--strict-data stops at unreadable images; without it they "
+                                    f"are skipped with a warning)")
+                skipped.setdefault(path, reason)
+            if x is None:
+                continue
+            x = x.to(self.device, non_blocking=True)
+            shift = pca_lighting_shift(len(x), generator, self.device) if self.lighting else None
+            x = self.normalization(x, shift)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+        self.skipped = skipped
+        if skipped:
+            listing = ", ".join(sorted(skipped)[:5]) + (" ..." if len(skipped) > 5 else "")
+            warnings.warn(DataWarning(f"{len(skipped)} unreadable image(s) skipped in epoch {self.epoch}: "
+                                      f"{listing} (--strict-data makes this an error)"), stacklevel=2)
+
+
+def fit_folder_normalization(samples: list[Sample], mode: str, size: int, seed: int,
+                             limit: int = 500) -> Normalization:
+    """Normalisation statistics from a seeded sample of up to ``limit`` training images, prepared
+    as for evaluation (decoding a whole folder would cost an epoch)."""
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed_for(seed, 3)))
+    transform, images = eval_transform(size), []
+    for i in order.tolist():
+        try:
+            images.append(transform(decode_image_file(samples[i][0])))
+        except DataError:
+            continue  # counted and reported by the loaders
+        if len(images) == limit:
+            break
+    if not images:
+        raise DataError("no readable training image to compute the normalization from")
+    return Normalization.fit(torch.stack(images), mode)
