@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -144,11 +145,11 @@ def make_tta(name: str, *, image_size: int | None = None, scales: Sequence[int] 
         return flip_logits
     if name == "10crop":
         crop, resize = round(PAPER_CROP * ratio), round(PAPER_RESIZE * ratio)
-        return lambda model, images: ten_crop_logits(model, images, resize=resize, crop=crop)
+        return partial(ten_crop_logits, resize=resize, crop=crop)
     chosen = tuple(int(s) for s in scales) if scales else tuple(round(s * ratio) for s in PAPER_SCALES)
     if any(s < 1 for s in chosen):
         raise ConfigError(f"multi-scale sizes must be positive, got {list(chosen)}")
-    return lambda model, images: multiscale_logits(model, images, scales=chosen)
+    return partial(multiscale_logits, scales=chosen)
 
 
 # -- the evaluation loop ----------------------------------------------------------------------
