@@ -13,7 +13,7 @@ def test_paper_cifar_is_section_4_2():
     assert (r.batch_size, r.lr, r.momentum, r.weight_decay) == (128, 0.1, 0.9, 1e-4)
     assert r.iterations == 64_000 and r.schedule_unit == "iteration"
     assert r.milestones == (32_000, 48_000) and r.gamma == 0.1
-    assert r.val_split == 5000 and r.dataset == "cifar10" and r.augment == "standard"
+    assert r.val_split == 5000 and r.dataset == "cifar10" and r.normalization == "per_pixel"
     assert r.warmup_until_error == 0.8 and r.warmup_until_error_factor == 0.1
     assert r.warmup_until_error_min_depth == 110
 

@@ -16,7 +16,8 @@ RECIPE_FLAGS = {
     "nesterov": "nesterov", "label_smoothing": "label_smoothing", "amp": "amp", "amp_dtype": "amp_dtype",
     "channels_last": "channels_last", "compile": "compile", "seed": "seed", "deterministic": "deterministic",
     "val_split": "val_split", "ema": "ema", "ema_decay": "ema_decay", "train_subset": "train_subset",
-    "test_subset": "test_subset", "tta": "tta", "schedule": "schedule", "augment": "augment",
+    "test_subset": "test_subset", "tta": "tta", "schedule": "schedule", "crop_padding": "crop_padding",
+    "hflip": "hflip", "normalization": "normalization", "image_size": "image_size",
     "sync_bn": "sync_bn",
 }
 # flag dest -> RunOptions field
@@ -45,9 +46,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="where the dataset lives")
     g.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
     g.add_argument("--val-split", type=int, metavar="N", help="hold out N training images for validation")
-    g.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
-    g.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images only")
-    g.add_argument("--augment", choices=["standard", "flip", "none"])
+    g.add_argument("--train-subset", type=int, metavar="N", help="train on a stratified subset of N images")
+    g.add_argument("--test-subset", type=int, metavar="N", help="test on a stratified subset of N images")
+    g.add_argument("--crop-padding", type=int, metavar="PX", help="random crop from zero padding (0: off)")
+    g.add_argument("--hflip", action=bool_flag, default=None, help="random horizontal flip")
+    g.add_argument("--normalization", choices=["per_channel", "per_pixel"])
+    g.add_argument("--image-size", type=int, metavar="PX", help="image folders: crop side (default 224)")
     g.add_argument("--workers", type=int, help="DataLoader workers (image folders only)")
     g.add_argument("--init-weights", metavar="FILE",
                    help="start from these weights (torchvision, timm, resnets)")

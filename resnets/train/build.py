@@ -59,10 +59,12 @@ def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> Any:
     if recipe.batch_size % info.world_size:
         raise ConfigError(f"batch size {recipe.batch_size} does not divide among {info.world_size} processes")
     return DataConfig(
-        dataset=recipe.dataset, data_dir=run.data_dir, download=run.download,
+        dataset=recipe.dataset, data_dir=run.data_dir, download=run.download, val_split=recipe.val_split,
         batch_size=recipe.batch_size // info.world_size, eval_batch_size=recipe.eval_batch_size,
-        val_split=recipe.val_split, augment=recipe.augment, train_subset=recipe.train_subset,
-        test_subset=recipe.test_subset, workers=run.workers, seed=recipe.seed,
+        crop_padding=recipe.crop_padding, hflip=recipe.hflip, normalization=recipe.normalization,
+        train_subset=recipe.train_subset, test_subset=recipe.test_subset, image_size=recipe.image_size,
+        train_transform=recipe.train_transform, workers=run.workers, channels_last=recipe.channels_last,
+        seed=recipe.seed,
     )
 
 

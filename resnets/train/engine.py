@@ -396,14 +396,20 @@ class Saver:
         """model.safetensors (the evaluated weights), curves.png, summary.json."""
         from ..plots import training_curves
         from ..weights import save_weights
-        from .logging import read_metrics
+        from .logging import read_metrics, read_steps
 
         model = loop.ema.module if loop.ema is not None else loop.raw
         save_weights(model, self.output / "model.safetensors", metadata={"data": self.data.meta()})
         if self.config.run.plot:
-            rows = read_metrics(self.output / "metrics.csv")
-            training_curves({self.config.recipe.model: rows}, self.output / "curves.png",
-                            title=f"{self.config.recipe.model} on {self.config.recipe.dataset}")
+            # training error from the logged steps (dense, as Fig. 6), test error per epoch
+            steps = [{"iteration": s["iteration"], "train_error": s["error"]}
+                     for s in read_steps(self.output / "steps.jsonl")]
+            epochs = read_metrics(self.output / "metrics.csv")
+            rows = (steps or [{"iteration": r["iteration"], "train_error": r["train_error"]} for r in epochs])
+            rows = rows + [{"iteration": r["iteration"], "test_error": r["test_error"]} for r in epochs]
+            recipe = self.config.recipe
+            training_curves({recipe.model: rows}, self.output / "curves.png",
+                            title=f"{recipe.model} on {recipe.dataset} ({recipe.name})")
         (self.output / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -128,7 +128,12 @@ class Recipe:
     batch_size: int = 128  # global batch: divided between the processes of a distributed run
     eval_batch_size: int = 512
     val_split: int = 0  # images held out of the training set for validation
-    augment: Literal["standard", "flip", "none"] = "standard"  # standard: pad-and-crop + flip
+    # augmentation and preprocessing (None: the dataset's default; see resnets.data.DataConfig)
+    crop_padding: int | None = None  # random crop from zero padding: 4 px at 32x32 (Sec. 4.2), 3 at 28x28
+    hflip: bool | None = None  # random horizontal flip (default: on, except for digits)
+    normalization: Literal["per_channel", "per_pixel"] = "per_channel"
+    image_size: int | None = None  # image folders: crop side (224)
+    train_transform: Literal["paper", "rrc"] = "paper"  # image folders: Sec. 3.4 scale aug., or timm's RRC
     train_subset: int | None = None  # first N training images (quick runs and tests)
     test_subset: int | None = None
 
@@ -182,14 +187,17 @@ class Recipe:
             problems.append("epochs must be >= 1")
         if self.iterations is not None and self.iterations < 1:
             problems.append("iterations must be >= 1")
-        for name in ("batch_size", "eval_batch_size", "eval_every", "warmup_until_error_min_depth"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "eval_batch_size", "eval_every", "warmup_until_error_min_depth",
+                     "image_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1")
         for name in ("lr", "ema_decay"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0")
-        for name in ("weight_decay", "momentum", "val_split", "warmup", "final_lr_factor"):
-            if getattr(self, name) < 0:
+        for name in ("weight_decay", "momentum", "val_split", "warmup", "final_lr_factor", "crop_padding"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
                 problems.append(f"{name} must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             problems.append("label_smoothing must be in [0, 1)")
@@ -219,7 +227,7 @@ PAPER_CIFAR = Recipe(
     # 10 at 32k and 48k iterations, stop at 64k, 45k/5k train/val split, 4-pixel pad + 32x32 crop +
     # flip; lr 0.01 until training error < 80% (~400 iterations) for 110+ layers, then 0.1.
     name="paper-cifar", model="resnet20", dataset="cifar10", iterations=64_000, epochs=182,
-    batch_size=128, val_split=5000, augment="standard", lr=0.1, momentum=0.9, weight_decay=1e-4,
+    batch_size=128, val_split=5000, normalization="per_pixel", lr=0.1, momentum=0.9, weight_decay=1e-4,
     schedule="step", schedule_unit="iteration", milestones=(32_000, 48_000), gamma=0.1,
     warmup_until_error=0.8, warmup_until_error_factor=0.1, warmup_until_error_min_depth=110,
 )
@@ -227,8 +235,9 @@ PAPER_CIFAR = Recipe(
 PAPER_IMAGENET = Recipe(
     # Sec. 3.4: SGD, batch 256, lr 0.1 divided by 10 when the error plateaus, weight decay 1e-4,
     # momentum 0.9, up to 60e4 iterations (~120 epochs; 90 is the common budget), no dropout,
-    # scale + crop + flip augmentation (the data pipeline's "standard" for ImageNet).
+    # scale augmentation, 224 crop, flip, per-pixel mean subtraction, PCA colour lighting.
     name="paper-imagenet", model="resnet50", dataset="imagenet", epochs=90, batch_size=256,
+    normalization="per_pixel", train_transform="paper",
     eval_batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="plateau", gamma=0.1,
     plateau_patience=5, val_split=10_000,
 )
@@ -243,7 +252,8 @@ PREACT_CIFAR = dataclasses.replace(
     # He et al. 2016 (Identity Mappings), appendix: as the first paper's CIFAR recipe (lr 0.1 /10
     # at 32k and 48k, stop at 64k, batch 128, wd 1e-4, momentum 0.9) but "for all CIFAR experiments
     # we warm up ... using a smaller learning rate of 0.01 at the beginning 400 iterations".
-    PAPER_CIFAR, name="preact-cifar", model="preact_resnet164", val_split=0,
+    # The authors' Torch code normalises per channel (mean and std).
+    PAPER_CIFAR, name="preact-cifar", model="preact_resnet164", val_split=0, normalization="per_channel",
     warmup=400, warmup_shape="constant", warmup_start_factor=0.1, warmup_until_error=None,
 )
 
@@ -252,7 +262,7 @@ WRN = Recipe(
     # 5e-4, lr x0.2 at epochs 60, 120, 160 of 200, batch 128, standard CIFAR augmentation.
     name="wrn", model="wrn28_10", dataset="cifar10", epochs=200, batch_size=128, lr=0.1,
     momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="step", schedule_unit="epoch",
-    milestones=(60, 120, 160), gamma=0.2, augment="standard",
+    milestones=(60, 120, 160), gamma=0.2, normalization="per_channel",
 )
 
 FAST_CPU = Recipe(
@@ -267,9 +277,9 @@ FAST_CPU = Recipe(
     # No validation split: with a 10-minute budget every training image counts; nothing is
     # selected on the test set (the last epoch's weights are the result).
     val_split=0,
-    # Flip + small translations; a short schedule needs little regularisation, and flipping
-    # clothes keeps the class (airbench: flip is the one augmentation worth having on short runs).
-    augment="flip",
+    # Flip only, no translation: a short schedule needs little regularisation, and flipping
+    # clothes keeps the class (airbench: flip is the augmentation worth having on short runs).
+    crop_padding=0, hflip=True,
     # Nesterov SGD with a one-cycle (linear up, linear down to 0) schedule: the "super-convergence"
     # recipe of Smith & Topin 2017, used by Page's "How to train your ResNet" (DAWNBench) and
     # airbench; a higher peak lr than the paper's 0.1 since the run is short.
@@ -321,7 +331,7 @@ class RunOptions:
     device: str | None = None  # None/"auto": CUDA when present, else CPU
     data_dir: str | None = None
     download: bool = False
-    workers: int = 0  # DataLoader workers (folder datasets only; in-memory data needs none)
+    workers: int | None = None  # DataLoader workers for image folders (None: one per core, up to 8)
     init_weights: str | None = None  # torchvision/timm/resnets weights to start from (fine-tuning)
     freeze_bn: bool = False  # keep BatchNorm layers in eval mode: running statistics stay as loaded
     keep_last: int = 2  # last.pt plus this many - 1 older checkpoints
@@ -335,7 +345,7 @@ class RunOptions:
             raise ConfigError("keep_last must be >= 1")
         if self.log_every < 1:
             raise ConfigError("log_every must be >= 1")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise ConfigError("workers must be >= 0")
 
 
