@@ -99,8 +99,8 @@ class Normalization:
         mean = torch.as_tensor(mean, dtype=torch.float32).cpu()
         std = torch.as_tensor(std, dtype=torch.float32).cpu()
         channels = mean.shape[0] if mean.dim() == 3 else -1
-        per_channel_shape = mode == "per_channel" and mean.shape[1:] != (1, 1)
-        if mean.dim() != 3 or std.shape != (channels, 1, 1) or per_channel_shape:
+        pixel_mean_for_channels = mode == "per_channel" and mean.shape[1:] != (1, 1)
+        if mean.dim() != 3 or std.shape != (channels, 1, 1) or pixel_mean_for_channels:
             raise DataError(f"normalization {mode}: mean must be C x H x W (per_pixel) or C x 1 x 1 and std "
                             f"C x 1 x 1, got {tuple(mean.shape)} and {tuple(std.shape)}")
         if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):

@@ -178,13 +178,13 @@ def locate(spec: ArraySpec, split: str, data_dir=None) -> tuple[Path | None, lis
     return None, looked
 
 
-def _not_found(spec: ArraySpec, split: str, looked: list[Path]) -> DataError:
+def _not_found(spec: ArraySpec, split: str, looked: list[Path], data_dir) -> DataError:
     names = ", ".join(name for name, _ in _split_files(spec, split))
     ways = []
     if spec.apt_package:
         ways.append(f"`sudo apt-get install {spec.apt_package}` (Debian/Ubuntu; installs into "
                     f"{spec.system_dirs[0]})")
-    ways.append(f"rerun with --download (fetches it through torchvision into {search_roots()[0]})")
+    ways.append(f"rerun with --download (fetches it through torchvision into {search_roots(data_dir)[0]})")
     ways.append(f"pass --data-dir DIR for a folder holding {names} (or DIR/{spec.subdirs[0]}/ holding them)")
     return DataError(f"dataset {spec.name!r} ({split} split) not found. Looked in: "
                      f"{', '.join(str(p) for p in looked)}. Get it with one of: {'; or '.join(ways)}")
@@ -293,5 +293,5 @@ def load_arrays(name: str, split: str, data_dir=None, download: bool = False,
         ensure_downloaded(name, data_dir, verify)
         folder, looked = locate(spec, split, data_dir)
     if folder is None:
-        raise _not_found(spec, split, looked)
+        raise _not_found(spec, split, looked, data_dir)
     return read_split(spec, folder, split, verify)

@@ -35,6 +35,8 @@ from .splits import seed_for, shard_indices, shard_size, stratified_split, strat
 
 TRAIN_TRANSFORMS = ("paper", "rrc")
 NO_HFLIP = ("mnist",)  # digits are not mirror-symmetric; clothes, objects and scenes are
+# Independent random streams derived from cfg.seed, one per use.
+_VAL_SPLIT, _TRAIN_SUBSET, _TEST_SUBSET, _TEST_SPLIT = 10, 11, 12, 13
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ class TensorLoader:
             images, labels = self.images[self.rank::self.world_size], self.labels[self.rank::self.world_size]
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             if not self.train:
-                x, y = images[start:start + self.batch_size], labels[start:start + self.batch_size]
+                x = images[start:start + self.batch_size]
+                y = labels[start:start + self.batch_size].clone()  # callers may modify y; keep the data
             else:
                 batch = indices[start:start + self.batch_size]
                 y = self.labels[batch]
@@ -183,6 +186,23 @@ def _check_batches(loader: Loader, what: str, batch_size: int) -> None:
                           f"of {batch_size}; lower batch_size or enlarge the subset")
 
 
+def _select(cfg: DataConfig, train_labels: torch.Tensor,
+            test_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Indices of (train, held-out validation or None, test) after ``val_split`` and the subsets.
+    The validation split comes first, so it does not change with ``train_subset``."""
+    train_idx, val_idx = torch.arange(len(train_labels)), None
+    if cfg.val_split:
+        train_idx, val_idx = stratified_split(train_labels, cfg.val_split, seed_for(cfg.seed, _VAL_SPLIT),
+                                              "val_split")
+    if cfg.train_subset:
+        seed = seed_for(cfg.seed, _TRAIN_SUBSET)
+        train_idx = train_idx[stratified_subset(train_labels[train_idx], cfg.train_subset, seed)]
+    test_idx = torch.arange(len(test_labels))
+    if cfg.test_subset:
+        test_idx = stratified_subset(test_labels, cfg.test_subset, seed_for(cfg.seed, _TEST_SUBSET))
+    return train_idx, val_idx, test_idx
+
+
 def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: int) -> DataBundle:
     if cfg.image_size is not None:
         raise ConfigError(f"image_size applies to image folders; {cfg.dataset} keeps its native size")
@@ -199,14 +219,9 @@ def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: 
         raise DataError(f"images of inconsistent size: the training images ({train.source}) are "
                         f"{'x'.join(map(str, train.image_shape))} but the test images ({test.source}) are "
                         f"{'x'.join(map(str, test.image_shape))}")
-    val = None
-    if cfg.val_split:
-        keep, held = stratified_split(train.labels, cfg.val_split, seed_for(cfg.seed, 10), "val_split")
-        train, val = train.subset(keep), train.subset(held)
-    if cfg.train_subset:
-        train = train.subset(stratified_subset(train.labels, cfg.train_subset, seed_for(cfg.seed, 11)))
-    if cfg.test_subset:
-        test = test.subset(stratified_subset(test.labels, cfg.test_subset, seed_for(cfg.seed, 12)))
+    train_idx, val_idx, test_idx = _select(cfg, train.labels, test.labels)
+    val = train.subset(val_idx) if val_idx is not None else None
+    train, test = train.subset(train_idx), test.subset(test_idx)
     train, test = train.to(device), test.to(device)
     normalization = Normalization.fit(train.images, cfg.normalization)  # training split only
     size = train.image_shape[-1]
@@ -242,30 +257,25 @@ def _folder_root(cfg: DataConfig) -> str:
                     "into train/ and val/)")
 
 
-def labels_of(samples: list[folders.Sample]) -> torch.Tensor:
+def _labels(samples: list[folders.Sample]) -> torch.Tensor:
     return torch.tensor([label for _, label in samples])
 
 
-def pick(samples: list[folders.Sample], indices: torch.Tensor) -> list[folders.Sample]:
+def _pick(samples: list[folders.Sample], indices: torch.Tensor) -> list[folders.Sample]:
     return [samples[i] for i in indices.tolist()]
 
 
 def _build_folders(cfg: DataConfig, device: torch.device, rank: int, world_size: int) -> DataBundle:
     if cfg.download:
         raise ConfigError(f"{cfg.dataset} cannot be downloaded; drop --download and pass --data-dir")
-    splits = folders.scan_layout(_folder_root(cfg), cfg.dataset, cfg.test_fraction, seed_for(cfg.seed, 13),
-                                 cfg.strict_data)
-    train, val, test = splits.train, splits.val, splits.test
-    if cfg.val_split:
-        if val is not None:
-            raise ConfigError(f"{splits.root} has both val/ and test/, and val/ is the validation set; "
-                              f"drop val_split")
-        keep, held = stratified_split(labels_of(train), cfg.val_split, seed_for(cfg.seed, 10), "val_split")
-        train, val = pick(train, keep), pick(train, held)
-    if cfg.train_subset:
-        train = pick(train, stratified_subset(labels_of(train), cfg.train_subset, seed_for(cfg.seed, 11)))
-    if cfg.test_subset:
-        test = pick(test, stratified_subset(labels_of(test), cfg.test_subset, seed_for(cfg.seed, 12)))
+    splits = folders.scan_layout(_folder_root(cfg), cfg.dataset, cfg.test_fraction,
+                                 seed_for(cfg.seed, _TEST_SPLIT), cfg.strict_data)
+    if cfg.val_split and splits.val is not None:
+        raise ConfigError(f"{splits.root} has both val/ and test/, and val/ is the validation set; "
+                          f"drop val_split")
+    train_idx, val_idx, test_idx = _select(cfg, _labels(splits.train), _labels(splits.test))
+    train, test = _pick(splits.train, train_idx), _pick(splits.test, test_idx)
+    val = _pick(splits.train, val_idx) if val_idx is not None else splits.val
     size = cfg.image_size or 224
     if cfg.dataset == "imagenet" and cfg.normalization == "per_channel":
         normalization = Normalization.constant(IMAGENET_MEAN, IMAGENET_STD)  # what pretrained weights expect
