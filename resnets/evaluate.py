@@ -84,14 +84,16 @@ def ten_crop_logits(model: nn.Module, images: Tensor, *, resize: int = PAPER_RES
                     crop: int = PAPER_CROP) -> Tensor:
     """10-crop testing (paper Sec. 3.4, from AlexNet).
 
-    The shorter side is resized to ``resize``; the four corner and the centre ``crop`` x ``crop``
-    crops and their horizontal flips go through the model; their softmax scores are averaged.
+    As in AlexNet, the shorter side is resized to ``resize`` and the central ``resize`` square
+    kept; its four corner and centre ``crop`` x ``crop`` crops and their horizontal flips go
+    through the model, and their softmax scores are averaged.
     """
     from torchvision.transforms.v2 import functional as TF
 
     if crop > resize:
         raise ConfigError(f"10-crop: crop size {crop} is larger than the resized shorter side {resize}")
-    crops = TF.ten_crop(resize_shorter_side(images, resize), [crop, crop])
+    square = TF.center_crop(resize_shorter_side(images, resize), [resize, resize])
+    crops = TF.ten_crop(square, [crop, crop])
     batch = images.shape[0]
     logits = model(torch.cat(crops))  # one forward pass over all 10 views
     return mean_of_softmax(list(logits.split(batch)))

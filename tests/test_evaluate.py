@@ -75,8 +75,10 @@ def test_confusion_matrix_png(tmp_path):
 # -- 10-crop ------------------------------------------------------------------------------------
 def test_ten_crop_is_the_average_of_ten_explicit_crops(cifar_net):
     x = torch.randn(2, 1, 20, 24)  # shorter side already 20: no resize, so crops are exact slices
+    square = x[..., :, 2:22]  # AlexNet: the central 20 x 20 square of the resized image
     c = 16
-    crops = [x[..., :c, :c], x[..., :c, -c:], x[..., -c:, :c], x[..., -c:, -c:], x[..., 2:2 + c, 4:4 + c]]
+    crops = [square[..., :c, :c], square[..., :c, -c:], square[..., -c:, :c], square[..., -c:, -c:],
+             square[..., 2:2 + c, 2:2 + c]]
     crops += [crop.flip(-1) for crop in crops]
     with torch.no_grad():
         expected = torch.stack([cifar_net(crop).softmax(1) for crop in crops]).mean(0)
