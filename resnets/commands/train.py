@@ -153,5 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..train.engine import train
 
-    train(config)
+    result = train(config)
+    if result.get("interrupted"):  # a resumable checkpoint was saved; the shell's code for the signal
+        return 128 + int(result["interrupted"])
     return 0

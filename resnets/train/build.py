@@ -137,8 +137,8 @@ def versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"resnets": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version()}
+    return {"resnets": __version__, "torch": str(torch.__version__),  # TorchVersion is not a plain str
+            "torchvision": str(torchvision.__version__), "python": platform.python_version()}
 
 
 def weighted_depth(model: nn.Module) -> int:

@@ -137,10 +137,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = next((line for line in lines if "Unsupported global" in line), lines[0])
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r}: the file is truncated, corrupt or not a safe "
-            f"PyTorch checkpoint ({first[:200]})") from None
+            f"PyTorch checkpoint ({detail[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{str(path)!r} is not a resnets checkpoint (no format='resnets' entry); for torchvision/timm "

@@ -126,6 +126,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     resume_path, resume = None, None
     if run.resume:
         resume_path, resume = ckpt_io.load_for_resume(run.resume, log=progress.message)
+        check_same_model(resume, resume_path, recipe.model, recipe.model_kwargs)
     output = Path(run.output or default_output(recipe))
 
     configure_determinism(recipe.deterministic, device)
@@ -273,7 +274,7 @@ def train_step(loop: Loop, x: torch.Tensor, y: torch.Tensor,
             loss = F.cross_entropy(logits, y, label_smoothing=loop.label_smoothing)
         if distributed.any_flag(not bool(torch.isfinite(loss)), loop.device):
             raise TrainingDiverged(
-                f"the loss is {float(loss)} at iteration {iteration + 1} "
+                f"the loss is {float(loss.detach())} at iteration {iteration + 1} "
                 f"(lr {loop.schedule.lr:g}); training stopped and no checkpoint was written with these "
                 f"weights. Try a lower --lr, a longer warm-up (--set warmup=...), or --amp-dtype bfloat16.")
         loop.optimizer.zero_grad(set_to_none=True)
@@ -411,6 +412,17 @@ class Saver:
             training_curves({recipe.model: rows}, self.output / "curves.png",
                             title=f"{recipe.model} on {recipe.dataset} ({recipe.name})")
         (self.output / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def check_same_model(ckpt: dict, path: Path, name: str, kwargs: dict[str, Any]) -> None:
+    """Before any work: the checkpoint must be of the model this run builds."""
+    from ..errors import CheckpointError
+
+    saved = ckpt["model"]
+    same_options = all(saved.get("kwargs", {}).get(k) == json.loads(json.dumps(v)) for k, v in kwargs.items())
+    if saved.get("name") != name or not same_options:
+        raise CheckpointError(f"{path} is a checkpoint of {saved}, but this run builds {name} with options "
+                              f"{kwargs}; resume with the same --model and model_kwargs")
 
 
 def restore(ckpt: dict, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,

@@ -107,11 +107,13 @@ class Progress:
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "line"
+        self.enabled = enabled
         self.mode = mode if enabled else "none"
         self._bar = None
 
     def message(self, text: str) -> None:
-        if self.mode == "none":
+        """Warnings and events: shown in every mode (only "line"/"bar" show per-epoch progress)."""
+        if not self.enabled:
             return
         if self._bar is not None:
             self._bar.write(text, file=self.stream)
@@ -137,6 +139,8 @@ class Progress:
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
 
     def epoch_line(self, row: dict[str, Any]) -> None:
+        if self.mode == "none":
+            return
         parts = [f"epoch {row['epoch']}", f"iter {row['iteration']}", f"lr {row['lr']:.4g}",
                  f"loss {row['train_loss']:.4f}", f"train err {row['train_error']:.2f}%"]
         for split in ("val", "test"):

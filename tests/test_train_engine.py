@@ -1,0 +1,145 @@
+"""The training loop end to end on tiny Fashion-MNIST subsets: outputs, exact resume, fallbacks,
+divergence, bad input, fine-tuning options. Runs the CLI in-process (``resnets.cli.main``)."""
+
+import contextlib
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from resnets.cli import main
+from resnets.train import checkpoint as ck
+
+# An 8-layer 6n+2 net: every code path of resnet20 at a third of the cost.
+TINY = ["--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}',
+        "--train-subset", "256", "--test-subset", "128", "--batch-size", "64", "--progress", "none"]
+
+
+def train(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    code = main(["train", *TINY, "--output", str(out), *extra])
+    return code, out
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One short run, shared: 6 iterations = one full epoch of 4 and 2 of the next (an iteration budget
+    that ends mid-epoch, as paper-cifar's 64k does)."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(["train", *TINY, "--output", str(out), "--iterations", "6", "--epochs", "2",
+                     "--log-every", "2", "--progress", "line"])
+    return code, out, stderr.getvalue()
+
+
+def test_a_run_writes_every_output(finished_run):
+    code, out, printed = finished_run
+    assert code == 0
+    for name in ("config.json", "metrics.csv", "steps.jsonl", "last.pt", "last-1.pt", "best.pt",
+                 "model.safetensors", "curves.png", "summary.json"):
+        assert (out / name).is_file(), name
+    assert "epoch 2" in printed and "test error: final" in printed
+
+
+def test_metrics_follow_the_iteration_budget(finished_run):
+    _, out, _ = finished_run
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [(int(r["epoch"]), int(r["iteration"])) for r in rows] == [(1, 4), (2, 6)]
+    assert all(0 <= float(r["test_error"]) <= 100 and float(r["images_per_s"]) > 0 for r in rows)
+    assert all(r["val_error"] == "" for r in rows)  # fast-cpu has no validation split
+    steps = [json.loads(line) for line in open(out / "steps.jsonl")]
+    assert [s["iteration"] for s in steps] == [2, 4, 6]
+    assert all(set(s) >= {"loss", "error", "lr", "images_per_s", "epoch"} for s in steps)
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["name"] == "fast-cpu" and config["recipe"]["iterations"] == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_test_error"] == pytest.approx(float(rows[-1]["test_error"]), abs=1e-3)
+    assert summary["iterations"] == 6
+
+
+def test_checkpoints_hold_what_eval_and_resume_need(finished_run):
+    _, out, _ = finished_run
+    ckpt = ck.load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["iteration"] == 6 and ckpt["data"]["dataset"] == "fashion-mnist"
+    assert len(ckpt["data"]["classes"]) == 10 and ckpt["data"]["in_chans"] == 1
+    assert ckpt["versions"]["torch"] == str(torch.__version__)
+    assert ckpt["model"] == {"name": "resnet_cifar", "kwargs": {"depth": 8, "num_classes": 10, "in_chans": 1}}
+    for key in ("optimizer", "scheduler", "scaler", "rng", "config"):
+        assert ckpt[key] is not None, key
+    assert ck.load_checkpoint(out / "last-1.pt")["epoch"] == 1
+    # the final weights file and the checkpoint hold the same model
+    from resnets.weights import load_weights
+
+    model, _ = ck.load_model(out / "last.pt")
+    final = load_weights(out / "model.safetensors")
+    assert final.keys() == model.state_dict().keys()
+    assert all(torch.equal(final[k], v) for k, v in model.state_dict().items())
+
+
+def test_non_finite_loss_stops_without_writing_bad_weights(tmp_path, capsys):
+    code, out = train(tmp_path, "--epochs", "2", "--lr", "1e30", "--schedule", "constant")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "loss is" in err and "lower --lr" in err
+    for path in out.glob("*.pt"):
+        assert ck.all_finite(ck.load_checkpoint(path)["state_dict"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "resnet21"], "unknown model 'resnet21'"),
+    (["--dataset", "fashion_mnist"], "unknown dataset"),
+    (["--set", 'model_kwargs={"shortcutt": "B"}'], "unknown option 'shortcutt'"),
+    (["--recipe", "fastcpu"], "unknown recipe"),
+])
+def test_bad_names_fail_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert main(["train", "--output", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_freeze_bn_and_init_weights_fine_tune(tmp_path, capsys):
+    from resnets import create_model
+    from resnets.weights import save_weights
+
+    source = create_model("resnet_cifar", depth=8, num_classes=5, in_chans=1)
+    with torch.no_grad():
+        for m in source.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    save_weights(source, tmp_path / "init.safetensors")
+    code, out = train(tmp_path, "--epochs", "1", "--init-weights", str(tmp_path / "init.safetensors"),
+                      "--freeze-bn", "--progress", "line")
+    assert code == 0
+    assert "fc" in capsys.readouterr().err  # the report says the 5-class head was replaced
+    trained = weights(out / "last.pt")
+    src = source.state_dict()
+    for key, value in src.items():
+        if "running_" in key:
+            assert torch.equal(trained[key], value), key  # statistics frozen
+    assert not torch.equal(trained["conv1.weight"], src["conv1.weight"])  # weights trained
+    assert trained["fc.weight"].shape == (10, 64)
+
+
+def test_out_of_memory_suggests_a_smaller_batch(monkeypatch):
+    from resnets.errors import ResnetsError
+    from resnets.train import engine
+
+    class Exploding(torch.nn.Module):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    loop = engine.Loop(model=Exploding(), raw=Exploding(), optimizer=None, schedule=None, scaler=None,
+                       ema=None, device=torch.device("cpu"), amp_dtype=None, channels_last=False,
+                       label_smoothing=0.0, freeze_bn=False, max_iterations=1, log_every=1,
+                       stop=engine.StopRequest(), log=None, progress=None)
+    with pytest.raises(ResnetsError, match="smaller --batch-size .e.g. 16"):
+        engine.train_step(loop, torch.zeros(32, 1, 8, 8), torch.zeros(32, dtype=torch.long), 0)
