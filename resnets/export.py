@@ -7,6 +7,7 @@ ONNX by running it in onnxruntime, .pt2 by reloading it, each against eager PyTo
 from __future__ import annotations
 
 import copy
+import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -160,22 +161,19 @@ def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:
         raise ResnetsError(f"torch.export of {type(model).__name__} failed: {_first_line(exc)}") from None
-    diffs = []
-
-    def write(tmp: Path) -> None:
-        torch.export.save(program, str(tmp))
-        diffs.append(pt2_max_abs_diff(tmp, model, _check_batch(example)))
-        if not diffs[0] <= tolerance:
-            raise ResnetsError(f"reloaded .pt2 program differs from PyTorch by {diffs[0]:.3g} "
-                               f"(allowed {tolerance:g}); not written to {path}")
-
-    write_atomic(path, write)
-    return diffs[0]
+    buffer = io.BytesIO()  # torch.export.save wants a buffer or a name ending in .pt2, not a temp name
+    torch.export.save(program, buffer)
+    diff = pt2_max_abs_diff(io.BytesIO(buffer.getvalue()), model, _check_batch(example))
+    if not diff <= tolerance:
+        raise ResnetsError(f"reloaded .pt2 program differs from PyTorch by {diff:.3g} "
+                           f"(allowed {tolerance:g}); not written to {path}")
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    return diff
 
 
-def pt2_max_abs_diff(pt2_path: str | os.PathLike, model: nn.Module, images: Tensor) -> float:
-    """Reload a .pt2 file and return the max absolute difference of its output from the model's."""
-    program = torch.export.load(str(pt2_path))
+def pt2_max_abs_diff(pt2: str | os.PathLike | io.BytesIO, model: nn.Module, images: Tensor) -> float:
+    """Reload a .pt2 file (or buffer); the max absolute difference of its output from the model's."""
+    program = torch.export.load(pt2 if isinstance(pt2, io.BytesIO) else str(pt2))
     with torch.inference_mode():
         exported = program.module()(images.cpu())
         eager = model.eval().cpu()(images.cpu())

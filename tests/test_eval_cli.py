@@ -1,0 +1,129 @@
+"""``resnets eval`` on a checkpoint of a real (tiny) training run, and its bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_run import run_cli, trained_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run_metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    recipe = json.loads((run_dir / "config.json").read_text())["recipe"]
+    return row, recipe
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_eval_reproduces_the_training_runs_val_and_test_metrics(run_dir, run_metrics, capsys):
+    row, recipe = run_metrics
+    ckpt = str(run_dir / "last.pt")
+    argv = ["eval", "--checkpoint", ckpt, "--split", "val", "--tta", recipe["tta"], "--json"]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    val = last_json(out)
+    assert val["images"] == recipe["val_split"]
+    assert val["top1_error"] == pytest.approx(float(row["val_error"]), abs=1e-3)
+    assert val["loss"] == pytest.approx(float(row["val_loss"]), rel=1e-4)
+    assert {"top1_error", "top5_error", "loss", "images", "model", "dataset", "split", "tta"} <= set(val)
+    assert (val["model"], val["dataset"], val["split"]) == ("resnet_cifar", "fashion-mnist", "val")
+    assert "top-1 error" in out and "top-5 error" in out
+
+    status, out, _ = run_cli(["eval", "--checkpoint", ckpt, "--subset", str(recipe["test_subset"]),
+                              "--tta", recipe["tta"], "--json"], capsys)
+    test = last_json(out)
+    assert status == 0 and test["images"] == recipe["test_subset"]
+    assert test["top1_error"] == pytest.approx(float(row["test_error"]), abs=1e-3)
+    assert test["loss"] == pytest.approx(float(row["test_loss"]), rel=1e-4)
+
+
+@pytest.mark.parametrize("tta,extra,sizes", [
+    ("10crop", [], {"ten_crop": {"resize": 32, "crop": 28}}),  # 256 and 224 scaled by 28/224
+    ("multiscale", [], {"scales": [28, 32, 48, 60, 80]}),
+    ("multiscale", ["--scales", "24", "36"], {"scales": [24, 36]}),
+])
+def test_eval_10crop_and_multiscale_scale_the_paper_sizes(run_dir, capsys, tta, extra, sizes):
+    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--subset", "32", "--tta", tta, *extra,
+            "--json"]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    result = last_json(out)
+    assert result["tta"] == tta and result["images"] == 32
+    assert {k: result[k] for k in sizes} == sizes
+    assert 0 <= result["top1_error"] <= 100 and result["loss"] > 0
+
+
+def test_per_class_accuracy_and_confusion_matrix(run_dir, tmp_path, capsys):
+    png = tmp_path / "cm.png"
+    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--subset", "40", "--per-class",
+            "--confusion-matrix", str(png), "--json"]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    result = last_json(out)
+    classes = torch.load(run_dir / "last.pt", weights_only=True)["data"]["classes"]
+    assert list(result["per_class_accuracy"]) == classes
+    # a stratified subset of 40 has 4 images per class: each class accuracy is a multiple of 25 %
+    assert all(a in (0.0, 25.0, 50.0, 75.0, 100.0) for a in result["per_class_accuracy"].values())
+    mean_acc = sum(result["per_class_accuracy"].values()) / len(classes)
+    assert 100 - mean_acc == pytest.approx(result["top1_error"])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "Ankle boot" in out  # the per-class table
+
+
+def test_options_that_do_not_apply_are_errors(run_dir, capsys):
+    ckpt = str(run_dir / "last.pt")
+    status, _, err = run_cli(["eval", "--checkpoint", ckpt, "--scales", "32"], capsys)
+    assert status == 2 and "--scales applies to --tta multiscale" in err
+    status, _, err = run_cli(["eval", "--checkpoint", ckpt, "--split", "val", "--subset", "10"], capsys)
+    assert status == 2 and "--subset" in err
+
+
+def write_image_folder(root, classes: int, per_class: int = 4, size: int = 28):
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (size, size), dtype=np.uint8)
+            Image.fromarray(pixels, "L").save(root / f"class{c}/{i}.png")
+
+
+def test_dataset_with_another_class_count_is_an_error(run_dir, tmp_path, capsys):
+    write_image_folder(tmp_path / "three", classes=3)
+    ckpt = str(run_dir / "last.pt")
+    status, _, err = run_cli(["eval", "--checkpoint", ckpt, "--dataset", "imagefolder", "--data-dir",
+                              str(tmp_path / "three"), "--workers", "0"], capsys)
+    assert status == 2
+    assert "imagefolder has 3 classes" in err and ckpt in err and "has 10" in err
+
+
+def test_checkpoints_that_are_not_usable(run_dir, tmp_path, capsys):
+    good = torch.load(run_dir / "last.pt", weights_only=True)
+    cases = {}
+    torch.save({"conv1.weight": torch.zeros(16, 1, 3, 3)}, tmp_path / "foreign.pth")  # a plain state dict
+    cases["foreign.pth"] = "not a resnets checkpoint"
+    (tmp_path / "cut.pt").write_bytes((run_dir / "last.pt").read_bytes()[:5000])
+    cases["cut.pt"] = "truncated"
+    other = dict(good, model={"name": "resnet_cifar", "kwargs": {**good["model"]["kwargs"], "depth": 14}})
+    torch.save(other, tmp_path / "other_arch.pt")  # the spec says 14 layers, the weights are of 8
+    cases["other_arch.pt"] = "missing"
+    no_val = dict(good, config={**good["config"], "recipe": {**good["config"]["recipe"], "val_split": 0}})
+    torch.save(no_val, tmp_path / "no_val.pt")
+    for name, expected in cases.items():
+        status, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / name)], capsys)
+        assert status == 2 and name in err and expected in err, err
+    status, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "no_val.pt"), "--split", "val"], capsys)
+    assert status == 2 and "no validation split" in err and "no_val.pt" in err
