@@ -53,7 +53,7 @@ class ModelSummary:
         rows.append(("total", "", "", f"{self.total_params:,}", _si(self.total_mult_adds)))
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = [f"{self.model}: input {'x'.join(map(str, self.input_size))}, {self.total_params / 1e6:.2f}M "
-                 f"parameters, {self.total_mult_adds / 1e9:.2f}G multiply-adds"]
+                 f"parameters, {_si(self.total_mult_adds)} multiply-adds"]
         for i, row in enumerate([header, *rows]):
             cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
             cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]

@@ -35,10 +35,13 @@ class ResidualUnit(nn.Module):
     preactivated_shortcut = False  # pre-activation units project their BN-ReLU'd input
     shortcut_bn = True  # projection conv followed by BN (False where a BN follows the addition)
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, cfg: UnitConfig) -> None:
+    def __init__(self, cfg: UnitConfig) -> None:
         super().__init__()
         self.residual = cfg.residual
         self.act = nn.ReLU()
+
+    def add_shortcut(self, in_chs: int, out_chs: int, stride: int, cfg: UnitConfig) -> None:
+        """Create ``downsample`` and ``merge``; called last so state_dict order is torchvision's."""
         option = "C" if cfg.shortcut_kind == "conv1x1" else cfg.shortcut
         if cfg.residual:
             self.downsample = make_shortcut(option, in_chs, out_chs, stride, with_bn=self.shortcut_bn)
@@ -77,11 +80,12 @@ class BasicBlock(ResidualUnit):
     """Two 3x3 convs ("Deep Residual Learning" Fig. 5 left): relu(x + bn2(conv2(relu(bn1(conv1(x))))))."""
 
     def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        super().__init__(in_chs, planes, stride, cfg)
+        super().__init__(cfg)
         self.conv1 = conv3x3(in_chs, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.add_shortcut(in_chs, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
@@ -105,7 +109,7 @@ class Bottleneck(ResidualUnit):
 
     def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
         out_chs = planes * self.expansion
-        super().__init__(in_chs, out_chs, stride, cfg)
+        super().__init__(cfg)
         width = int(planes * cfg.base_width / 64) * cfg.groups
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_chs, width, s1)
@@ -114,6 +118,7 @@ class Bottleneck(ResidualUnit):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, out_chs)
         self.bn3 = nn.BatchNorm2d(out_chs)
+        self.add_shortcut(in_chs, out_chs, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))
@@ -139,8 +144,8 @@ class PreActUnit(ResidualUnit):
     preactivated_shortcut = True
     shortcut_bn = False
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, cfg: UnitConfig, first: bool) -> None:
-        super().__init__(in_chs, out_chs, stride, cfg)
+    def __init__(self, in_chs: int, cfg: UnitConfig, first: bool) -> None:
+        super().__init__(cfg)
         self.bn1 = None if first else nn.BatchNorm2d(in_chs)
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,12 +156,13 @@ class PreActBasicBlock(PreActUnit):
     """x + conv2(drop(relu(bn2(conv1(relu(bn1(x)))))))."""
 
     def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        super().__init__(in_chs, planes, stride, cfg, first)
+        super().__init__(in_chs, cfg, first)
         self.conv1 = conv3x3(in_chs, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         # WRN puts dropout between the two convs, after the ReLU (Zagoruyko & Komodakis Sec. 2.4).
         self.drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
+        self.add_shortcut(in_chs, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.conv2(self.drop(self.act(self.bn2(self.conv1(self.preact(x))))))
@@ -173,7 +179,7 @@ class PreActBottleneck(PreActUnit):
 
     def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
         out_chs = planes * self.expansion
-        super().__init__(in_chs, out_chs, stride, cfg, first)
+        super().__init__(in_chs, cfg, first)
         width = int(planes * cfg.base_width / 64) * cfg.groups
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_chs, width, s1)
@@ -181,6 +187,7 @@ class PreActBottleneck(PreActUnit):
         self.conv2 = conv3x3(width, width, s3, groups=cfg.groups)
         self.bn3 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, out_chs)
+        self.add_shortcut(in_chs, out_chs, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.preact(x))
@@ -201,11 +208,12 @@ class BNAfterAddBlock(ResidualUnit):
     shortcut_bn = False  # bn2 follows the addition
 
     def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        super().__init__(in_chs, planes, stride, cfg)
+        super().__init__(cfg)
         self.conv1 = conv3x3(in_chs, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.add_shortcut(in_chs, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.conv2(self.act(self.bn1(self.conv1(x))))

@@ -49,8 +49,9 @@ class CifarResNet(ResNetBase):
             raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
         if drop_rate and unit != "full_preact" or drop_rate and block != "basic":
             raise ConfigError("drop_rate (WRN dropout) is implemented for pre-activation basic units only")
+        # Bottleneck units stride on their first 1x1 conv, as the Identity Mappings authors' code does.
         cfg = UnitConfig(shortcut=shortcut, residual=residual, shortcut_kind=shortcut_kind,
-                         drop_rate=float(drop_rate))
+                         drop_rate=float(drop_rate), stride_in_1x1=block == "bottleneck")
         super().__init__(
             unit_cls, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans, imagenet_stem=False,
             stem_width=16, final_act=unit in PREACT_UNITS, zero_init_last=zero_init_last,
