@@ -95,9 +95,10 @@ def any_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
+def gather_objects(obj: object) -> list[object]:
+    """``obj`` from every process, in rank order (a list of one without a process group)."""
     if not is_active():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

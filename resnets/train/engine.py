@@ -212,6 +212,12 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         saver.save(state, loop, epoch_rng=None, metrics=row)
 
     result = final_result(state, output, log)
+    result["world_size"] = info.world_size
+    if info.enabled:  # DDP keeps replicas equal; check it, since a silent divergence wastes a run
+        digests = distributed.gather_objects(weights_digest(model))
+        result["ranks_in_sync"] = len(set(digests)) == 1
+        if not result["ranks_in_sync"]:
+            progress.message(f"warning: the {info.world_size} processes ended with different weights")
     if info.is_main:
         saver.finish(loop, result)
         for line in summary_lines(result):
@@ -293,6 +299,17 @@ def train_step(loop: Loop, x: torch.Tensor, y: torch.Tensor,
     if loop.ema is not None:
         loop.ema.update_parameters(loop.raw)
     return loss.detach(), (logits.argmax(1) != y).sum()
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer: equal digests mean bit-identical replicas."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
