@@ -1,0 +1,148 @@
+"""BN folding, ONNX (checked in onnxruntime) and torch.export (.pt2) of a trained checkpoint."""
+
+from __future__ import annotations
+
+import onnxruntime
+import pytest
+import torch
+from tiny_run import run_cli, trained_run
+
+import resnets
+from resnets.errors import ResnetsError
+from resnets.export import conv_bn_pairs, export_pt2, fold_bn
+from resnets.train.checkpoint import load_model
+
+
+def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BN statistics and affine parameters, so that folding has something to get wrong."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+def bn_names(model: torch.nn.Module) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+
+@pytest.mark.parametrize("name,kwargs,side", [
+    ("resnet_cifar", {"depth": 8}, 32),  # option A shortcuts
+    ("resnet18", {}, 64),  # ImageNet stem, projection shortcuts (conv + BN)
+    ("resnext50_32x4d", {}, 32),  # grouped convolutions, bottlenecks
+    ("resnet_cifar", {"depth": 8, "shortcut": "C"}, 32),  # a projection on every unit
+    ("resnet_cifar", {"depth": 8, "shortcut_kind": "exclusive_gating"}, 32),  # a 1x1 gate reads x too
+])
+def test_fold_bn_standard_nets_folds_every_bn(name, kwargs, side):
+    model = randomize_bn(resnets.create_model(name, num_classes=10, **kwargs))
+    x = torch.randn(3, 3, side, side)
+    folded = fold_bn(model)
+    assert bn_names(folded) == set()  # in an original ResNet every BN follows its conv
+    assert bn_names(model)  # the model itself is untouched
+    with torch.no_grad():
+        assert (folded(x) - model(x)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("kwargs", [{"depth": 11, "bottleneck": True}, {"depth": 8, "bottleneck": False}])
+def test_fold_bn_preactivation_nets_leaves_the_bns_after_additions(kwargs):
+    model = randomize_bn(resnets.create_model("preact_resnet_cifar", num_classes=10, **kwargs))
+    x = torch.randn(3, 3, 32, 32)
+    folded = fold_bn(model)
+    # BN-ReLU that open a unit (all but the first) and the final BN-ReLU read a sum: they stay.
+    after_additions = {f"{n}.bn1" for n, unit in model.residual_blocks() if unit.bn1 is not None}
+    after_additions.add("final_bn")
+    assert bn_names(folded) == after_additions
+    assert isinstance(folded.bn1, torch.nn.Identity)  # the stem's BN follows conv1 and folds
+    assert len(conv_bn_pairs(model)) == len(bn_names(model)) - len(after_additions)
+    with torch.no_grad():
+        assert (folded(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_fold_bn_keeps_a_bn_that_follows_an_addition():
+    model = randomize_bn(resnets.create_model("resnet_cifar", depth=8, unit="bn_after_add"))
+    folded = fold_bn(model)
+    # Identity Mappings Fig. 4b: bn2 normalises x + branch, so only bn1 (after conv1) folds.
+    assert bn_names(folded) == {n for n in bn_names(model) if n.endswith(".bn2")}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (folded(x) - model(x)).abs().max() <= 1e-5
+
+
+# -- exports of a trained checkpoint ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return trained_run(tmp_path_factory) / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def onnx_export(checkpoint, tmp_path_factory):
+    """`resnets export --format onnx --fold-bn`, once for the module (the dynamo exporter is slow)."""
+    import contextlib
+    import io
+
+    from resnets.cli import main
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--fold-bn",
+                       "--output", str(path)])
+    return status, path, out.getvalue()
+
+
+def test_onnx_export_runs_in_onnxruntime_like_eager_pytorch(checkpoint, onnx_export):
+    status, path, out = onnx_export
+    assert status == 0 and path.is_file()
+    assert "onnxruntime vs PyTorch max abs diff" in out and "folded" in out
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert isinstance(inp.shape[0], str) and inp.shape[1:] == [1, 28, 28]  # dynamic batch
+    model, _ = load_model(checkpoint, "cpu")
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 28, 28)
+        (logits,) = session.run(None, {inp.name: x.numpy()})
+        with torch.no_grad():  # against the unfolded model: checks folding and export together
+            assert abs(torch.from_numpy(logits) - model(x)).max() <= 1e-4
+
+
+def test_pt2_export_reloads_and_matches(checkpoint, tmp_path, capsys):
+    path = tmp_path / "model.pt2"
+    status, out, err = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "pt2",
+                                "--output", str(path)], capsys)
+    assert status == 0, err
+    assert "reloaded program vs PyTorch max abs diff" in out
+    program = torch.export.load(str(path))
+    model, _ = load_model(checkpoint, "cpu")
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]
+
+
+def test_export_default_output_and_input_size(checkpoint, tmp_path, capsys):
+    copy = tmp_path / "run.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    argv = ["export", "--checkpoint", str(copy), "--format", "pt2"]
+    status, out, err = run_cli([*argv, "--input-size", "1", "20", "24"], capsys)
+    assert status == 0, err
+    assert (tmp_path / "run.pt2").is_file() and "N x 1 x 20 x 24" in out
+    status, _, err = run_cli([*argv, "--input-size", "3", "28", "28"], capsys)
+    assert status == 2 and "1 input channels" in err
+
+
+def test_a_failed_check_leaves_no_file(tmp_path):
+    model = resnets.create_model("resnet_cifar", depth=8).eval()
+    path = tmp_path / "model.pt2"
+    with pytest.raises(ResnetsError, match="differs from PyTorch"):
+        export_pt2(model, path, torch.randn(2, 3, 16, 16), tolerance=-1.0)  # no result can pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_a_foreign_checkpoint_is_an_error(tmp_path, capsys):
+    path = tmp_path / "state_dict.pth"
+    torch.save(resnets.create_model("resnet_cifar", depth=8).state_dict(), path)
+    status, _, err = run_cli(["export", "--checkpoint", str(path), "--format", "onnx"], capsys)
+    assert status == 2 and "state_dict.pth" in err and "not a resnets checkpoint" in err
