@@ -220,3 +220,49 @@ def test_failed_save_leaves_the_old_file(tmp_path, monkeypatch):
         save_weights(resnets.create_model("resnet20", num_classes=4), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+# -- resnets import-weights ---------------------------------------------------------------------
+def import_cli(argv, capsys):
+    from resnets.cli import main
+
+    capsys.readouterr()
+    status = main(["import-weights", *argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_import_weights_writes_a_checked_weights_file(tv_file, tv_resnet18, tmp_path, capsys):
+    out_path = tmp_path / "resnet18.safetensors"
+    status, out, err = import_cli([str(tv_file), "--model", "resnet18", "--output", str(out_path)], capsys)
+    assert status == 0, err
+    assert "10 classes" in out and str(out_path) in out
+    meta = load_weights_metadata(out_path)
+    assert json.loads(meta["model"]) == {"name": "resnet18", "kwargs": {"in_chans": 3, "num_classes": 10}}
+    assert meta["source"] == str(tv_file)
+    model = resnets.create_model("resnet18", num_classes=10)
+    load_weights_into(model, out_path, replace_head=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), tv_resnet18(x))
+
+
+def test_import_weights_with_another_class_count_replaces_the_head(tv_file, tmp_path, capsys):
+    out_path = tmp_path / "five.safetensors"
+    argv = [str(tv_file), "--model", "resnet18", "--output", str(out_path), "--num-classes", "5",
+            "--in-chans", "1"]
+    status, out, err = import_cli(argv, capsys)
+    assert status == 0, err
+    assert "replaced the head" in out and "adapted conv1.weight from 3 to 1" in out
+    state = load_weights(out_path)
+    assert state["fc.weight"].shape == (5, 512) and state["conv1.weight"].shape == (64, 1, 7, 7)
+
+
+def test_import_weights_for_another_architecture_lists_the_keys_and_writes_nothing(tv_file, tmp_path, capsys):
+    out_path = tmp_path / "resnet50.safetensors"
+    status, _, err = import_cli([str(tv_file), "--model", "resnet50", "--output", str(out_path)], capsys)
+    assert status == 2
+    assert "resnet18_tv.pth" in err and "resnet50" in err and "mis-shaped" in err and "missing" in err
+    assert not out_path.exists()
+    status, _, err = import_cli([str(tv_file), "--model", "resnet51", "--output", str(out_path)], capsys)
+    assert status == 2 and "unknown model 'resnet51'" in err
