@@ -160,6 +160,9 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, tta: 
              confusion: bool = False) -> dict:
     """Top-1/top-5 error (percent), mean cross-entropy loss and image count over ``loader``.
 
+    The result also holds the raw counts ``top1_correct``, ``top5_correct`` and ``loss_sum``,
+    which distributed callers sum over processes before dividing by the summed ``images``.
+
     ``loader`` yields ``(images, labels)`` already on the model's device. ``tta`` is a name
     from ``TTA_NAMES`` (paper sizes) or a function from ``make_tta``. With fewer than five
     classes "top-5" is top-k for k = the number of classes; ``top5_k`` says which k was used.
@@ -194,6 +197,9 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, tta: 
         "top5_k": k5,
         "loss": loss_sum / images,
         "images": images,
+        "top1_correct": correct1,
+        "top5_correct": correct5,
+        "loss_sum": loss_sum,
     }
     if confusion:
         result["confusion"] = matrix

@@ -186,6 +186,7 @@ def test_evaluate_matches_a_direct_computation(cifar_net):
     with torch.no_grad():
         logits = cifar_net(x)
     assert result["images"] == 24
+    assert result["top1_correct"] == (logits.argmax(1) == y).sum()
     assert result["top1_error"] == pytest.approx(100 * (logits.argmax(1) != y).float().mean().item())
     top5 = logits.topk(5, 1).indices.eq(y[:, None]).any(1)
     assert result["top5_error"] == pytest.approx(100 * (1 - top5.float().mean().item()))
