@@ -127,3 +127,36 @@ def test_checkpoints_that_are_not_usable(run_dir, tmp_path, capsys):
         assert status == 2 and name in err and expected in err, err
     status, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "no_val.pt"), "--split", "val"], capsys)
     assert status == 2 and "no validation split" in err and "no_val.pt" in err
+
+
+def test_image_folder_checkpoint_with_every_tta(tmp_path, capsys):
+    """The ImageNet-layout branch: images of several sizes and aspect ratios, decoded by workers' code."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 6), ("val", 2)):
+        for c in range(3):
+            (tmp_path / "data" / split / f"c{c}").mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(36, 60, 2)
+                pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / f"c{c}" / f"{i}.jpg")
+    run = tmp_path / "run"
+    # fast-cpu's crop_padding=0 is for in-memory data; image folders need it unset
+    train = ["train", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}',
+             "--set", "crop_padding=none", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"),
+             "--image-size", "32",
+             "--workers", "0", "--iterations", "1", "-b", "6", "--progress", "none", "--output", str(run)]
+    status, _, err = run_cli(train, capsys)
+    assert status == 0, err
+    with open(run / "metrics.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    tta = json.loads((run / "config.json").read_text())["recipe"]["tta"]
+    results = {}
+    for name in dict.fromkeys([tta, "10crop", "multiscale"]):
+        argv = ["eval", "--checkpoint", str(run / "last.pt"), "--tta", name, "--workers", "0", "--json"]
+        status, out, err = run_cli(argv, capsys)  # --data-dir defaults to the run's
+        assert status == 0, err
+        results[name] = last_json(out)
+        assert results[name]["images"] == 6 and results[name]["top5_k"] == 3
+    assert results[tta]["loss"] == pytest.approx(float(row["test_loss"]), rel=1e-4)
+    assert results["10crop"]["ten_crop"] == {"resize": 37, "crop": 32}
+    assert results["multiscale"]["scales"] == [32, 37, 55, 69, 91]

@@ -19,7 +19,8 @@ TTA_CHOICES = ("none", "flip", "10crop", "multiscale")  # resnets.evaluate.TTA_N
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a resnets training checkpoint (.pt)")
     parser.add_argument("--dataset", default=None, help="dataset to evaluate on (default: the checkpoint's)")
-    parser.add_argument("--data-dir", default=None, help="where the dataset lives")
+    parser.add_argument("--data-dir", default=None,
+                        help="where the dataset lives (default: where the training run found it)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="test set, or the validation images the training run held out")
     parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
@@ -131,8 +132,10 @@ def _eval_batches(args, ckpt: dict, meta: dict, model, dataset: str, device):
     from ..data.loaders import TensorLoader
     from ..errors import DataError
 
-    recipe = (ckpt.get("config") or {}).get("recipe") or {}
+    config = ckpt.get("config") or {}
+    recipe, run_options = config.get("recipe") or {}, config.get("run") or {}
     same = dataset == meta["dataset"]
+    data_dir = args.data_dir or (run_options.get("data_dir") if same else None)  # where the run found it
     folder = dataset in FOLDER_DATASETS
     # The run's val_split and seed rebuild the validation images it held out.
     val_split = int(recipe.get("val_split", 0) or 0) if same else 0
@@ -141,7 +144,7 @@ def _eval_batches(args, ckpt: dict, meta: dict, model, dataset: str, device):
                         f"(val_split=0) on {dataset}; use --split test")
     norm_record = meta["normalization"]
     cfg = DataConfig(
-        dataset=dataset, data_dir=args.data_dir, val_split=val_split, seed=int(recipe.get("seed", 0) or 0),
+        dataset=dataset, data_dir=data_dir, val_split=val_split, seed=int(recipe.get("seed", 0) or 0),
         batch_size=1, eval_batch_size=args.batch_size, test_subset=args.subset,
         normalization=norm_record.get("mode", "per_channel"),
         crop_padding=None if folder else 0, hflip=False if not folder else None,
