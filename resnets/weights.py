@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ResnetsError
-from .train.checkpoint import clean_state_dict, write_atomic
+from .train.checkpoint import clean_state_dict, ema_model_weights, write_atomic
 
 WEIGHTS_FORMAT = "resnets-weights"
 # Wrappers other tools put around a state dict: resnets/timm train checkpoints ("state_dict"),
 # and the common {"model": ...} / {"model_state_dict": ...} layouts.
 _STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
 # timm heads that are not ResNet's plain `fc` (ClassifierHead in resnetv2 and newer nets).
-_KEY_RENAMES = {"head.fc.": "fc.", "fc.fc.": "fc."}
+_KEY_RENAMES = {"head.fc.": "fc."}
 _HEAD = "fc."
 _LIST_LIMIT = 8  # keys shown per kind in an error message
 
@@ -160,6 +160,9 @@ def load_weights_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and obj.get("format") == "resnets" and obj.get("eval_weights") == "ema" \
+            and isinstance(obj.get("ema"), Mapping):  # a run with EMA evaluated (and exports) its EMA weights
+        return _unwrap(ema_model_weights(obj["ema"]), path)
     if isinstance(obj, Mapping):
         for key in _STATE_DICT_KEYS:
             inner = obj.get(key)
@@ -266,7 +269,7 @@ def _mismatch_message(path, model: nn.Module, report: ImportReport) -> str:
         and not report.unexpected
     hint = ("only the classifier differs: allow replacing the head" if only_head
             else f"are these weights for another architecture than {name}?")
-    return f"weights file {path} does not fit model {name}: {'; '.join(parts)}. {hint.capitalize()}"
+    return f"weights file {path} does not fit model {name}: {'; '.join(parts)}. {hint[0].upper()}{hint[1:]}"
 
 
 def _more(items: list) -> str:

@@ -78,6 +78,19 @@ def test_wrapped_and_prefixed_state_dicts(tmp_path, tv_resnet18, wrap):
         torch.testing.assert_close(model.state_dict()[key], value, msg=key)
 
 
+def test_resnets_checkpoint_with_ema_gives_the_ema_weights(tmp_path):
+    model = resnets.create_model("resnet20", num_classes=4)
+    ema = randomize_bn(resnets.create_model("resnet20", num_classes=4))
+    ema_state = {f"module.{k}": v for k, v in ema.state_dict().items()} | {"n_averaged": torch.tensor(7)}
+    path = tmp_path / "run.pt"
+    torch.save({"format": "resnets", "format_version": 1, "model": model_spec(model),
+                "state_dict": model.state_dict(), "ema": ema_state, "eval_weights": "ema"}, path)
+    fresh = resnets.create_model("resnet20", num_classes=4)
+    load_weights_into(fresh, path)
+    for key, value in ema.state_dict().items():  # what the run evaluated, not the raw weights
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
 def test_other_class_count_keeps_fresh_head_and_says_so(tv_file, tv_resnet18):
     model = resnets.create_model("resnet18", num_classes=5)
     fresh_fc = model.fc.weight.detach().clone()
