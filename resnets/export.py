@@ -34,14 +34,17 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
     The graph comes from ``torch.export`` on ``example`` (default: one small image), which,
     unlike ``torch.fx.symbolic_trace``, follows Python control flow such as input checks.
     """
-    model = model.eval()
+    device = next(model.parameters()).device
     if example is None:
         example = torch.zeros(1, _in_channels(model), 64, 64)
+    was_training = model.training
     try:
-        graph = torch.export.export(model, (example.cpu(),)).graph
+        graph = torch.export.export(model.eval(), (example.to(device),)).graph  # eval: BN as an affine map
     except Exception as exc:
         raise ResnetsError(f"cannot fold BatchNorm in {type(model).__name__}: torch.export failed "
                            f"({_first_line(exc)}); export without --fold-bn") from None
+    finally:
+        model.train(was_training)
     modules = dict(model.named_modules())
 
     def module_of(node) -> tuple[str, nn.Module | None]:
@@ -108,7 +111,7 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 # -- ONNX -------------------------------------------------------------------------------------
 def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
                 tolerance: float = ONNX_TOLERANCE) -> float:
-    """Write ``model`` as ONNX (dynamo exporter, dynamic batch) and check it in onnxruntime.
+    """Write ``model`` (put in eval mode on the CPU) as ONNX, dynamic batch, checked in onnxruntime.
 
     Returns the max absolute difference between onnxruntime's and eager PyTorch's logits on a
     batch of another size than ``example`` (which checks that the batch really is dynamic).
@@ -150,7 +153,8 @@ def onnx_max_abs_diff(onnx_path: str | os.PathLike, model: nn.Module, images: Te
 # -- torch.export -----------------------------------------------------------------------------
 def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
                tolerance: float = ONNX_TOLERANCE) -> float:
-    """Save a ``torch.export`` program (.pt2, dynamic batch), reload it and compare with eager.
+    """Save ``model`` (put in eval mode on the CPU) as a ``torch.export`` program (.pt2, dynamic batch),
+    reload it and compare with eager PyTorch.
 
     Returns the max absolute logit difference of the reloaded program on a batch of another size.
     """

@@ -49,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
         folded = fold_bn(model)
         with torch.inference_mode():
             fold_diff = float((folded(example) - model(example)).abs().max())
-        print(f"folded {folded_pairs} of {total} BatchNorm layers into the convolution before them "
-              f"({total - folded_pairs} follow an addition or a ReLU and stay); "
-              f"max abs diff vs unfolded: {fold_diff:.3g}")
+        kept = ""
+        if total > folded_pairs:
+            kept = f"; {total - folded_pairs} stay (their input is not a conv output alone, e.g. a sum)"
+        print(f"folded {folded_pairs} of {total} BatchNorm layers into the convolution before them{kept} "
+              f"(max abs diff vs unfolded: {fold_diff:.3g})")
         model = folded
 
     output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(f".{args.format}")
