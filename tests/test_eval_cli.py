@@ -75,10 +75,10 @@ def test_per_class_accuracy_and_confusion_matrix(run_dir, tmp_path, capsys):
     assert status == 0, err
     result = last_json(out)
     classes = torch.load(run_dir / "last.pt", weights_only=True)["data"]["classes"]
-    assert list(result["per_class_accuracy"]) == classes
-    # a stratified subset of 40 has 4 images per class: each class accuracy is a multiple of 25 %
-    assert all(a in (0.0, 25.0, 50.0, 75.0, 100.0) for a in result["per_class_accuracy"].values())
-    mean_acc = sum(result["per_class_accuracy"].values()) / len(classes)
+    assert [row["class"] for row in result["per_class"]] == classes
+    assert [row["images"] for row in result["per_class"]] == [4] * 10  # a stratified subset of 40
+    assert all(row["accuracy"] in (0.0, 25.0, 50.0, 75.0, 100.0) for row in result["per_class"])
+    mean_acc = sum(row["accuracy"] for row in result["per_class"]) / len(classes)
     assert 100 - mean_acc == pytest.approx(result["top1_error"])
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "Ankle boot" in out  # the per-class table

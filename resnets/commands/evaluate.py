@@ -43,12 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..errors import ConfigError
     from ..evaluate import evaluate, make_tta, per_class_accuracy, save_confusion_matrix
     from ..runtime import select_device
     from ..train.checkpoint import load_model
 
-    _check_args(args, ConfigError)
+    _check_args(args)
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     meta = _data_record(ckpt, args.checkpoint)
@@ -79,14 +78,16 @@ def run(args: argparse.Namespace) -> int:
 
     if want_confusion:
         confusion = result["confusion"]
-        accuracy = per_class_accuracy(confusion)
-        record["per_class_accuracy"] = {c: (None if a != a else round(100 * a, 4))
-                                        for c, a in zip(classes, accuracy.tolist(), strict=True)}
+        rows = [{"class": c, "accuracy": None if a != a else 100 * a, "images": n}  # a != a: NaN, no images
+                for c, a, n in zip(classes, per_class_accuracy(confusion).tolist(), confusion.sum(1).tolist(),
+                                   strict=True)]
+        record["per_class"] = rows  # a list: ImageNet has duplicate readable names ("crane", "maillot")
         if args.per_class:
             width = max(len(c) for c in classes)
             print(f"{'class':<{width}}  accuracy  images")
-            for c, a, n in zip(classes, accuracy.tolist(), confusion.sum(1).tolist(), strict=True):
-                print(f"{c:<{width}}  {'   -   ' if a != a else f'{100 * a:6.2f} %'}  {n:6d}")
+            for row in rows:
+                accuracy = "   -   " if row["accuracy"] is None else f"{row['accuracy']:6.2f} %"
+                print(f"{row['class']:<{width}}  {accuracy}  {row['images']:6d}")
         if args.confusion_matrix:
             save_confusion_matrix(confusion, classes, args.confusion_matrix,
                                   title=f"{name} on {dataset} {args.split} (tta {args.tta})")
@@ -97,17 +98,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_args(args: argparse.Namespace, error: type[Exception]) -> None:
+def _check_args(args: argparse.Namespace) -> None:
+    from ..errors import ConfigError
+
     if args.batch_size < 1:
-        raise error(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.subset is not None and (args.subset < 1 or args.split != "test"):
-        raise error(f"--subset N takes N >= 1 and applies to the test split, got {args.subset} "
-                    f"with --split {args.split}")
+        raise ConfigError(f"--subset N takes N >= 1 and applies to the test split, got {args.subset} "
+                          f"with --split {args.split}")
     if args.scales is not None:
         if args.tta != "multiscale":  # no silently ignored option
-            raise error("--scales applies to --tta multiscale only")
+            raise ConfigError("--scales applies to --tta multiscale only")
         if any(s < 1 for s in args.scales):
-            raise error(f"--scales must be positive pixel sizes, got {args.scales}")
+            raise ConfigError(f"--scales must be positive pixel sizes, got {args.scales}")
 
 
 def _data_record(ckpt: dict, path: str) -> dict:
