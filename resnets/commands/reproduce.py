@@ -1,0 +1,95 @@
+"""``resnets reproduce``: reproduce one of the papers' experiments as figures, tables and a report.
+
+``resnets reproduce EXPERIMENT [--budget smoke|cpu|paper] [--dataset D] [--data-dir DIR] [--output DIR]``
+trains the experiment's runs (resumable run folders under OUTPUT/runs; finished runs are not redone),
+analyses them and writes OUTPUT/EXPERIMENT/{results.json, report.md, *.png}. ``--list`` shows the
+experiments; ``--plan`` prints the training runs an experiment would do, without doing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+BUDGET_NAMES = ("smoke", "cpu", "paper")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "examples: resnets reproduce --list | resnets reproduce identity-toy | "
+        "resnets reproduce degradation --budget cpu | "
+        "resnets reproduce depth --budget paper --data-dir ~/data/cifar10 --device cuda"
+    )
+    parser.add_argument(
+        "experiment",
+        nargs="?",
+        metavar="EXPERIMENT",
+        help="degradation, depth, shortcuts, identity-mappings, responses, lesion, identity-toy",
+    )
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the training runs (as resnets train commands) and exit without training",
+    )
+    parser.add_argument(
+        "--budget",
+        choices=BUDGET_NAMES,
+        default="cpu",
+        help="smoke: seconds, checks the machinery; cpu (default): at most ~30 minutes on a "
+        "2-core CPU on Fashion-MNIST; paper: the papers' schedules on CIFAR-10, for a GPU",
+    )
+    parser.add_argument("--dataset", help="dataset (default: fashion-mnist, or cifar10 at --budget paper)")
+    parser.add_argument("--data-dir", help="where the dataset lives")
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="DIR",
+        default=None,
+        help="folder for runs/ and the reports (default runs/reproduce); experiments that need "
+        "the same network share its run when they share this folder",
+    )
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..experiments import get_experiment, list_experiments
+    from ..experiments.runner import DEFAULT_OUTPUT, make_context, plan, reproduce
+
+    if args.list:
+        for experiment in list_experiments():
+            print(f"{experiment.name:<18} {experiment.title}  [{experiment.paper}]")
+        return 0
+    if not args.experiment:
+        names = ", ".join(e.name for e in list_experiments())
+        raise ConfigError(f"name an experiment to reproduce ({names}), or use --list")
+    output = args.output or DEFAULT_OUTPUT
+    if args.plan:
+        experiment = get_experiment(args.experiment)
+        ctx = make_context(
+            experiment,
+            budget=args.budget,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            output=output,
+            device=args.device,
+        )
+        specs = plan(experiment, ctx)
+        print(f"# {ctx.command}")
+        for key, value in experiment.settings(ctx).items():
+            print(f"# {key}: {value}")
+        for spec in specs:
+            print(spec.train_command(ctx.runs_dir / spec.name, ctx.data_dir))
+        if not specs:
+            print("# no training runs: the analysis runs by itself")
+        return 0
+    written = reproduce(
+        args.experiment,
+        budget=args.budget,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        output=output,
+        device=args.device,
+    )
+    print(written["report"])
+    return 0

@@ -1,0 +1,229 @@
+"""Figures of the reproduced experiments: data in, PNG out.
+
+matplotlib's object API (``Figure``, no pyplot): no global state, no display, safe in tests and
+threads. Files are written atomically so a killed run never leaves a half-written PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from .train.checkpoint import write_atomic
+
+Series = tuple[Sequence[float], Sequence[float]]  # (x values, y values)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def plot_error_curves(
+    panels: Mapping[str, Mapping[str, Mapping[str, Series]]],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Paper Fig. 1 / Fig. 6: one panel per family (e.g. plain | ResNet), training error dashed and
+    test error bold against iterations, one colour per network.
+
+    ``panels[panel][network]`` maps ``"train"`` and/or ``"test"`` to ``(iterations, error %)``.
+    Networks with the same name share a colour across panels; all panels share the y axis.
+    """
+    networks = list(dict.fromkeys(name for nets in panels.values() for name in nets))
+    color = dict(zip(networks, _colors(len(networks)), strict=True))
+    fig = Figure(figsize=(5.2 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (panel, nets) in zip(axes, panels.items(), strict=True):
+        for name, series in nets.items():
+            if "train" in series:
+                few = len(series["train"][0]) < 3  # a marker, or a lone point would not show
+                ax.plot(
+                    *series["train"],
+                    "--",
+                    marker="." if few else None,
+                    color=color[name],
+                    linewidth=1.0,
+                    label=f"{name} train",
+                )
+            if "test" in series:  # evaluated once per epoch: few points, each marked
+                ax.plot(
+                    *series["test"],
+                    "-",
+                    marker="o",
+                    markersize=3,
+                    color=color[name],
+                    linewidth=2.2,
+                    label=f"{name} test",
+                )
+        ax.set_title(panel)
+        ax.set_xlabel("iterations")
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("error (%)")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_ours_vs_paper(
+    labels: Sequence[str],
+    ours: Sequence[float | None],
+    paper: Sequence[float | None],
+    path: str | Path,
+    *,
+    ylabel: str = "test error (%)",
+    title: str = "",
+    ours_label: str = "ours",
+    paper_label: str = "paper",
+) -> Path:
+    """Grouped bars: our number beside the paper's for each entry (a missing value leaves a gap)."""
+    fig = Figure(figsize=(max(5.0, 0.9 * len(labels) + 2), 4.2))
+    ax = fig.subplots()
+    width = 0.4
+    xs = range(len(labels))
+    for offset, values, name, color in (
+        (-width / 2, ours, ours_label, "tab:blue"),
+        (width / 2, paper, paper_label, "tab:gray"),
+    ):
+        pts = [(x + offset, v) for x, v in zip(xs, values, strict=True) if v is not None]
+        if pts:
+            ax.bar([p[0] for p in pts], [p[1] for p in pts], width, label=name, color=color)
+    ax.set_xticks(
+        list(xs),
+        labels=list(labels),
+        rotation=30 if len(labels) > 5 else 0,
+        ha="right" if len(labels) > 5 else "center",
+    )
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_responses(series: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "") -> Path:
+    """Paper Fig. 7: std of each 3x3 layer's response, in layer order (top) and sorted descending (bottom).
+
+    Plain nets dashed, residual nets solid, as the paper draws them (labels starting "plain" are plain).
+    """
+    fig = Figure(figsize=(7.5, 6.4))
+    top, bottom = fig.subplots(2, 1)
+    for (label, stds), color in zip(series.items(), _colors(len(series)), strict=True):
+        style = "--" if label.lower().startswith("plain") else "-"
+        top.plot(range(1, len(stds) + 1), stds, style, color=color, label=label)
+        bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), style, color=color, label=label)
+    top.set_xlabel("layer index (original order)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        top.set_title(title)
+    return _save(fig, path)
+
+
+def plot_lesion(
+    deleted: Mapping[str, Sequence[float]],
+    baseline: Mapping[str, float],
+    path: str | Path,
+    *,
+    swapped: Mapping[str, Sequence[float]] | None = None,
+    title: str = "",
+) -> Path:
+    """Veit et al. Fig. 3/4: test error with each unit deleted (and with adjacent units swapped),
+    the intact network's error as a dotted line of the same colour."""
+    panels = 2 if swapped else 1
+    fig = Figure(figsize=(6.8 * panels, 4.2))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    colors = dict(zip(deleted, _colors(len(deleted)), strict=True))
+    for ax, data, xlabel in (
+        (axes[0], deleted, "deleted unit"),
+        *(((axes[1], swapped, "swapped pair (unit i with i+1)"),) if swapped else ()),
+    ):
+        for label, errors in data.items():
+            if not errors:
+                continue
+            ax.plot(range(1, len(errors) + 1), errors, "o-", markersize=3, color=colors[label], label=label)
+            ax.axhline(baseline[label], linestyle=":", color=colors[label])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test error (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_path_lengths(
+    fractions: Sequence[float],
+    path: str | Path,
+    *,
+    lengths: Sequence[int] | None = None,
+    mean_norm: Sequence[float] | None = None,
+    total_norm: Sequence[float] | None = None,
+    title: str = "",
+) -> Path:
+    """Veit et al. Fig. 6: distribution of path lengths; with gradients measured, the gradient norm of one
+    path of each length and the total gradient per length (norm x number of paths)."""
+    panels = 3 if mean_norm is not None else 1
+    fig = Figure(figsize=(4.6 * panels, 3.8))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    axes[0].bar(range(len(fractions)), fractions, color="tab:blue")
+    axes[0].set_xlabel("path length (units passed through their branch)")
+    axes[0].set_ylabel("fraction of paths")
+    axes[0].set_title("(a) path lengths")
+    if mean_norm is not None and lengths is not None and total_norm is not None:
+        axes[1].semilogy(lengths, mean_norm, "o-", markersize=3, color="tab:orange")
+        axes[1].set_xlabel("path length")
+        axes[1].set_ylabel("gradient norm of one path")
+        axes[1].set_title("(b) gradient per path")
+        total = sum(total_norm)
+        axes[2].bar(lengths, [t / total for t in total_norm], color="tab:green")
+        axes[2].set_xlabel("path length")
+        axes[2].set_ylabel("share of total gradient")
+        axes[2].set_title("(c) total gradient by length")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_loss_curves(
+    curves: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    thresholds: Sequence[float] = (),
+    title: str = "",
+) -> Path:
+    """Loss against steps on a log scale (the identity toy); plain curves dashed, thresholds dotted."""
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    for (label, losses), color in zip(curves.items(), _colors(len(curves)), strict=True):
+        style = "--" if label.lower().startswith("plain") else "-"
+        ax.semilogy(range(1, len(losses) + 1), losses, style, color=color, label=label)
+    for t in thresholds:
+        ax.axhline(t, linestyle=":", color="gray", linewidth=0.8)
+    ax.set_xlabel("steps")
+    ax.set_ylabel("mean squared error")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

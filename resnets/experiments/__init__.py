@@ -1,0 +1,37 @@
+"""The papers' experiments, reproduced: ``resnets reproduce NAME``; one module per table or figure.
+
+``EXPERIMENTS`` lists them in the order ``resnets reproduce --list`` shows; ``get_experiment(name)``
+returns one; ``reproduce(name, budget=..., ...)`` (in ``runner``) trains, analyses and writes the report.
+"""
+
+from __future__ import annotations
+
+from .base import BUDGETS, DEFAULT_BUDGET, Experiment
+from .degradation import Degradation
+from .depth import Depth
+from .identity_mappings import IdentityMappings
+from .identity_toy import IdentityToy
+from .lesion import Lesion
+from .responses import Responses
+from .shortcuts import Shortcuts
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (Degradation(), Depth(), Shortcuts(), IdentityMappings(), Responses(), Lesion(), IdentityToy())
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    from ..errors import unknown_name
+
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise unknown_name("experiment", name, EXPERIMENTS) from None
+
+
+def list_experiments() -> list[Experiment]:
+    return list(EXPERIMENTS.values())
+
+
+__all__ = ["BUDGETS", "DEFAULT_BUDGET", "EXPERIMENTS", "Experiment", "get_experiment", "list_experiments"]

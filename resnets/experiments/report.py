@@ -1,0 +1,142 @@
+"""Writing an experiment's artefacts: results.json and report.md (figures are written by the analysis).
+
+Both files are written atomically, so a reproduce killed while writing leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..train.checkpoint import write_atomic
+from .base import Analysis, Context, Experiment, RunRecord
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types; non-finite floats become None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    return value
+
+
+def _versions() -> dict[str, str]:
+    from .. import __version__
+
+    return {"resnets": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def results_document(
+    experiment: Experiment,
+    ctx: Context,
+    runs: Mapping[str, RunRecord],
+    analysis: Analysis,
+) -> dict[str, Any]:
+    """What results.json holds: the setup, each run's final numbers, the analysis, the finding."""
+    return _jsonable(
+        {
+            "experiment": experiment.name,
+            "title": experiment.title,
+            "paper": experiment.paper,
+            "budget": ctx.budget.name,
+            "dataset": ctx.dataset,
+            "device": ctx.device,
+            "command": ctx.command,
+            "settings": experiment.settings(ctx),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": _versions(),
+            "runs": {
+                name: {
+                    "label": record.label,
+                    "folder": record.folder,
+                    "recipe": record.spec.recipe,
+                    "overrides": dict(record.spec.overrides),
+                    "final": record.final,
+                }
+                for name, record in runs.items()
+            },
+            "results": analysis.results,
+            "finding": {"shows": analysis.shows, "text": analysis.finding},
+        }
+    )
+
+
+def report_markdown(
+    experiment: Experiment,
+    ctx: Context,
+    runs: Mapping[str, RunRecord],
+    analysis: Analysis,
+) -> str:
+    """report.md: the claim, our finding, tables beside the paper's, figures, the budget and the commands."""
+    verdict = {True: "shows", False: "does not show", None: "cannot be judged at this budget"}[analysis.shows]
+    lines = [
+        f"# {experiment.title}",
+        "",
+        f"Reproduces: {experiment.paper}.",
+        "",
+        f"**The paper:** {experiment.claim}",
+        "",
+        f"## Finding ({verdict})",
+        "",
+        analysis.finding,
+        "",
+    ]
+    for caption, table in analysis.tables:
+        lines += [f"## {caption}", "", table.markdown(), ""]
+    if analysis.figures:
+        lines += ["## Figures", ""]
+        for filename, caption in analysis.figures:
+            lines += [f"![{caption}]({filename})", "", f"*{caption}*", ""]
+    lines += ["## Budget", ""]
+    if runs:  # the budget's data and schedule only matter to experiments that train
+        lines += [
+            f"`{ctx.budget.name}`: {ctx.budget.description}.",
+            "",
+            f"- dataset: {ctx.dataset}",
+            f"- device: {ctx.device}",
+        ]
+    else:
+        lines += [f"`{ctx.budget.name}`; no training runs.", ""]
+    lines += [f"- {key}: {value}" for key, value in experiment.settings(ctx).items()]
+    lines += ["", "## Commands", "", "This report:", "", "```", ctx.command, "```", ""]
+    if runs:
+        lines += [
+            "Each training run on its own (the same run folders; a finished run is not redone):",
+            "",
+            "```",
+        ]
+        lines += [record.spec.train_command(record.folder, ctx.data_dir) for record in runs.values()]
+        lines += ["```", ""]
+    if analysis.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_artifacts(
+    experiment: Experiment,
+    ctx: Context,
+    runs: Mapping[str, RunRecord],
+    analysis: Analysis,
+) -> dict[str, Path]:
+    """Write results.json and report.md into ``ctx.results_dir``; return their paths."""
+    ctx.results_dir.mkdir(parents=True, exist_ok=True)
+    document = results_document(experiment, ctx, runs, analysis)
+    text = json.dumps(document, indent=2, allow_nan=False)
+    results = write_atomic(ctx.results_dir / "results.json", lambda tmp: tmp.write_text(text + "\n"))
+    markdown = report_markdown(experiment, ctx, runs, analysis)
+    report = write_atomic(ctx.results_dir / "report.md", lambda tmp: tmp.write_text(markdown))
+    return {"results": results, "report": report}
