@@ -95,7 +95,7 @@ class Depth(Experiment):
 
         rows, results, labels, ours, paper = [], {}, [], [], []
         depths, errors = [], []
-        worst_param_gap = 0.0
+        worst_param_gap: float | None = None  # None: no depth of this budget is in Table 6
         for depth, spec in self._specs(ctx):
             record = runs[spec.name]
             params = params_cifar(spec.model, spec.overrides.get("model_kwargs", {}))
@@ -103,9 +103,8 @@ class Depth(Experiment):
             error = record.final_value("test_error")
             if "params_m" in published:
                 # The paper rounds to 2 significant digits (0.27M, 1.7M, 19.4M).
-                worst_param_gap = max(
-                    worst_param_gap, abs(params / 1e6 - published["params_m"]) / published["params_m"]
-                )
+                gap = abs(params / 1e6 - published["params_m"]) / published["params_m"]
+                worst_param_gap = max(worst_param_gap or 0.0, gap)
             results[record.label] = {
                 "depth": depth,
                 "params": params,
@@ -168,7 +167,7 @@ class Depth(Experiment):
         specs: list[tuple[int, RunSpec]],
         depths: list[int],
         errors: list[float],
-        worst_param_gap: float,
+        worst_param_gap: float | None,
     ) -> tuple[str, bool | None, dict[str, Any]]:
         upto = [(d, e) for d, e in zip(depths, errors, strict=True) if d <= 110]
         rho = rank_correlation([float(d) for d, _ in upto], [e for _, e in upto])
@@ -185,19 +184,22 @@ class Depth(Experiment):
             "worst_param_gap": worst_param_gap,
         }
         text = (
-            f"Parameter counts match Table 6 to within {100 * worst_param_gap:.1f}% (the paper rounds to two "
-            f"digits). Test error goes from {e0:.2f}% at {d0} layers to {e1:.2f}% at {d1} "
-            f"({gain:+.2f} points in favour of depth, {strength(gain, noise)}); the rank correlation of "
-            f"depth and error is {rho:+.2f} (-1: every deeper net "
-            "is better). "
+            "No depth of this budget is in Table 6, so no parameter counts to compare. "
+            if worst_param_gap is None
+            else f"Parameter counts match Table 6 to within {100 * worst_param_gap:.1f}% (the paper rounds "
+            "to two digits). "
+        )
+        text += (
+            f"Test error goes from {e0:.2f}% at {d0} layers to {e1:.2f}% at {d1} ({gain:+.2f} points in "
+            f"favour of depth, {strength(gain, noise)}); the rank correlation of depth and error is "
+            f"{rho:+.2f} (-1: every deeper net is better). "
         )
         shows: bool | None = gain > 0 and rho < 0
         text += (
             "Deeper is better here, as in the paper."
             if shows
             else "Deeper is not better here; at short budgets deep nets are still far from converged, so "
-                 "this "
-            "ordering is not a test of the paper's claim."
+            "this ordering is not a test of the paper's claim."
         )
         if 1202 in depths and 110 in depths:
             e110, e1202 = errors[depths.index(110)], errors[depths.index(1202)]

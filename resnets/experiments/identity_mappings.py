@@ -188,23 +188,22 @@ class IdentityMappings(Experiment):
         }
         text = (
             f"{len(worse_shortcuts)} of the {len(SHORTCUT_VARIANTS)} other shortcut kinds test worse than "
-            "the "
-            f"identity shortcut ({original:.2f}%); the best of them, {LABELS[best_other]}, reaches "
+            f"the identity shortcut ({original:.2f}%); the best of them, {LABELS[best_other]}, reaches "
             f"{errors[best_other]:.2f}%. Full pre-activation reaches {errors['full_preact']:.2f}% against "
-            "the "
-            f"original unit's {original:.2f}% (the paper: 6.37% against 6.61%). Of the {len(pairs)} pairs of "
-            f"variants the paper orders, ours orders {agree} alike ({100 * concordance:.0f}%; 50% is "
-            "chance). "
+            f"the original unit's {original:.2f}% (the paper: 6.37% against 6.61%). Of the {len(pairs)} "
+            f"pairs of variants the paper orders, ours orders {agree} alike ({100 * concordance:.0f}%; 50% "
+            "is chance). "
         )
-        text += (
-            "The paper's headline findings show (within the sampling noise of about "
-            f"{noise:.2f} points): no shortcut beats the identity, and full pre-activation is at least as "
-            "good "
-            "as the original unit."
-            if shows
-            else "The paper's headline findings (no shortcut beats the identity; full pre-activation at "
-                 "least as "
-            f"good as the original unit, each within the sampling noise of about {noise:.2f} points) do not "
-            "both show at this budget."
-        )
+        if shows:
+            text += (
+                "The paper's headline findings show (within the sampling noise of about "
+                f"{noise:.2f} points): no shortcut beats the identity, and full pre-activation is at least "
+                "as good as the original unit."
+            )
+        else:
+            text += (
+                "The paper's headline findings (no shortcut beats the identity; full pre-activation at least "
+                f"as good as the original unit, each within the sampling noise of about {noise:.2f} points) "
+                "do not both show at this budget."
+            )
         return text, shows, summary

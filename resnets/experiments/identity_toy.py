@@ -205,8 +205,7 @@ class IdentityToy(Experiment):
             "The two problems share their curvature and differ only in where they start, so the skip "
             "connection helps in proportion to how far the plain layer's weights must travel: little under "
             "SGD, whose steps shrink with the gradient, and most under Adam, whose steps have a fixed size "
-            "per "
-            "weight. "
+            "per weight. "
             + (
                 "The residual layer was never slower, as the paper's hypothesis expects."
                 if faster_everywhere

@@ -159,6 +159,7 @@ class Lesion(Experiment):
             "fractions": path_length_fractions(n),
             **grads.to_dict(),
             "share_below_half": grads.share_below((n + 1) // 2),
+            "paths_below_half": sum(path_length_fractions(n)[: (n + 1) // 2]),
         }
 
     @staticmethod
@@ -171,24 +172,22 @@ class Lesion(Experiment):
         low, high = paths["central_90"]
         n = paths["num_blocks"]
         text = (
-            f"Deleting one unit raises {res_label}'s test error by {res_cost:.2f} points on average "
+            f"Deleting one unit changes {res_label}'s test error by {res_cost:+.2f} points on average "
             f"(from {res.baseline_error:.2f}%; worst {max(res.deleted_errors):.2f}%), and {plain_label}'s by "
-            f"{plain_cost:.2f} points (from {plain.baseline_error:.2f}%; median "
+            f"{plain_cost:+.2f} points (from {plain.baseline_error:.2f}%; median "
             f"{statistics.median(plain.deleted_errors):.2f}%). "
         )
         if res.swapped_errors and plain.swapped_errors:
+            res_swap = statistics.mean(res.swapped_errors) - res.baseline_error
+            plain_swap = statistics.mean(plain.swapped_errors) - plain.baseline_error
             text += (
-                "Swapping adjacent units costs "
-                f"{statistics.mean(res.swapped_errors) - res.baseline_error:.2f} "
-                "points in the ResNet and "
-                f"{statistics.mean(plain.swapped_errors) - plain.baseline_error:.2f} "
-                "in the plain net. "
+                f"Swapping adjacent units changes the error by {res_swap:+.2f} points in the ResNet and "
+                f"{plain_swap:+.2f} in the plain net. "
             )
         text += (
             f"Of the ResNet's 2^{n} paths, 90% of the gradient comes from paths through {low} to {high} of "
-            f"its {n} "
-            f"units, and {100 * paths['share_below_half']:.0f}% from paths shorter than half its units "
-            f"(half of all paths are). "
+            f"its {n} units, and {100 * paths['share_below_half']:.0f}% from paths through fewer than half "
+            f"its units, which are {100 * paths['paths_below_half']:.0f}% of all paths. "
         )
         if shows:
             ratio = plain_cost / max(res_cost, 1e-9)

@@ -104,8 +104,7 @@ class Responses(Experiment):
             ],
             notes=[
                 "The paper gives these only as a figure (Fig. 7), so there are no numbers to set beside "
-                "ours; "
-                "the comparison is of the orderings. The std is over every value of a layer's output."
+                "ours; the comparison is of the orderings. The std is over every value of a layer's output."
             ],
         )
 
@@ -122,20 +121,16 @@ class Responses(Experiment):
             weaker_everywhere &= ratio < 1
             sentences.append(
                 f"at {depth} layers the ResNet's mean response std is {ratio:.2f}x the plain net's, and "
-                f"{100 * per_layer:.0f}% of its layers respond more weakly than the plain layer at the same "
-                "position"
+                f"{100 * per_layer:.0f}% of its layers respond more weakly than the plain layer in the same "
+                "place"
             )
         depths = sorted(d for k, d in measured if k == "resnet")
         means = [statistics.mean(measured[("resnet", d)]) for d in depths]
         decreasing = all(b < a for a, b in zip(means, means[1:], strict=False))
         comparisons["resnet_mean_by_depth"] = dict(zip(map(str, depths), means, strict=True))
         depth_sentence = (
-            "Deeper ResNets respond "
-            + (
-                "more weakly, as in the paper"
-                if decreasing
-                else "not uniformly more weakly, unlike the paper"
-            )
+            ("Deeper ResNets respond more weakly, as in the paper" if decreasing
+             else "Deeper ResNets do not respond more weakly, unlike the paper")
             + " (mean std "
             + ", ".join(f"ResNet-{d}: {m:.3f}" for d, m in zip(depths, means, strict=True))
             + ")."
@@ -144,8 +139,7 @@ class Responses(Experiment):
             "The paper's finding shows: residual layers respond more weakly than plain ones at every depth."
             if weaker_everywhere
             else "The paper's finding does not show at every depth: some ResNet responds at least as "
-                 "strongly "
-            "as its plain counterpart."
+            "strongly as its plain counterpart."
         )
         text = "Layer responses: " + "; ".join(sentences) + ". " + depth_sentence + " " + verdict
         return text, weaker_everywhere, comparisons

@@ -156,17 +156,18 @@ class Shortcuts(Experiment):
             f"Against the plain net's {plain:.2f}% test error, option A reaches {errors['A']:.2f}%, B "
             f"{errors['B']:.2f}% and C {errors['C']:.2f}% (gains of "
             + ", ".join(f"{o} {g:+.2f}" for o, g in gaps.items())
-            + f" points; the smallest is {strength(min(gaps.values()), noise)}). The options differ among "
-            f"themselves by {spread:.2f} points ({strength(spread, noise)}); the paper's ordering C < B < A "
-            + ("holds" if errors["C"] <= errors["B"] <= errors["A"] else "does not hold")
-            + " here. "
+            + f" points; the smallest gain is {strength(min(gaps.values()), noise)}). The options differ "
+            f"among themselves by {spread:.2f} points ({strength(spread, noise)}); the paper's ordering "
+            f"C < B < A {'holds' if errors['C'] <= errors['B'] <= errors['A'] else 'does not hold'} here. "
         )
-        text += (
-            "The paper's finding shows: every shortcut option beats the plain net by more than the options "
-            "differ among themselves, so projections are not what fixes degradation."
-            if shows
-            else "The paper's finding does not show at this budget (criterion: every option beats the plain "
-                 "net, "
-            "by more than the options differ among themselves)."
-        )
+        if shows:
+            text += (
+                "The paper's finding shows: every shortcut option beats the plain net by more than the "
+                "options differ among themselves, so projections are not what fixes degradation."
+            )
+        else:
+            text += (
+                "The paper's finding does not show at this budget (criterion: every option beats the plain "
+                "net, by more than the options differ among themselves)."
+            )
         return text, shows
