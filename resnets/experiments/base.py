@@ -41,7 +41,7 @@ BUDGETS: dict[str, Budget] = {
         "paper-cifar",
         # 64 images at batch 32: the 4 iterations of a smoke run make 2 epochs, so curves have 2 points.
         {"train_subset": 64, "test_subset": 64, "val_split": 0, "batch_size": 32, "eval_batch_size": 64},
-        "seconds: 64 training and 64 test images, a few iterations; checks the machinery, shows nothing",
+        "seconds: 64 training and 64 test images, 4 iterations; checks the machinery, shows nothing",
     ),
     "cpu": Budget(
         # 12,800 training images = 100 iterations per epoch at batch 128, so a run of N00 iterations
@@ -58,8 +58,8 @@ BUDGETS: dict[str, Budget] = {
             "channels_last": True,
         },
         "at most 30 minutes per experiment on a 2-core CPU: the paper's recipe (SGD, momentum 0.9, "
-        "weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of training) on 12,800 Fashion-MNIST "
-        "training images, tested on the first 2,000 test images",
+        "weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of training) on a fixed, class-balanced "
+        "12,800 of the Fashion-MNIST training images, tested on a fixed, class-balanced 2,000 test images",
     ),
     "paper": Budget(
         "paper",
@@ -67,7 +67,8 @@ BUDGETS: dict[str, Budget] = {
         "paper-cifar",
         {},
         "the papers' schedules on CIFAR-10 for a GPU: 64k iterations at batch 128, lr 0.1 divided by 10 "
-        "at 32k and 48k, 45k/5k train/validation split, 4-pixel pad-and-crop and flip, full test set",
+        "at 32k and 48k, 4-pixel pad-and-crop and flip, the full test set (each run's exact recipe is in "
+        "its command below)",
     ),
 }
 DEFAULT_BUDGET = "cpu"
@@ -327,6 +328,6 @@ def last_epoch_images(record: RunRecord) -> int:
     return (rows[-1]["iteration"] - start) * int(recipe_dict(record.spec)["batch_size"])
 
 
-def test_images(record: RunRecord) -> int:
+def evaluated_images(record: RunRecord) -> int:
     """Test images the run was evaluated on (CIFAR-10 and Fashion-MNIST have 10,000)."""
     return int(recipe_dict(record.spec).get("test_subset") or 10_000)

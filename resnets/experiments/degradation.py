@@ -20,11 +20,11 @@ from .base import (
     cifar_model,
     count_parameters,
     error_curves,
+    evaluated_images,
     last_epoch_images,
     net_label,
     sampling_noise,
     strength,
-    test_images,
 )
 from .paper_numbers import CIFAR_TABLE6
 
@@ -164,7 +164,7 @@ class Degradation(Experiment):
             ) ** 0.5
             ea, eb = a.final_value("test_error"), b.final_value("test_error")
             test_noise = (
-                sampling_noise(ea, test_images(a)) ** 2 + sampling_noise(eb, test_images(b)) ** 2
+                sampling_noise(ea, evaluated_images(a)) ** 2 + sampling_noise(eb, evaluated_images(b)) ** 2
             ) ** 0.5
             gaps[kind] = {
                 "train_gap": gap,

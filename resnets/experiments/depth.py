@@ -18,10 +18,10 @@ from .base import (
     RunSpec,
     Table,
     cifar_model,
+    evaluated_images,
     net_label,
     sampling_noise,
     strength,
-    test_images,
 )
 from .degradation import params_cifar
 from .paper_numbers import CIFAR_TABLE6
@@ -174,7 +174,7 @@ class Depth(Experiment):
         (d0, e0), (d1, e1) = upto[0], upto[-1]
         first, last = runs[specs[0][1].name], runs[specs[len(upto) - 1][1].name]
         noise = (
-            sampling_noise(e0, test_images(first)) ** 2 + sampling_noise(e1, test_images(last)) ** 2
+            sampling_noise(e0, evaluated_images(first)) ** 2 + sampling_noise(e1, evaluated_images(last)) ** 2
         ) ** 0.5
         gain = e0 - e1
         summary = {

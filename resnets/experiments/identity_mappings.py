@@ -20,9 +20,9 @@ from .base import (
     RunSpec,
     Table,
     cifar_model,
+    evaluated_images,
     net_label,
     sampling_noise,
-    test_images,
 )
 from .paper_numbers import FAIL_THRESHOLD, SHORTCUT_KINDS_TABLE1, UNITS_TABLE2
 
@@ -134,7 +134,9 @@ class IdentityMappings(Experiment):
             paper_label="paper (ResNet-110; dropout: fail, not drawn)",
             title="test error of each shortcut kind and unit placement",
         )
-        noise = max(sampling_noise(e, test_images(runs[specs[v].name])) for v, e in errors.items()) * 2**0.5
+        noise = (
+            max(sampling_noise(e, evaluated_images(runs[specs[v].name])) for v, e in errors.items()) * 2**0.5
+        )
         finding, shows, summary = self._finding(errors, noise)
         results["summary"] = summary
         depth = PLANS[ctx.budget.name][0]

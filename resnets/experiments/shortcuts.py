@@ -21,10 +21,10 @@ from .base import (
     RunSpec,
     Table,
     cifar_model,
+    evaluated_images,
     net_label,
     sampling_noise,
     strength,
-    test_images,
 )
 from .degradation import params_cifar
 from .paper_numbers import IMAGENET_TABLE3
@@ -148,7 +148,7 @@ class Shortcuts(Experiment):
     def _finding(records: Mapping[str, RunRecord]) -> tuple[str, bool]:
         plain = records["plain"].final_value("test_error")
         errors = {o: records[o].final_value("test_error") for o in OPTIONS}
-        noise = max(sampling_noise(e, test_images(records[o])) for o, e in errors.items()) * 2**0.5
+        noise = max(sampling_noise(e, evaluated_images(records[o])) for o, e in errors.items()) * 2**0.5
         gaps = {o: plain - e for o, e in errors.items()}
         spread = max(errors.values()) - min(errors.values())
         shows = all(g > 0 for g in gaps.values()) and spread < min(gaps.values())
