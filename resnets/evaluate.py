@@ -111,22 +111,30 @@ def fully_convolutional_scores(model: nn.Module, images: Tensor) -> Tensor:
 
 
 def multiscale_logits(model: nn.Module, images: Tensor, *, scales: Sequence[int] = PAPER_SCALES,
-                      flip: bool = True) -> Tensor:
+                      flip: bool = True, position_average: str = "softmax") -> Tensor:
     """Multi-scale fully-convolutional testing (paper Sec. 3.4, from VGG/OverFeat).
 
     For each scale the shorter side is resized to it and the score map computed fully
     convolutionally; softmax scores are averaged over the map's positions, then over the
     scales and their horizontal flips (each scale weighs the same, whatever its map size).
+    ``position_average="logits"`` averages the score map before the softmax instead, which for
+    a ResNet (a linear fc after global average pooling) equals the ordinary forward pass at each
+    scale; it suits nets trained at one scale, whose off-centre positions score poorly alone.
     """
     if not scales:
         raise ConfigError("multi-scale testing needs at least one scale")
+    if position_average not in ("softmax", "logits"):
+        raise ConfigError(f"position_average must be 'softmax' or 'logits', got {position_average!r}")
     views = []
     for size in scales:
         resized = resize_shorter_side(images, int(size))
         for view in (resized, resized.flip(-1)) if flip else (resized,):
-            scores = fully_convolutional_scores(model, view).float()
-            positions = scores.flatten(2).log_softmax(dim=1)  # B x K x (h*w)
-            views.append(torch.logsumexp(positions, dim=2) - math.log(positions.shape[2]))
+            scores = fully_convolutional_scores(model, view).float().flatten(2)  # B x K x (h*w)
+            if position_average == "logits":
+                views.append(scores.mean(dim=2).log_softmax(dim=1))
+            else:
+                positions = scores.log_softmax(dim=1)
+                views.append(torch.logsumexp(positions, dim=2) - math.log(positions.shape[2]))
     return torch.logsumexp(torch.stack(views), dim=0) - math.log(len(views))
 
 

@@ -139,6 +139,20 @@ def test_multiscale_averages_positions_flips_and_scales(name):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_multiscale_averaging_logits_over_positions_is_the_forward_at_each_scale():
+    model = randomize_bn(resnets.create_model("resnet20", num_classes=5))
+    x = torch.randn(2, 3, 16, 20)
+    with torch.no_grad():
+        views = [model(x), model(x.flip(-1))]
+        up = F.interpolate(x, size=(24, 30), mode="bilinear", antialias=True, align_corners=False)
+        views += [model(up), model(up.flip(-1))]
+        expected = torch.stack([v.softmax(1) for v in views]).mean(0)
+        got = multiscale_logits(model, x, scales=(16, 24), position_average="logits").exp()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="position_average"):
+        multiscale_logits(model, x, scales=(16,), position_average="max")
+
+
 def test_flip_logits_average_the_mirror():
     model = randomize_bn(resnets.create_model("resnet20", num_classes=4))
     x = torch.randn(3, 3, 16, 16)

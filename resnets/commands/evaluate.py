@@ -6,6 +6,9 @@ as they are (10-crop: shorter side 256, crops 224; multi-scale: shorter sides 22
 480, 640, each image at its own aspect ratio). The small in-memory datasets (28x28, 32x32) scale
 them by ``image size / 224``: at 32 pixels 10-crop resizes to 37 and crops 32, and multi-scale
 uses 32, 37, 55, 69, 91. ``--scales`` sets the multi-scale sizes in pixels.
+Multi-scale testing pays off for nets trained with scale augmentation (the paper's ImageNet
+models, shorter side sampled in [256, 480]); the paper tests its CIFAR nets on a single view, and
+a net trained at one scale scores upscaled views poorly.
 The images are normalised with the statistics stored in the checkpoint, whatever the dataset.
 """
 
