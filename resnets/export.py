@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .errors import ResnetsError
 from .train.checkpoint import write_atomic
+from .weights import _first_line
 
 _CONV_OPS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
 _BN_OPS = {torch.ops.aten.batch_norm.default, torch.ops.aten._native_batch_norm_legit_no_training.default}
@@ -188,8 +189,3 @@ def _check_batch(example: Tensor) -> Tensor:
     """A random batch one larger than the example: the exported batch dimension must be dynamic."""
     generator = torch.Generator().manual_seed(0)
     return torch.randn((example.shape[0] + 1, *example.shape[1:]), generator=generator)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
