@@ -90,7 +90,10 @@ def summary(
     family, 32x32 for the CIFAR nets, with the model's ``in_chans`` channels.
     """
     if isinstance(name_or_model, str):
-        model = create_model(name_or_model, **overrides)
+        # Built on the meta device: shapes, parameter counts and FLOPs need no memory or arithmetic,
+        # so even resnet152 at 224x224 is summarised at once.
+        with torch.device("meta"):
+            model = create_model(name_or_model, **overrides)
         name = name_or_model
     else:
         if overrides:

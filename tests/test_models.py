@@ -18,15 +18,25 @@ ALL_MODELS = resnets.list_models()
 UNITS = ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny inputs: one intra-op thread is faster, and far faster when other jobs share the 2 cores
+    (OpenMP threads then wait on each other: 15x slower measured here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def small_input(model: nn.Module, batch: int = 2, imagenet_side: int = 64) -> torch.Tensor:
-    """32x32 for CIFAR nets, ``imagenet_side`` for the ImageNet family (strides 4..32 still apply)."""
+def small_input(model: nn.Module, cifar_side: int = 32, imagenet_side: int = 64) -> torch.Tensor:
+    """A batch of 2 small images: ``cifar_side`` for CIFAR nets, ``imagenet_side`` for the ImageNet family."""
     c, h, _ = model.default_input_size
-    side = 32 if h == 32 else imagenet_side
-    return torch.randn(batch, c, side, side)
+    side = cifar_side if h == 32 else imagenet_side
+    return torch.randn(2, c, side, side)
 
 
 # --- every registered name ---------------------------------------------------------------------------
@@ -37,11 +47,13 @@ def test_every_model_forward_backward(index_name):
     index, name = index_name
     in_chans, num_classes = (1, 7) if index % 2 else (3, 5)  # vary both across the zoo
     model = resnets.create_model(name, num_classes=num_classes, in_chans=in_chans)
-    x = small_input(model, imagenet_side=32)  # stage 4 runs on 1x1 maps: enough, and fast
+    x = small_input(model, cifar_side=16, imagenet_side=32)  # last stages on 4x4 / 1x1 maps: fast
     assert x.shape[1] == in_chans
     out = model(x)
     assert out.shape == (2, num_classes)
     assert torch.isfinite(out).all()
+    # each BN ran exactly once (a unit must not recompute its pre-activation for the shortcut)
+    assert {int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {1}
     out.logsumexp(1).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"{name}: parameters without a gradient: {missing[:5]}"
@@ -144,9 +156,13 @@ def test_cifar_forward_stages_strides():
     assert [i["reduction"] for i in model.feature_info] == [1, 2, 4]
 
 
-@pytest.mark.parametrize("name", ["resnet18", "preact_resnet18", "resnet20", "preact_resnet164", "wrn16_8"])
-def test_features_then_head_equals_forward(name):
-    model = resnets.create_model(name, num_classes=3).eval()
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("resnet18", {}), ("preact_resnet18", {}), ("resnet20", {}), ("preact_resnet_cifar", {"depth": 11}),
+     ("wrn16_8", {})],
+)
+def test_features_then_head_equals_forward(name, kwargs):
+    model = resnets.create_model(name, num_classes=3, **kwargs).eval()
     x = small_input(model)
     with torch.no_grad():
         full = model(x)
@@ -160,7 +176,8 @@ def test_features_then_head_equals_forward(name):
     "name, kwargs, n_units, norms_per_unit",
     [
         ("resnet20", {}, 9, 2), ("plain20", {}, 9, 2), ("resnet50", {}, 16, 1),
-        ("preact_resnet164", {}, 54, 0), ("preact_resnet18", {}, 8, 0), ("resnet20", {"shortcut": "C"}, 9, 2),
+        ("preact_resnet_cifar", {"depth": 29}, 9, 0), ("preact_resnet18", {}, 8, 0),
+        ("resnet20", {"shortcut": "C"}, 9, 2),
         ("wrn16_8", {}, 6, 0), ("resnet20", {"unit": "bn_after_add"}, 9, 1),
     ],
 )

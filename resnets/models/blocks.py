@@ -54,17 +54,22 @@ class ResidualUnit(nn.Module):
     def preact(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def forward_shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """The unit's output with its residual branch deleted (identity, projection or option A)."""
+    def forward_shortcut(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
+        """The unit's output with its residual branch deleted (identity, projection or option A).
+
+        ``pre`` is ``self.preact(x)`` when the caller has it (so BN statistics update once per forward).
+        """
         if self.downsample is None:
             return x
-        return self.downsample(self.preact(x) if self.preactivated_shortcut else x)
+        if self.preactivated_shortcut:
+            x = self.preact(x) if pre is None else pre
+        return self.downsample(x)
 
-    def add(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    def add(self, x: torch.Tensor, branch: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
         """shortcut(x) + branch: the residual equation (only the branch in a plain unit)."""
         if not self.residual:
             return branch
-        shortcut = self.forward_shortcut(x)
+        shortcut = self.forward_shortcut(x, pre)
         return shortcut + branch if self.merge is None else self.merge(x, shortcut, branch)
 
     def response_norms(self) -> list[nn.BatchNorm2d]:
@@ -165,8 +170,9 @@ class PreActBasicBlock(PreActUnit):
         self.add_shortcut(in_chs, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.conv2(self.drop(self.act(self.bn2(self.conv1(self.preact(x))))))
-        return self.add(x, branch)
+        pre = self.preact(x)
+        branch = self.conv2(self.drop(self.act(self.bn2(self.conv1(pre)))))
+        return self.add(x, branch, pre)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
@@ -190,10 +196,11 @@ class PreActBottleneck(PreActUnit):
         self.add_shortcut(in_chs, out_chs, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(self.preact(x))
+        pre = self.preact(x)
+        out = self.conv1(pre)
         out = self.conv2(self.act(self.bn2(out)))
         branch = self.conv3(self.act(self.bn3(out)))
-        return self.add(x, branch)
+        return self.add(x, branch, pre)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
@@ -247,8 +254,9 @@ class ReLUOnlyPreActBlock(BasicBlock):
         return x if self.first else self.act(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.bn2(self.conv2(self.act(self.bn1(self.conv1(self.preact(x))))))
-        return self.add(x, branch)
+        pre = self.preact(x)
+        branch = self.bn2(self.conv2(self.act(self.bn1(self.conv1(pre)))))
+        return self.add(x, branch, pre)
 
 
 def make_stage(

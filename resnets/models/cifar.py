@@ -76,36 +76,39 @@ def wrn_blocks_per_stage(depth: object) -> int:
     return (depth - 4) // 6
 
 
-def _cifar(kwargs: dict[str, Any], n: int, **fixed: Any) -> CifarResNet:
+def _cifar(kwargs: dict[str, Any], n: int, builder_options: tuple[str, ...], **fixed: Any) -> CifarResNet:
     fixed = {"block": "basic", "residual": True, **fixed}
-    return build_model(CifarResNet, kwargs, layers=(n, n, n), **fixed)
+    return build_model(CifarResNet, kwargs, builder_options=builder_options, layers=(n, n, n), **fixed)
 
 
-def _resnet(kwargs: dict[str, Any], depth: int) -> CifarResNet:
+def _resnet(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
     # The original nets: drop_rate belongs to WRN units, so it is not an option here.
-    return _cifar(kwargs, blocks_per_stage(depth), widths=(16, 32, 64), drop_rate=0.0)
+    return _cifar(kwargs, blocks_per_stage(depth), builder_options, widths=(16, 32, 64), drop_rate=0.0)
 
 
-def _plain(kwargs: dict[str, Any], depth: int) -> CifarResNet:
-    return _cifar(kwargs, blocks_per_stage(depth), widths=(16, 32, 64), residual=False, shortcut="A",
-                  unit="original", shortcut_kind="identity", drop_rate=0.0, zero_init_last=False)
+def _plain(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
+    fixed = {"shortcut": "A", "unit": "original", "shortcut_kind": "identity", "zero_init_last": False}
+    return _cifar(kwargs, blocks_per_stage(depth), builder_options, widths=(16, 32, 64), residual=False,
+                  drop_rate=0.0, **fixed)
 
 
-def _preact(kwargs: dict[str, Any], depth: int, block: str) -> CifarResNet:
+def _preact(
+    kwargs: dict[str, Any], depth: int, block: str, builder_options: tuple[str, ...] = ()
+) -> CifarResNet:
     # Identity Mappings nets: basic units use option A like the original ResNet-110; the bottleneck nets
     # (16/64/128/256 channels) project where the shape changes, as the authors' code does.
     kwargs = {"shortcut": "A" if block == "basic" else "B", **kwargs}
     n = blocks_per_stage(depth, block)
-    return _cifar(kwargs, n, block=block, widths=(16, 32, 64), unit="full_preact")
+    return _cifar(kwargs, n, builder_options, block=block, widths=(16, 32, 64), unit="full_preact")
 
 
-def _wrn(kwargs: dict[str, Any], depth: int, k: object) -> CifarResNet:
+def _wrn(kwargs: dict[str, Any], depth: int, k: object, builder_options: tuple[str, ...] = ()) -> CifarResNet:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"widen_factor must be a positive integer, got {k!r}")
     # WRN units are full pre-activation basic units with 1x1 projections where the shape changes.
     kwargs = {"shortcut": "B", **kwargs}
-    return _cifar(kwargs, wrn_blocks_per_stage(depth), widths=(16 * k, 32 * k, 64 * k), unit="full_preact",
-                  shortcut_kind="identity")
+    return _cifar(kwargs, wrn_blocks_per_stage(depth), builder_options, widths=(16 * k, 32 * k, 64 * k),
+                  unit="full_preact", shortcut_kind="identity")
 
 
 # --- "Deep Residual Learning" Table 6 ----------------------------------------------------------------
@@ -210,21 +213,21 @@ def wrn40_4(**kwargs: Any) -> CifarResNet:
 @register_model
 def resnet_cifar(*, depth: int = 20, **kwargs: Any) -> CifarResNet:
     """A 6n+2 CIFAR ResNet of any valid depth (options as resnet20)."""
-    return _resnet(kwargs, depth)
+    return _resnet(kwargs, depth, ("depth",))
 
 
 @register_model
 def plain_cifar(*, depth: int = 20, **kwargs: Any) -> CifarResNet:
-    return _plain(kwargs, depth)
+    return _plain(kwargs, depth, ("depth",))
 
 
 @register_model
 def preact_resnet_cifar(*, depth: int = 164, bottleneck: bool = True, **kwargs: Any) -> CifarResNet:
     """A pre-activation CIFAR ResNet: 9n+2 bottleneck (default) or 6n+2 basic (``bottleneck=False``)."""
-    return _preact(kwargs, depth, "bottleneck" if bottleneck else "basic")
+    return _preact(kwargs, depth, "bottleneck" if bottleneck else "basic", ("depth", "bottleneck"))
 
 
 @register_model
 def wrn(*, depth: int = 28, widen_factor: int = 10, **kwargs: Any) -> CifarResNet:
     """WRN-depth-widen_factor (depth 6n+4)."""
-    return _wrn(kwargs, depth, widen_factor)
+    return _wrn(kwargs, depth, widen_factor, ("depth", "widen_factor"))

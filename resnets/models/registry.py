@@ -49,14 +49,19 @@ def model_options(cls: type, fixed: dict[str, Any]) -> dict[str, Any]:
     return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in fixed}
 
 
-def build_model(cls: type[nn.Module], overrides: dict[str, Any], **fixed: Any) -> nn.Module:
-    """``cls(**fixed, **overrides)`` after checking that every override is one of the model's options."""
-    valid = model_options(cls, fixed)
+def build_model(
+    cls: type[nn.Module], overrides: dict[str, Any], *, builder_options: tuple[str, ...] = (), **fixed: Any
+) -> nn.Module:
+    """``cls(**fixed, **overrides)`` after checking that every override is one of the model's options.
+
+    ``builder_options`` names the builder's own keywords (e.g. ``depth``), listed among the valid ones.
+    """
+    valid = [*builder_options, *model_options(cls, fixed)]
     for key in overrides:
         if key in fixed:
             raise ConfigError(f"option {key!r} is fixed by this architecture ({key}={fixed[key]!r}); "
                               f"options you can set: {', '.join(valid)}")
-        if key not in valid:
+        if key not in valid or key in builder_options:
             raise unknown_name("option", key, valid)
     return cls(**fixed, **overrides)
 
