@@ -142,14 +142,20 @@ def plot_lesion(
     path: str | Path,
     *,
     swapped: Mapping[str, Sequence[float]] | None = None,
+    downsampling: Sequence[bool] = (),
     title: str = "",
 ) -> Path:
     """Veit et al. Fig. 3/4: test error with each unit deleted (and with adjacent units swapped),
-    the intact network's error as a dotted line of the same colour."""
+    the intact network's error as a dotted line of the same colour. Units that downsample
+    (``downsampling[i]`` true) are shaded: Veit et al. single them out as the costly ones."""
     panels = 2 if swapped else 1
     fig = Figure(figsize=(6.8 * panels, 4.2))
     axes = fig.subplots(1, panels, squeeze=False)[0]
     colors = dict(zip(deleted, _colors(len(deleted)), strict=True))
+    for i, down in enumerate(downsampling):
+        if down:
+            axes[0].axvspan(i + 0.5, i + 1.5, color="0.85", zorder=0,
+                            label="downsampling unit" if i == downsampling.index(True) else None)
     for ax, data, xlabel in (
         (axes[0], deleted, "deleted unit"),
         *(((axes[1], swapped, "swapped pair (unit i with i+1)"),) if swapped else ()),
@@ -162,6 +168,7 @@ def plot_lesion(
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test error (%)")
         ax.set_ylim(0, 100)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)

@@ -85,6 +85,8 @@ def test_lesion_of_zero_branches_changes_nothing():
     assert result.swapped_pairs == ["layer1.0<->layer1.1"]  # the only adjacent pair that keeps its shape
     assert result.swapped_errors == [result.baseline_error] * len(result.swapped_pairs)
     assert result.deletion_increase == [0.0] * 6
+    assert result.downsampling == [False, False, True, False, True, False]
+    assert result.mean_increase(downsampling=True) == 0.0
 
 
 def test_lesion_study_measures_each_deletion_and_leaves_the_model_intact():
@@ -103,6 +105,9 @@ def test_lesion_study_measures_each_deletion_and_leaves_the_model_intact():
     result = lesion_study(model, data, error_fn=error_fn)
     units = [u for _, u in model.residual_blocks()]
     assert len(calls) == 1 + len(units) + len(result.swapped_errors)
+    increases = result.deletion_increase
+    assert result.mean_increase() == pytest.approx(sum(increases) / 6)
+    assert result.mean_increase(downsampling=True) == pytest.approx((increases[2] + increases[4]) / 2)
     assert model.training
     # each deletion really removed that unit's branch
     model.eval()

@@ -288,10 +288,11 @@ def test_lesion_verdict():
     from resnets.experiments.lesion import Lesion
 
     paths = {"central_90": [2, 9], "num_blocks": 27, "share_below_half": 0.8, "paths_below_half": 0.43}
-    res = LesionResult(8.0, ["a", "b"], [9.0, 11.0], ["a<->b"], [8.5])
+    res = LesionResult(8.0, ["a", "b"], [9.0, 11.0], ["a<->b"], [8.5], [False, True])
     plain = LesionResult(9.0, ["a", "b"], [88.0, 90.0], ["a<->b"], [85.0])
     text, shows = Lesion._finding({"resnet": ("ResNet-56", res), "plain": ("plain-56", plain)}, paths)
     assert shows and "+2.00 points" in text and "+80.00 points" in text and "80% from paths" in text
+    assert "keeps the shape costs +1.00 points" in text and "downsampling units +3.00" in text
     gentle = LesionResult(9.0, ["a", "b"], [12.0, 14.0], ["a<->b"], [10.0])
     _, shows = Lesion._finding({"resnet": ("ResNet-56", res), "plain": ("plain-56", gentle)}, paths)
     assert not shows  # the plain net did not break: nothing to contrast

@@ -81,11 +81,15 @@ def block_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[tuple[in
     return [shapes[i] for i in range(len(blocks))]
 
 
+def shape_changing(model: nn.Module, example: torch.Tensor) -> list[bool]:
+    """For each unit, whether its output's shape differs from its input's (the downsampling units)."""
+    return [inp != out for inp, out in block_shapes(model, example)]
+
+
 def swappable_pairs(model: nn.Module, example: torch.Tensor) -> list[int]:
     """Indices i such that units i and i+1 both keep their input's shape, so they can trade places."""
-    shapes = block_shapes(model, example)
-    keeps = [inp == out for inp, out in shapes]
-    return [i for i in range(len(shapes) - 1) if keeps[i] and keeps[i + 1]]
+    changes = shape_changing(model, example)
+    return [i for i in range(len(changes) - 1) if not changes[i] and not changes[i + 1]]
 
 
 @dataclass
@@ -97,11 +101,19 @@ class LesionResult:
     deleted_errors: list[float]
     swapped_pairs: list[str] = field(default_factory=list)  # "name_i<->name_j"
     swapped_errors: list[float] = field(default_factory=list)
+    downsampling: list[bool] = field(default_factory=list)  # per unit: does it change the shape?
 
     @property
     def deletion_increase(self) -> list[float]:
         """Error increase caused by deleting each unit, in points."""
         return [e - self.baseline_error for e in self.deleted_errors]
+
+    def mean_increase(self, downsampling: bool | None = None) -> float | None:
+        """Mean error increase over all units, or over the (non-)downsampling ones only; None if none."""
+        flags = self.downsampling or [False] * len(self.deleted_errors)
+        values = [inc for inc, down in zip(self.deletion_increase, flags, strict=True)
+                  if downsampling is None or down is downsampling]
+        return sum(values) / len(values) if values else None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -141,12 +153,14 @@ def lesion_study(
                 deleted.append(error_fn(model, loader))
         pair_names: list[str] = []
         pair_errors: list[float] = []
+        changes = shape_changing(model, next(iter(loader))[0][:1])
         if swaps:
-            example = next(iter(loader))[0][:1]
-            for i in swappable_pairs(model, example):
+            for i in range(len(named) - 1):
+                if changes[i] or changes[i + 1]:
+                    continue
                 with blocks_swapped(named[i][1], named[i + 1][1]):
                     pair_errors.append(error_fn(model, loader))
                 pair_names.append(f"{named[i][0]}<->{named[i + 1][0]}")
     finally:
         model.train(was_training)
-    return LesionResult(baseline, [name for name, _ in named], deleted, pair_names, pair_errors)
+    return LesionResult(baseline, [name for name, _ in named], deleted, pair_names, pair_errors, changes)

@@ -91,6 +91,7 @@ class Lesion(Experiment):
             {label: l.baseline_error for label, l in lesions.values()},
             ctx.results_dir / "lesion.png",
             swapped={label: l.swapped_errors for label, l in lesions.values()},
+            downsampling=lesions["resnet"][1].downsampling,
             title=f"deleting (left) and swapping (right) units, {ctx.dataset} test split",
         )
         paths = self._paths(ctx, resnet_model, resnet_loader)
@@ -177,6 +178,13 @@ class Lesion(Experiment):
             f"{plain_cost:+.2f} points (from {plain.baseline_error:.2f}%; median "
             f"{statistics.median(plain.deleted_errors):.2f}%). "
         )
+        inner, down = res.mean_increase(downsampling=False), res.mean_increase(downsampling=True)
+        if inner is not None and down is not None:
+            text += (
+                f"In the ResNet, deleting a unit that keeps the shape costs {inner:+.2f} points on average "
+                f"and deleting one of the downsampling units {down:+.2f} (Veit et al. also find those "
+                "costlier). "
+            )
         if res.swapped_errors and plain.swapped_errors:
             res_swap = statistics.mean(res.swapped_errors) - res.baseline_error
             plain_swap = statistics.mean(plain.swapped_errors) - plain.baseline_error
