@@ -264,6 +264,10 @@ def test_gate_bias_starts_at_minus_six():
     model = resnets.create_model("resnet20", shortcut_kind="exclusive_gating")
     for _, unit in model.residual_blocks():
         assert torch.all(unit.merge.gate.bias == -6.0)
+    model = resnets.create_model("resnet20", shortcut_kind="shortcut_only_gating", gate_bias=0)
+    assert all(torch.all(unit.merge.gate.bias == 0) for _, unit in model.residual_blocks())
+    with pytest.raises(ConfigError, match="gated shortcut"):
+        resnets.create_model("resnet20", gate_bias=-3)  # would be silently unused
 
 
 def test_constant_scaling_and_dropout_shortcut_values():

@@ -26,6 +26,7 @@ class UnitConfig:
     base_width: int = 64  # ResNeXt width per group; 128 for wide_resnet50_2 / 101_2
     stride_in_1x1: bool = False
     drop_rate: float = 0.0  # WRN dropout between the two 3x3 convs
+    gate_bias: float = -6.0  # initial b_g of the gated shortcut kinds
 
 
 class ResidualUnit(nn.Module):
@@ -49,7 +50,9 @@ class ResidualUnit(nn.Module):
             same_shape = in_chs == out_chs and stride == 1
             self.downsample = None if same_shape else ShortcutA(in_chs, out_chs, stride)
         plain_add = cfg.shortcut_kind in ("identity", "conv1x1") or not cfg.residual
-        self.merge = None if plain_add else ShortcutMerge(cfg.shortcut_kind, in_chs, out_chs, stride)
+        self.merge = None if plain_add else ShortcutMerge(
+            cfg.shortcut_kind, in_chs, out_chs, stride, gate_bias=cfg.gate_bias
+        )
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -30,8 +30,8 @@ class CifarResNet(ResNetBase):
     def __init__(
         self, layers: Sequence[int], *, num_classes: int = 10, in_chans: int = 3, block: str = "basic",
         widths: Sequence[int] = (16, 32, 64), shortcut: str = "A", unit: str = "original",
-        shortcut_kind: str = "identity", drop_rate: float = 0.0, zero_init_last: bool = False,
-        residual: bool = True,
+        shortcut_kind: str = "identity", gate_bias: float = -6.0, drop_rate: float = 0.0,
+        zero_init_last: bool = False, residual: bool = True,
     ) -> None:
         check_choice("block", block, ("basic", "bottleneck"))
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
@@ -47,11 +47,17 @@ class CifarResNet(ResNetBase):
                               "'original' or 'full_preact'")
         if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) or not 0 <= drop_rate < 1:
             raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
-        if drop_rate and unit != "full_preact" or drop_rate and block != "basic":
+        if drop_rate and (unit != "full_preact" or block != "basic"):
             raise ConfigError("drop_rate (WRN dropout) is implemented for pre-activation basic units only")
+        if isinstance(gate_bias, bool) or not isinstance(gate_bias, int | float):
+            raise ConfigError(f"gate_bias must be a number, got {gate_bias!r}")
+        if gate_bias != -6.0 and not shortcut_kind.endswith("gating"):
+            raise ConfigError("gate_bias sets the initial bias of a gated shortcut: use it with "
+                              "shortcut_kind='exclusive_gating' or 'shortcut_only_gating'")
         # Bottleneck units stride on their first 1x1 conv, as the Identity Mappings authors' code does.
         cfg = UnitConfig(shortcut=shortcut, residual=residual, shortcut_kind=shortcut_kind,
-                         drop_rate=float(drop_rate), stride_in_1x1=block == "bottleneck")
+                         gate_bias=float(gate_bias), drop_rate=float(drop_rate),
+                         stride_in_1x1=block == "bottleneck")
         super().__init__(
             unit_cls, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans, imagenet_stem=False,
             stem_width=16, final_act=unit in PREACT_UNITS, zero_init_last=zero_init_last,
@@ -87,7 +93,8 @@ def _resnet(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...]
 
 
 def _plain(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
-    fixed = {"shortcut": "A", "unit": "original", "shortcut_kind": "identity", "zero_init_last": False}
+    fixed = {"shortcut": "A", "unit": "original", "shortcut_kind": "identity", "gate_bias": -6.0,
+             "zero_init_last": False}
     return _cifar(kwargs, blocks_per_stage(depth), builder_options, widths=(16, 32, 64), residual=False,
                   drop_rate=0.0, **fixed)
 
@@ -108,7 +115,7 @@ def _wrn(kwargs: dict[str, Any], depth: int, k: object, builder_options: tuple[s
     # WRN units are full pre-activation basic units with 1x1 projections where the shape changes.
     kwargs = {"shortcut": "B", **kwargs}
     return _cifar(kwargs, wrn_blocks_per_stage(depth), builder_options, widths=(16 * k, 32 * k, 64 * k),
-                  unit="full_preact", shortcut_kind="identity")
+                  unit="full_preact", shortcut_kind="identity", gate_bias=-6.0)
 
 
 # --- "Deep Residual Learning" Table 6 ----------------------------------------------------------------
