@@ -213,6 +213,13 @@ def test_cpu_budget_plans():
     for recipe in recipes.values():
         assert recipe["dataset"] == "fashion-mnist" and recipe["iterations"] == 900
         assert recipe["milestones"] == [450, 675]  # the paper's 50% / 75%
+    # --iterations replaces the budget's length, keeping the paper's 50% / 75% lr drops
+    shorter = plan(experiment, make_context(experiment, budget="cpu", output="unused", iterations=300))
+    assert all(s.name.endswith("-300it") and recipe_dict(s)["milestones"] == [150, 225] for s in shorter)
+    with pytest.raises(ConfigError, match="trains no networks"):
+        make_context(get_experiment("identity-toy"), iterations=300)
+    with pytest.raises(ConfigError, match="positive integer"):
+        make_context(experiment, iterations=0)
     # experiments that need the same networks name the same runs
     responses = get_experiment("responses")
     assert {s.name for s in plan(responses, make_context(responses, budget="cpu", output="unused"))} == {

@@ -49,6 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "the same network share its run when they share this folder",
     )
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        metavar="N",
+        help="train every run for N iterations instead of the budget's (lr / 10 at 50%% and "
+        "75%%), e.g. to fit a slower machine",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             output=output,
             device=args.device,
+            iterations=args.iterations,
         )
         specs = plan(experiment, ctx)
         print(f"# {ctx.command}")
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         output=output,
         device=args.device,
+        iterations=args.iterations,
     )
     print(written["report"])
     return 0

@@ -128,6 +128,7 @@ class Context:
     output: Path
     device: torch.device
     command: str  # the reproduce command, for the report
+    iterations: int | None = None  # replaces every run's planned iterations (``--iterations``)
 
     @property
     def runs_dir(self) -> Path:
@@ -150,8 +151,10 @@ class Context:
         """A run of ``model`` under this budget; ``iterations`` None keeps the recipe's own schedule.
 
         A shortened schedule keeps the paper's shape: lr divided by 10 at 50% and 75% of the
-        iterations (32k and 48k of 64k in Sec. 4.2).
+        iterations (32k and 48k of 64k in Sec. 4.2). The context's ``iterations`` wins when set.
         """
+        if self.iterations is not None:
+            iterations = self.iterations
         overrides: dict[str, Any] = {"model": model, "dataset": self.dataset, **self.budget.settings}
         if model_kwargs:
             overrides["model_kwargs"] = dict(model_kwargs)

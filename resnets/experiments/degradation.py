@@ -72,11 +72,8 @@ class Degradation(Experiment):
         return degradation_runs(ctx, *self.plan(ctx))
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depths, iterations = self.plan(ctx)
-        return {
-            "networks": ", ".join(net_label(k, d) for k in KINDS for d in depths),
-            "iterations": iterations or "recipe (64k)",
-        }
+        depths, _ = self.plan(ctx)
+        return {"networks": ", ".join(net_label(k, d) for k in KINDS for d in depths)}
 
     def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
         from ..experiment_plots import plot_error_curves

@@ -84,11 +84,8 @@ class Depth(Experiment):
         return [spec for _, spec in self._specs(ctx)]
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depths, iterations = PLANS[ctx.budget.name]
-        return {
-            "networks": ", ".join(net_label("resnet", d) for d in depths),
-            "iterations": iterations or "recipe (64k)",
-        }
+        depths, _ = PLANS[ctx.budget.name]
+        return {"networks": ", ".join(net_label("resnet", d) for d in depths)}
 
     def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
         from ..experiment_plots import plot_ours_vs_paper

@@ -87,11 +87,10 @@ class IdentityMappings(Experiment):
         return list(self._specs(ctx).values())
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depth, iterations, recipe = PLANS[ctx.budget.name]
+        depth, _, recipe = PLANS[ctx.budget.name]
         return {
             "network": net_label("resnet", depth) + (" (the paper uses ResNet-110)" if depth != 110 else ""),
             "variants": ", ".join(LABELS.values()),
-            "iterations": iterations or "recipe (64k)",
             "recipe": recipe or ctx.budget.recipe,
         }
 

@@ -54,7 +54,6 @@ class Lesion(Experiment):
         b = ctx.budget.name
         return {
             "networks": f"ResNet-{DEPTH[b]}, plain-{DEPTH[b]}",
-            "iterations": DEGRADATION_PLANS[b][1] or "recipe (64k)",
             "gradient by path length": f"{GRADIENT_SAMPLES[b]} sampled paths per length on "
             f"{GRADIENT_BATCH[b]} test images",
         }

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..train.checkpoint import write_atomic
-from .base import Analysis, Context, Experiment, RunRecord
+from .base import Analysis, Context, Experiment, RunRecord, recipe_dict
 
 
 def _jsonable(value: Any) -> Any:
@@ -112,6 +112,8 @@ def report_markdown(
     else:
         lines += [f"`{ctx.budget.name}`; no training runs.", ""]
     lines += [f"- {key}: {value}" for key, value in experiment.settings(ctx).items()]
+    if runs:
+        lines.append(f"- training length of each run: {_training_length(runs)}")
     lines += ["", "## Commands", "", "This report:", "", "```", ctx.command, "```", ""]
     if runs:
         lines += [
@@ -124,6 +126,15 @@ def report_markdown(
     if analysis.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in analysis.notes] + [""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _training_length(runs: Mapping[str, RunRecord]) -> str:
+    lengths = set()
+    for record in runs.values():
+        recipe = recipe_dict(record.spec)
+        iterations = recipe["iterations"]
+        lengths.add(f"{iterations} iterations" if iterations else f"{recipe['epochs']} epochs")
+    return ", ".join(sorted(lengths))
 
 
 def write_artifacts(

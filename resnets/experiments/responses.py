@@ -54,7 +54,6 @@ class Responses(Experiment):
     def settings(self, ctx: Context) -> dict[str, Any]:
         return {
             "networks": ", ".join(net_label(k, d) for k, d in NETS[ctx.budget.name]),
-            "iterations": DEGRADATION_PLANS[ctx.budget.name][1] or "recipe (64k)",
             "measured on": "the run's test split, network in eval mode",
         }
 
@@ -129,8 +128,11 @@ class Responses(Experiment):
         decreasing = all(b < a for a, b in zip(means, means[1:], strict=False))
         comparisons["resnet_mean_by_depth"] = dict(zip(map(str, depths), means, strict=True))
         depth_sentence = (
-            ("Deeper ResNets respond more weakly, as in the paper" if decreasing
-             else "Deeper ResNets do not respond more weakly, unlike the paper")
+            (
+                "Deeper ResNets respond more weakly, as in the paper"
+                if decreasing
+                else "Deeper ResNets do not respond more weakly, unlike the paper"
+            )
             + " (mean std "
             + ", ".join(f"ResNet-{d}: {m:.3f}" for d, m in zip(depths, means, strict=True))
             + ")."

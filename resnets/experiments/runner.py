@@ -93,12 +93,23 @@ def make_context(
     data_dir: str | None = None,
     output: str | Path = DEFAULT_OUTPUT,
     device: str | None = None,
+    iterations: int | None = None,
 ) -> Context:
-    """Where and how ``experiment`` runs; the reproduce command is recorded for the report."""
+    """Where and how ``experiment`` runs; the reproduce command is recorded for the report.
+
+    ``iterations`` replaces the budget's training length for every run (the lr still drops at 50% and
+    75%), e.g. to fit a slower machine; an experiment without training runs refuses it.
+    """
     from ..runtime import select_device
 
     chosen = get_budget(budget)
     command = ["resnets", "reproduce", experiment.name, "--budget", chosen.name]
+    if iterations is not None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ConfigError(f"iterations must be a positive integer, got {iterations!r}")
+        if type(experiment).runs is Experiment.runs:
+            raise ConfigError(f"{experiment.name} trains no networks, so --iterations does not apply to it")
+        command += ["--iterations", str(iterations)]
     if dataset:
         command += ["--dataset", dataset]
     if data_dir:
@@ -112,6 +123,7 @@ def make_context(
         output=Path(output),
         device=select_device(device),
         command=shlex.join(command),
+        iterations=iterations,
     )
 
 
@@ -123,6 +135,7 @@ def reproduce(
     data_dir: str | None = None,
     output: str | Path = DEFAULT_OUTPUT,
     device: str | None = None,
+    iterations: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Reproduce experiment ``name``: train its runs, analyse them, write results.json, figures, report.md.
@@ -134,7 +147,13 @@ def reproduce(
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     experiment = get_experiment(name)
     ctx = make_context(
-        experiment, budget=budget, dataset=dataset, data_dir=data_dir, output=output, device=device
+        experiment,
+        budget=budget,
+        dataset=dataset,
+        data_dir=data_dir,
+        output=output,
+        device=device,
+        iterations=iterations,
     )
     specs = plan(experiment, ctx)
     records = {spec.name: train_run(spec, ctx, log) for spec in specs}

@@ -81,13 +81,13 @@ class Shortcuts(Experiment):
         return list(self._specs(ctx).values())
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depth, iterations = PLANS[ctx.budget.name]
+        depth, _ = PLANS[ctx.budget.name]
         nets = (
             "plain-34, ResNet-34 A/B/C"
             if ctx.dataset in IMAGENET_FORMATS
             else f"{net_label('plain', depth)}, {net_label('resnet', depth)} A/B/C"
         )
-        return {"networks": nets, "iterations": iterations or "recipe"}
+        return {"networks": nets}
 
     def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
         from ..experiment_plots import plot_ours_vs_paper
