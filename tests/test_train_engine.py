@@ -143,3 +143,11 @@ def test_out_of_memory_suggests_a_smaller_batch(monkeypatch):
                        stop=engine.StopRequest(), log=None, progress=None)
     with pytest.raises(ResnetsError, match="smaller --batch-size .e.g. 16"):
         engine.train_step(loop, torch.zeros(32, 1, 8, 8), torch.zeros(32, dtype=torch.long), 0)
+
+
+def test_a_new_run_refuses_an_output_folder_holding_another_run(finished_run, capsys):
+    _, out, _ = finished_run
+    before = (out / "last.pt").read_bytes()
+    assert main(["train", *TINY, "--output", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == before
