@@ -151,3 +151,14 @@ def test_a_new_run_refuses_an_output_folder_holding_another_run(finished_run, ca
     assert main(["train", *TINY, "--output", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_on_cpu_trains_without_a_grad_scaler(tmp_path, dtype):
+    code, out = train(tmp_path, "--iterations", "2", "--amp", "--amp-dtype", dtype, "--no-channels-last")
+    assert code == 0
+    ckpt = ck.load_checkpoint(out / "last.pt")
+    assert ckpt["config"]["recipe"]["amp_dtype"] == dtype
+    assert ckpt["scaler"] == {}  # GradScaler only for float16 on CUDA
+    assert ck.all_finite(ckpt["state_dict"])
+    assert all(v.dtype != torch.bfloat16 and v.dtype != torch.float16 for v in ckpt["state_dict"].values())

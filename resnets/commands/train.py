@@ -42,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     g = parser.add_argument_group("model and data")
     g.add_argument("--model", help="model name (see `resnets models`)")
-    g.add_argument("--dataset", help="mnist, fashion-mnist, cifar10, cifar100, imagenet, or an image folder")
+    g.add_argument("--dataset",
+                   help="mnist, fashion-mnist, cifar10, cifar100, imagenet, imagefolder (with --data-dir)")
     g.add_argument("--data-dir", help="where the dataset lives")
     g.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
     g.add_argument("--val-split", type=int, metavar="N", help="hold out N training images for validation")
