@@ -35,6 +35,19 @@ def test_save_atomic_never_leaves_a_partial_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temp file left behind
 
 
+def test_write_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "report.json"
+    ck.write_atomic(path, lambda tmp: tmp.write_text("old"))
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        ck.write_atomic(path, failing)
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
 def test_rotation_keeps_the_last_k(tmp_path):
     for i in range(4):
         ck.save_rotating({"i": i}, tmp_path, keep=2)

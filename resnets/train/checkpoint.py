@@ -25,7 +25,7 @@ FORMAT = "resnets"
 FORMAT_VERSION = 1
 LAST = "last.pt"
 BEST = "best.pt"
-_PREFIXES = ("module.", "_orig_mod.")
+_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:

@@ -164,7 +164,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     log = None
     if info.is_main:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "config.json").write_text(config.to_json() + "\n")
+        ckpt_io.write_atomic(output / "config.json", lambda tmp: tmp.write_text(config.to_json() + "\n"))
         log = MetricsLog(output, resume_epoch=state.epoch if resume else None,
                          resume_iteration=state.iteration if resume else None)
         progress.message(f"training {recipe.model} on {recipe.dataset} with recipe {recipe.name}: "

@@ -290,7 +290,7 @@ FAST_CPU = Recipe(
     # Label smoothing 0.1 (Szegedy et al. 2016; airbench uses 0.2): better calibrated and more
     # accurate after few epochs.
     label_smoothing=0.1,
-    # Flip test-time augmentation (airbench): averages logits of the image and its mirror.
+    # Flip test-time augmentation (airbench): averages the predictions for the image and its mirror.
     tta="flip",
     # channels_last: 1.2-1.6x faster convolutions on this CPU (oneDNN's preferred layout).
     # No AMP: bfloat16 autocast is 2-3x slower on a CPU without bf16 instructions.

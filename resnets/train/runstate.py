@@ -88,7 +88,8 @@ class Saver:
             recipe = self.config.recipe
             training_curves({recipe.model: rows}, self.output / "curves.png",
                             title=f"{recipe.model} on {recipe.dataset} ({recipe.name})")
-        (self.output / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        ckpt_io.write_atomic(self.output / "summary.json", lambda tmp: tmp.write_text(text))
 
 
 def check_same_model(ckpt: dict, path: Path, name: str, kwargs: dict[str, Any]) -> None:
