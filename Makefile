@@ -32,4 +32,5 @@ test: setup data lint
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup data
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks

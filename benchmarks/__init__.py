@@ -1,0 +1,18 @@
+"""Side-by-side benchmarks of resnets against what users would otherwise run (``python -m benchmarks``).
+
+Not part of the test suite: the numbers depend on the machine and on what else runs on it.
+Each module has ``run(opts: BenchOptions) -> str`` (the markdown table it wrote to results/).
+"""
+
+from __future__ import annotations
+
+# name -> module, in the order ``python -m benchmarks`` runs them
+BENCHMARKS = {
+    "step_options": "benchmarks.step_options",
+    "train_throughput": "benchmarks.train_throughput",
+    "inference": "benchmarks.inference_speed",
+    "int8": "benchmarks.int8_accuracy",
+    "utilisation": "benchmarks.utilisation",
+    "profile": "benchmarks.profile_step",
+    "time_to_accuracy": "benchmarks.time_to_accuracy",
+}

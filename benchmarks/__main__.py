@@ -1,0 +1,57 @@
+"""``python -m benchmarks [names...] [--quick] [--rounds N] ...``: run benchmarks, write results/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from . import BENCHMARKS
+from .harness import RESULTS_DIR, BenchOptions
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few steps on small inputs, written to results/quick/ (checks that it runs)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and the peers (>= 1)")
+    parser.add_argument("--data-dir", help="folder with the Fashion-MNIST files")
+    parser.add_argument("--checkpoint", help="a trained Fashion-MNIST resnet20 run or checkpoint for the "
+                        "int8 accuracy check (default: train one briefly)")
+    parser.add_argument("--time-cap", type=float, default=1800.0,
+                        help="seconds each contender of time_to_accuracy may train (default 1800)")
+    parser.add_argument("--configs", nargs="+",
+                        help="step_options only: settings such as bs=128,cl=1,amp=bf16")
+    parser.add_argument("--output", type=Path, help="results folder (default: benchmarks/results, "
+                        "or benchmarks/results/quick with --quick)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    output = args.output or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
+    opts = BenchOptions(quick=args.quick, rounds=args.rounds, data_dir=args.data_dir,
+                        checkpoint=args.checkpoint, time_cap=args.time_cap, results_dir=output)
+    for name in args.names or list(BENCHMARKS):
+        module = importlib.import_module(BENCHMARKS[name])
+        print(f"== {name} ==", flush=True)
+        t0 = time.perf_counter()
+        extra = {"configs": args.configs} if name == "step_options" and args.configs else {}
+        table = module.run(opts, **extra)
+        print(table)
+        print(f"({time.perf_counter() - t0:.0f} s; results in {output})\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Time to accuracy: wall seconds until Fashion-MNIST test accuracy first reaches 92, 93 and 94%.
+
+Ours: ``resnets train --recipe fast-cpu`` exactly as a user runs it (a subprocess; it evaluates
+on the test set after every epoch), times from its metrics.csv (``elapsed_s``: from the first
+step, evaluations included). The peer: the loop of benchmarks/peer.py with the paper's recipe
+(SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, lr /10 at 32k and 48k iterations,
+Sec. 4.2), evaluated on the test set after every epoch, timed the same way. Each contender gets
+``--time-cap`` seconds; a threshold not reached by then is reported as not reached (the ratio is
+then a lower bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .harness import BenchOptions, markdown_table, write_result
+
+THRESHOLDS = (92.0, 93.0, 94.0)
+OURS, PEER = "ours (resnets train, fast-cpu)", "peer (paper recipe, torchvision + DataLoader)"
+
+
+def first_reached(curve: list[tuple[float, float]]) -> dict[str, float | None]:
+    """{threshold: seconds of the first evaluation at or above it, or None}; curve = [(s, accuracy %)]."""
+    return {f"{t:g}": next((s for s, acc in curve if acc >= t), None) for t in THRESHOLDS}
+
+
+def ours_curve(opts: BenchOptions) -> list[tuple[float, float]]:
+    """Run ``resnets train --recipe fast-cpu`` (stopped by SIGTERM at the time cap, which makes it save
+    and exit); return [(elapsed s, test accuracy %)] per evaluated epoch."""
+    from resnets.train.logging import read_metrics
+
+    with tempfile.TemporaryDirectory(prefix="resnets-tta-") as tmp:
+        command = [sys.executable, "-m", "resnets", "train", "--recipe", "fast-cpu", "--output", tmp,
+                   "--progress", "line"]
+        if opts.data_dir:
+            command += ["--data-dir", opts.data_dir]
+        if opts.quick:
+            command += ["--train-subset", "2048", "--test-subset", "1000", "--epochs", "2"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=opts.time_cap + 60)  # + start-up and data loading
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            process.wait()
+        rows = read_metrics(Path(tmp) / "metrics.csv")
+    return [(r["elapsed_s"], 100 - r["test_error"]) for r in rows
+            if r.get("test_error") is not None and r["elapsed_s"] <= opts.time_cap]
+
+
+def peer_curve(opts: BenchOptions, max_epochs: int) -> list[tuple[float, float]]:
+    """The paper's recipe in the peer's loop, evaluated after each epoch, until 94%, the cap or the end."""
+    import resnets
+    from resnets.data.datasets import load_arrays
+
+    from . import peer
+
+    source = Path(load_arrays("fashion-mnist", "test", data_dir=opts.data_dir).source).parent
+    root = peer.torchvision_root(source, Path(tempfile.gettempdir()) / "resnets-bench-torchvision")
+    train_set, test_set = peer.peer_datasets(root)
+    if opts.quick:
+        train_set = torch.utils.data.Subset(train_set, range(2048))
+        test_set = torch.utils.data.Subset(test_set, range(1000))
+    torch.manual_seed(0)
+    model = resnets.create_model("resnet20", num_classes=10, in_chans=1)
+    optimizer = peer.paper_optimizer(model, lr=0.1)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[32_000, 48_000], gamma=0.1)
+    train_loader = peer.peer_loader(train_set, 128, train=True)
+    test_loader = peer.peer_loader(test_set, 1000, train=False)
+    curve: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    for _ in range(max_epochs):
+        model.train()
+        for x, y in train_loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()  # per iteration: the paper's milestones count iterations
+            if time.perf_counter() - start > opts.time_cap:
+                return curve
+        curve.append((time.perf_counter() - start, 100 * peer.test_accuracy(model, test_loader)))
+        if curve[-1][1] >= THRESHOLDS[-1] or curve[-1][0] > opts.time_cap:
+            break
+    return curve
+
+
+def _median(values: list[float | None]) -> float | None:
+    """Median over rounds; None when most rounds did not reach the threshold."""
+    reached = [v for v in values if v is not None]
+    return statistics.median(reached) if len(reached) > len(values) / 2 else None
+
+
+def run(opts: BenchOptions) -> str:
+    opts_cap = dataclasses.replace(opts, time_cap=min(opts.time_cap, 120.0)) if opts.quick else opts
+    rounds: dict[str, list[dict]] = {OURS: [], PEER: []}
+    curves: dict[str, list] = {OURS: [], PEER: []}
+    for _ in range(opts.rounds):
+        for name, measure in ((OURS, lambda: ours_curve(opts_cap)),
+                              (PEER, lambda: peer_curve(opts_cap, max_epochs=opts.scale(137, 2)))):
+            curve = measure()
+            curves[name].append(curve)
+            rounds[name].append(first_reached(curve))
+    rows = []
+    medians = {name: {t: _median([r[t] for r in rs]) for t in rs[0]} for name, rs in rounds.items()}
+    cap = opts_cap.time_cap
+    for t in medians[OURS]:
+        ours, theirs = medians[OURS][t], medians[PEER][t]
+        if ours is not None and theirs is not None:
+            ratio = f"{theirs / ours:.2f}"
+        elif ours is not None:
+            ratio = f">= {cap / ours:.2f}"
+        else:
+            ratio = "n/a"
+        rows.append([f"{t}%", _fmt(ours, cap), _fmt(theirs, cap), ratio])
+    best = {name: max((acc for c in cs for _, acc in c), default=None) for name, cs in curves.items()}
+    table = (f"Time to Fashion-MNIST test accuracy (s, median of {opts.rounds} rounds; cap {cap:g} s each; "
+             f"best accuracy seen: ours {best[OURS]}, peer {best[PEER]})\n\n"
+             + markdown_table(["accuracy", "ours s", "peer s", "x peer (peer/ours)"], rows))
+    payload = {"time_cap_s": cap, "rounds": rounds, "curves": curves, "medians": medians, "quick": opts.quick,
+               "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    write_result("time_to_accuracy", payload, table, opts.results_dir)
+    return table
+
+
+def _fmt(seconds: float | None, cap: float) -> str:
+    return f"{seconds:.0f}" if seconds is not None else f"not reached in {cap:g}"
