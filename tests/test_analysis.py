@@ -20,6 +20,15 @@ from resnets.analysis.responses import layer_responses
 from resnets.errors import ConfigError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny nets: one thread is as fast as two, and does not thrash when the machine is busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(name: str, **kwargs) -> torch.nn.Module:
     model = create_model(name, num_classes=4, in_chans=1, **kwargs)
     # Non-trivial BN statistics and affine parameters, so that eval-mode BN is not the identity.

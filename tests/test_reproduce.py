@@ -28,12 +28,19 @@ def test_the_seven_experiments_are_registered():
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[Path, dict[str, dict[str, Path]], list[str]]:
     """Every experiment at the smoke budget, in one output folder (so they share runs, as users would)."""
+    import torch
+
     output = tmp_path_factory.mktemp("reproduce")
     messages: list[str] = []
-    written = {
-        name: reproduce(name, budget="smoke", output=output, device="cpu", log=messages.append)
-        for name in ORDER
-    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: one thread is as fast, and unaffected by a busy machine
+    try:
+        written = {
+            name: reproduce(name, budget="smoke", output=output, device="cpu", log=messages.append)
+            for name in ORDER
+        }
+    finally:
+        torch.set_num_threads(threads)
     return output, written, messages
 
 
