@@ -195,8 +195,11 @@ def _openvino_model(model: nn.Module, example: Tensor, threads: int, flags: dict
         raise ResnetsError(f"the openvino backend needs OpenVINO ({exc}); pip install 'resnets[bench]' "
                            "or choose backend='onnxruntime'") from None
     example = example[:1].cpu()
-    with warnings.catch_warnings():  # tracing warns about the models' Python input checks; they hold
+    # OpenVINO traces the model with torch.jit.trace, which warns that it is deprecated and about the
+    # models' Python input checks (they hold for the traced shapes); neither is the user's concern
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         converted = ov.convert_model(model.cpu().eval(), example_input=example)
     converted.reshape({converted.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})  # dynamic batch
     # f32 explicitly: on CPUs with bfloat16 instructions OpenVINO's default precision is bf16
