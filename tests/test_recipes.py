@@ -61,7 +61,8 @@ def test_overrides_are_parsed_by_field_type():
     ({"epochs": "0"}, "epochs must be >= 1"),
     ({"milestones": "20,10"}, "milestones must increase"),
     ({"model_kwargs": "shortcut=B"}, "JSON object"),
-    ({"nesterov": True, "momentum": 0.0}, "nesterov needs momentum"),
+    ({"nesterov": True, "momentum": 0.0}, "nesterov needs optimizer 'sgd' with momentum"),
+    ({"optimizer": "adamw"}, "nesterov needs optimizer 'sgd'"),  # fast-cpu uses Nesterov
     ({"lr": "fast"}, "lr='fast' is not a number"),
 ])
 def test_bad_overrides_raise_config_error(overrides, message):

@@ -142,10 +142,10 @@ def versions() -> dict[str, str]:
 
 
 def weighted_depth(model: nn.Module) -> int:
-    """Layers with weights on the main path (convs and fc, not projection shortcuts), as the paper
-    counts depth: 110 for ResNet-110."""
+    """Layers with weights on the main path (convs and fc, not projection shortcuts or gates), as
+    the paper counts depth: 110 for ResNet-110 (WRN-28-10 gives 26: WRN counts its shortcuts)."""
     return sum(1 for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-               and not any(part in name for part in ("downsample", "shortcut")))
+               and not any(part in name for part in ("downsample", "shortcut", "merge")))
 
 
 def default_output(recipe: Any) -> str:

@@ -177,6 +177,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     saver = Saver(output, config, data, info.is_main, run.keep_last)
 
     start = time.perf_counter() - state.elapsed_s
+    if resume is not None and (state.epoch >= epochs or state.iteration >= total_steps):
+        progress.message(f"the run already finished ({state.iteration} of {total_steps} iterations); "
+                         f"give more --epochs or --iterations to train longer")
     while state.epoch < epochs and state.iteration < total_steps:
         set_epoch(data, state.epoch)
         resume_rng = None

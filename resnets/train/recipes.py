@@ -134,13 +134,13 @@ class Recipe:
     normalization: Literal["per_channel", "per_pixel"] = "per_channel"
     image_size: int | None = None  # image folders: crop side (224)
     train_transform: Literal["paper", "rrc"] = "paper"  # image folders: Sec. 3.4 scale aug., or timm's RRC
-    train_subset: int | None = None  # first N training images (quick runs and tests)
+    train_subset: int | None = None  # a stratified subset of N training images (quick runs and tests)
     test_subset: int | None = None
 
     # optimiser
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.1
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     nesterov: bool = False
     weight_decay: float = 1e-4
     # None: same as weight_decay. 0 excludes BN weights and all biases from decay (Goyal et al. 2017).
@@ -192,9 +192,8 @@ class Recipe:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1")
-        for name in ("lr", "ema_decay"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0")
+        if not self.lr > 0:
+            problems.append("lr must be > 0")
         for name in ("weight_decay", "momentum", "val_split", "warmup", "final_lr_factor", "crop_padding"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -203,8 +202,8 @@ class Recipe:
             problems.append("label_smoothing must be in [0, 1)")
         if not 0 < self.ema_decay < 1:
             problems.append("ema_decay must be in (0, 1)")
-        if self.nesterov and self.momentum == 0:
-            problems.append("nesterov needs momentum > 0")
+        if self.nesterov and (self.momentum == 0 or self.optimizer != "sgd"):
+            problems.append("nesterov needs optimizer 'sgd' with momentum > 0")
         if list(self.milestones) != sorted(self.milestones):
             problems.append(f"milestones must increase, got {list(self.milestones)}")
         for name in ("train_subset", "test_subset"):
