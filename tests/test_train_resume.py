@@ -1,6 +1,7 @@
 """Resuming: bit-identical continuation, fallback past a damaged checkpoint, a checkpoint of
 another model, and SIGTERM in mid-epoch (a subprocess) followed by an exact resume."""
 
+import csv
 import os
 import shutil
 import signal
@@ -102,3 +103,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     assert b["iteration"] == a["iteration"] == stop + 5
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    # the interrupted epoch's metrics cover the whole epoch, before and after the interrupt
+    rows = [list(csv.DictReader(open(run / "metrics.csv"))) for run in (straight, interrupted)]
+    columns = ("epoch", "iteration", "train_loss", "train_error", "test_error")
+    assert [[r[c] for c in columns] for r in rows[0]] == [[r[c] for c in columns] for r in rows[1]]

@@ -190,8 +190,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
             epoch_rng = ckpt_io.rng_state(loader_state(data))
         t0 = time.perf_counter()
         counts = train_one_epoch(loop, data, state, epochs, resume_rng=resume_rng)
-        epoch_time = time.perf_counter() - t0
+        epoch_time = time.perf_counter() - t0 + state.partial[3]
         if counts is None:  # interrupted: save where we are and leave
+            state.partial[3] = epoch_time
             state.elapsed_s = time.perf_counter() - start
             saver.save(state, loop, epoch_rng=epoch_rng, metrics=None)
             distributed.barrier()
@@ -200,7 +201,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                              f"{output}; continue with: resnets train --resume {output}")
             return {"interrupted": stop.signum, "output": str(output), "iteration": state.iteration}
         state.epoch += 1
-        state.batch_in_epoch = 0
+        state.batch_in_epoch, state.partial = 0, [0.0] * 4
         state.train_images += int(counts["images"])
         state.train_time_s += epoch_time
         row = epoch_row(state, counts, epoch_time, loop, start)
@@ -233,7 +234,9 @@ def train_one_epoch(loop: Loop, data: Any, state: TrainState, epochs: int,
                     resume_rng: dict | None = None) -> dict[str, float] | None:
     """One pass over the training data; returns summed counts, or None when a stop was requested."""
     set_train_mode(loop.raw, loop.freeze_bn)
-    sums = torch.zeros(3, dtype=torch.float64, device=loop.device)  # loss sum, errors, images
+    # loss sum, errors, images; an epoch resumed in the middle starts from the (global) counts so far
+    sums = torch.tensor(state.partial[:3] if distributed.env_info().is_main else [0.0] * 3,
+                        dtype=torch.float64, device=loop.device)
     window = torch.zeros(3, dtype=torch.float64, device=loop.device)
     window_start = time.perf_counter()
     batches = loop.progress.epoch(data.train, state.epoch + 1, epochs, total=len(data.train))
@@ -247,6 +250,7 @@ def train_one_epoch(loop: Loop, data: Any, state: TrainState, epochs: int,
         if distributed.any_flag(loop.stop.signum is not None, loop.device):
             loop.stop.signum = loop.stop.signum or signal.SIGTERM
             state.batch_in_epoch = index
+            state.partial[:3] = distributed.sum_counts(sums.tolist(), loop.device)
             return None
         loss, errors = train_step(loop, x, y, state.iteration)
         n = y.shape[0]

@@ -29,6 +29,7 @@ class TrainState:
     epoch: int = 0  # completed epochs
     iteration: int = 0  # optimiser steps taken
     batch_in_epoch: int = 0  # > 0 only in a checkpoint written by an interrupt in mid-epoch
+    partial: list[float] = field(default_factory=lambda: [0.0] * 4)  # its loss sum, errors, images, seconds
     elapsed_s: float = 0.0
     train_images: int = 0
     train_time_s: float = 0.0
@@ -53,7 +54,8 @@ class Saver:
             "eval_weights": "ema" if loop.ema is not None else "model",
             "epoch": state.epoch, "iteration": state.iteration, "batch_in_epoch": state.batch_in_epoch,
             "train_state": {"elapsed_s": state.elapsed_s, "train_images": state.train_images,
-                            "train_time_s": state.train_time_s, "best": dict(state.best)},
+                            "train_time_s": state.train_time_s, "best": dict(state.best),
+                            "partial": list(state.partial)},
             "rng": ckpt_io.rng_state(loader_state(self.data)), "epoch_rng": epoch_rng,
             "config": self.config.to_dict(), "data": self.data.meta(), "versions": versions(),
             "metrics": metrics,
@@ -123,7 +125,8 @@ def restore(ckpt: dict, path: Path, model: nn.Module, optimizer: torch.optim.Opt
     return TrainState(epoch=ckpt["epoch"], iteration=ckpt["iteration"],
                       batch_in_epoch=ckpt.get("batch_in_epoch", 0),
                       elapsed_s=extra.get("elapsed_s", 0.0), train_images=extra.get("train_images", 0),
-                      train_time_s=extra.get("train_time_s", 0.0), best=dict(extra.get("best", {})))
+                      train_time_s=extra.get("train_time_s", 0.0), best=dict(extra.get("best", {})),
+                      partial=list(extra.get("partial", [0.0] * 4)))
 
 
 def loader_state(data: Any) -> Any:
