@@ -302,6 +302,10 @@ def train_step(loop: Loop, x: torch.Tensor, y: torch.Tensor,
         if "can't allocate memory" in str(exc) or "not enough memory" in str(exc):
             raise ResnetsError(f"out of memory on {loop.device} with {x.shape[0]} images per step; use a "
                                f"smaller --batch-size (e.g. {max(1, x.shape[0] // 2)})") from None
+        if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ResnetsError(f"torch.compile failed ({first}); train without --compile (on CPU it "
+                               f"needs a working C++ compiler, on CUDA Triton)") from None
         raise
     if loop.ema is not None:
         loop.ema.update_parameters(loop.raw)
