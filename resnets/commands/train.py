@@ -120,7 +120,9 @@ def build_config(args: argparse.Namespace):
         _, ckpt = load_for_resume(args.resume, log=lambda m: None)
         base = TrainConfig.from_dict(ckpt["config"])
         recipe = get_recipe(args.recipe) if args.recipe else base.recipe
-        run_values = {**dataclasses.asdict(base.run), "resume": args.resume, **run_values}
+        # the checkpoint holds the weights: starting weights (--init-weights) no longer apply
+        run_values = {**dataclasses.asdict(base.run), "init_weights": None, "resume": args.resume,
+                      **run_values}
         if "output" not in given_run:
             run_values["output"] = _resume_folder(args.resume)
     else:
