@@ -25,7 +25,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--time-cap", type=float, default=1800.0,
                         help="seconds each contender of time_to_accuracy may train (default 1800)")
     parser.add_argument("--configs", nargs="+",
-                        help="step_options only: settings such as bs=128,cl=1,amp=bf16")
+                        help="step_options only (after the names): settings such as bs=128,cl=1,amp=bf16")
+    parser.add_argument("--set", dest="recipe_set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change ours' fast-cpu recipe in train_throughput and time_to_accuracy "
+                        "(e.g. --set amp=True), to try a setting against the peer")
+    parser.add_argument("--threads", type=int,
+                        help="torch intra-op threads (default: torch's, one per core); also ONNX Runtime's")
     parser.add_argument("--output", type=Path, help="results folder (default: benchmarks/results, "
                         "or benchmarks/results/quick with --quick)")
     args = parser.parse_args(argv)
@@ -34,14 +39,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.recipe_set:  # a bad key or value: say so now, not after an hour of benchmarks
+        from resnets.commands._common import parse_set_args
+        from resnets.errors import ConfigError
+        from resnets.train.recipes import apply_overrides, get_recipe
+
+        try:
+            apply_overrides(get_recipe("fast-cpu"), parse_set_args(args.recipe_set))
+        except ConfigError as exc:
+            parser.error(f"--set: {exc}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     output = args.output or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
     opts = BenchOptions(quick=args.quick, rounds=args.rounds, data_dir=args.data_dir,
-                        checkpoint=args.checkpoint, time_cap=args.time_cap, results_dir=output)
+                        checkpoint=args.checkpoint, time_cap=args.time_cap,
+                        recipe_set=tuple(args.recipe_set), results_dir=output)
     for name in args.names or list(BENCHMARKS):
         module = importlib.import_module(BENCHMARKS[name])
         print(f"== {name} ==", flush=True)

@@ -74,6 +74,7 @@ class BenchOptions:
     data_dir: str | None = None  # Fashion-MNIST (default: the project's search path)
     checkpoint: str | None = None  # a trained Fashion-MNIST run for the int8 accuracy check
     time_cap: float = 1800.0  # seconds each contender of the time-to-accuracy benchmark may train
+    recipe_set: tuple[str, ...] = ()  # KEY=VALUE changes to ours' fast-cpu recipe (to try a setting)
     results_dir: Path = RESULTS_DIR
 
     def scale(self, full: int, quick: int) -> int:

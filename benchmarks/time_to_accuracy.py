@@ -46,6 +46,8 @@ def ours_curve(opts: BenchOptions) -> list[tuple[float, float]]:
             command += ["--data-dir", opts.data_dir]
         if opts.quick:
             command += ["--train-subset", "2048", "--test-subset", "1000", "--epochs", "2"]
+        for item in opts.recipe_set:
+            command += ["--set", item]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         try:
             process.wait(timeout=opts.time_cap + 60)  # + start-up and data loading
@@ -123,11 +125,13 @@ def run(opts: BenchOptions) -> str:
             ratio = "n/a"
         rows.append([f"{t}%", _fmt(ours, cap), _fmt(theirs, cap), ratio])
     best = {name: max((acc for c in cs for _, acc in c), default=None) for name, cs in curves.items()}
-    table = (f"Time to Fashion-MNIST test accuracy (s, median of {opts.rounds} rounds; cap {cap:g} s each; "
-             f"best accuracy seen: ours {best[OURS]}, peer {best[PEER]})\n\n"
+    changed = f"fast-cpu with {', '.join(opts.recipe_set)}; " if opts.recipe_set else ""
+    table = (f"Time to Fashion-MNIST test accuracy ({changed}s, median of {opts.rounds} rounds; "
+             f"cap {cap:g} s each; best accuracy seen: ours {best[OURS]}, peer {best[PEER]})\n\n"
              + markdown_table(["accuracy", "ours s", "peer s", "x peer (peer/ours)"], rows))
-    payload = {"time_cap_s": cap, "rounds": rounds, "curves": curves, "medians": medians, "quick": opts.quick,
-               "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    payload = {"time_cap_s": cap, "recipe_set": list(opts.recipe_set), "rounds": rounds, "curves": curves,
+               "medians": medians, "quick": opts.quick, "threads": torch.get_num_threads(),
+               "cpus": os.cpu_count()}
     write_result("time_to_accuracy", payload, table, opts.results_dir)
     return table
 

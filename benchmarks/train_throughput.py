@@ -29,11 +29,14 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
     """fast-cpu's speed settings at batch 128, with the peer's augmentation, for ``iterations`` steps."""
     import dataclasses
 
-    from resnets.train.recipes import get_recipe
+    from resnets.commands._common import parse_set_args
+    from resnets.train.recipes import apply_overrides, get_recipe
 
+    recipe = apply_overrides(get_recipe("fast-cpu"), parse_set_args(opts.recipe_set))
     # a small test subset and no TTA: the run's final evaluation is not what is measured
-    return dataclasses.replace(get_recipe("fast-cpu"), model=model, batch_size=128, iterations=iterations,
-                               crop_padding=2, hflip=True, test_subset=512, tta="none", **extra)
+    return dataclasses.replace(recipe, model=model, batch_size=128, iterations=iterations,
+                               crop_padding=2, hflip=True, test_subset=512, tta="none",
+                               train_subset=2048 if opts.quick else None, **extra)
 
 
 def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions) -> float:
@@ -131,6 +134,7 @@ def run(opts: BenchOptions) -> str:
     recipe = fast_recipe("resnet20", 1, opts)
     settings = ("channels_last", "amp", "compile", "optimizer", "nesterov", "crop_padding", "hflip")
     payload["ours_settings"] = {k: getattr(recipe, k) for k in settings}
+    payload["recipe_set"] = list(opts.recipe_set)
     table = (f"Training throughput, images/s (steady state, data included), {opts.rounds} alternating "
              f"rounds, medians; ours = fast-cpu speed settings {payload['ours_settings']}\n\n"
              + markdown_table(["workload", "ours img/s", "peer img/s", "x peer"], rows))
