@@ -19,14 +19,7 @@ from resnets.analysis.paths import (
 from resnets.analysis.responses import layer_responses
 from resnets.errors import ConfigError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets: one thread is as fast as two, and does not thrash when the machine is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(name: str, **kwargs) -> torch.nn.Module:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randomize_bn
 
 import resnets
 from resnets.errors import ConfigError, DataError
@@ -25,17 +26,6 @@ from resnets.evaluate import (
     topk_correct,
     topk_errors,
 )
-
-
-def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

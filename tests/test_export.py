@@ -5,24 +5,13 @@ from __future__ import annotations
 import onnxruntime
 import pytest
 import torch
+from helpers import randomize_bn
 from tiny_run import run_cli, trained_run
 
 import resnets
 from resnets.errors import ResnetsError
 from resnets.export import conv_bn_pairs, export_pt2, fold_bn
 from resnets.train.checkpoint import load_model
-
-
-def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine parameters, so that folding has something to get wrong."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
 
 
 def bn_names(model: torch.nn.Module) -> set[str]:

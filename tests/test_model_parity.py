@@ -15,14 +15,7 @@ TORCHVISION_NAMES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs: one intra-op thread is faster, and far faster when other jobs share the 2 cores
-    (OpenMP threads then wait on each other: 15x slower measured here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def give_bn_real_statistics(model: nn.Module) -> None:

@@ -18,14 +18,7 @@ ALL_MODELS = resnets.list_models()
 UNITS = ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs: one intra-op thread is faster, and far faster when other jobs share the 2 cores
-    (OpenMP threads then wait on each other: 15x slower measured here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torchvision
+from helpers import randomize_bn
 from safetensors.torch import save_file
 
 import resnets
@@ -20,18 +21,6 @@ from resnets.weights import (
     read_state_dict,
     save_weights,
 )
-
-
-def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN statistics, so that a forward pass depends on every buffer."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
