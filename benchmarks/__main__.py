@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,7 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    if len(names) > 1:
+        return run_each_apart(names, [a for a in argv if a not in names])
     if args.threads:
         import torch
 
@@ -63,15 +68,30 @@ def main(argv: list[str] | None = None) -> int:
     opts = BenchOptions(quick=args.quick, rounds=args.rounds, data_dir=args.data_dir,
                         checkpoint=args.checkpoint, time_cap=args.time_cap,
                         recipe_set=tuple(args.recipe_set), results_dir=output)
-    for name in args.names or list(BENCHMARKS):
-        module = importlib.import_module(BENCHMARKS[name])
-        print(f"== {name} ==", flush=True)
-        t0 = time.perf_counter()
-        extra = {"configs": args.configs} if name == "step_options" and args.configs else {}
-        table = module.run(opts, **extra)
-        print(table)
-        print(f"({time.perf_counter() - t0:.0f} s; results in {output})\n", flush=True)
+    name = names[0]
+    module = importlib.import_module(BENCHMARKS[name])
+    print(f"== {name} ==", flush=True)
+    t0 = time.perf_counter()
+    extra = {"configs": args.configs} if name == "step_options" and args.configs else {}
+    table = module.run(opts, **extra)
+    print(table)
+    print(f"({time.perf_counter() - t0:.0f} s; results in {output})\n", flush=True)
     return 0
+
+
+def run_each_apart(names: list[str], options: list[str]) -> int:
+    """One process per benchmark: thread pools (OpenMP, ONNX Runtime, OpenVINO's TBB) and memory of
+    one do not disturb the next (a DataLoader forking a process that had loaded OpenVINO crashed
+    here), and one failure does not stop the others."""
+    failed = []
+    for name in names:
+        code = subprocess.call([sys.executable, "-m", "benchmarks", name, *options])
+        if code:
+            print(f"benchmark {name} failed (exit code {code})", file=sys.stderr, flush=True)
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

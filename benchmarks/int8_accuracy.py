@@ -30,7 +30,7 @@ def trained_checkpoint(opts: BenchOptions, folder: Path) -> Path:
 
     if opts.checkpoint:
         return checkpoint_candidates(opts.checkpoint)[0]
-    extra = {"train_subset": 2048, "iterations": 10} if opts.quick else {}
+    extra = {"train_subset": 2048, "test_subset": 500, "iterations": 10} if opts.quick else {}
     recipe = apply_overrides(get_recipe("fast-cpu"), {"epochs": 1, **extra})
     run = RunOptions(output=str(folder), data_dir=opts.data_dir, progress="none", plot=False, keep_last=1)
     train(TrainConfig(recipe=recipe, run=run))

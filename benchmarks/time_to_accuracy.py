@@ -124,7 +124,8 @@ def run(opts: BenchOptions) -> str:
         else:
             ratio = "n/a"
         rows.append([f"{t}%", _fmt(ours, cap), _fmt(theirs, cap), ratio])
-    best = {name: max((acc for c in cs for _, acc in c), default=None) for name, cs in curves.items()}
+    best = {name: round(max((acc for c in cs for _, acc in c), default=float("nan")), 2)
+            for name, cs in curves.items()}
     changed = f"fast-cpu with {', '.join(opts.recipe_set)}; " if opts.recipe_set else ""
     table = (f"Time to Fashion-MNIST test accuracy ({changed}s, median of {opts.rounds} rounds; "
              f"cap {cap:g} s each; best accuracy seen: ours {best[OURS]}, peer {best[PEER]})\n\n"
