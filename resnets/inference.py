@@ -2,7 +2,8 @@
 
 Every backend starts from the same deployable graph: BatchNorm folded into the convolutions
 (``resnets.export.fold_bn``; in eval mode BN is a fixed affine map, so this is exact up to
-float rounding) and channels-last activations (oneDNN's preferred layout on CPUs). Then:
+float rounding). The PyTorch backends run it channels-last (oneDNN's preferred layout on CPUs);
+ONNX Runtime and OpenVINO choose their own blocked layouts. Then:
 
 - ``"onnxruntime"`` (default): the folded graph exported to ONNX (dynamic batch) and run by
   ONNX Runtime, which fuses conv+add+ReLU and runs its own blocked-layout kernels with little
@@ -74,7 +75,8 @@ def optimize_for_inference(model: nn.Module, example: Tensor, *, backend: str = 
         raise ConfigError(f"the {backend} backend runs on the CPU; move the model to the CPU or use "
                           f"backend='compile' on {device}")
     folded = fold_bn(model, example=example[:1].to(device))
-    flags: dict[str, Any] = {"backend": backend, "fold_bn": True, "channels_last": True, "dtype": "float32",
+    flags: dict[str, Any] = {"backend": backend, "fold_bn": True, "dtype": "float32",
+                             "channels_last": backend in ("compile", "eager"),
                              "torch": str(torch.__version__)}
     if backend == "onnxruntime":
         return _onnxruntime_model(_onnx_bytes(folded, example), threads, flags)
