@@ -7,22 +7,13 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randomize_bn
 
 import resnets
 from resnets.errors import ConfigError
 from resnets.inference import max_abs_diff, optimize_for_inference, quantize_int8
 
-
-def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine parameters, so that folding has something to get wrong."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
