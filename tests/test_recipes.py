@@ -54,6 +54,11 @@ def test_overrides_are_parsed_by_field_type():
     assert get_recipe("wrn").lr == 0.1  # frozen original untouched
 
 
+def test_a_literal_choice_named_none_is_the_string_not_none():
+    assert apply_overrides(get_recipe("fast-cpu"), {"tta": "none"}).tta == "none"
+    assert apply_overrides(get_recipe("fast-cpu"), {"tta": "flip"}).tta == "flip"
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"lrr": "0.1"}, "Did you mean: lr"),
     ({"epochs": "1.5"}, "epochs='1.5' is not an integer"),

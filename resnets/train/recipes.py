@@ -63,7 +63,7 @@ def convert(text: str, tp: Any, key: str = "value") -> Any:
     value = parse_literal(text)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if tp is str:
+    if tp is str or (origin is Literal and text in args):  # "none" is a Literal choice, not None
         value = text
     if not _matches(value, tp):
         raise ConfigError(f"{key}={text!r} is not {_describe(tp)}")
