@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 # the loader looks elsewhere and says how to get it (see README).
 data:
 	@if [ ! -d $(FASHION_MNIST) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null \
+			|| echo "warning: could not install dataset-fashion-mnist; resnets train --download fetches it"; \
 	fi
 
 run: setup data

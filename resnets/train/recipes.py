@@ -292,7 +292,8 @@ FAST_CPU = Recipe(
     # Flip test-time augmentation (airbench): averages the predictions for the image and its mirror.
     tta="flip",
     # channels_last: 1.2-1.6x faster convolutions on this CPU (oneDNN's preferred layout).
-    # No AMP: bfloat16 autocast is 2-3x slower on a CPU without bf16 instructions.
+    # No AMP: bfloat16 autocast is 2-3x slower on CPUs without bf16 instructions (Ice Lake), though
+    # ~1.5x faster on this AVX512-BF16 EPYC (docs/performance.md); its accuracy cost is not measured yet.
     channels_last=True, amp=False,
 )
 
