@@ -370,6 +370,9 @@ def test_build_data_normalises_with_training_statistics_only(tmp_path):
 def test_build_data_rejects_options_that_would_be_ignored(tmp_path):
     with pytest.raises(ConfigError, match="crop_padding applies to the in-memory datasets"):
         DataConfig(dataset="imagefolder", crop_padding=4)
+    # "no pad-and-crop" (the fast-cpu recipe's 0) holds for folders, so `resnets train --dataset
+    # imagefolder` works with the default recipe
+    assert DataConfig(dataset="imagefolder", crop_padding=0).crop_padding == 0
     with pytest.raises(ConfigError, match="train_transform='rrc' applies to image folders"):
         DataConfig(dataset="cifar10", train_transform="rrc")
     with pytest.raises(ConfigError, match="unknown normalization 'pixel'"):

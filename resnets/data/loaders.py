@@ -80,7 +80,8 @@ class DataConfig:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction must lie between 0 and 1, got {self.test_fraction!r}")
-        if self.dataset in FOLDER_DATASETS and self.crop_padding is not None:
+        # 0 (no pad-and-crop, as fast-cpu sets it) is true of folders too; a padding is not
+        if self.dataset in FOLDER_DATASETS and self.crop_padding not in (None, 0):
             raise ConfigError("crop_padding applies to the in-memory datasets; image folders crop with "
                               "train_transform ('paper' or 'rrc')")
         if self.dataset not in FOLDER_DATASETS and self.train_transform != "paper":
