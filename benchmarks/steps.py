@@ -33,9 +33,17 @@ class StepOptions:
     def from_recipe(cls, recipe) -> StepOptions:
         """The speed settings of a resnets training recipe."""
         return cls(channels_last=recipe.channels_last,
-                   amp={"bfloat16": "bf16", "float16": "fp16"}[recipe.amp_dtype] if recipe.amp else None,
+                   amp=amp_name(recipe),
                    compile=recipe.compile, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
                    label_smoothing=recipe.label_smoothing)
+
+
+def amp_name(recipe) -> str | None:
+    """The recipe's autocast dtype on this machine's CPU ("auto" resolved), as StepOptions names it."""
+    from resnets.runtime import autocast_dtype
+
+    dtype = autocast_dtype(recipe.amp, recipe.amp_dtype, torch.device("cpu"))
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[dtype]
 
 
 def make_step(model: nn.Module, x: Tensor, y: Tensor, opts: StepOptions,

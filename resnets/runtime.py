@@ -18,3 +18,28 @@ def select_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu.")
     return device
+
+
+def computes_natively(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``device`` has arithmetic for ``dtype`` (not emulated through float32).
+
+    Autocast to a dtype the hardware lacks is slower than float32: bfloat16 autocast was measured
+    2-3x slower on an Ice Lake CPU (AVX-512 without bf16), and 1.5x faster on this AVX512-BF16 EPYC.
+    """
+    if device.type == "cuda":
+        return dtype is torch.float16 or (dtype is torch.bfloat16 and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        if dtype is torch.bfloat16:
+            return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        if dtype is torch.float16:
+            return torch.cpu._is_amx_fp16_supported()
+    return False
+
+
+def autocast_dtype(amp: bool | str, amp_dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run: ``amp`` True forces ``amp_dtype``, "auto" uses it only where
+    ``device`` computes it natively, False (or "auto" elsewhere) keeps float32."""
+    dtype = getattr(torch, amp_dtype)
+    if amp == "auto":
+        return dtype if computes_natively(device, dtype) else None
+    return dtype if amp else None

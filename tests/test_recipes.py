@@ -125,3 +125,26 @@ def test_print_config_prints_the_resolved_json(capsys):
     assert main(["train", "--epochs", "2", "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["recipe"]["epochs"] == 2 and printed["recipe"]["name"] == "fast-cpu"
+
+
+def test_amp_auto_is_a_recipe_choice_and_other_words_are_refused():
+    assert apply_overrides(get_recipe("fast-cpu"), {"amp": "auto"}).amp == "auto"
+    assert apply_overrides(get_recipe("fast-cpu"), {"amp": "true"}).amp is True
+    with pytest.raises(ConfigError, match="amp='maybe'"):
+        apply_overrides(get_recipe("fast-cpu"), {"amp": "maybe"})
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, "bfloat16"), (False, None)])
+def test_amp_auto_uses_bfloat16_only_where_the_cpu_computes_it(monkeypatch, has_bf16, expected):
+    import torch
+
+    from resnets.runtime import autocast_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    resolved = autocast_dtype("auto", "bfloat16", cpu)
+    assert resolved == (getattr(torch, expected) if expected else None)
+    # explicit choices are obeyed whatever the hardware
+    assert autocast_dtype(True, "bfloat16", cpu) is torch.bfloat16
+    assert autocast_dtype(False, "bfloat16", cpu) is None

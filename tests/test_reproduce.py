@@ -216,10 +216,10 @@ def test_cpu_budget_plans():
     experiment = get_experiment("degradation")
     specs = plan(experiment, make_context(experiment, budget="cpu", output="unused"))
     recipes = {recipe_dict(s)["model"]: recipe_dict(s) for s in specs}
-    assert set(recipes) == {"plain20", "plain56", "resnet20", "resnet56"}
+    assert set(recipes) == {f"{kind}{depth}" for kind in ("plain", "resnet") for depth in (20, 32, 44, 56)}
     for recipe in recipes.values():
-        assert recipe["dataset"] == "fashion-mnist" and recipe["iterations"] == 900
-        assert recipe["milestones"] == [450, 675]  # the paper's 50% / 75%
+        assert recipe["dataset"] == "fashion-mnist" and recipe["iterations"] == 600
+        assert recipe["milestones"] == [300, 450]  # the paper's 50% / 75%
     # --iterations replaces the budget's length, keeping the paper's 50% / 75% lr drops
     shorter = plan(experiment, make_context(experiment, budget="cpu", output="unused", iterations=300))
     assert all(s.name.endswith("-300it") and recipe_dict(s)["milestones"] == [150, 225] for s in shorter)
@@ -229,9 +229,20 @@ def test_cpu_budget_plans():
         make_context(experiment, iterations=0)
     # experiments that need the same networks name the same runs
     responses = get_experiment("responses")
-    assert {s.name for s in plan(responses, make_context(responses, budget="cpu", output="unused"))} == {
+    assert {s.name for s in plan(responses, make_context(responses, budget="cpu", output="unused"))} <= {
         s.name for s in specs
     }
+    # ... so at the cpu budget each later experiment trains only the networks degradation has not
+    trained = {s.name for s in specs}
+    new_models = {}
+    for name in ("depth", "shortcuts", "identity-mappings", "lesion"):
+        other = get_experiment(name)
+        other_specs = plan(other, make_context(other, budget="cpu", output="unused"))
+        new_models[name] = sorted(recipe_dict(s)["model"] for s in other_specs if s.name not in trained)
+    assert new_models["depth"] == ["resnet110"]
+    assert new_models["shortcuts"] == ["resnet32", "resnet32"]  # options B and C
+    assert len(new_models["identity-mappings"]) == 9  # every variant but the original unit
+    assert new_models["lesion"] == []
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -162,3 +162,14 @@ def test_mixed_precision_on_cpu_trains_without_a_grad_scaler(tmp_path, dtype):
     assert ckpt["scaler"] == {}  # GradScaler only for float16 on CUDA
     assert ck.all_finite(ckpt["state_dict"])
     assert all(v.dtype != torch.bfloat16 and v.dtype != torch.float16 for v in ckpt["state_dict"].values())
+
+
+def test_amp_auto_resolves_at_run_time_and_the_summary_says_to_what(tmp_path, monkeypatch):
+    # a CPU without bfloat16 arithmetic: "auto" must fall back to float32 there
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    code, out = train(tmp_path, "--iterations", "2", "--set", "amp=auto")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"] == "float32"
+    assert ck.load_checkpoint(out / "last.pt")["config"]["recipe"]["amp"] == "auto"

@@ -73,6 +73,12 @@ BUDGETS: dict[str, Budget] = {
 }
 DEFAULT_BUDGET = "cpu"
 
+# Every cpu-budget run trains this long, so experiments that need the same network share one run
+# (ResNet-20..56 and plain-20..56 serve degradation, depth, shortcuts, responses, lesion and the
+# original unit of identity-mappings). Idle, a step at batch 128 takes ~0.17/0.24/0.35/0.46/0.94 s
+# for 20/32/44/56/110 layers, so the 8 nets of degradation take ~25 minutes at this length.
+CPU_ITERATIONS = 600
+
 
 def get_budget(name: str) -> Budget:
     from ..errors import unknown_name

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import (
+    CPU_ITERATIONS,
     Analysis,
     Context,
     Experiment,
@@ -31,8 +32,7 @@ from .paper_numbers import CIFAR_TABLE6
 # (depths, iterations); None keeps the recipe's 64k iterations.
 PLANS: dict[str, tuple[tuple[int, ...], int | None]] = {
     "smoke": ((8, 14), 4),
-    # plain/ResNet-20 ~0.19 s and -56 ~0.53 s per iteration here: 900 iterations of all four ~22 minutes.
-    "cpu": ((20, 56), 900),
+    "cpu": ((20, 32, 44, 56), CPU_ITERATIONS),
     "paper": ((20, 32, 44, 56), None),
 }
 KINDS = ("plain", "resnet")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ResnetsError
+from ..runtime import autocast_dtype
 from . import checkpoint as ckpt_io
 from . import distributed
 from .build import (
@@ -145,7 +146,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = build_optimizer(model, recipe)
     schedule = LRSchedule(optimizer, recipe, steps_per_epoch, total_steps, depth=weighted_depth(model))
-    amp_dtype = getattr(torch, recipe.amp_dtype) if recipe.amp else None
+    amp_dtype = autocast_dtype(recipe.amp, recipe.amp_dtype, device)
     # GradScaler only for float16 on CUDA: bfloat16 has float32's range and needs no loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16 and device.type == "cuda")
     ema = build_ema(model, recipe)
@@ -161,6 +162,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     if recipe.compile:
         forward_model = torch.compile(forward_model)
 
+    precision = "float32" if amp_dtype is None else f"{str(amp_dtype).removeprefix('torch.')} autocast"
     log = None
     if info.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         log = MetricsLog(output, resume_epoch=state.epoch if resume else None,
                          resume_iteration=state.iteration if resume else None)
         progress.message(f"training {recipe.model} on {recipe.dataset} with recipe {recipe.name}: "
-                         f"{epochs} epochs of {steps_per_epoch} iterations, {device}, "
+                         f"{epochs} epochs of {steps_per_epoch} iterations, {device} ({precision}), "
                          f"world size {info.world_size} -> {output}")
     loop = Loop(model=forward_model, raw=model, optimizer=optimizer, schedule=schedule, scaler=scaler,
                 ema=ema, device=device, amp_dtype=amp_dtype, channels_last=recipe.channels_last,
@@ -217,6 +219,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
 
     result = final_result(state, output, log)
     result["world_size"] = info.world_size
+    result["precision"] = precision  # what amp resolved to on this device ("auto" differs by machine)
     if info.enabled:  # DDP keeps replicas equal; check it, since a silent divergence wastes a run
         digests = distributed.gather_objects(weights_digest(model))
         result["ranks_in_sync"] = len(set(digests)) == 1

@@ -171,7 +171,9 @@ class Recipe:
     ema_decay: float = 0.999
 
     # precision and speed
-    amp: bool = False
+    # True: autocast to amp_dtype; "auto": only where the device computes amp_dtype natively
+    # (resnets.runtime.computes_natively), else float32
+    amp: bool | Literal["auto"] = False
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     channels_last: bool = False
     compile: bool = False
