@@ -1,12 +1,12 @@
 """Time to accuracy: wall seconds until Fashion-MNIST test accuracy first reaches 92, 93 and 94%.
 
-Ours: ``resnets train --recipe fast-cpu`` exactly as a user runs it (a subprocess; it evaluates
-on the test set after every epoch), times from its metrics.csv (``elapsed_s``: from the first
-step, evaluations included). The peer: the loop of benchmarks/peer.py with the paper's recipe
-(SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, lr /10 at 32k and 48k iterations,
-Sec. 4.2), evaluated on the test set after every epoch, timed the same way. Each contender gets
-``--time-cap`` seconds; a threshold not reached by then is reported as not reached (the ratio is
-then a lower bound).
+Ours: ``resnets train --recipe fast-cpu`` exactly as a user runs it, and the same recipe with a
+longer schedule (``LONG_SET``) for 94% (subprocesses; they evaluate on the test set after every
+epoch), times from their metrics.csv (``elapsed_s``: from the first step, evaluations included).
+The peer: the loop of benchmarks/peer.py with the paper's recipe (SGD lr 0.1, momentum 0.9, weight
+decay 1e-4, batch 128, lr /10 at 32k and 48k iterations, Sec. 4.2), evaluated on the test set after
+every epoch, timed the same way. Each contender gets ``--time-cap`` seconds; a threshold not reached
+by then is reported as not reached (the ratio is then a lower bound).
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ from .harness import BenchOptions, markdown_table, write_result
 
 THRESHOLDS = (92.0, 93.0, 94.0)
 OURS, PEER = "ours (resnets train, fast-cpu)", "peer (paper recipe, torchvision + DataLoader)"
+# fast-cpu's 5 epochs stop near 93%; 94% needs a longer one-cycle schedule, which then also has room
+# for the 2-pixel translation (a regulariser that costs accuracy on 5-epoch runs, helps on long ones).
+LONG_SET = ("epochs=16", "crop_padding=2")
+OURS_LONG = f"ours (fast-cpu, {', '.join(LONG_SET)})"
 
 
 def first_reached(curve: list[tuple[float, float]]) -> dict[str, float | None]:
@@ -34,7 +38,7 @@ def first_reached(curve: list[tuple[float, float]]) -> dict[str, float | None]:
     return {f"{t:g}": next((s for s, acc in curve if acc >= t), None) for t in THRESHOLDS}
 
 
-def ours_curve(opts: BenchOptions) -> list[tuple[float, float]]:
+def ours_curve(opts: BenchOptions, extra_set: tuple[str, ...] = ()) -> list[tuple[float, float]]:
     """Run ``resnets train --recipe fast-cpu`` (stopped by SIGTERM at the time cap, which makes it save
     and exit); return [(elapsed s, test accuracy %)] per evaluated epoch."""
     from resnets.train.logging import read_metrics
@@ -46,7 +50,7 @@ def ours_curve(opts: BenchOptions) -> list[tuple[float, float]]:
             command += ["--data-dir", opts.data_dir]
         if opts.quick:
             command += ["--train-subset", "2048", "--test-subset", "1000", "--epochs", "2"]
-        for item in opts.recipe_set:
+        for item in (*opts.recipe_set, *extra_set):
             command += ["--set", item]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         try:
@@ -104,11 +108,13 @@ def _median(values: list[float | None]) -> float | None:
 
 def run(opts: BenchOptions) -> str:
     opts_cap = dataclasses.replace(opts, time_cap=min(opts.time_cap, 120.0)) if opts.quick else opts
-    rounds: dict[str, list[dict]] = {OURS: [], PEER: []}
-    curves: dict[str, list] = {OURS: [], PEER: []}
+    contenders = {OURS: lambda: ours_curve(opts_cap),
+                  OURS_LONG: lambda: ours_curve(opts_cap, () if opts.quick else LONG_SET),
+                  PEER: lambda: peer_curve(opts_cap, max_epochs=opts.scale(137, 2))}
+    rounds: dict[str, list[dict]] = {name: [] for name in contenders}
+    curves: dict[str, list] = {name: [] for name in contenders}
     for _ in range(opts.rounds):
-        for name, measure in ((OURS, lambda: ours_curve(opts_cap)),
-                              (PEER, lambda: peer_curve(opts_cap, max_epochs=opts.scale(137, 2)))):
+        for name, measure in contenders.items():
             curve = measure()
             curves[name].append(curve)
             rounds[name].append(first_reached(curve))
@@ -116,25 +122,33 @@ def run(opts: BenchOptions) -> str:
     medians = {name: {t: _median([r[t] for r in rs]) for t in rs[0]} for name, rs in rounds.items()}
     cap = opts_cap.time_cap
     for t in medians[OURS]:
-        ours, theirs = medians[OURS][t], medians[PEER][t]
-        if ours is not None and theirs is not None:
-            ratio = f"{theirs / ours:.2f}"
-        elif ours is not None:
-            ratio = f">= {cap / ours:.2f}"
-        else:
-            ratio = "n/a"
-        rows.append([f"{t}%", _fmt(ours, cap), _fmt(theirs, cap), ratio])
+        theirs = medians[PEER][t]
+        row = [f"{t}%"]
+        for ours_name in (OURS, OURS_LONG):
+            row += [_fmt(medians[ours_name][t], cap), _ratio(medians[ours_name][t], theirs, cap)]
+        rows.append([*row, _fmt(theirs, cap)])
     best = {name: round(max((acc for c in cs for _, acc in c), default=float("nan")), 2)
             for name, cs in curves.items()}
     changed = f"fast-cpu with {', '.join(opts.recipe_set)}; " if opts.recipe_set else ""
     table = (f"Time to Fashion-MNIST test accuracy ({changed}s, median of {opts.rounds} rounds; "
-             f"cap {cap:g} s each; best accuracy seen: ours {best[OURS]}, peer {best[PEER]})\n\n"
-             + markdown_table(["accuracy", "ours s", "peer s", "x peer (peer/ours)"], rows))
+             f"cap {cap:g} s each; best accuracy seen: "
+             + ", ".join(f"{name} {acc}" for name, acc in best.items()) + ")\n\n"
+             + markdown_table(["accuracy", "fast-cpu s", "x peer", f"fast-cpu {', '.join(LONG_SET)} s",
+                               "x peer", "peer s"], rows))
     payload = {"time_cap_s": cap, "recipe_set": list(opts.recipe_set), "rounds": rounds, "curves": curves,
-               "medians": medians, "quick": opts.quick, "threads": torch.get_num_threads(),
-               "cpus": os.cpu_count()}
+               "medians": medians, "long_set": list(LONG_SET), "quick": opts.quick,
+               "threads": torch.get_num_threads(),               "cpus": os.cpu_count()}
     write_result("time_to_accuracy", payload, table, opts.results_dir)
     return table
+
+
+def _ratio(ours: float | None, theirs: float | None, cap: float) -> str:
+    """peer / ours; a lower bound when the peer did not get there within the cap."""
+    if ours is not None and theirs is not None:
+        return f"{theirs / ours:.2f}"
+    if ours is not None:
+        return f">= {cap / ours:.2f}"
+    return "n/a"
 
 
 def _fmt(seconds: float | None, cap: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import ConfigError
@@ -43,3 +45,15 @@ def autocast_dtype(amp: bool | str, amp_dtype: str, device: torch.device) -> tor
     if amp == "auto":
         return dtype if computes_natively(device, dtype) else None
     return dtype if amp else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``; no-op for None (float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """ "float32" or e.g. "bfloat16 autocast", as run summaries and ``resnets eval`` report it."""
+    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"

@@ -160,3 +160,27 @@ def test_image_folder_checkpoint_with_every_tta(tmp_path, capsys):
     assert results[tta]["loss"] == pytest.approx(float(row["test_loss"]), rel=1e-4)
     assert results["10crop"]["ten_crop"] == {"resize": 37, "crop": 32}
     assert results["multiscale"]["scales"] == [32, 37, 55, 69, 91]
+
+
+def test_eval_uses_the_runs_autocast_so_its_numbers_match_the_log(tmp_path, capsys):
+    from tiny_run import TRAIN_ARGS
+
+    out_dir = tmp_path / "bf16"
+    status, _, err = run_cli(["train", *TRAIN_ARGS, "--amp", "--amp-dtype", "bfloat16",
+                              "--output", str(out_dir)], capsys)
+    assert status == 0, err
+    with open(out_dir / "metrics.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    recipe = json.loads((out_dir / "config.json").read_text())["recipe"]
+    base = ["eval", "--checkpoint", str(out_dir / "last.pt"), "--subset", str(recipe["test_subset"]),
+            "--tta", recipe["tta"], "--json"]
+    status, out, err = run_cli(base, capsys)
+    as_run = last_json(out)
+    assert status == 0, err
+    assert as_run["precision"] == "bfloat16 autocast"
+    assert as_run["loss"] == pytest.approx(float(row["test_loss"]), rel=1e-4)
+    status, out, err = run_cli([*base, "--precision", "float32"], capsys)
+    full = last_json(out)
+    assert status == 0 and full["precision"] == "float32"
+    assert full["loss"] != as_run["loss"]  # really computed in another precision
+    assert full["loss"] == pytest.approx(as_run["loss"], rel=0.05)

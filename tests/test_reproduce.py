@@ -218,11 +218,14 @@ def test_cpu_budget_plans():
     recipes = {recipe_dict(s)["model"]: recipe_dict(s) for s in specs}
     assert set(recipes) == {f"{kind}{depth}" for kind in ("plain", "resnet") for depth in (20, 32, 44, 56)}
     for recipe in recipes.values():
-        assert recipe["dataset"] == "fashion-mnist" and recipe["iterations"] == 600
-        assert recipe["milestones"] == [300, 450]  # the paper's 50% / 75%
+        assert recipe["dataset"] == "fashion-mnist" and recipe["iterations"] == 900
+        assert recipe["milestones"] == [450, 675]  # the paper's 50% / 75%
+        assert (recipe["warmup"], recipe["warmup_shape"]) == (150, "linear")  # the first sixth
+        assert recipe["amp"] == "auto" and recipe["channels_last"]
     # --iterations replaces the budget's length, keeping the paper's 50% / 75% lr drops
     shorter = plan(experiment, make_context(experiment, budget="cpu", output="unused", iterations=300))
     assert all(s.name.endswith("-300it") and recipe_dict(s)["milestones"] == [150, 225] for s in shorter)
+    assert all(recipe_dict(s)["warmup"] == 50 for s in shorter)  # the warm-up keeps its share
     with pytest.raises(ConfigError, match="trains no networks"):
         make_context(get_experiment("identity-toy"), iterations=300)
     with pytest.raises(ConfigError, match="positive integer"):

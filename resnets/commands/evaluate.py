@@ -36,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "--test-subset N` used)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
     parser.add_argument("--workers", type=int, default=None, help="image folders: DataLoader workers")
+    parser.add_argument("--precision", choices=("run", "float32"), default="run",
+                        help="run (default): the autocast the training run evaluated with, so the numbers "
+                        "match its metrics.csv; float32: full precision")
     parser.add_argument("--json", action="store_true",
                         help="also print the results as one JSON object on the last line")
     parser.add_argument("--per-class", action="store_true", help="print the accuracy of every class")
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..evaluate import evaluate, make_tta, per_class_accuracy, save_confusion_matrix
-    from ..runtime import select_device
+    from ..runtime import autocast, autocast_dtype, precision_name, select_device
     from ..train.checkpoint import load_model
 
     _check_args(args)
@@ -60,18 +63,23 @@ def run(args: argparse.Namespace) -> int:
     image_size = int(meta["image_size"])
     tta = make_tta(args.tta, image_size=image_size, scales=args.scales)
     want_confusion = args.per_class or args.confusion_matrix is not None
-    result = evaluate(model, _progress(batches, args), tta=tta, confusion=want_confusion)
+    recipe = ckpt.get("config", {}).get("recipe", {})
+    amp_dtype = None
+    if args.precision == "run":  # resolved on this device, as the run resolved it on its own
+        amp_dtype = autocast_dtype(recipe.get("amp", False), recipe.get("amp_dtype", "bfloat16"), device)
+    with autocast(device, amp_dtype):
+        result = evaluate(model, _progress(batches, args), tta=tta, confusion=want_confusion)
 
     name = ckpt["model"].get("name", type(model).__name__)
     record = {k: result[k] for k in ("top1_error", "top5_error", "top5_k", "loss", "images")}
     record |= {"model": name, "dataset": dataset, "split": args.split, "tta": args.tta,
-               "checkpoint": str(args.checkpoint)}
+               "precision": precision_name(amp_dtype), "checkpoint": str(args.checkpoint)}
     if args.tta == "10crop":
         record["ten_crop"] = dict(tta.keywords)
     elif args.tta == "multiscale":
         record["scales"] = list(tta.keywords["scales"])
     print(f"{name} on {dataset} {args.split} ({result['images']} images, tta {args.tta}"
-          f"{_tta_sizes(record)})")
+          f"{_tta_sizes(record)}, {record['precision']})")
     print(f"top-1 error  {result['top1_error']:6.2f} %")
     k = result["top5_k"]
     label = "top-5 error " if k == 5 else f"top-{k} error "

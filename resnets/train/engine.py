@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ResnetsError
-from ..runtime import autocast_dtype
+from ..runtime import autocast, autocast_dtype, precision_name
 from . import checkpoint as ckpt_io
 from . import distributed
 from .build import (
@@ -162,7 +162,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     if recipe.compile:
         forward_model = torch.compile(forward_model)
 
-    precision = "float32" if amp_dtype is None else f"{str(amp_dtype).removeprefix('torch.')} autocast"
+    precision = precision_name(amp_dtype)
     log = None
     if info.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -313,12 +313,6 @@ def train_step(loop: Loop, x: torch.Tensor, y: torch.Tensor,
     if loop.ema is not None:
         loop.ema.update_parameters(loop.raw)
     return loss.detach(), (logits.argmax(1) != y).sum()
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def evaluate_splits(loop: Loop, data: Any, tta: str) -> dict[str, float]:
