@@ -33,7 +33,7 @@ def test_imagenet_and_wrn_recipes():
 def test_fast_cpu_is_the_default_main_job():
     r = get_recipe("fast-cpu")
     assert (r.model, r.dataset) == ("resnet20", "fashion-mnist")
-    assert r.channels_last and not r.amp and r.nesterov and r.tta == "flip" and r.label_smoothing > 0
+    assert r.channels_last and r.amp == "auto" and r.nesterov and r.tta == "flip" and r.label_smoothing > 0
     assert TrainConfig().recipe == r
 
 

@@ -230,22 +230,22 @@ def test_cpu_budget_plans():
         make_context(get_experiment("identity-toy"), iterations=300)
     with pytest.raises(ConfigError, match="positive integer"):
         make_context(experiment, iterations=0)
-    # experiments that need the same networks name the same runs
-    responses = get_experiment("responses")
-    assert {s.name for s in plan(responses, make_context(responses, budget="cpu", output="unused"))} <= {
-        s.name for s in specs
-    }
-    # ... so at the cpu budget each later experiment trains only the networks degradation has not
+    # the cpu budget's ResNets start each residual branch at zero there (and only there)
+    assert all(recipe_dict(s)["model_kwargs"] == ({"zero_init_last": True} if s.model.startswith("resnet")
+                                                  else {}) for s in specs)
+    # experiments that need the same networks name the same runs: after depth (ResNet-20..110 with the
+    # paper's init) and degradation, the others train only their own variants
     trained = {s.name for s in specs}
     new_models = {}
-    for name in ("depth", "shortcuts", "identity-mappings", "lesion"):
+    for name in ("depth", "responses", "lesion", "shortcuts", "identity-mappings"):
         other = get_experiment(name)
         other_specs = plan(other, make_context(other, budget="cpu", output="unused"))
         new_models[name] = sorted(recipe_dict(s)["model"] for s in other_specs if s.name not in trained)
-    assert new_models["depth"] == ["resnet110"]
+        trained |= {s.name for s in other_specs}
+    assert new_models["depth"] == ["resnet110", "resnet20", "resnet32", "resnet44", "resnet56"]
+    assert new_models["responses"] == [] and new_models["lesion"] == []
     assert new_models["shortcuts"] == ["resnet32", "resnet32"]  # options B and C
     assert len(new_models["identity-mappings"]) == 9  # every variant but the original unit
-    assert new_models["lesion"] == []
 
 
 # --- the command ---------------------------------------------------------------------------------
