@@ -342,3 +342,20 @@ def test_identity_toy_residual_layer_learns_zero_faster_with_adam():
     assert residual[0] < plain[0]  # same weights: the residual layer starts nearer its target (zero)
     assert 2 * steps_to_reach(residual, 1e-2) < steps_to_reach(plain, 1e-2)
     assert steps_to_reach([3.0, 0.5, 0.05], 0.1) == 3 and steps_to_reach([3.0], 0.1) is None
+
+
+@pytest.mark.parametrize("resnet56, words, shows", [
+    ([0.80] * 4, "Deeper ResNets respond more weakly, as in the paper", True),
+    ([0.905] * 4, "about as strongly as shallower ones (within 1%)", True),
+    ([0.95] * 4, "Deeper ResNets do not respond more weakly", True),
+    ([1.20] * 4, "Deeper ResNets do not respond more weakly", False),
+])
+def test_responses_finding_words_follow_the_numbers(resnet56, words, shows):
+    from resnets.experiments.responses import Responses
+
+    measured = {("plain", 20): [1.0] * 2, ("resnet", 20): [0.9] * 2,
+                ("plain", 56): [1.1] * 4, ("resnet", 56): resnet56}
+    finding, verdict, comparisons = Responses._finding(measured)
+    assert words in finding
+    assert verdict is shows  # every ResNet weaker than its plain net of the same depth
+    assert comparisons["56"]["layers_weaker"] == (1.0 if shows else 0.0)

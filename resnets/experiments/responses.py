@@ -125,14 +125,19 @@ class Responses(Experiment):
             )
         depths = sorted(d for k, d in measured if k == "resnet")
         means = [statistics.mean(measured[("resnet", d)]) for d in depths]
-        decreasing = all(b < a for a, b in zip(means, means[1:], strict=False))
+        changes = [b / a - 1 for a, b in zip(means, means[1:], strict=False)]
         comparisons["resnet_mean_by_depth"] = dict(zip(map(str, depths), means, strict=True))
-        depth_sentence = (
-            (
-                "Deeper ResNets respond more weakly, as in the paper"
-                if decreasing
-                else "Deeper ResNets do not respond more weakly, unlike the paper"
+        if all(c < -0.01 for c in changes):
+            depth_words = "Deeper ResNets respond more weakly, as in the paper"
+        elif all(abs(c) <= 0.01 for c in changes):  # a 1% change is not "weaker" in words
+            depth_words = (
+                "Deeper ResNets respond about as strongly as shallower ones (within 1%), where the "
+                "paper found them weaker"
             )
+        else:
+            depth_words = "Deeper ResNets do not respond more weakly, unlike the paper"
+        depth_sentence = (
+            depth_words
             + " (mean std "
             + ", ".join(f"ResNet-{d}: {m:.3f}" for d, m in zip(depths, means, strict=True))
             + ")."
