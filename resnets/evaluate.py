@@ -45,7 +45,8 @@ def topk_errors(logits: Tensor, targets: Tensor, ks: Sequence[int] = (1, 5)) -> 
 
 def confusion_matrix(logits: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     """``num_classes x num_classes`` counts; row = true class, column = predicted class."""
-    index = targets * num_classes + logits.argmax(dim=1)
+    # topk, not argmax: on tied scores (common in bfloat16) both must pick the class top-1 counts
+    index = targets * num_classes + logits.topk(1, dim=1).indices[:, 0]
     return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
 
 

@@ -221,3 +221,15 @@ def test_labels_beyond_the_model_classes_are_a_data_error(cifar_net):
         evaluate(cifar_net, [(x, torch.full((8,), 9))])
     with pytest.raises(DataError, match="no images"):
         evaluate(cifar_net, [])
+
+
+def test_confusion_matrix_and_top1_agree_on_tied_scores():
+    from resnets.evaluate import confusion_matrix, per_class_accuracy, topk_correct
+
+    # bfloat16 logits of a barely trained net tie often; both counts must pick the same class
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (500, 10), generator=generator).float()
+    targets = torch.randint(0, 10, (500,), generator=generator)
+    matrix = confusion_matrix(logits, targets, 10)
+    assert int(matrix.diagonal().sum()) == topk_correct(logits, targets, (1,))[0]
+    assert per_class_accuracy(matrix).shape == (10,)
