@@ -188,8 +188,9 @@ class Depth(Experiment):
             "to two digits). "
         )
         text += (
-            f"Test error goes from {e0:.2f}% at {d0} layers to {e1:.2f}% at {d1} ({gain:+.2f} points in "
-            f"favour of depth, {strength(gain, noise)}); the rank correlation of depth and error is "
+            f"Test error goes from {e0:.2f}% at {d0} layers to {e1:.2f}% at {d1} ({abs(gain):.2f} points "
+            f"{'in favour of' if gain > 0 else 'against'} depth, {strength(gain, noise)}); the rank "
+            "correlation of depth and error is "
             f"{rho:+.2f} (-1: every deeper net is better). "
         )
         shows: bool | None = gain > 0 and rho < 0
