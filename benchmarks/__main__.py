@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "int8 accuracy check (default: train one briefly)")
     parser.add_argument("--time-cap", type=float, default=1800.0,
                         help="seconds each contender of time_to_accuracy may train (default 1800)")
+    parser.add_argument("--long-epochs", type=int, default=16,
+                        help="time_to_accuracy: epochs of ours' longer fast-cpu run, for 94%% (0 skips it)")
     parser.add_argument("--configs", nargs="+",
                         help="step_options only (after the names): settings such as bs=128,cl=1,amp=bf16")
     parser.add_argument("--set", dest="recipe_set", action="append", default=[], metavar="KEY=VALUE",
@@ -40,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    if args.long_epochs < 0:
+        parser.error("--long-epochs must be >= 0")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
     if args.recipe_set:  # a bad key or value: say so now, not after an hour of benchmarks
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
     opts = BenchOptions(quick=args.quick, rounds=args.rounds, data_dir=args.data_dir,
                         checkpoint=args.checkpoint, time_cap=args.time_cap,
-                        recipe_set=tuple(args.recipe_set), results_dir=output)
+                        recipe_set=tuple(args.recipe_set), long_epochs=args.long_epochs, results_dir=output)
     name = names[0]
     module = importlib.import_module(BENCHMARKS[name])
     print(f"== {name} ==", flush=True)
