@@ -144,7 +144,7 @@ def run(opts: BenchOptions) -> str:
                               rows))
     payload = {"time_cap_s": cap, "recipe_set": list(opts.recipe_set), "rounds": rounds, "curves": curves,
                "medians": medians, "long_set": list(long), "quick": opts.quick,
-               "threads": torch.get_num_threads(),               "cpus": os.cpu_count()}
+               "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     write_result("time_to_accuracy", payload, table, opts.results_dir)
     return table
 

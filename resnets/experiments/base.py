@@ -68,8 +68,9 @@ BUDGETS: dict[str, Budget] = {
         "has bfloat16 arithmetic",
         # Without a warm-up, lr 0.1 from the first step sends the deep nets' loss up (ResNet-44: 3.5
         # after 50 iterations) and a 600-iteration run never recovers the lost ground: ResNet-56 ended
-        # 6.9 points above ResNet-20 in training error. The paper warms up its 110-layer net for the
-        # same reason (Sec. 4.2); a run 100x shorter than the paper's needs it at every depth.
+        # 6.9 points above ResNet-20 in training error (float32, measured before the warm-up). The
+        # paper warms up its 110-layer net for the same reason (Sec. 4.2); a run 100x shorter than
+        # the paper's needs it at every depth.
         warmup_fraction=1 / 6,
     ),
     "paper": Budget(
@@ -85,9 +86,10 @@ BUDGETS: dict[str, Budget] = {
 DEFAULT_BUDGET = "cpu"
 
 # Every cpu-budget run trains this long, so experiments that need the same network share one run
-# (ResNet-20..56 and plain-20..56 serve degradation, depth, shortcuts, responses, lesion and the
-# original unit of identity-mappings). Idle, in bfloat16, a step at batch 128 takes ~0.11 s and
-# ~0.30 s for 20 and 56 layers, so the 8 nets of degradation take ~25 minutes at this length.
+# (plain-20..56 serve degradation, responses, lesion and shortcuts; the paper-init ResNet-20..56
+# serve depth, responses, lesion, shortcuts and identity-mappings' original unit). Idle, in
+# bfloat16, a step at batch 128 takes ~0.11 s and ~0.30 s for 20 and 56 layers, so the 8 nets of
+# degradation take ~25 minutes at this length.
 CPU_ITERATIONS = 900
 
 

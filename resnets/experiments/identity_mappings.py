@@ -28,7 +28,7 @@ from .base import (
 from .paper_numbers import FAIL_THRESHOLD, SHORTCUT_KINDS_TABLE1, UNITS_TABLE2
 
 # (depth, iterations, recipe): the paper's ResNet-110 with its warm-up recipe; ResNet-20 on the CPU
-# (~0.17 s per iteration here, 10 variants ~17 minutes; the original unit is degradation's ResNet-20).
+# (10 variants ~19 minutes here; the original unit is depth's ResNet-20).
 PLANS: dict[str, tuple[int, int | None, str | None]] = {
     "smoke": (8, 4, None),
     "cpu": (20, CPU_ITERATIONS, None),
