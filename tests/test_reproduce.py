@@ -359,3 +359,19 @@ def test_responses_finding_words_follow_the_numbers(resnet56, words, shows):
     assert words in finding
     assert verdict is shows  # every ResNet weaker than its plain net of the same depth
     assert comparisons["56"]["layers_weaker"] == (1.0 if shows else 0.0)
+
+
+@pytest.mark.parametrize("error110, words, shows", [
+    (8.0, "2.00 points in favour of depth", True),
+    (12.0, "2.00 points against depth", False),
+])
+def test_depth_finding_says_which_way_depth_went(error110, words, shows):
+    from resnets.experiments.depth import Depth
+
+    depths, errors = [20, 56, 110], [10.0, 9.0, error110]
+    specs = [(d, RunSpec(f"r{d}", f"ResNet-{d}", "paper-cifar", {"model": f"resnet{d}", "test_subset": 2000}))
+             for d in depths]
+    runs = {spec.name: _record(spec.label, _rows(5.0, e)) for (_, spec), e in zip(specs, errors, strict=True)}
+    text, verdict, summary = Depth._finding(runs, specs, depths, errors, 0.01)
+    assert words in text and verdict is shows
+    assert summary["gain_shallowest_to_deepest"] == pytest.approx(10.0 - error110)
