@@ -74,6 +74,7 @@ class BenchOptions:
     data_dir: str | None = None  # Fashion-MNIST (default: the project's search path)
     checkpoint: str | None = None  # a trained Fashion-MNIST run for the int8 accuracy check
     time_cap: float = 1800.0  # seconds each contender of the time-to-accuracy benchmark may train
+    peer_time_cap: float | None = None  # the peer's cap in time_to_accuracy (None: time_cap)
     recipe_set: tuple[str, ...] = ()  # KEY=VALUE changes to ours' fast-cpu recipe (to try a setting)
     long_epochs: int = 16  # time_to_accuracy: epochs of ours' longer fast-cpu run for 94% (0: skip it)
     results_dir: Path = RESULTS_DIR
