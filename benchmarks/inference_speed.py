@@ -6,6 +6,11 @@ with its latency hint. Ours: ``resnets.inference.optimize_for_inference`` on res
 holding the same weights, one contender per backend, and the opt-in int8 path (calibrated on
 random images here: only its speed is measured; its accuracy is ``int8``'s benchmark).
 Every contender's logits are compared with torchvision eager's (max abs diff).
+
+The float32 ceiling: batch-1 latency is compute-bound, so each contender's rate (the network's
+FLOPs, counted by ``FlopCounterMode``, per second) is set beside the fastest float32 kernels of each
+library measured in the same run: MKL's sgemm (torch.matmul), ONNX Runtime's MatMul (MLAS) and a
+oneDNN 3x3 convolution (torch, channels_last), to show how far any float32 path could go.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 from .harness import BenchOptions, Comparison, alternate, markdown_table, write_result
+from .utilisation import gemm_gflops
 
 PEER = "torchvision eager"
 
@@ -95,6 +102,54 @@ def _calibrate_bn(model: torch.nn.Module, size: int) -> None:
     model.eval()
 
 
+def model_flops(model: torch.nn.Module, x: Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def ort_matmul_gflops(n: int, repeat: int) -> float:
+    """ONNX Runtime's float32 MatMul (its MLAS kernels, chosen by CPUID) of n x n by n x n."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "ab"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", inputs,
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {"a": torch.randn(n, n).numpy(), "b": torch.randn(n, n).numpy()}
+    session.run(None, feed)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        session.run(None, feed)
+    return 2 * n**3 * repeat / (time.perf_counter() - t0) / 1e9
+
+
+def onednn_conv_gflops(repeat: int, batch: int = 32, channels: int = 256, size: int = 28) -> float:
+    """A 3x3 float32 convolution through oneDNN (torch, channels_last): ResNet-50's commonest kind."""
+    x = torch.randn(batch, channels, size, size).to(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.nn.functional.conv2d(x, w, padding=1)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            torch.nn.functional.conv2d(x, w, padding=1)
+        seconds = time.perf_counter() - t0
+    return 2 * batch * size * size * channels * channels * 9 * repeat / seconds / 1e9
+
+
+def float32_ceiling(opts: BenchOptions) -> Comparison:
+    n = opts.scale(2048, 256)
+    kernels = {f"MKL sgemm {n}x{n} (torch.matmul)": lambda: gemm_gflops(n, opts.scale(10, 2)),
+               f"ONNX Runtime MatMul {n}x{n} (MLAS)": lambda: ort_matmul_gflops(n, opts.scale(10, 2)),
+               "oneDNN conv 3x3, 256 ch, 28x28, batch 32 (torch channels_last)":
+                   lambda: onednn_conv_gflops(opts.scale(5, 1), batch=opts.scale(32, 2))}
+    return alternate(kernels, opts.rounds, Comparison("float32 GFLOP/s", higher_is_better=True))
+
+
 def latency(fn: Callable[[Tensor], Tensor], x: Tensor, repeat: int) -> float:
     """Median milliseconds of one call."""
     times = []
@@ -123,16 +178,30 @@ def run(opts: BenchOptions) -> str:
     thr = alternate({n: (lambda f=f: batch / latency(f, xb, opts.scale(3, 2)) * 1000)
                      for n, f in runs.items()},
                     opts.rounds, Comparison(f"batch-{batch} images/s", higher_is_better=True))
-    rows = [[name, lat.median(name), lat.median(name) / lat.median(PEER), thr.median(name),
-             thr.ratio(name, PEER), f"{diffs[name]:.2g}" if "int8" not in name else f"({diffs[name]:.2g})"]
+    import torchvision
+
+    flops = model_flops(torchvision.models.resnet50().eval(), x1)
+    ceiling = float32_ceiling(opts)
+    rows = [[name, lat.median(name), lat.median(name) / lat.median(PEER), flops / lat.median(name) / 1e6,
+             thr.median(name), thr.ratio(name, PEER),
+             f"{diffs[name]:.2g}" if "int8" not in name else f"({diffs[name]:.2g})"]
             for name in runs]
+    half = 2 * flops / lat.median(PEER) / 1e6  # the rate batch-1 latency at 0.5x the peer's needs
+    fastest = max(ceiling.median(k) for k in ceiling.values)
     table = (f"ResNet-50 inference, {size}x{size}, {torch.get_num_threads()} threads, {opts.rounds} "
              f"alternating rounds, medians. Latency ratio: ours/peer (lower is better); "
-             f"throughput: x the peer.\n\n"
-             + markdown_table(["contender", "batch-1 ms", f"x {PEER} latency", f"batch-{batch} img/s",
-                               f"x {PEER} throughput", "max abs logit diff"], rows)
-             + "\n\nint8 logits differ by design (quantisation); its accuracy change is the int8 benchmark.")
+             f"throughput: x the peer; GFLOP/s = the network's {flops / 1e9:.2f} GFLOP per image "
+             f"/ latency.\n\n"
+             + markdown_table(["contender", "batch-1 ms", f"x {PEER} latency", "batch-1 GFLOP/s",
+                               f"batch-{batch} img/s", f"x {PEER} throughput", "max abs logit diff"], rows)
+             + "\n\nint8 logits differ by design (quantisation); its accuracy change is the int8 benchmark."
+             + f"\n\nThe float32 ceiling: batch-1 latency at 0.5x {PEER} needs {half:.0f} GFLOP/s; the "
+             f"fastest float32 kernel measured here reaches {fastest:.0f}.\n\n"
+             + markdown_table(["float32 kernel", "GFLOP/s"],
+                              [[kernel, ceiling.median(kernel)] for kernel in ceiling.values]))
     payload = {"image_size": size, "batch": batch, "latency": lat.to_dict(), "throughput": thr.to_dict(),
-               "max_abs_diff_vs_eager": diffs, "flags": flags, "quick": opts.quick}
+               "max_abs_diff_vs_eager": diffs, "flags": flags, "quick": opts.quick,
+               "flops_per_image": flops, "float32_ceiling": ceiling.to_dict(),
+               "gflops_needed_for_half_latency": half}
     write_result("inference", payload, table, opts.results_dir)
     return table
