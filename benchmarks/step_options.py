@@ -102,7 +102,8 @@ def run(opts: BenchOptions, configs: list[str] | None = None) -> str:
     base = specs[0]
     rows = [[spec, comparison.median(spec), comparison.ratio(spec, base), max(comparison.values[spec]),
              max(comparison.values[spec]) / max(comparison.values[base]), compile_s[spec]] for spec in specs]
-    table = ("resnet20 training step, synthetic 28x28 batches, "
+    models = ", ".join(sorted({f"{c.model} at {c.image_size}x{c.image_size}" for c in parsed.values()}))
+    table = (f"Training step ({models}), synthetic batches, "
              f"{opts.rounds} alternating rounds of {images} images per setting, medians and best rounds\n\n"
              + markdown_table(["setting", "images/s", f"x vs {base}", "best round img/s", "x (best rounds)",
                                "warm-up s"], rows))
