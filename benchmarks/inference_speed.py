@@ -142,11 +142,11 @@ def onednn_conv_gflops(repeat: int, batch: int = 32, channels: int = 256, size: 
 
 
 def float32_ceiling(opts: BenchOptions) -> Comparison:
-    n = opts.scale(2048, 256)
+    n, batch = opts.scale(2048, 256), opts.scale(32, 2)
     kernels = {f"MKL sgemm {n}x{n} (torch.matmul)": lambda: gemm_gflops(n, opts.scale(10, 2)),
                f"ONNX Runtime MatMul {n}x{n} (MLAS)": lambda: ort_matmul_gflops(n, opts.scale(10, 2)),
-               "oneDNN conv 3x3, 256 ch, 28x28, batch 32 (torch channels_last)":
-                   lambda: onednn_conv_gflops(opts.scale(5, 1), batch=opts.scale(32, 2))}
+               f"oneDNN conv 3x3, 256 ch, 28x28, batch {batch} (torch channels_last)":
+                   lambda: onednn_conv_gflops(opts.scale(5, 1), batch=batch)}
     return alternate(kernels, opts.rounds, Comparison("float32 GFLOP/s", higher_is_better=True))
 
 
@@ -162,6 +162,8 @@ def latency(fn: Callable[[Tensor], Tensor], x: Tensor, repeat: int) -> float:
 
 
 def run(opts: BenchOptions) -> str:
+    import torchvision
+
     size = opts.scale(224, 64)
     batch = opts.scale(32, 4)
     runs, flags, example = contenders(opts, size)
@@ -178,8 +180,6 @@ def run(opts: BenchOptions) -> str:
     thr = alternate({n: (lambda f=f: batch / latency(f, xb, opts.scale(3, 2)) * 1000)
                      for n, f in runs.items()},
                     opts.rounds, Comparison(f"batch-{batch} images/s", higher_is_better=True))
-    import torchvision
-
     flops = model_flops(torchvision.models.resnet50().eval(), x1)
     ceiling = float32_ceiling(opts)
     rows = [[name, lat.median(name), lat.median(name) / lat.median(PEER), flops / lat.median(name) / 1e6,

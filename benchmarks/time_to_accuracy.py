@@ -112,7 +112,8 @@ def _median(values: list[float | None]) -> float | None:
 
 def run(opts: BenchOptions) -> str:
     cap = min(opts.time_cap, 120.0) if opts.quick else opts.time_cap
-    peer_cap = min(opts.peer_time_cap or opts.time_cap, cap) if opts.quick else (opts.peer_time_cap or cap)
+    peer_cap = opts.peer_time_cap or opts.time_cap
+    peer_cap = min(peer_cap, 120.0) if opts.quick else peer_cap
     ours_opts = dataclasses.replace(opts, time_cap=cap)
     peer_opts = dataclasses.replace(opts, time_cap=peer_cap)
     long = long_set(opts.long_epochs) if opts.long_epochs and not opts.quick else ()
