@@ -24,7 +24,7 @@ EAGER = "float32 eager"
 
 def trained_checkpoint(opts: BenchOptions, folder: Path) -> Path:
     """``opts.checkpoint`` or a run trained now into ``folder``; returns a checkpoint file."""
-    from resnets.train.checkpoint import checkpoint_candidates
+    from resnets.runs import checkpoint_candidates
     from resnets.train.engine import train
     from resnets.train.recipes import RunOptions, TrainConfig, apply_overrides, get_recipe
 
@@ -45,7 +45,7 @@ def run(opts: BenchOptions) -> str:
     from resnets.data import Normalization
     from resnets.data.datasets import load_arrays
     from resnets.inference import optimize_for_inference, quantize_int8
-    from resnets.train.checkpoint import load_model
+    from resnets.checkpoints import load_model
 
     with tempfile.TemporaryDirectory(prefix="resnets-int8-") as tmp:
         path = trained_checkpoint(opts, Path(tmp))

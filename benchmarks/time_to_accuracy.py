@@ -45,7 +45,7 @@ def first_reached(curve: list[tuple[float, float]]) -> dict[str, float | None]:
 def ours_curve(opts: BenchOptions, extra_set: tuple[str, ...] = ()) -> list[tuple[float, float]]:
     """Run ``resnets train --recipe fast-cpu`` (stopped by SIGTERM at the time cap, which makes it save
     and exit); return [(elapsed s, test accuracy %)] per evaluated epoch."""
-    from resnets.train.logging import read_metrics
+    from resnets.runs import read_metrics
 
     with tempfile.TemporaryDirectory(prefix="resnets-tta-") as tmp:
         command = [sys.executable, "-m", "resnets", "train", "--recipe", "fast-cpu", "--output", tmp,

@@ -42,7 +42,7 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
 def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions) -> float:
     """One short ``engine.train`` run; images/s over the logged windows after ``warmup`` steps."""
     from resnets.train.engine import train
-    from resnets.train.logging import read_steps
+    from resnets.runs import read_steps
     from resnets.train.recipes import RunOptions, TrainConfig
 
     recipe = fast_recipe(model, warmup + steps, opts)

@@ -1,26 +1,29 @@
 """The ``resnets`` command: argparse subcommands, one module each under ``resnets.commands``.
 
-Each command module exposes ``configure(parser)`` (cheap: no torch import) and
-``run(args) -> int``. User errors (``ResnetsError``) print one clear line and exit 2.
+Each command module exposes ``configure(parser)`` and ``run(args) -> int``. User errors
+(``ResnetsError``) print one clear line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-# name -> (module under resnets.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train", "train a model (default: resnet20 on Fashion-MNIST, fast-cpu recipe)"),
-    "eval": ("evaluate", "evaluate a checkpoint: top-1/top-5 error, 10-crop and multi-scale testing"),
-    "predict": ("predict", "top-5 classes of images with a trained checkpoint"),
-    "summary": ("summary", "per-stage parameters and multiply-adds of a model (paper Table 1)"),
-    "reproduce": ("reproduce", "reproduce a paper's experiment as figures and tables"),
-    "export": ("export", "export a checkpoint to ONNX or torch.export (.pt2), optionally BN-folded"),
-    "import-weights": ("import_weights", "convert torchvision/timm weights into a resnets weights file"),
-    "models": ("models", "list the registered model names"),
+from .commands import evaluate, export, import_weights, models, predict, reproduce, summary, train
+from .errors import ResnetsError
+
+# name -> (its module, one-line help)
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "train": (train, "train a model (default: resnet20 on Fashion-MNIST, fast-cpu recipe)"),
+    "eval": (evaluate, "evaluate a checkpoint: top-1/top-5 error, 10-crop and multi-scale testing"),
+    "predict": (predict, "top-5 classes of images with a trained checkpoint"),
+    "summary": (summary, "per-stage parameters and multiply-adds of a model (paper Table 1)"),
+    "reproduce": (reproduce, "reproduce a paper's experiment as figures and tables"),
+    "export": (export, "export a checkpoint to ONNX or torch.export (.pt2), optionally BN-folded"),
+    "import-weights": (import_weights, "convert torchvision/timm weights into a resnets weights file"),
+    "models": (models, "list the registered model names"),
 }
 
 
@@ -28,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnets", description="Deep Residual Networks: train, evaluate, "
                                      "reproduce the papers, export.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"resnets.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"resnets.commands.{module_name}":
-                raise
-            continue  # command not built yet
+    for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.configure(p)
         p.set_defaults(_run=module.run)
@@ -47,8 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
-    from .errors import ResnetsError
-
     try:
         return int(args._run(args) or 0)
     except ResnetsError as exc:

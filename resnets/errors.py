@@ -42,3 +42,9 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     listing = ", ".join(choices) if len(choices) <= 40 else ", ".join(choices[:40]) + ", ..."
     return ConfigError(f"unknown {kind} {name!r}.{hint} Known {kind}s: {listing}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's multi-line text cut to what says why)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

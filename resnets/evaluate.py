@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
 
 from .errors import ConfigError, DataError
 
@@ -74,8 +74,6 @@ def flip_logits(model: nn.Module, images: Tensor) -> Tensor:
 
 def resize_shorter_side(images: Tensor, size: int) -> Tensor:
     """Resize a batch (B x C x H x W) so that its shorter side is ``size`` (bilinear, antialiased)."""
-    from torchvision.transforms.v2 import functional as TF
-
     if min(images.shape[-2:]) == size:
         return images
     return TF.resize(images, [size], antialias=True)
@@ -89,8 +87,6 @@ def ten_crop_logits(model: nn.Module, images: Tensor, *, resize: int = PAPER_RES
     kept; its four corner and centre ``crop`` x ``crop`` crops and their horizontal flips go
     through the model, and their softmax scores are averaged.
     """
-    from torchvision.transforms.v2 import functional as TF
-
     if crop > resize:
         raise ConfigError(f"10-crop: crop size {crop} is larger than the resized shorter side {resize}")
     square = TF.center_crop(resize_shorter_side(images, resize), [resize, resize])
@@ -213,33 +209,3 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, tta: 
     if confusion:
         result["confusion"] = matrix
     return result
-
-
-def save_confusion_matrix(confusion: Tensor, classes: Sequence[str], path: str | os.PathLike,
-                          *, title: str = "") -> None:
-    """A confusion-matrix PNG (rows: true class, columns: predicted; colours: row-normalised)."""
-    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
-
-    from .train.checkpoint import write_atomic
-
-    counts = confusion.double()
-    rates = (counts / counts.sum(dim=1, keepdim=True).clamp_min(1)).numpy()
-    n = len(classes)
-    size = min(4 + 0.45 * n, 30)
-    fig = Figure(figsize=(size, size * 0.9))
-    ax = fig.add_subplot()
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
-    if n <= 40:  # beyond that the labels overlap and say nothing
-        ax.set_xticks(range(n), labels=classes, rotation=90)
-        ax.set_yticks(range(n), labels=classes)
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title or "confusion matrix")
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .errors import ResnetsError
-from .train.checkpoint import write_atomic
-from .weights import _first_line
+from .errors import ResnetsError, first_line
+from .io import write_atomic, write_bytes
 
 _CONV_OPS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
 _BN_OPS = {torch.ops.aten.batch_norm.default, torch.ops.aten._native_batch_norm_legit_no_training.default}
@@ -43,7 +43,7 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
         graph = torch.export.export(model.eval(), (example.to(device),)).graph  # eval: BN as an affine map
     except Exception as exc:
         raise ResnetsError(f"cannot fold BatchNorm in {type(model).__name__}: torch.export failed "
-                           f"({_first_line(exc)}); export without --fold-bn") from None
+                           f"({first_line(exc)}); export without --fold-bn") from None
     finally:
         model.train(was_training)
     modules = dict(model.named_modules())
@@ -93,8 +93,6 @@ def fold_bn(model: nn.Module, *, inplace: bool = False, example: Tensor | None =
     the unfolded model's in eval mode (to float rounding). BNs that cannot fold (see
     ``conv_bn_pairs``) are left as they are. Returns a copy unless ``inplace``.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     for conv_name, bn_name in conv_bn_pairs(model, example):
@@ -128,7 +126,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
                               output_names=["logits"], dynamic_shapes=({0: "batch"},),
                               external_data=False, verbose=False)
         except Exception as exc:
-            raise ResnetsError(f"ONNX export of {type(model).__name__} failed: {_first_line(exc)}; "
+            raise ResnetsError(f"ONNX export of {type(model).__name__} failed: {first_line(exc)}; "
                                "--format pt2 may still work") from None
         diffs.append(onnx_max_abs_diff(tmp, model, _check_batch(example)))
         if not diffs[0] <= tolerance:
@@ -141,7 +139,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
 
 def onnx_max_abs_diff(onnx_path: str | os.PathLike, model: nn.Module, images: Tensor) -> float:
     """Max absolute difference between onnxruntime's output on ``images`` and the eager model's."""
-    import onnxruntime
+    import onnxruntime  # optional extra ('resnets[export]'), imported only to check an export
 
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -165,14 +163,14 @@ def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
     try:
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:
-        raise ResnetsError(f"torch.export of {type(model).__name__} failed: {_first_line(exc)}") from None
+        raise ResnetsError(f"torch.export of {type(model).__name__} failed: {first_line(exc)}") from None
     buffer = io.BytesIO()  # torch.export.save wants a buffer or a name ending in .pt2, not a temp name
     torch.export.save(program, buffer)
     diff = pt2_max_abs_diff(io.BytesIO(buffer.getvalue()), model, _check_batch(example))
     if not diff <= tolerance:
         raise ResnetsError(f"reloaded .pt2 program differs from PyTorch by {diff:.3g} "
                            f"(allowed {tolerance:g}); not written to {path}")
-    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    write_bytes(path, buffer.getvalue())
     return diff
 
 

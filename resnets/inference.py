@@ -20,6 +20,7 @@ for ResNets with per-channel weight scales, but not zero).
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
@@ -29,7 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError, ResnetsError
+from .errors import ConfigError, ResnetsError, unknown_name
+from .export import export_onnx, fold_bn
+from .io import write_bytes
 
 BACKENDS = ("onnxruntime", "openvino", "compile", "eager")
 DEFAULT_BACKEND = "onnxruntime"
@@ -63,9 +66,6 @@ def optimize_for_inference(model: nn.Module, example: Tensor, *, backend: str = 
     Runtime and OpenVINO; default: torch's thread count) sets the intra-op threads. The model
     itself is not changed (folding works on a copy).
     """
-    from .errors import unknown_name
-    from .export import fold_bn
-
     if backend not in BACKENDS:
         raise unknown_name("inference backend", backend, BACKENDS)
     _check_example(example)
@@ -109,13 +109,11 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor] | Tensor, *, f
     int8 kernels, the portable form) or "qoperator" (QLinearConv and friends). ``path`` also
     writes the quantized model there. Accuracy changes a little: measure it on the task.
     """
-    try:
+    try:  # onnxruntime is an optional extra ('resnets[export]'), imported only when asked for
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     except ImportError as exc:
         raise ResnetsError(f"int8 inference needs onnxruntime ({exc}); "
                            "pip install 'resnets[export]'") from None
-    from .export import fold_bn
-    from .train.checkpoint import write_atomic
 
     if fmt not in INT8_FORMATS:
         raise ConfigError(f"int8 format {fmt!r} is not one of {', '.join(INT8_FORMATS)}")
@@ -138,7 +136,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor] | Tensor, *, f
         )
         data = int8_path.read_bytes()
     if path is not None:
-        write_atomic(path, lambda t: t.write_bytes(data))
+        write_bytes(path, data)
     flags = {"backend": "onnxruntime", "fold_bn": True, "dtype": "int8", "int8_format": fmt,
              "per_channel": per_channel, "activations": "uint8", "weights": "int8", "calibration": "minmax",
              "calibration_images": sum(len(b) for b in batches)}
@@ -159,8 +157,6 @@ def max_abs_diff(fast: Callable[[Tensor], Tensor], model: nn.Module, images: Ten
 # -- backends ------------------------------------------------------------------------------------
 def _onnx_bytes(model: nn.Module, example: Tensor) -> bytes:
     """ONNX (dynamic batch) of ``model``, checked against it in ONNX Runtime by export_onnx."""
-    from .export import export_onnx
-
     with tempfile.TemporaryDirectory(prefix="resnets-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(model, path, example[:1].cpu())
@@ -168,7 +164,7 @@ def _onnx_bytes(model: nn.Module, example: Tensor) -> bytes:
 
 
 def _onnxruntime_model(onnx_model: bytes, threads: int, flags: dict[str, Any]) -> FastModel:
-    try:
+    try:  # optional extra, imported only for this backend
         import onnxruntime as ort
     except ImportError as exc:
         raise ResnetsError(f"the onnxruntime backend needs onnxruntime ({exc}); "
@@ -191,7 +187,7 @@ def _onnxruntime_model(onnx_model: bytes, threads: int, flags: dict[str, Any]) -
 
 
 def _openvino_model(model: nn.Module, example: Tensor, threads: int, flags: dict[str, Any]) -> FastModel:
-    try:
+    try:  # optional ('resnets[bench]'), imported only for this backend
         import openvino as ov
     except ImportError as exc:
         raise ResnetsError(f"the openvino backend needs OpenVINO ({exc}); pip install 'resnets[bench]' "
@@ -242,6 +238,4 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).cpu() if _device_of(model).type != "cpu" else model

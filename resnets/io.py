@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
@@ -55,8 +56,6 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                      metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
-
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 

@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
-from .errors import CheckpointError, ResnetsError
-from .train.checkpoint import clean_state_dict, ema_model_weights, write_atomic
+from .checkpoints import clean_state_dict, ema_model_weights
+from .errors import CheckpointError, ResnetsError, first_line
+from .io import save_safetensors
+from .models.registry import model_spec
 
 WEIGHTS_FORMAT = "resnets-weights"
 # Wrappers other tools put around a state dict: resnets/timm train checkpoints ("state_dict"),
@@ -66,7 +70,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any failure here means the file is not a readable weights file
             raise CheckpointError(
-                f"cannot read weights file {path}: {_first_line(exc)}. It must be a PyTorch state dict "
+                f"cannot read weights file {path}: {first_line(exc)}. It must be a PyTorch state dict "
                 "(.pth/.pt saved with torch.save, loadable with weights_only=True) or a .safetensors file; "
                 "the file may be truncated or of another kind."
             ) from None
@@ -120,8 +124,6 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
     The file's metadata holds ``format`` and, for a model of the zoo, its ``model`` spec
     (JSON), so that the weights say which architecture they belong to.
     """
-    from safetensors.torch import save_file
-
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     meta = {"format": WEIGHTS_FORMAT}
@@ -131,31 +133,27 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
             meta["model"] = json.dumps(spec)
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return save_safetensors(tensors, path, metadata=meta)
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file (on CPU); ``CheckpointError`` if it is not one."""
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path), device="cpu")
     except FileNotFoundError:
         raise CheckpointError(f"weights file {path} does not exist") from None
     except Exception as exc:
-        raise CheckpointError(f"cannot read safetensors file {path}: {_first_line(exc)} "
+        raise CheckpointError(f"cannot read safetensors file {path}: {first_line(exc)} "
                               "(truncated, or not a safetensors file)") from None
 
 
 def load_weights_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata stored in a safetensors file (``format``, ``model`` spec as JSON ...)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as exc:
-        raise CheckpointError(f"cannot read safetensors file {path}: {_first_line(exc)}") from None
+        raise CheckpointError(f"cannot read safetensors file {path}: {first_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,13 +276,7 @@ def _more(items: list) -> str:
 
 def _model_spec_or_none(model: nn.Module) -> dict | None:
     try:
-        from .models.registry import model_spec
-
         return model_spec(model)
     except ResnetsError:  # a model built outside the zoo has no spec
         return None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

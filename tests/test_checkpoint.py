@@ -5,10 +5,11 @@ import random
 import pytest
 import torch
 
-from resnets import create_model
+from resnets import checkpoints as ck
+from resnets import create_model, io, runs
 from resnets.errors import CheckpointError
 from resnets.models.registry import model_spec
-from resnets.train import checkpoint as ck
+from resnets.train import state
 
 
 def _ckpt(model, **extra):
@@ -28,41 +29,41 @@ class _Unpicklable:
 
 def test_save_atomic_never_leaves_a_partial_file(tmp_path):
     path = tmp_path / "c.pt"
-    ck.save_atomic({"a": torch.ones(3)}, path)
+    io.save_torch({"a": torch.ones(3)}, path)
     with pytest.raises(RuntimeError, match="boom"):
-        ck.save_atomic({"a": torch.zeros(3), "b": _Unpicklable()}, path)
+        io.save_torch({"a": torch.zeros(3), "b": _Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))  # old file intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temp file left behind
 
 
 def test_write_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path):
     path = tmp_path / "report.json"
-    ck.write_atomic(path, lambda tmp: tmp.write_text("old"))
+    io.write_atomic(path, lambda tmp: tmp.write_text("old"))
 
     def failing(tmp):
         tmp.write_text("half")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        ck.write_atomic(path, failing)
+        io.write_atomic(path, failing)
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
 
 def test_rotation_keeps_the_last_k(tmp_path):
     for i in range(4):
-        ck.save_rotating({"i": i}, tmp_path, keep=2)
+        runs.RunFolder(tmp_path).save_checkpoint({"i": i}, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last-1.pt", "last.pt"]
     assert torch.load(tmp_path / "last.pt", weights_only=True)["i"] == 3
     assert torch.load(tmp_path / "last-1.pt", weights_only=True)["i"] == 2
-    ck.save_rotating({"i": 4}, tmp_path, keep=1)  # a smaller keep removes the extra files
+    runs.RunFolder(tmp_path).save_checkpoint({"i": 4}, keep=1)  # a smaller keep removes the extra files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_best_is_a_link_that_survives_rotation(tmp_path):
-    ck.save_rotating({"i": 0}, tmp_path, keep=2)
-    ck.link_atomic(tmp_path / "last.pt", tmp_path / "best.pt")
-    ck.save_rotating({"i": 1}, tmp_path, keep=2)
-    ck.save_rotating({"i": 2}, tmp_path, keep=2)
+    runs.RunFolder(tmp_path).save_checkpoint({"i": 0}, keep=2)
+    io.link_atomic(tmp_path / "last.pt", tmp_path / "best.pt")
+    runs.RunFolder(tmp_path).save_checkpoint({"i": 1}, keep=2)
+    runs.RunFolder(tmp_path).save_checkpoint({"i": 2}, keep=2)
     assert torch.load(tmp_path / "best.pt", weights_only=True)["i"] == 0
 
 
@@ -73,7 +74,7 @@ def test_clean_state_dict_strips_ddp_and_compile_prefixes():
 
 def test_load_model_rebuilds_the_architecture_and_weights(tmp_path, model):
     prefixed = {f"module.{k}": v for k, v in model.state_dict().items()}
-    ck.save_atomic(_ckpt(model, state_dict=prefixed), tmp_path / "c.pt")
+    io.save_torch(_ckpt(model, state_dict=prefixed), tmp_path / "c.pt")
     loaded, ckpt = ck.load_model(tmp_path / "c.pt", "cpu")
     assert model_spec(loaded) == model_spec(model) and not loaded.training
     x = torch.randn(2, 1, 28, 28)
@@ -89,14 +90,14 @@ def test_load_model_uses_ema_weights_when_the_run_evaluated_them(tmp_path, model
     with torch.no_grad():
         for p in ema.module.parameters():
             p.add_(1.0)
-    ck.save_atomic(_ckpt(model, ema=ema.state_dict(), eval_weights="ema"), tmp_path / "c.pt")
+    io.save_torch(_ckpt(model, ema=ema.state_dict(), eval_weights="ema"), tmp_path / "c.pt")
     loaded, _ = ck.load_model(tmp_path / "c.pt")
     torch.testing.assert_close(loaded.fc.weight, model.fc.weight + 1)
 
 
 def test_truncated_file_is_a_clear_error(tmp_path, model):
     path = tmp_path / "c.pt"
-    ck.save_atomic(_ckpt(model), path)
+    io.save_torch(_ckpt(model), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
@@ -124,21 +125,21 @@ def test_another_models_weights_list_the_mismatch(model):
 
 
 def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path, model):
-    ck.save_rotating(_ckpt(model, iteration=1), tmp_path, keep=2)
-    ck.save_rotating(_ckpt(model, iteration=2), tmp_path, keep=2)
+    runs.RunFolder(tmp_path).save_checkpoint(_ckpt(model, iteration=1), keep=2)
+    runs.RunFolder(tmp_path).save_checkpoint(_ckpt(model, iteration=2), keep=2)
     (tmp_path / "last.pt").write_bytes(b"\x00" * 100)  # the newest one got damaged
     messages = []
-    path, ckpt = ck.load_for_resume(tmp_path, log=messages.append)
+    path, ckpt = runs.load_for_resume(tmp_path, log=messages.append)
     assert path.name == "last-1.pt" and ckpt["iteration"] == 1
     assert len(messages) == 1 and "last.pt" in messages[0] and "falling back" in messages[0]
     (tmp_path / "last-1.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
-        ck.load_for_resume(tmp_path, log=messages.append)
+        runs.load_for_resume(tmp_path, log=messages.append)
     with pytest.raises(CheckpointError, match="no such file or folder"):
-        ck.load_for_resume(tmp_path / "missing")
+        runs.load_for_resume(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        ck.load_for_resume(tmp_path / "empty")
+        runs.load_for_resume(tmp_path / "empty")
 
 
 def test_all_finite():
@@ -150,10 +151,10 @@ def test_all_finite():
 def test_rng_state_round_trips_through_a_safe_load(tmp_path):
     import numpy as np
 
-    ck.save_atomic({"rng": ck.rng_state({"generator": torch.Generator().manual_seed(3).get_state()})},
+    io.save_torch({"rng": state.rng_state({"generator": torch.Generator().manual_seed(3).get_state()})},
                    tmp_path / "r.pt")
     expected = (torch.rand(3), np.random.rand(3), random.random())
-    loader = ck.set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True)["rng"])
+    loader = state.set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True)["rng"])
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
     assert isinstance(loader["generator"], torch.Tensor)

@@ -21,11 +21,11 @@ from resnets.evaluate import (
     mean_of_softmax,
     multiscale_logits,
     per_class_accuracy,
-    save_confusion_matrix,
     ten_crop_logits,
     topk_correct,
     topk_errors,
 )
+from resnets.plots import confusion_matrix_figure as save_confusion_matrix
 
 
 @pytest.fixture(scope="module")

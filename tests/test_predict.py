@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from resnets.checkpoints import load_model
 from tiny_run import run_cli, trained_run
 
 from resnets.data import preprocess_image
-from resnets.train.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")

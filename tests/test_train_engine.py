@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
+from resnets import checkpoints as ck
 from resnets.cli import main
-from resnets.train import checkpoint as ck
 
 # An 8-layer 6n+2 net: every code path of resnet20 at a third of the cost.
 TINY = ["--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}',
@@ -137,12 +137,9 @@ def test_out_of_memory_suggests_a_smaller_batch(monkeypatch):
         def forward(self, x):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    loop = engine.Loop(model=Exploding(), raw=Exploding(), optimizer=None, schedule=None, scaler=None,
-                       ema=None, device=torch.device("cpu"), amp_dtype=None, channels_last=False,
-                       label_smoothing=0.0, freeze_bn=False, max_iterations=1, log_every=1,
-                       stop=engine.StopRequest(), log=None, progress=None)
     with pytest.raises(ResnetsError, match="smaller --batch-size .e.g. 16"):
-        engine.train_step(loop, torch.zeros(32, 1, 8, 8), torch.zeros(32, dtype=torch.long), 0)
+        with engine.explained_failures(torch.device("cpu"), 32):
+            Exploding()(torch.zeros(32, 1, 8, 8))
 
 
 def test_a_new_run_refuses_an_output_folder_holding_another_run(finished_run, capsys):

@@ -4,11 +4,12 @@ import io
 import json
 
 from resnets.plots import training_curves
-from resnets.train.logging import MetricsLog, Progress, read_metrics, read_steps, summary_lines
+from resnets.runs import RunFolder, read_metrics, read_steps
+from resnets.train.logging import MetricsLog, Progress, summary_lines
 
 
 def test_metrics_log_writes_csv_and_jsonl_and_trims_on_resume(tmp_path):
-    log = MetricsLog(tmp_path)
+    log = MetricsLog(RunFolder(tmp_path))
     for epoch in (1, 2, 3):
         log.log_epoch({"epoch": epoch, "iteration": 10 * epoch, "lr": 0.1, "train_loss": 1.0 / epoch,
                        "train_error": 50.0, "test_error": 40.0 - epoch, "images_per_s": 100.0,
@@ -20,11 +21,11 @@ def test_metrics_log_writes_csv_and_jsonl_and_trims_on_resume(tmp_path):
     assert rows[2]["test_error"] == 37.0 and "not_a_column" not in rows[0]
 
     # resuming from the epoch-2 checkpoint drops what came after it
-    MetricsLog(tmp_path, resume_epoch=2, resume_iteration=20)
+    MetricsLog(RunFolder(tmp_path), resume_epoch=2, resume_iteration=20)
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1, 2]
     assert max(s["iteration"] for s in read_steps(tmp_path / "steps.jsonl")) <= 20
     # a fresh run in the same folder starts new files
-    MetricsLog(tmp_path)
+    MetricsLog(RunFolder(tmp_path))
     assert read_metrics(tmp_path / "metrics.csv") == [] and read_steps(tmp_path / "steps.jsonl") == []
 
 

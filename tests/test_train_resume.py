@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
+from resnets import checkpoints as ck
 from resnets.cli import main
-from resnets.train import checkpoint as ck
 
 # An 8-layer 6n+2 net: every code path of resnet20 at a third of the cost.
 TINY = ["--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}',

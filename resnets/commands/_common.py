@@ -20,20 +20,3 @@ def parse_set_args(items: Sequence[str] | None) -> dict[str, str]:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         out[key.replace("-", "_")] = value.strip()
     return out
-
-
-def parse_literal(value: str):
-    """A --set value as Python would read it: int, float, bool, None, or the string itself."""
-    lowered = value.lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if lowered in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value

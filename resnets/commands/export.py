@@ -8,6 +8,13 @@ dimension is dynamic in both. ``--fold-bn`` folds BatchNorm into the convolution
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import load_model
+from ..errors import ConfigError
+from ..export import conv_bn_pairs, export_onnx, export_pt2, fold_bn
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from ..errors import ConfigError
-    from ..export import conv_bn_pairs, export_onnx, export_pt2, fold_bn
-    from ..train.checkpoint import load_model
-
     model, ckpt = load_model(args.checkpoint, "cpu")
     size = args.input_size or _checkpoint_input_size(ckpt, model)
     if size is None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from .. import create_model
+from ..errors import ConfigError
+from ..weights import load_weights_into, read_state_dict, save_weights
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="state dict from torchvision or timm (.pth, .pt, .bin, "
@@ -23,10 +27,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import create_model
-    from ..errors import ConfigError
-    from ..weights import load_weights_into, read_state_dict, save_weights
-
     for flag in ("num_classes", "in_chans"):
         value = getattr(args, flag)
         if value is not None and value < 1:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import unknown_name
+from ..models import list_models
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "examples: resnets models | resnets models 'resnet*' | resnets models '*preact*'"
@@ -12,9 +15,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import unknown_name
-    from ..models import list_models
-
     pattern = args.pattern
     if pattern is not None and not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"

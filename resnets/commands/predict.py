@@ -7,6 +7,14 @@ evaluation data was (channels, size, normalisation come from the checkpoint's da
 from __future__ import annotations
 
 import argparse
+import json
+
+import torch
+
+from ..checkpoints import load_model
+from ..data import load_image, preprocess_image
+from ..errors import CheckpointError, ConfigError
+from ..runtime import select_device
 
 _CHUNK = 64  # images per forward pass
 
@@ -21,15 +29,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    import torch
-
-    from ..data import load_image, preprocess_image
-    from ..errors import CheckpointError, ConfigError
-    from ..runtime import select_device
-    from ..train.checkpoint import load_model
-
     if args.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {args.topk}")
     device = select_device(args.device)

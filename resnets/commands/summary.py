@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from ._common import parse_literal, parse_set_args
+from ..errors import ConfigError
+from ..summary import summary
+from ..train.recipes import parse_literal
+from ._common import parse_set_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,11 +25,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..errors import ConfigError
-    from ..summary import summary
-
     options = {key: parse_literal(value) for key, value in parse_set_args(args.set_items).items()}
     in_chans = args.in_chans
     if in_chans is None and args.input_size is not None:

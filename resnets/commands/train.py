@@ -8,6 +8,15 @@ the ``fast-cpu`` recipe. Under ``torchrun`` the same command trains data-paralle
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
+from pathlib import Path
+
+from ..errors import unknown_name
+from ..runs import load_for_resume
+from ..train.engine import train
+from ..train.recipes import DEFAULT_RECIPE, RunOptions, TrainConfig, apply_overrides, convert, get_recipe
+from ._common import parse_set_args
 
 # flag dest -> Recipe field (flags left at None are not given and leave the recipe's value)
 RECIPE_FLAGS = {
@@ -92,13 +101,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The resolved TrainConfig: recipe (or the resumed run's), then flags, then --set."""
-    import dataclasses
-
-    from ..errors import unknown_name
-    from ..train.checkpoint import load_for_resume
-    from ..train.recipes import DEFAULT_RECIPE, RunOptions, TrainConfig, apply_overrides, get_recipe
-    from ._common import parse_set_args
-
     set_items = parse_set_args(args.set_items)
     given_run = {dest for dest in RUN_FLAGS if getattr(args, dest) is not None}
     run_values = {RUN_FLAGS[dest]: getattr(args, dest) for dest in given_run}
@@ -109,8 +111,6 @@ def build_config(args: argparse.Namespace):
         if key in recipe_fields:
             recipe_sets[key] = value
         elif key in run_fields:
-            from ..train.recipes import convert
-
             run_values[key] = convert(value, _run_field_type(key), key)
         else:
             raise unknown_name("recipe field", key, sorted(recipe_fields | run_fields))
@@ -135,16 +135,10 @@ def build_config(args: argparse.Namespace):
 
 
 def _run_field_type(key: str):
-    import typing
-
-    from ..train.recipes import RunOptions
-
     return typing.get_type_hints(RunOptions)[key]
 
 
 def _resume_folder(resume: str) -> str:
-    from pathlib import Path
-
     path = Path(resume)
     return str(path if path.is_dir() else path.parent)
 
@@ -154,7 +148,6 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
-    from ..train.engine import train
 
     result = train(config)
     if result.get("interrupted"):  # a resumable checkpoint was saved; the shell's code for the signal

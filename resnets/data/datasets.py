@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision import datasets as tv_datasets
 
 from ..errors import DataError, unknown_name
 from . import formats
@@ -248,8 +249,6 @@ def read_split(spec: ArraySpec, folder: Path, split: str, verify: bool = True) -
 
 def download_dataset(spec: ArraySpec, root: Path, verify: bool = True) -> Path:
     """Fetch the dataset through torchvision into ``root/<subdirs[0]>``; nothing lands there unverified."""
-    from torchvision import datasets as tv_datasets
-
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-download-", dir=root))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import v2
 
 from ..errors import DataError
 from .augment import Normalization, pca_lighting_shift
@@ -147,8 +148,6 @@ def train_transform(kind: str, size: int, hflip: bool) -> Callable[[torch.Tensor
     horizontal flip; sizes scale with ``size / 224``. ``rrc``: RandomResizedCrop (Inception-style,
     what timm and torchvision's recipes use) and flip.
     """
-    from torchvision.transforms import v2
-
     flip = [v2.RandomHorizontalFlip()] if hflip else []
     if kind == "paper":
         low, high = round(256 * size / 224), round(480 * size / 224)

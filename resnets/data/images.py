@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
 
 from ..errors import DataError
 from .augment import Normalization
@@ -67,8 +69,6 @@ def pil_to_uint8(image: Image.Image, in_chans: int) -> torch.Tensor:
 def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
     """3 x H x W uint8 RGB of an image file, or a ``DataError`` naming it."""
     if str(path).lower().endswith(_TORCHVISION_FORMATS):
-        from torchvision.io import ImageReadMode, decode_image
-
         try:
             with warnings.catch_warnings():
                 # torchvision 0.29 announces (once per file) that its decoders move to TorchCodec;
@@ -82,8 +82,6 @@ def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
 
 def resize_center_crop(image: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
     """Evaluation geometry: shorter side to ``resize`` (antialiased bilinear), centre ``crop`` square."""
-    from torchvision.transforms.v2 import functional as TF
-
     if min(image.shape[-2:]) != resize:
         image = TF.resize(image, [resize], antialias=True)
     return TF.center_crop(image, [crop, crop])

@@ -9,21 +9,22 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..data import DATASET_NAMES, DataBundle, DataConfig, build_data
 from ..errors import ConfigError, unknown_name
+from ..models.registry import create_model
+from ..weights import load_weights_into
 from .distributed import DistInfo
 from .recipes import Recipe, RunOptions
 
 
 def check_names(recipe: Recipe) -> None:
     """Unknown model, model option or dataset: a ConfigError before any data is read."""
-    from ..data.datasets import DATASET_NAMES
-    from ..models.registry import create_model
-
     if recipe.dataset not in DATASET_NAMES:
         raise unknown_name("dataset", recipe.dataset, DATASET_NAMES)
     with torch.device("meta"):  # checks the name and every option without allocating weights
@@ -33,12 +34,7 @@ def check_names(recipe: Recipe) -> None:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:
-        pass
+    np.random.seed(seed % 2**32)
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
@@ -52,10 +48,8 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(deterministic)
 
 
-def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> Any:
+def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
     """The data pipeline's DataConfig for this recipe (batch sizes are global; build_data shards)."""
-    from ..data.loaders import DataConfig
-
     if recipe.batch_size % info.world_size:
         raise ConfigError(f"batch size {recipe.batch_size} does not divide among {info.world_size} processes")
     return DataConfig(
@@ -68,22 +62,16 @@ def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> Any:
     )
 
 
-def build_data_bundle(recipe: Recipe, run: RunOptions, device: torch.device, info: DistInfo) -> Any:
-    from ..data.loaders import build_data
-
+def build_data_bundle(recipe: Recipe, run: RunOptions, device: torch.device, info: DistInfo) -> DataBundle:
     return build_data(data_config(recipe, run, info), device, rank=info.rank, world_size=info.world_size)
 
 
-def build_model(recipe: Recipe, run: RunOptions, data: Any, device: torch.device,
+def build_model(recipe: Recipe, run: RunOptions, data: DataBundle, device: torch.device,
                 log: Callable[[str], None]) -> nn.Module:
     """The recipe's model for the data's classes and channels, optionally from pretrained weights."""
-    from ..models.registry import create_model
-
     model = create_model(recipe.model, num_classes=len(data.classes), in_chans=data.in_chans,
                          **recipe.model_kwargs)
     if run.init_weights:
-        from ..weights import load_weights_into
-
         report = load_weights_into(model, run.init_weights, replace_head=True)
         for line in report.lines():
             log(line)
@@ -110,13 +98,11 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
 
 
-def build_ema(model: nn.Module, recipe: Recipe) -> Any:
+def build_ema(model: nn.Module, recipe: Recipe) -> AveragedModel | None:
     """An exponential moving average of the weights, BN running statistics included
     (``use_buffers=True``), or None."""
     if not recipe.ema:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
 
 
@@ -130,17 +116,6 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 m.eval()
 
 
-def versions() -> dict[str, str]:
-    import platform
-
-    import torchvision
-
-    from .. import __version__
-
-    return {"resnets": __version__, "torch": str(torch.__version__),  # TorchVersion is not a plain str
-            "torchvision": str(torchvision.__version__), "python": platform.python_version()}
-
-
 def weighted_depth(model: nn.Module) -> int:
     """Layers with weights on the main path (convs and fc, not projection shortcuts or gates), as
     the paper counts depth: 110 for ResNet-110 (WRN-28-10 gives 26: WRN counts its shortcuts)."""
@@ -148,6 +123,6 @@ def weighted_depth(model: nn.Module) -> int:
                and not any(part in name for part in ("downsample", "shortcut", "merge")))
 
 
-def default_output(recipe: Any) -> str:
+def default_output(recipe: Recipe) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{stamp}-{recipe.model}-{recipe.dataset}")

@@ -8,8 +8,11 @@ import json
 import math
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from ..runs import RunFolder
 
 METRIC_COLUMNS = [
     "epoch", "iteration", "lr", "train_loss", "train_error", "val_loss", "val_error",
@@ -18,28 +21,26 @@ METRIC_COLUMNS = [
 
 
 class MetricsLog:
-    """Appends to ``folder/metrics.csv`` and ``folder/steps.jsonl``.
+    """Appends to the run folder's ``metrics.csv`` and ``steps.jsonl``.
 
     On resume, records after the checkpoint's epoch/iteration are dropped first, so the files
     describe exactly the run that the weights came from.
     """
 
-    def __init__(self, folder: str | Path, resume_epoch: int | None = None,
+    def __init__(self, folder: RunFolder, resume_epoch: int | None = None,
                  resume_iteration: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.csv_path = self.folder / "metrics.csv"
-        self.steps_path = self.folder / "steps.jsonl"
+        folder.path.mkdir(parents=True, exist_ok=True)
+        self.csv_path, self.steps_path = folder.metrics_path, folder.steps_path
         if resume_epoch is None:
             self.csv_path.unlink(missing_ok=True)
             self.steps_path.unlink(missing_ok=True)
         else:
-            rows = [r for r in read_metrics(self.csv_path) if int(r["epoch"]) <= resume_epoch]
+            rows = [r for r in folder.metrics() if int(r["epoch"]) <= resume_epoch]
             self.csv_path.unlink(missing_ok=True)
             for row in rows:
                 self.log_epoch(row)
             last = resume_iteration or 0
-            steps = [s for s in read_steps(self.steps_path) if s.get("iteration", 0) <= last]
+            steps = [s for s in folder.steps() if s.get("iteration", 0) <= last]
             with open(self.steps_path, "w") as f:
                 f.writelines(json.dumps(s) + "\n" for s in steps)
 
@@ -62,42 +63,6 @@ def _fmt(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return value
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.csv with numbers as floats (ints for epoch/iteration), blanks as None."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            parsed: dict[str, Any] = {}
-            for k, v in row.items():
-                if v in ("", None):
-                    parsed[k] = None
-                elif k in ("epoch", "iteration"):
-                    parsed[k] = int(float(v))
-                else:
-                    try:
-                        parsed[k] = float(v)
-                    except ValueError:
-                        parsed[k] = v
-            out.append(parsed)
-    return out
-
-
-def read_steps(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut by a crash: everything before it is good
-    return records
 
 
 class Progress:
@@ -124,8 +89,6 @@ class Progress:
         if self.mode != "bar":
             yield from iterable
             return
-        from tqdm import tqdm
-
         with tqdm(iterable, total=total, desc=f"epoch {epoch}/{epochs}", file=self.stream,
                   dynamic_ncols=True, leave=False) as bar:
             self._bar = bar

@@ -16,10 +16,26 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..commands._common import parse_literal
 from ..errors import ConfigError, unknown_name
 
 # --- type checking -------------------------------------------------------------------------------
+
+def parse_literal(value: str) -> Any:
+    """A --set value as Python would read it: int, float, bool, None, or the string itself."""
+    lowered = value.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
 
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -267,16 +283,16 @@ WRN = Recipe(
 )
 
 FAST_CPU = Recipe(
-    # Time-to-accuracy on a 2-core CPU: resnet20 on Fashion-MNIST to >= 92% test accuracy in
-    # under 10 minutes (measurements in docs/training.md).
+    # Time-to-accuracy on a 2-core CPU: resnet20 on Fashion-MNIST to >= 92% test accuracy in under
+    # 10 minutes (how each value was chosen, with measurements: docs/training.md).
     name="fast-cpu", model="resnet20", dataset="fashion-mnist",
-    # ~100 s per epoch on 2 cores: 5 epochs leave room for per-epoch evaluation.
+    # Few epochs, so that per-epoch evaluation fits in the budget.
     epochs=5,
-    # A larger batch keeps both cores busy (conv kernels are more efficient: 256 gave ~1.1x the
-    # images/s of 128 here) while still giving ~1200 steps for 5 epochs.
+    # A larger batch keeps both cores busy (larger conv kernels run more efficiently) while still
+    # giving over a thousand steps.
     batch_size=256,
-    # No validation split: with a 10-minute budget every training image counts; nothing is
-    # selected on the test set (the last epoch's weights are the result).
+    # No validation split: with a short budget every training image counts; nothing is selected on
+    # the test set (the last epoch's weights are the result).
     val_split=0,
     # Flip only, no translation: a short schedule needs little regularisation, and flipping
     # clothes keeps the class (airbench: flip is the augmentation worth having on short runs).
@@ -293,10 +309,9 @@ FAST_CPU = Recipe(
     label_smoothing=0.1,
     # Flip test-time augmentation (airbench): averages the predictions for the image and its mirror.
     tta="flip",
-    # channels_last: 1.2-1.6x faster convolutions on this CPU (oneDNN's preferred layout).
+    # channels_last: oneDNN's preferred layout for convolutions on CPU.
     # amp "auto": bfloat16 autocast only where the device has bfloat16 arithmetic (AVX512-BF16 or AMX
-    # CPUs, recent GPUs); it is 2-3x slower than float32 where emulated (Ice Lake). On this EPYC the
-    # main job went from 825 to 1176 images/s and from 93.07% to 93.33% (README).
+    # CPUs, recent GPUs); where it is emulated (Ice Lake) it is slower than float32.
     channels_last=True, amp="auto",
 )
 

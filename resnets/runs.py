@@ -1,0 +1,298 @@
+"""A run folder: the files a training run writes, and reading a finished (or interrupted) run.
+
+``resnets train --output RUN`` writes::
+
+    RUN/config.json        the resolved TrainConfig (recipe + run options)
+    RUN/metrics.csv        one row per epoch           RUN/steps.jsonl   one record per logged step
+    RUN/last.pt            the newest checkpoint       RUN/last-1.pt ... the previous ones (rotation)
+    RUN/best.pt            the best epoch's checkpoint (a hard link)
+    RUN/model.safetensors  the evaluated weights       RUN/curves.png    training curves
+    RUN/summary.json       written last: its presence marks a finished run
+
+Everything that reads a run (eval, export, predict, the experiments) goes through this module, so
+none of them needs the training package.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoints
+from .data import ArrayDataset, DataConfig, Normalization, build_data
+from .data.datasets import FOLDER_DATASETS
+from .data.folders import FolderDataset, FolderLoader
+from .data.images import resize_center_crop
+from .data.loaders import TensorLoader
+from .errors import CheckpointError, DataError
+from .io import save_torch
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+STEPS = "steps.jsonl"
+LAST = "last.pt"
+BEST = "best.pt"
+WEIGHTS = "model.safetensors"
+CURVES = "curves.png"
+SUMMARY = "summary.json"
+
+
+def rotated_names(keep: int) -> list[str]:
+    """``last.pt`` then the older ones kept beside it: ``last-1.pt`` ... ``last-{keep-1}.pt``."""
+    return [LAST] + [f"last-{i}.pt" for i in range(1, keep)]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run; reading them never needs the training code."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def steps_path(self) -> Path:
+        return self.path / STEPS
+
+    @property
+    def last(self) -> Path:
+        return self.path / LAST
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS
+
+    @property
+    def curves_path(self) -> Path:
+        return self.path / CURVES
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def finished(self) -> bool:
+        return self.summary_path.is_file()
+
+    def config(self) -> dict[str, Any]:
+        """``config.json`` as a plain dict (``{"recipe": {...}, "run": {...}}``); {} when absent."""
+        return json.loads(self.config_path.read_text()) if self.config_path.is_file() else {}
+
+    def summary(self) -> dict[str, Any] | None:
+        return json.loads(self.summary_path.read_text()) if self.finished else None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.metrics_path)
+
+    def steps(self) -> list[dict[str, Any]]:
+        return read_steps(self.steps_path)
+
+    def checkpoints(self) -> list[Path]:
+        """The rotated checkpoints that exist, newest first."""
+        return [self.path / name for name in rotated_names(100) if (self.path / name).is_file()]
+
+    def load_model(self, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+        """The newest checkpoint's model (eval mode) and the checkpoint."""
+        return checkpoints.load_model(self.last, device)
+
+    def save_checkpoint(self, ckpt: dict[str, Any], keep: int) -> Path:
+        """Write ``last.pt``, keeping the previous ``keep - 1`` as ``last-1.pt``, ``last-2.pt``...
+
+        Each rename is atomic, so at every moment the newest good checkpoint exists under some name
+        and resume (which tries them newest first) finds it.
+        """
+        names = rotated_names(keep)
+        for stale in self.path.glob("last-*.pt"):  # left over from a run with a larger keep
+            if stale.name not in names:
+                stale.unlink(missing_ok=True)
+        for older, newer in zip(reversed(names[1:]), reversed(names[:-1]), strict=True):
+            if (self.path / newer).exists():
+                os.replace(self.path / newer, self.path / older)
+        return save_torch(ckpt, self.last)
+
+
+def checkpoint_candidates(path: str | os.PathLike) -> list[Path]:
+    """What ``--resume`` tries, best first: a file as given, or a folder's rotated ``last*.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        found = RunFolder(path).checkpoints()
+        if not found:
+            raise CheckpointError(f"no checkpoint ({LAST}) in {str(path)!r}; nothing to resume")
+        return found
+    if not path.exists():
+        raise CheckpointError(f"--resume {str(path)!r}: no such file or folder")
+    siblings = RunFolder(path.parent).checkpoints()
+    return [path] + [p for p in siblings if p.resolve() != path.resolve() and p.name != BEST]
+
+
+def load_for_resume(path: str | os.PathLike, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """The newest readable checkpoint among ``checkpoint_candidates(path)``; says which it skipped."""
+    errors = []
+    for candidate in checkpoint_candidates(path):
+        try:
+            ckpt = checkpoints.load_checkpoint(candidate)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            log(f"warning: {exc}; falling back to the previous checkpoint")
+            continue
+        return candidate, ckpt
+    raise CheckpointError("no usable checkpoint to resume from: " + " | ".join(errors))
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a metrics.csv with numbers as floats (ints for epoch/iteration), blanks as None."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            out.append({k: _parse_cell(k, v) for k, v in row.items()})
+    return out
+
+
+def _parse_cell(column: str, value: str | None) -> Any:
+    if value in ("", None):
+        return None
+    if column in ("epoch", "iteration"):
+        return int(float(value))
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def read_steps(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a steps.jsonl, up to the first line a crash cut short."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a crash: everything before it is good
+    return records
+
+
+@dataclass
+class EvaluationData:
+    """A split of the data a checkpoint's run was trained on, prepared as that run evaluated it."""
+
+    loader: Any  # yields (normalised images, labels) on the device
+    classes: list[str]
+    dataset: str
+    image_size: int
+
+
+def data_record(ckpt: dict[str, Any], source: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's ``data`` entry (``DataBundle.meta()``), checked for what evaluation needs."""
+    meta = ckpt.get("data") or {}
+    missing = [k for k in ("dataset", "classes", "in_chans", "image_size", "normalization") if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {source} has no usable data record (missing "
+                              f"{', '.join(missing)}); it was not written by `resnets train`")
+    return meta
+
+
+def evaluation_data(ckpt: dict[str, Any], source: str | os.PathLike, device: torch.device, *,
+                    split: str = "test", dataset: str | None = None, data_dir: str | None = None,
+                    subset: int | None = None, batch_size: int = 256, workers: int | None = None,
+                    tta: str = "none") -> EvaluationData:
+    """Rebuild the ``split`` ("test" or "val") of the data a checkpoint was trained on.
+
+    The run's ``val_split`` and seed rebuild the validation images it held out (and its test subset,
+    given the same ``subset``); the images are normalised with the statistics stored in the
+    checkpoint whatever the dataset. ``tta`` ("10crop", "multiscale") prepares image folders for
+    those protocols: the central square of AlexNet's 10-crop, or each image whole at its own
+    aspect ratio (one at a time).
+    """
+    meta = data_record(ckpt, source)
+    config = ckpt.get("config") or {}
+    recipe, run_options = config.get("recipe") or {}, config.get("run") or {}
+    dataset = dataset or meta["dataset"]
+    same = dataset == meta["dataset"]
+    data_dir = data_dir or (run_options.get("data_dir") if same else None)  # where the run found it
+    folder = dataset in FOLDER_DATASETS
+    val_split = int(recipe.get("val_split", 0) or 0) if same else 0
+    if split == "val" and not val_split:
+        raise DataError(f"no validation split: the run of {source} held out no images "
+                        f"(val_split=0) on {dataset}; use --split test")
+    norm_record = meta["normalization"]
+    cfg = DataConfig(
+        dataset=dataset, data_dir=data_dir, val_split=val_split, seed=int(recipe.get("seed", 0) or 0),
+        batch_size=1, eval_batch_size=batch_size, test_subset=subset,
+        normalization=norm_record.get("mode", "per_channel"),
+        crop_padding=None if folder else 0, hflip=False if not folder else None,
+        image_size=int(meta["image_size"]) if folder else None, workers=workers,
+        channels_last=bool(recipe.get("channels_last", False)),
+    )
+    bundle = build_data(cfg, device)
+    _check_compatible(bundle, meta, ckpt["model"].get("kwargs", {}), source, dataset)
+    chosen = bundle.val if split == "val" else bundle.test
+    normalization = Normalization.from_dict(norm_record)  # what the model was trained with
+    size = int(meta["image_size"])
+
+    if not folder:
+        data = ArrayDataset(chosen.images, chosen.labels, bundle.classes, source=dataset)
+        loader = TensorLoader(data, batch_size=batch_size, normalization=normalization, train=False,
+                              channels_last=cfg.channels_last)
+        return EvaluationData(loader, list(bundle.classes), dataset, size)
+    if tta in ("10crop", "multiscale") and normalization.mode == "per_pixel":
+        raise DataError("10-crop and multi-scale testing of image folders need per-channel "
+                        f"normalization; {source} subtracts a {size}x{size} mean image")
+    if tta == "10crop":  # AlexNet's central square; ten_crop_logits crops it
+        resize = round(256 * size / 224)
+        transform, batch = functools.partial(resize_center_crop, resize=resize, crop=resize), batch_size
+    elif tta == "multiscale":  # each image at its own aspect ratio: one at a time
+        transform, batch = _whole_image, 1
+    else:
+        transform, batch = chosen.dataset.transform, batch_size
+    loader = FolderLoader(FolderDataset(chosen.dataset.samples, transform, substitute=False),
+                          batch_size=batch, train=False, normalization=normalization, device=device,
+                          workers=chosen.loader.num_workers if workers is None else workers, seed=0,
+                          channels_last=cfg.channels_last)
+    return EvaluationData(loader, list(bundle.classes), dataset, size)
+
+
+def _check_compatible(bundle: Any, meta: dict, model_kwargs: dict, source: Any, dataset: str) -> None:
+    name = f"checkpoint {source} (trained on {meta['dataset']})"
+    num_classes, in_chans = model_kwargs.get("num_classes"), model_kwargs.get("in_chans")
+    if num_classes is not None and bundle.num_classes != num_classes:
+        raise DataError(f"dataset {dataset} has {bundle.num_classes} classes but {name} has "
+                        f"{num_classes}; evaluate on a dataset with the same classes")
+    if in_chans is not None and bundle.in_chans != in_chans:
+        raise DataError(f"dataset {dataset} has {bundle.in_chans}-channel images but {name} expects "
+                        f"{in_chans} channels")
+    if bundle.image_size != int(meta["image_size"]) and meta["normalization"].get("mode") == "per_pixel":
+        raise DataError(f"dataset {dataset} has {bundle.image_size}-pixel images but {name} subtracts a "
+                        f"{meta['image_size']}-pixel mean image")
+    if list(bundle.classes) != list(meta["classes"]):
+        print(f"note: the class names of {dataset} differ from the checkpoint's; labels are matched by index")
+
+
+def _whole_image(image: torch.Tensor) -> torch.Tensor:  # module level: DataLoader workers pickle it
+    return image
