@@ -9,9 +9,9 @@ from helpers import randomize_bn
 from tiny_run import run_cli, trained_run
 
 import resnets
+from resnets.checkpoints import load_model
 from resnets.errors import ResnetsError
 from resnets.export import conv_bn_pairs, export_pt2, fold_bn
-from resnets.train.checkpoint import load_model
 
 
 def bn_names(model: torch.nn.Module) -> set[str]:

@@ -11,7 +11,7 @@ from torch import nn
 import resnets
 from resnets.errors import ConfigError
 from resnets.models import create_model_from_spec, model_spec
-from resnets.models.blocks import PreActUnit
+from resnets.models.blocks import PreActBlock
 from resnets.models.layers import SHORTCUT_KINDS, ShortcutA
 
 ALL_MODELS = resnets.list_models()
@@ -192,7 +192,7 @@ def test_units_and_their_shortcuts(name, kwargs, n_units, norms_per_unit):
             y, s = unit(x), unit.forward_shortcut(x)
             assert s.shape == y.shape, qual_name
             if residual:
-                expected = s if isinstance(unit, PreActUnit) else unit.act(s)
+                expected = s if isinstance(unit, PreActBlock) else unit.act(s)
                 if kwargs.get("unit") == "bn_after_add":
                     expected = unit.act(unit.bn2(s))
                 torch.testing.assert_close(y, expected, msg=qual_name)

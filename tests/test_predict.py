@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from resnets.checkpoints import load_model
 from tiny_run import run_cli, trained_run
 
+from resnets.checkpoints import load_model
 from resnets.data import preprocess_image
 
 

@@ -67,10 +67,10 @@ def _ends_in_relu(block: nn.Module) -> bool:
     """True for y = relu(F(x) + s(x)) (original units), False for y = F(x) + s(x) (pre-activation and
     ReLU-before-addition units); other units (BN after the addition, gated or scaled shortcuts) cannot be
     split this way and raise ConfigError."""
-    from ..models.blocks import BasicBlock, Bottleneck, PreActUnit, ReLUBeforeAddBlock, ReLUOnlyPreActBlock
+    from ..models.blocks import BasicBlock, Bottleneck, PreActBlock, ReLUBeforeAddBlock, ReLUOnlyPreActBlock
 
     if getattr(block, "merge", None) is None:
-        if isinstance(block, PreActUnit | ReLUBeforeAddBlock | ReLUOnlyPreActBlock):
+        if isinstance(block, PreActBlock | ReLUBeforeAddBlock | ReLUOnlyPreActBlock):
             return False
         if type(block) in (BasicBlock, Bottleneck):
             return True

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .blocks import ResidualUnit, UnitConfig, make_stage
+from .blocks import BlockConfig, ResidualBlock, make_stage
 
 
 def check_positive_int(option: str, value: object) -> int:
@@ -25,15 +25,14 @@ class ResNetBase(nn.Module):
     """Stem, stages, pooling and classifier; see the module docstring."""
 
     def __init__(
-        self, block: type[ResidualUnit], layers: Sequence[int], widths: Sequence[int], cfg: UnitConfig, *,
-        num_classes: int, in_chans: int, imagenet_stem: bool, stem_width: int, final_act: bool,
-        zero_init_last: bool,
+        self, block: type[ResidualBlock], layers: Sequence[int], widths: Sequence[int], cfg: BlockConfig, *,
+        num_classes: int, in_chans: int, imagenet_stem: bool, stem_width: int, zero_init_last: bool,
     ) -> None:
         super().__init__()
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.in_chans = check_positive_int("in_chans", in_chans)
         if zero_init_last and not cfg.residual:
-            raise ConfigError("zero_init_last needs residual units: a plain net would output zeros")
+            raise ConfigError("zero_init_last needs residual blocks: a plain net would output zeros")
         if imagenet_stem:  # conv1: 7x7, 64, stride 2; then 3x3 max pool, stride 2 (paper Table 1)
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
         else:  # CIFAR: "the first layer is 3x3 convolutions" with 16 filters (paper Sec. 4.2)
@@ -42,24 +41,24 @@ class ResNetBase(nn.Module):
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else nn.Identity()
         reduction = 4 if imagenet_stem else 1
-        in_chs = stem_width
+        chans = stem_width  # entering the next stage
         self.stage_names: list[str] = []
         self.feature_info: list[dict] = []
         for i, (num_blocks, width) in enumerate(zip(layers, widths, strict=True)):
             stride = 1 if i == 0 else 2
             reduction *= stride
-            stage = make_stage(block, in_chs, width, num_blocks, stride, cfg, first_of_net=i == 0)
-            in_chs = width * block.expansion
+            stage = make_stage(block, chans, width, num_blocks, stride, cfg, first_of_net=i == 0)
+            chans = width * block.expansion
             name = f"layer{i + 1}"
             self.add_module(name, stage)
             self.stage_names.append(name)
-            self.feature_info.append({"module": name, "num_chs": in_chs, "reduction": reduction})
-        self.num_features = in_chs
+            self.feature_info.append({"module": name, "num_chs": chans, "reduction": reduction})
+        self.num_features = chans
         # Pre-activation nets end with BN-ReLU: "for the last Residual Unit ... we adopt an extra
         # activation right after its element-wise addition" (Identity Mappings Sec. 4.1).
-        self.final_bn = nn.BatchNorm2d(in_chs) if final_act else None
+        self.final_bn = nn.BatchNorm2d(chans) if block.pre_activation else None
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_chs, num_classes)
+        self.fc = nn.Linear(chans, num_classes)
         self.default_input_size = (in_chans, 224, 224) if imagenet_stem else (in_chans, 32, 32)
         self.resnets_spec: dict | None = None  # set by the registry: {"name", "kwargs"}
         self._init_weights(zero_init_last)
@@ -73,11 +72,11 @@ class ResNetBase(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for _, unit in self.residual_blocks():
-            if unit.merge is not None:
-                unit.merge.init_weights()
+        for _, block in self.residual_blocks():
+            if block.merge is not None:
+                block.merge.init_weights()
             if zero_init_last:
-                unit.zero_init_last()
+                block.zero_init_last()
 
     # --- forward pieces -------------------------------------------------------------------------
 
@@ -127,10 +126,10 @@ class ResNetBase(nn.Module):
 
     # --- introspection --------------------------------------------------------------------------
 
-    def residual_blocks(self) -> list[tuple[str, ResidualUnit]]:
-        """Every unit in forward order, with its qualified name (``layer2.0`` ...)."""
+    def residual_blocks(self) -> list[tuple[str, ResidualBlock]]:
+        """Every block in forward order, with its qualified name (``layer2.0`` ...)."""
         return [
-            (f"{name}.{i}", unit) for name in self.stage_names for i, unit in enumerate(getattr(self, name))
+            (f"{name}.{i}", block) for name in self.stage_names for i, block in enumerate(getattr(self, name))
         ]
 
     def get_classifier(self) -> nn.Linear:

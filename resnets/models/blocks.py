@@ -1,8 +1,16 @@
-"""Residual units: basic and bottleneck, post- and pre-activation, and the Identity Mappings unit ablations.
+"""Residual blocks: basic and bottleneck, post- and pre-activation, and the Identity Mappings block ablations.
 
-Every unit has ``residual`` (False in plain nets), ``forward_shortcut(x)`` (what the unit computes with its
-branch deleted) and ``response_norms()`` (the BNs right after each 3x3 conv of the branch, whose outputs
-"Deep Residual Learning" Fig. 7 measures). Layer names are torchvision's (conv1/bn1/.../downsample).
+The papers call a block a "residual unit"; torchvision's word is "block", and so is ours. Every block has
+``residual`` (False in plain nets), ``forward_shortcut(x)`` (what the block computes with its branch
+deleted), ``response_norms()`` (the BNs right after each 3x3 conv of the branch, whose outputs
+"Deep Residual Learning" Fig. 7 measures), ``merge``, ``downsample``, ``act`` and ``zero_init_last()``.
+Layer names are torchvision's (conv1/bn1/.../downsample), so are ``planes`` (a block's base width) and
+``expansion`` (it outputs ``planes * expansion`` channels).
+
+Each ``forward`` reads as the residual equation y = F(x) + h(x) ("Deep Residual Learning" Eq. 1): the
+branch F one op per line, then the shortcut h (``forward_shortcut``) and the addition, which ``merge``
+replaces for the Identity Mappings Fig. 2 shortcut kinds, then the final ReLU where the block has one.
+A plain block ("Deep Residual Learning" Sec. 4.1) computes the branch alone.
 """
 
 from __future__ import annotations
@@ -16,8 +24,8 @@ from .layers import ShortcutA, ShortcutMerge, conv1x1, conv3x3, make_shortcut
 
 
 @dataclass(frozen=True)
-class UnitConfig:
-    """Options shared by every unit of a network."""
+class BlockConfig:
+    """Options shared by every block of a network."""
 
     shortcut: str = "B"  # "A" | "B" | "C", see layers.py
     residual: bool = True  # False: the paper's "plain" nets, no shortcut at all
@@ -29,75 +37,78 @@ class UnitConfig:
     gate_bias: float = -6.0  # initial b_g of the gated shortcut kinds
 
 
-class ResidualUnit(nn.Module):
-    """What all units share: the shortcut, the merge, and the plain-net switch."""
+class ResidualBlock(nn.Module):
+    """What all blocks share: the shortcut, the merge, the plain-net switch and the ``preact`` hook."""
 
     expansion = 1
-    preactivated_shortcut = False  # pre-activation units project their BN-ReLU'd input
+    # Pre-activation blocks (Identity Mappings Fig. 4d, 4e) open the branch with the activation and
+    # leave the addition alone; the network's first one takes ``first=True`` and the net ends in BN-ReLU.
+    pre_activation = False
     shortcut_bn = True  # projection conv followed by BN (False where a BN follows the addition)
 
-    def __init__(self, cfg: UnitConfig) -> None:
+    def __init__(self, cfg: BlockConfig) -> None:
         super().__init__()
         self.residual = cfg.residual
         self.act = nn.ReLU()
 
-    def add_shortcut(self, in_chs: int, out_chs: int, stride: int, cfg: UnitConfig) -> None:
+    def add_shortcut(self, in_chans: int, out_chans: int, stride: int, cfg: BlockConfig) -> None:
         """Create ``downsample`` and ``merge``; called last so state_dict order is torchvision's."""
         option = "C" if cfg.shortcut_kind == "conv1x1" else cfg.shortcut
         if cfg.residual:
-            self.downsample = make_shortcut(option, in_chs, out_chs, stride, with_bn=self.shortcut_bn)
-        else:  # plain unit: no shortcut; forward_shortcut still gives the parameter-free mapping
-            same_shape = in_chs == out_chs and stride == 1
-            self.downsample = None if same_shape else ShortcutA(in_chs, out_chs, stride)
+            self.downsample = make_shortcut(option, in_chans, out_chans, stride, with_bn=self.shortcut_bn)
+        else:  # plain block: no shortcut; forward_shortcut still gives the parameter-free mapping
+            same_shape = in_chans == out_chans and stride == 1
+            self.downsample = None if same_shape else ShortcutA(in_chans, out_chans, stride)
         plain_add = cfg.shortcut_kind in ("identity", "conv1x1") or not cfg.residual
         self.merge = None if plain_add else ShortcutMerge(
-            cfg.shortcut_kind, in_chs, out_chs, stride, gate_bias=cfg.gate_bias
+            cfg.shortcut_kind, in_chans, out_chans, stride, gate_bias=cfg.gate_bias
         )
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation a pre-activation block applies before its weights; none in the others."""
         return x
 
     def forward_shortcut(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
-        """The unit's output with its residual branch deleted (identity, projection or option A).
+        """The block's output with its residual branch deleted (identity, projection or option A).
 
-        ``pre`` is ``self.preact(x)`` when the caller has it (so BN statistics update once per forward).
+        The identity passes ``x`` itself; a projection reads the pre-activated input, as the Identity
+        Mappings authors' code does. ``forward`` passes ``pre = self.preact(x)`` so that BN statistics
+        update once per forward.
         """
         if self.downsample is None:
             return x
-        if self.preactivated_shortcut:
-            x = self.preact(x) if pre is None else pre
-        return self.downsample(x)
-
-    def add(self, x: torch.Tensor, branch: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
-        """shortcut(x) + branch: the residual equation (only the branch in a plain unit)."""
-        if not self.residual:
-            return branch
-        shortcut = self.forward_shortcut(x, pre)
-        return shortcut + branch if self.merge is None else self.merge(x, shortcut, branch)
+        return self.downsample(self.preact(x) if pre is None else pre)
 
     def response_norms(self) -> list[nn.BatchNorm2d]:
         return []
 
     def zero_init_last(self) -> None:
-        """Zero the last BN gamma (or, without one, the last conv) of the branch: the unit starts as its
+        """Zero the last BN gamma (or, without one, the last conv) of the branch: the block starts as its
         shortcut (Goyal et al. 2017)."""
         raise NotImplementedError
 
 
-class BasicBlock(ResidualUnit):
-    """Two 3x3 convs ("Deep Residual Learning" Fig. 5 left): relu(x + bn2(conv2(relu(bn1(conv1(x))))))."""
+class BasicBlock(ResidualBlock):
+    """Two 3x3 convs ("Deep Residual Learning" Fig. 5 left): relu(bn2(conv2(relu(bn1(conv1(x))))) + x)."""
 
-    def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
+    def __init__(self, in_chans: int, planes: int, stride: int, cfg: BlockConfig) -> None:
         super().__init__(cfg)
-        self.conv1 = conv3x3(in_chs, planes, stride)
+        self.conv1 = conv3x3(in_chans, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.add_shortcut(in_chs, planes, stride, cfg)
+        self.add_shortcut(in_chans, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
-        return self.act(self.add(x, branch))
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.act(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        if self.residual:
+            identity = self.forward_shortcut(x)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        return self.act(out)
 
     def response_norms(self) -> list[nn.BatchNorm2d]:
         return [self.bn1, self.bn2]
@@ -106,7 +117,7 @@ class BasicBlock(ResidualUnit):
         nn.init.zeros_(self.bn2.weight)
 
 
-class Bottleneck(ResidualUnit):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand ("Deep Residual Learning" Fig. 5 right).
 
     stride_in_1x1=False puts the stride on the 3x3 conv, as torchvision does ("ResNet v1.5", needed for
@@ -115,24 +126,32 @@ class Bottleneck(ResidualUnit):
 
     expansion = 4
 
-    def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        out_chs = planes * self.expansion
+    def __init__(self, in_chans: int, planes: int, stride: int, cfg: BlockConfig) -> None:
         super().__init__(cfg)
+        out_chans = planes * self.expansion
         width = int(planes * cfg.base_width / 64) * cfg.groups
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
-        self.conv1 = conv1x1(in_chs, width, s1)
+        self.conv1 = conv1x1(in_chans, width, s1)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, s3, groups=cfg.groups)
         self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = conv1x1(width, out_chs)
-        self.bn3 = nn.BatchNorm2d(out_chs)
-        self.add_shortcut(in_chs, out_chs, stride, cfg)
+        self.conv3 = conv1x1(width, out_chans)
+        self.bn3 = nn.BatchNorm2d(out_chans)
+        self.add_shortcut(in_chans, out_chans, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.bn1(self.conv1(x)))
-        out = self.act(self.bn2(self.conv2(out)))
-        branch = self.bn3(self.conv3(out))
-        return self.act(self.add(x, branch))
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.act(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.act(out)
+        out = self.conv3(out)
+        out = self.bn3(out)
+        if self.residual:
+            identity = self.forward_shortcut(x)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        return self.act(out)
 
     def response_norms(self) -> list[nn.BatchNorm2d]:
         return [self.bn2]
@@ -141,93 +160,110 @@ class Bottleneck(ResidualUnit):
         nn.init.zeros_(self.bn3.weight)
 
 
-class PreActUnit(ResidualUnit):
+class PreActBlock(ResidualBlock):
     """Full pre-activation ("Identity Mappings" Fig. 4e): BN-ReLU open the branch, nothing follows the add.
 
-    The first unit of a network follows conv1-BN-ReLU, so it has no BN-ReLU of its own ("we adopt the
+    The first block of a network follows conv1-BN-ReLU, so it has no BN-ReLU of its own ("we adopt the
     first activation right after conv1 and before splitting into two paths", Identity Mappings Sec. 4.1).
     Where the shape changes the shortcut projects the pre-activated input, as the authors' code does.
     """
 
-    preactivated_shortcut = True
-    shortcut_bn = False
+    pre_activation = True
+    shortcut_bn = False  # the next block's bn1 (or the net's final BN) follows the addition
 
-    def __init__(self, in_chs: int, cfg: UnitConfig, first: bool) -> None:
+    def __init__(self, in_chans: int, cfg: BlockConfig, first: bool) -> None:
         super().__init__(cfg)
-        self.bn1 = None if first else nn.BatchNorm2d(in_chs)
+        self.bn1 = None if first else nn.BatchNorm2d(in_chans)
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.bn1 is None else self.act(self.bn1(x))
 
 
-class PreActBasicBlock(PreActUnit):
-    """x + conv2(drop(relu(bn2(conv1(relu(bn1(x)))))))."""
+class PreActBasicBlock(PreActBlock):
+    """conv2(drop(relu(bn2(conv1(relu(bn1(x))))))) + x."""
 
-    def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        super().__init__(in_chs, cfg, first)
-        self.conv1 = conv3x3(in_chs, planes, stride)
+    def __init__(
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False
+    ) -> None:
+        super().__init__(in_chans, cfg, first)
+        self.conv1 = conv3x3(in_chans, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         # WRN puts dropout between the two convs, after the ReLU (Zagoruyko & Komodakis Sec. 2.4).
         self.drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
-        self.add_shortcut(in_chs, planes, stride, cfg)
+        self.add_shortcut(in_chans, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.preact(x)
-        branch = self.conv2(self.drop(self.act(self.bn2(self.conv1(pre)))))
-        return self.add(x, branch, pre)
+        out = self.conv1(pre)
+        out = self.bn2(out)
+        out = self.act(out)
+        out = self.drop(out)
+        out = self.conv2(out)
+        if self.residual:
+            identity = self.forward_shortcut(x, pre)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        return out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
 
 
-class PreActBottleneck(PreActUnit):
-    """x + conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))), the unit of ResNet-164/1001."""
+class PreActBottleneck(PreActBlock):
+    """conv3(relu(bn3(conv2(relu(bn2(conv1(relu(bn1(x))))))))) + x, the block of ResNet-164/1001."""
 
     expansion = 4
 
-    def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        out_chs = planes * self.expansion
-        super().__init__(in_chs, cfg, first)
+    def __init__(
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False
+    ) -> None:
+        super().__init__(in_chans, cfg, first)
+        out_chans = planes * self.expansion
         width = int(planes * cfg.base_width / 64) * cfg.groups
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
-        self.conv1 = conv1x1(in_chs, width, s1)
+        self.conv1 = conv1x1(in_chans, width, s1)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, width, s3, groups=cfg.groups)
         self.bn3 = nn.BatchNorm2d(width)
-        self.conv3 = conv1x1(width, out_chs)
-        self.add_shortcut(in_chs, out_chs, stride, cfg)
+        self.conv3 = conv1x1(width, out_chans)
+        self.add_shortcut(in_chans, out_chans, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.preact(x)
         out = self.conv1(pre)
-        out = self.conv2(self.act(self.bn2(out)))
-        branch = self.conv3(self.act(self.bn3(out)))
-        return self.add(x, branch, pre)
+        out = self.bn2(out)
+        out = self.act(out)
+        out = self.conv2(out)
+        out = self.bn3(out)
+        out = self.act(out)
+        out = self.conv3(out)
+        if self.residual:
+            identity = self.forward_shortcut(x, pre)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        return out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
 
 
-# --- The other unit placements of "Identity Mappings" Fig. 4 (basic units, for the CIFAR ablations) ---
+# --- The other BN/ReLU placements of "Identity Mappings" Fig. 4 (basic blocks, for the CIFAR ablations) ---
 
 
-class BNAfterAddBlock(ResidualUnit):
-    """Fig. 4b: relu(bn2(x + conv2(relu(bn1(conv1(x))))))."""
+class BNAfterAddBlock(BasicBlock):
+    """Fig. 4b: relu(bn2(conv2(relu(bn1(conv1(x)))) + x)); BasicBlock's layers, bn2 moved after the add."""
 
     shortcut_bn = False  # bn2 follows the addition
 
-    def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        super().__init__(cfg)
-        self.conv1 = conv3x3(in_chs, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.add_shortcut(in_chs, planes, stride, cfg)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.conv2(self.act(self.bn1(self.conv1(x))))
-        return self.act(self.bn2(self.add(x, branch)))
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.act(out)
+        out = self.conv2(out)
+        if self.residual:
+            identity = self.forward_shortcut(x)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        out = self.bn2(out)
+        return self.act(out)
 
     def response_norms(self) -> list[nn.BatchNorm2d]:
         return [self.bn1]
@@ -237,47 +273,68 @@ class BNAfterAddBlock(ResidualUnit):
 
 
 class ReLUBeforeAddBlock(BasicBlock):
-    """Fig. 4c: x + relu(bn2(conv2(relu(bn1(conv1(x)))))); the branch can only add non-negative values."""
+    """Fig. 4c: relu(bn2(conv2(relu(bn1(conv1(x)))))) + x; the branch can only add non-negative values."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.act(self.bn2(self.conv2(self.act(self.bn1(self.conv1(x))))))
-        return self.add(x, branch)
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.act(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.act(out)
+        if self.residual:
+            identity = self.forward_shortcut(x)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        return out
 
 
 class ReLUOnlyPreActBlock(BasicBlock):
-    """Fig. 4d: x + bn2(conv2(relu(bn1(conv1(relu(x)))))); the ReLU moves before the weights, BN stays."""
+    """Fig. 4d: bn2(conv2(relu(bn1(conv1(relu(x)))))) + x; the ReLU moves before the weights, BN stays."""
 
-    preactivated_shortcut = True
+    pre_activation = True
 
-    def __init__(self, in_chs: int, planes: int, stride: int, cfg: UnitConfig, first: bool = False) -> None:
-        super().__init__(in_chs, planes, stride, cfg)
-        self.first = first  # the first unit's input is already ReLU'd by the stem
+    def __init__(
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False
+    ) -> None:
+        super().__init__(in_chans, planes, stride, cfg)
+        self.first = first  # the first block's input is already ReLU'd by the stem
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.first else self.act(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.preact(x)
-        branch = self.bn2(self.conv2(self.act(self.bn1(self.conv1(pre)))))
-        return self.add(x, branch, pre)
+        out = self.conv1(pre)
+        out = self.bn1(out)
+        out = self.act(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        if self.residual:
+            identity = self.forward_shortcut(x, pre)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        return out
+
+
+# The CIFAR nets' ``unit`` option: where BN and ReLU sit (Identity Mappings Fig. 4a-e), per block type.
+BLOCK_PLACEMENTS: dict[str, dict[str, type[ResidualBlock]]] = {
+    "original": {"basic": BasicBlock, "bottleneck": Bottleneck},
+    "bn_after_add": {"basic": BNAfterAddBlock},
+    "relu_before_add": {"basic": ReLUBeforeAddBlock},
+    "relu_only_preact": {"basic": ReLUOnlyPreActBlock},
+    "full_preact": {"basic": PreActBasicBlock, "bottleneck": PreActBottleneck},
+}
 
 
 def make_stage(
-    block: type[ResidualUnit], in_chs: int, planes: int, num_blocks: int, stride: int, cfg: UnitConfig,
+    block: type[ResidualBlock], in_chans: int, planes: int, num_blocks: int, stride: int, cfg: BlockConfig,
     *, first_of_net: bool = False,
 ) -> nn.Sequential:
-    """``num_blocks`` units; the first one carries the stride and any change of width."""
-    units = []
+    """``num_blocks`` blocks; the first one carries the stride and any change of width."""
+    blocks = []
     for i in range(num_blocks):
-        units.append(block(in_chs, planes, stride if i == 0 else 1, cfg, first=first_of_net and i == 0))
-        in_chs = planes * block.expansion
-    return nn.Sequential(*units)
-
-
-UNIT_BLOCKS: dict[str, type[ResidualUnit]] = {
-    "original": BasicBlock,
-    "bn_after_add": BNAfterAddBlock,
-    "relu_before_add": ReLUBeforeAddBlock,
-    "relu_only_preact": ReLUOnlyPreActBlock,
-    "full_preact": PreActBasicBlock,
-}
+        # Only pre-activation blocks take ``first``: the net's first one reads the stem's BN-ReLU output
+        # and has no activation of its own (Identity Mappings Sec. 4.1).
+        first = {"first": first_of_net and i == 0} if block.pre_activation else {}
+        blocks.append(block(in_chans, planes, stride if i == 0 else 1, cfg, **first))
+        in_chans = planes * block.expansion
+    return nn.Sequential(*blocks)

@@ -1,4 +1,4 @@
-"""CIFAR ResNets: "Deep Residual Learning" Sec. 4.2 (6n+2), Identity Mappings (9n+2, unit and shortcut
+"""CIFAR ResNets: "Deep Residual Learning" Sec. 4.2 (6n+2), Identity Mappings (9n+2, block and shortcut
 ablations) and Wide ResNets (depth 6n+4, width k).
 
 A 3x3 conv with 16 filters, three stages on 32x32 / 16x16 / 8x8 maps (layer1..layer3), global average
@@ -13,106 +13,103 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import ResNetBase
-from .blocks import UNIT_BLOCKS, Bottleneck, PreActBottleneck, UnitConfig
+from .blocks import BLOCK_PLACEMENTS, BlockConfig, PreActBasicBlock
 from .layers import SHORTCUT_KINDS, SHORTCUT_OPTIONS, check_choice
 from .registry import build_model, register_model
 
-PREACT_UNITS = ("relu_only_preact", "full_preact")
-
 
 class CifarResNet(ResNetBase):
-    """A CIFAR-style ResNet; builders fix ``layers``, ``widths``, ``block`` and ``residual``.
+    """A CIFAR-style ResNet; builders fix ``layers``, ``widths``, ``block_type`` and ``residual``.
 
-    ``unit`` places BN and ReLU as in Identity Mappings Fig. 4; ``shortcut_kind`` is its Fig. 2.
-    ``widths`` are the basic units' widths, or the bottleneck widths (outputs 4x) for ``block="bottleneck"``.
+    ``unit`` places BN and ReLU as in Identity Mappings Fig. 4 (the option keeps the paper's word,
+    "Residual Unit"); ``shortcut_kind`` is its Fig. 2. ``widths`` are the basic blocks' widths, or the
+    bottleneck widths (outputs 4x) for ``block_type="bottleneck"``.
     """
 
     def __init__(
-        self, layers: Sequence[int], *, num_classes: int = 10, in_chans: int = 3, block: str = "basic",
+        self, layers: Sequence[int], *, num_classes: int = 10, in_chans: int = 3, block_type: str = "basic",
         widths: Sequence[int] = (16, 32, 64), shortcut: str = "A", unit: str = "original",
         shortcut_kind: str = "identity", gate_bias: float = -6.0, drop_rate: float = 0.0,
         zero_init_last: bool = False, residual: bool = True,
     ) -> None:
-        check_choice("block", block, ("basic", "bottleneck"))
+        check_choice("block_type", block_type, ("basic", "bottleneck"))
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
-        check_choice("unit", unit, tuple(UNIT_BLOCKS))
+        check_choice("unit", unit, tuple(BLOCK_PLACEMENTS))
         check_choice("shortcut_kind", shortcut_kind, SHORTCUT_KINDS)
         check_choice("zero_init_last", zero_init_last, (False, True))
-        if block == "basic":
-            unit_cls = UNIT_BLOCKS[unit]
-        elif unit in ("original", "full_preact"):
-            unit_cls = Bottleneck if unit == "original" else PreActBottleneck
-        else:
-            raise ConfigError(f"unit={unit!r} exists for basic units only; bottleneck units are "
+        block = BLOCK_PLACEMENTS[unit].get(block_type)
+        if block is None:  # Identity Mappings Table 2 studies the other placements on basic blocks only
+            raise ConfigError(f"unit={unit!r} exists for basic blocks only; bottleneck blocks are "
                               "'original' or 'full_preact'")
         if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) or not 0 <= drop_rate < 1:
             raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
-        if drop_rate and (unit != "full_preact" or block != "basic"):
-            raise ConfigError("drop_rate (WRN dropout) is implemented for pre-activation basic units only")
+        if drop_rate and block is not PreActBasicBlock:
+            raise ConfigError("drop_rate (WRN dropout) is implemented for pre-activation basic blocks only")
         if isinstance(gate_bias, bool) or not isinstance(gate_bias, int | float):
             raise ConfigError(f"gate_bias must be a number, got {gate_bias!r}")
         if gate_bias != -6.0 and not shortcut_kind.endswith("gating"):
             raise ConfigError("gate_bias sets the initial bias of a gated shortcut: use it with "
                               "shortcut_kind='exclusive_gating' or 'shortcut_only_gating'")
-        # Bottleneck units stride on their first 1x1 conv, as the Identity Mappings authors' code does.
-        cfg = UnitConfig(shortcut=shortcut, residual=residual, shortcut_kind=shortcut_kind,
-                         gate_bias=float(gate_bias), drop_rate=float(drop_rate),
-                         stride_in_1x1=block == "bottleneck")
+        # Bottlenecks stride on their first 1x1 conv, as the Identity Mappings authors' code does.
+        cfg = BlockConfig(shortcut=shortcut, residual=residual, shortcut_kind=shortcut_kind,
+                          gate_bias=float(gate_bias), drop_rate=float(drop_rate),
+                          stride_in_1x1=block_type == "bottleneck")
         super().__init__(
-            unit_cls, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans, imagenet_stem=False,
-            stem_width=16, final_act=unit in PREACT_UNITS, zero_init_last=zero_init_last,
+            block, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans, imagenet_stem=False,
+            stem_width=16, zero_init_last=zero_init_last,
         )
 
 
-def blocks_per_stage(depth: object, block: str = "basic") -> int:
-    """n for a depth of 6n+2 (basic units, 2 layers each) or 9n+2 (bottleneck units, 3 layers each)."""
-    per_stage = 6 if block == "basic" else 9
+def blocks_per_stage(depth: object, block_type: str = "basic") -> int:
+    """n for a depth of 6n+2 (basic blocks, 2 layers each) or 9n+2 (bottlenecks, 3 layers each)."""
+    per_stage = 6 if block_type == "basic" else 9
     valid = isinstance(depth, int) and not isinstance(depth, bool) and depth >= per_stage + 2
     if not valid or (depth - 2) % per_stage:
-        examples = "20, 32, 44, 56, 110, 1202" if block == "basic" else "164, 1001"
-        raise ConfigError(f"invalid depth {depth!r} for a CIFAR ResNet of {block} units: the depth must be "
-                          f"{per_stage}n+2 with n >= 1 (e.g. {examples})")
+        examples = "20, 32, 44, 56, 110, 1202" if block_type == "basic" else "164, 1001"
+        raise ConfigError(f"invalid depth {depth!r} for a CIFAR ResNet of {block_type} blocks: the depth "
+                          f"must be {per_stage}n+2 with n >= 1 (e.g. {examples})")
     return (depth - 2) // per_stage
 
 
 def wrn_blocks_per_stage(depth: object) -> int:
-    """WRN-d-k: d = 6n+4 (two 3x3 convs per unit, the first conv, the fc and the projections of WRN)."""
+    """WRN-d-k: d = 6n+4 (two 3x3 convs per block, the first conv, the fc and the projections of WRN)."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
         raise ConfigError(f"invalid WRN depth {depth!r}: it must be 6n+4 with n >= 1 (e.g. 16, 22, 28, 40)")
     return (depth - 4) // 6
 
 
 def _cifar(kwargs: dict[str, Any], n: int, builder_options: tuple[str, ...], **fixed: Any) -> CifarResNet:
-    fixed = {"block": "basic", "residual": True, **fixed}
+    # The architecture is the builder's: block type, widths and (for plain nets) no shortcuts.
+    fixed = {"block_type": "basic", "widths": (16, 32, 64), "residual": True, **fixed}
     return build_model(CifarResNet, kwargs, builder_options=builder_options, layers=(n, n, n), **fixed)
 
 
 def _resnet(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
-    # The original nets: drop_rate belongs to WRN units, so it is not an option here.
-    return _cifar(kwargs, blocks_per_stage(depth), builder_options, widths=(16, 32, 64), drop_rate=0.0)
+    # The original nets: drop_rate belongs to WRN blocks, so it is not an option here.
+    return _cifar(kwargs, blocks_per_stage(depth), builder_options, drop_rate=0.0)
 
 
 def _plain(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
+    # Without shortcuts, nothing about them (nor zero_init_last, which would zero the output) is an option.
     fixed = {"shortcut": "A", "unit": "original", "shortcut_kind": "identity", "gate_bias": -6.0,
              "zero_init_last": False}
-    return _cifar(kwargs, blocks_per_stage(depth), builder_options, widths=(16, 32, 64), residual=False,
-                  drop_rate=0.0, **fixed)
+    return _cifar(kwargs, blocks_per_stage(depth), builder_options, residual=False, drop_rate=0.0, **fixed)
 
 
 def _preact(
-    kwargs: dict[str, Any], depth: int, block: str, builder_options: tuple[str, ...] = ()
+    kwargs: dict[str, Any], depth: int, block_type: str, builder_options: tuple[str, ...] = ()
 ) -> CifarResNet:
-    # Identity Mappings nets: basic units use option A like the original ResNet-110; the bottleneck nets
+    # Identity Mappings nets: basic blocks use option A like the original ResNet-110; the bottleneck nets
     # (16/64/128/256 channels) project where the shape changes, as the authors' code does.
-    kwargs = {"shortcut": "A" if block == "basic" else "B", **kwargs}
-    n = blocks_per_stage(depth, block)
-    return _cifar(kwargs, n, builder_options, block=block, widths=(16, 32, 64), unit="full_preact")
+    kwargs = {"shortcut": "A" if block_type == "basic" else "B", **kwargs}
+    n = blocks_per_stage(depth, block_type)
+    return _cifar(kwargs, n, builder_options, block_type=block_type, unit="full_preact")
 
 
 def _wrn(kwargs: dict[str, Any], depth: int, k: object, builder_options: tuple[str, ...] = ()) -> CifarResNet:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"widen_factor must be a positive integer, got {k!r}")
-    # WRN units are full pre-activation basic units with 1x1 projections where the shape changes.
+    # WRN blocks are full pre-activation basic blocks with 1x1 projections where the shape changes.
     kwargs = {"shortcut": "B", **kwargs}
     return _cifar(kwargs, wrn_blocks_per_stage(depth), builder_options, widths=(16 * k, 32 * k, 64 * k),
                   unit="full_preact", shortcut_kind="identity", gate_bias=-6.0)

@@ -1,8 +1,8 @@
-"""Convolutions, shortcut mappings and the ways a unit merges its shortcut with its branch.
+"""Convolutions, shortcut mappings and the ways a block merges its shortcut with its branch.
 
 Shortcut options follow "Deep Residual Learning" Sec. 3.3 / Table 3:
 A = identity, with zero-padded channels and stride-2 subsampling when dimensions grow (no parameters);
-B = 1x1 projection only where dimensions change; C = 1x1 projection on every unit.
+B = 1x1 projection only where dimensions change; C = 1x1 projection on every block.
 The merge kinds are the shortcut ablations of "Identity Mappings in Deep Residual Networks" (Fig. 2).
 """
 
@@ -20,13 +20,13 @@ SHORTCUT_KINDS = (
 )
 
 
-def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    # No bias: every conv is followed by BN (or, in pre-activation units, feeds an addition then a BN).
-    return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, groups=groups, bias=False)
+def conv3x3(in_chans: int, out_chans: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    # No bias: every conv is followed by BN (or, in pre-activation blocks, feeds an addition then a BN).
+    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
-def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False)
+def conv1x1(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chans, out_chans, 1, stride=stride, bias=False)
 
 
 def check_choice(option: str, value: object, choices: tuple) -> None:
@@ -41,38 +41,38 @@ class ShortcutA(nn.Module):
     projection would read. The paper does not say where the zeros go; they go after the input channels.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+    def __init__(self, in_chans: int, out_chans: int, stride: int) -> None:
         super().__init__()
-        if out_chs < in_chs:
-            raise ConfigError(f"option A shortcut cannot reduce channels ({in_chs} -> {out_chs})")
-        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+        if out_chans < in_chans:
+            raise ConfigError(f"option A shortcut cannot reduce channels ({in_chans} -> {out_chans})")
+        self.in_chans, self.out_chans, self.stride = in_chans, out_chans, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_chans - self.in_chans))
 
     def extra_repr(self) -> str:
-        return f"{self.in_chs}, {self.out_chs}, stride={self.stride}"
+        return f"{self.in_chans}, {self.out_chans}, stride={self.stride}"
 
 
 def make_shortcut(
-    option: str, in_chs: int, out_chs: int, stride: int, *, with_bn: bool = True
+    option: str, in_chans: int, out_chans: int, stride: int, *, with_bn: bool = True
 ) -> nn.Module | None:
-    """The shortcut of one unit; ``None`` means identity.
+    """The shortcut of one block; ``None`` means identity.
 
-    ``with_bn=False`` for pre-activation units: their projection is a bare 1x1 conv because the next
-    unit's BN follows the addition (as in the Identity Mappings and WRN authors' code).
+    ``with_bn=False`` for pre-activation blocks: their projection is a bare 1x1 conv because the next
+    block's BN follows the addition (as in the Identity Mappings and WRN authors' code).
     """
-    same_shape = in_chs == out_chs and stride == 1
+    same_shape = in_chans == out_chans and stride == 1
     if option == "A":
-        return None if same_shape else ShortcutA(in_chs, out_chs, stride)
+        return None if same_shape else ShortcutA(in_chans, out_chans, stride)
     if option == "B" and same_shape:
         return None
     # torchvision's "downsample": conv then BN, state_dict keys downsample.0 / downsample.1.
-    layers: list[nn.Module] = [conv1x1(in_chs, out_chs, stride)]
+    layers: list[nn.Module] = [conv1x1(in_chans, out_chans, stride)]
     if with_bn:
-        layers.append(nn.BatchNorm2d(out_chs))
+        layers.append(nn.BatchNorm2d(out_chans))
     return nn.Sequential(*layers)
 
 
@@ -87,19 +87,19 @@ class ShortcutMerge(nn.Module):
       gave 12.86% for shortcut-only gating and exclusive gating failed for 0..-5). ``gate_bias`` sets it.
     - dropout: dropout with ratio 0.5 on h(x), no rescaling, so that it imposes a scale of 0.5 in
       expectation as the paper describes (test time: 0.5 h(x)).
-    ``identity`` and ``conv1x1`` add plainly (conv1x1 is a projection shortcut on every unit).
+    ``identity`` and ``conv1x1`` add plainly (conv1x1 is a projection shortcut on every block).
     """
 
     def __init__(
-        self, kind: str, in_chs: int, out_chs: int, stride: int, *, gate_bias: float = -6.0,
+        self, kind: str, in_chans: int, out_chans: int, stride: int, *, gate_bias: float = -6.0,
         scale: float = 0.5, drop_ratio: float = 0.5,
     ) -> None:
         super().__init__()
         check_choice("shortcut_kind", kind, SHORTCUT_KINDS)
         self.kind, self.scale, self.drop_ratio, self.gate_bias = kind, scale, drop_ratio, gate_bias
-        # The gate sees the unit's input x and must match the output's shape, hence in -> out, stride.
+        # The gate sees the block's input x and must match the output's shape, hence in -> out, stride.
         self.gate = (
-            nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=True) if kind.endswith("gating") else None
+            nn.Conv2d(in_chans, out_chans, 1, stride=stride, bias=True) if kind.endswith("gating") else None
         )
 
     def init_weights(self) -> None:
