@@ -1,16 +1,16 @@
 """Residual networks as ensembles of paths: Veit, Wilber and Belongie (NeurIPS 2016), Sec. 3 and 5.
 
-Unravelled, a network of n residual units is a collection of 2^n paths (each unit is either passed
+Unravelled, a network of n residual blocks is a collection of 2^n paths (each block is either passed
 through its residual branch or skipped), and a path's length is the number of branches it goes
 through: binomially distributed, Binomial(n, 1/2) (their Fig. 6a).
 
 Their Sec. 5 measures how much gradient each path length carries: feed a batch forward through the
-whole net; in the backward pass pick k units at random, propagate only through the branch of those
+whole net; in the backward pass pick k blocks at random, propagate only through the branch of those
 and only through the shortcut of the other n - k, and take the gradient's norm at the input of the
-first unit. Multiplied by the number of paths of each length this gives the total gradient per length
-(their Fig. 6c): for ResNet-110 almost all of it comes from paths of 5 to 17 of its 54 units.
+first block. Multiplied by the number of paths of each length this gives the total gradient per length
+(their Fig. 6c): for ResNet-110 almost all of it comes from paths of 5 to 17 of its 54 blocks.
 
-How the backward pass is split, for a unit y = act(F(x) + s(x)) with act a ReLU or the identity:
+How the backward pass is split, for a block y = act(F(x) + s(x)) with act a ReLU or the identity:
 the Jacobian is M (J_F + J_s) with M the ReLU's 0/1 mask (all ones without a ReLU). Write
 y = skip + branch with skip = M * s(x) (M held constant) and branch = y - skip; then skip carries
 exactly M J_s and branch exactly M J_F, and their sum is y, so the forward pass is unchanged. A gate
@@ -29,13 +29,14 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.blocks import BasicBlock, Bottleneck, PreActBlock, ReLUBeforeAddBlock, ReLUOnlyPreActBlock
 from .lesion import _patched_forward
 
 
 def path_length_counts(num_blocks: int) -> list[int]:
-    """Number of paths of each length 0..n through n residual units: C(n, k), summing to 2^n."""
+    """Number of paths of each length 0..n through n residual blocks: C(n, k), summing to 2^n."""
     if num_blocks < 0:
-        raise ConfigError(f"number of residual units must be >= 0, got {num_blocks}")
+        raise ConfigError(f"number of residual blocks must be >= 0, got {num_blocks}")
     return [math.comb(num_blocks, k) for k in range(num_blocks + 1)]
 
 
@@ -64,11 +65,9 @@ class _GradGate(torch.autograd.Function):
 
 
 def _ends_in_relu(block: nn.Module) -> bool:
-    """True for y = relu(F(x) + s(x)) (original units), False for y = F(x) + s(x) (pre-activation and
-    ReLU-before-addition units); other units (BN after the addition, gated or scaled shortcuts) cannot be
+    """True for y = relu(F(x) + s(x)) (original blocks), False for y = F(x) + s(x) (pre-activation and
+    ReLU-before-addition blocks); other blocks (BN after the addition, gated or scaled shortcuts) cannot be
     split this way and raise ConfigError."""
-    from ..models.blocks import BasicBlock, Bottleneck, PreActBlock, ReLUBeforeAddBlock, ReLUOnlyPreActBlock
-
     if getattr(block, "merge", None) is None:
         if isinstance(block, PreActBlock | ReLUBeforeAddBlock | ReLUOnlyPreActBlock):
             return False
@@ -76,7 +75,7 @@ def _ends_in_relu(block: nn.Module) -> bool:
             return True
     kind = getattr(getattr(block, "merge", None), "kind", "identity")
     raise ConfigError(
-        f"gradient by path length splits units of the form relu(F(x) + s(x)) or F(x) + s(x); "
+        f"gradient by path length splits blocks of the form relu(F(x) + s(x)) or F(x) + s(x); "
         f"{type(block).__name__} (shortcut kind {kind}) is neither: use an original or pre-activation "
         "ResNet with plain additive shortcuts"
     )
@@ -111,7 +110,7 @@ def _gated_blocks(blocks: Sequence[nn.Module]) -> Iterator[list[tuple[_Gate, _Ga
 
 @dataclass
 class PathGradients:
-    """Mean gradient norm at the first unit's input of one path of each length, and totals per length."""
+    """Mean gradient norm at the first block's input of one path of each length, and totals per length."""
 
     num_blocks: int
     lengths: list[int]
@@ -119,7 +118,7 @@ class PathGradients:
     total_norm: list[float]  # times the number of paths of that length (Veit Fig. 6c)
 
     def share_below(self, length: int) -> float:
-        """Fraction of the total gradient carried by paths shorter than ``length`` units."""
+        """Fraction of the total gradient carried by paths shorter than ``length`` blocks."""
         total = sum(self.total_norm)
         return sum(t for k, t in zip(self.lengths, self.total_norm, strict=True) if k < length) / total
 
@@ -157,7 +156,7 @@ def gradient_by_path_length(
 ) -> PathGradients:
     """Veit et al. Sec. 5: gradient norm carried by paths of each length, sampled on one batch.
 
-    The model is measured in eval mode (BN uses its running statistics, so each unit is a fixed
+    The model is measured in eval mode (BN uses its running statistics, so each block is a fixed
     function of its input). The per-example loss is summed, so a norm is that of one example's gradient,
     averaged over the batch. Each (length, sample) costs one backward pass; the forward pass is shared.
     """
@@ -168,7 +167,7 @@ def gradient_by_path_length(
     n = len(blocks)
     lengths = list(range(n + 1)) if lengths is None else sorted(set(lengths))
     if any(not 0 <= k <= n for k in lengths):
-        raise ConfigError(f"path lengths must lie in 0..{n} for a net of {n} residual units, got {lengths}")
+        raise ConfigError(f"path lengths must lie in 0..{n} for a net of {n} residual blocks, got {lengths}")
     rng = random.Random(seed)
     captured: dict[str, torch.Tensor] = {}
 
@@ -178,14 +177,14 @@ def gradient_by_path_length(
 
     was_training = model.training
     model.eval()
-    # Only the gradient at the first unit's input is wanted: skip computing the weights' gradients.
+    # Only the gradient at the first block's input is wanted: skip computing the weights' gradients.
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
     hook = blocks[0].register_forward_pre_hook(keep_input)
     try:
         with _gated_blocks(blocks) as gates:
-            x = x.detach().requires_grad_(True)  # so the first unit's input is part of the graph
+            x = x.detach().requires_grad_(True)  # so the first block's input is part of the graph
             loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
             first_input = captured["x"]
             means = []

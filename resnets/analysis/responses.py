@@ -1,7 +1,7 @@
 """Layer responses, He et al. 2015, Sec. 4.2 "Analysis of Layer Responses" and Fig. 7.
 
 "The responses are the outputs of each 3x3 layer, after BN and before other nonlinearity (ReLU/addition)."
-Each unit names those BN layers through ``response_norms()``; a forward hook on each accumulates the sum
+Each block names those BN layers through ``response_norms()``; a forward hook on each accumulates the sum
 and the sum of squares of its output over a whole loader (float64, so millions of values lose nothing),
 and the standard deviation is taken over every value of the layer's output (images, channels, positions).
 The paper's finding: ResNets respond more weakly than their plain counterparts, so residual functions are
@@ -75,14 +75,14 @@ def layer_responses(
 ) -> LayerResponses:
     """Std of each 3x3 layer's output after BN over ``loader`` (e.g. the test set), ``model`` in eval mode.
 
-    Pre-activation units have no BN right after a 3x3 conv (their ``response_norms()`` is empty); a model
+    Pre-activation blocks have no BN right after a 3x3 conv (their ``response_norms()`` is empty); a model
     made only of them has nothing to measure and raises ``ConfigError``.
     """
     layers = response_layers(model)
     if not layers:
         raise ConfigError(
-            f"{type(model).__name__} has no BN layer right after a 3x3 conv (pre-activation units?): "
-            "layer responses (paper Fig. 7) are defined for original and plain units only"
+            f"{type(model).__name__} has no BN layer right after a 3x3 conv (pre-activation blocks?): "
+            "layer responses (paper Fig. 7) are defined for original and plain blocks only"
         )
     moments = [_Moments() for _ in layers]
     hooks = [norm.register_forward_hook(m) for (_, norm), m in zip(layers, moments, strict=True)]
