@@ -28,6 +28,7 @@ run: setup data
 
 lint: setup
 	$(VENV)/bin/ruff check resnets tests benchmarks
+	$(VENV)/bin/lint-imports
 
 test: setup data lint
 	$(VENV)/bin/python -m pytest -q

@@ -25,8 +25,8 @@ def select_device(name: str | None = None) -> torch.device:
 def computes_natively(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``device`` has arithmetic for ``dtype`` (not emulated through float32).
 
-    Autocast to a dtype the hardware lacks is slower than float32: bfloat16 autocast was measured
-    2-3x slower on an Ice Lake CPU (AVX-512 without bf16), and 1.5x faster on this AVX512-BF16 EPYC.
+    Autocast to a dtype the hardware lacks is slower than float32, since every op converts to and
+    from float32 (measured on CPUs with and without bf16: docs/training.md, "precision").
     """
     if device.type == "cuda":
         return dtype is torch.float16 or (dtype is torch.bfloat16 and torch.cuda.is_bf16_supported())

@@ -327,7 +327,7 @@ def test_lesion_verdict():
 
 
 def test_rank_correlation():
-    from resnets.experiments.depth import rank_correlation
+    from resnets.experiments.stats import rank_correlation
 
     assert rank_correlation([20, 32, 44, 56], [9.0, 8.0, 7.5, 7.0]) == pytest.approx(-1.0)
     assert rank_correlation([20, 32, 44], [7.0, 8.0, 9.0]) == pytest.approx(1.0)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-BUDGET_NAMES = ("smoke", "cpu", "paper")
+from ..errors import ConfigError
+from ..experiments import BUDGETS, DEFAULT_BUDGET, get_experiment, list_experiments
+from ..experiments.runner import DEFAULT_OUTPUT, ReproduceOptions, make_context, plan, reproduce
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
-        choices=BUDGET_NAMES,
-        default="cpu",
+        choices=tuple(BUDGETS),
+        default=DEFAULT_BUDGET,
         help="smoke: seconds, checks the machinery; cpu (default): at most ~30 minutes on a "
         "2-core CPU on Fashion-MNIST; paper: the papers' schedules on CIFAR-10, for a GPU",
     )
@@ -59,10 +61,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..experiments import get_experiment, list_experiments
-    from ..experiments.runner import DEFAULT_OUTPUT, make_context, plan, reproduce
-
     if args.list:
         for experiment in list_experiments():
             print(f"{experiment.name:<18} {experiment.title}  [{experiment.paper}]")
@@ -70,18 +68,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.experiment:
         names = ", ".join(e.name for e in list_experiments())
         raise ConfigError(f"name an experiment to reproduce ({names}), or use --list")
-    output = args.output or DEFAULT_OUTPUT
+    options = ReproduceOptions(
+        budget=args.budget,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        output=args.output or DEFAULT_OUTPUT,
+        device=args.device,
+        iterations=args.iterations,
+    )
     if args.plan:
         experiment = get_experiment(args.experiment)
-        ctx = make_context(
-            experiment,
-            budget=args.budget,
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            output=output,
-            device=args.device,
-            iterations=args.iterations,
-        )
+        ctx = make_context(experiment, options)
         specs = plan(experiment, ctx)
         print(f"# {ctx.command}")
         for key, value in experiment.settings(ctx).items():
@@ -91,14 +88,5 @@ def run(args: argparse.Namespace) -> int:
         if not specs:
             print("# no training runs: the analysis runs by itself")
         return 0
-    written = reproduce(
-        args.experiment,
-        budget=args.budget,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        output=output,
-        device=args.device,
-        iterations=args.iterations,
-    )
-    print(written["report"])
+    print(reproduce(args.experiment, options)["report"])
     return 0

@@ -137,7 +137,8 @@ def cache_dir() -> Path:
 
 
 def search_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """``data_dir``, ``$RESNETS_DATA``, the user cache: in the order the issue fixes."""
+    """``data_dir``, ``$RESNETS_DATA``, the user cache: a folder given on the command line
+    first, then the environment, then the cache shared by every run."""
     roots = [Path(data_dir).expanduser()] if data_dir else []
     if os.environ.get("RESNETS_DATA"):
         roots.append(Path(os.environ["RESNETS_DATA"]).expanduser())

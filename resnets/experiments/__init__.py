@@ -1,11 +1,12 @@
 """The papers' experiments, reproduced: ``resnets reproduce NAME``; one module per table or figure.
 
 ``EXPERIMENTS`` lists them in the order ``resnets reproduce --list`` shows; ``get_experiment(name)``
-returns one; ``reproduce(name, budget=..., ...)`` (in ``runner``) trains, analyses and writes the report.
+returns one; ``runner.reproduce(name, ReproduceOptions(...))`` trains, analyses and writes the report.
 """
 
 from __future__ import annotations
 
+from ..errors import unknown_name
 from .base import BUDGETS, DEFAULT_BUDGET, Experiment
 from .degradation import Degradation
 from .depth import Depth
@@ -22,8 +23,6 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def get_experiment(name: str) -> Experiment:
-    from ..errors import unknown_name
-
     try:
         return EXPERIMENTS[name]
     except KeyError:

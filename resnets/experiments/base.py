@@ -4,22 +4,25 @@ An experiment is a set of ordinary training runs (``RunSpec``: a recipe plus ove
 ``OUTPUT/runs/<name>`` by the training engine, resumable, never redone once finished) and an analysis
 of them (``Analysis``: numbers for results.json, tables beside the paper's, figures, and a paragraph on
 whether the paper's finding shows). Runs are named after everything that changes their weights, so
-experiments that need the same network (degradation, responses and lesion all train plain/ResNet-20/56)
-share one run when they share an output folder.
+experiments that need the same network (responses and lesion both train plain/ResNet-20/56) share one
+run when they share an output folder (``plans`` builds the shared ones).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown_name
+from ..runs import RunFolder
+from ..train.recipes import Recipe, apply_overrides, get_recipe
+from .tables import Table
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ BUDGETS: dict[str, Budget] = {
     "cpu": Budget(
         # 12,800 training images = 100 iterations per epoch at batch 128, so a run of N00 iterations
         # has N test-error points on its curve; 2,000 test images keep each evaluation a few seconds.
-        # channels_last: 1.2-1.6x faster convolutions on this CPU, same result. amp "auto": bfloat16
-        # autocast where the CPU computes bfloat16 natively (1.6x faster here), float32 elsewhere.
+        # channels_last: oneDNN's preferred layout for CPU convolutions. amp "auto": bfloat16 autocast
+        # only where the CPU computes bfloat16 natively, float32 where it would be emulated (slower).
         "cpu",
         "fashion-mnist",
         "paper-cifar",
@@ -66,11 +69,9 @@ BUDGETS: dict[str, Budget] = {
         "12,800 of the Fashion-MNIST training images, tested on a fixed, class-balanced 2,000 test images, "
         "with a linear lr warm-up over the first sixth of training and bfloat16 autocast where the CPU "
         "has bfloat16 arithmetic",
-        # Without a warm-up, lr 0.1 from the first step sends the deep nets' loss up (ResNet-44: 3.5
-        # after 50 iterations) and a 600-iteration run never recovers the lost ground: ResNet-56 ended
-        # 6.9 points above ResNet-20 in training error (float32, measured before the warm-up). The
-        # paper warms up its 110-layer net for the same reason (Sec. 4.2); a run 100x shorter than
-        # the paper's needs it at every depth.
+        # Without a warm-up, lr 0.1 from the first step sends the deep nets' loss up, and a run 100x
+        # shorter than the paper's never recovers (docs/reproduce.md). The paper warms up its 110-layer
+        # net for the same reason (He et al. 2015, Sec. 4.2); runs this short need it at every depth.
         warmup_fraction=1 / 6,
     ),
     "paper": Budget(
@@ -85,17 +86,8 @@ BUDGETS: dict[str, Budget] = {
 }
 DEFAULT_BUDGET = "cpu"
 
-# Every cpu-budget run trains this long, so experiments that need the same network share one run
-# (plain-20..56 serve degradation, responses, lesion and shortcuts; the paper-init ResNet-20..56
-# serve depth, responses, lesion, shortcuts and identity-mappings' original unit). Idle, in
-# bfloat16, a step at batch 128 takes ~0.11 s and ~0.30 s for 20 and 56 layers, so the 8 nets of
-# degradation take ~25 minutes at this length.
-CPU_ITERATIONS = 900
-
 
 def get_budget(name: str) -> Budget:
-    from ..errors import unknown_name
-
     try:
         return BUDGETS[name]
     except KeyError:
@@ -115,6 +107,10 @@ class RunSpec:
     def model(self) -> str:
         return self.overrides["model"]
 
+    def resolved(self) -> Recipe:
+        """The recipe with the overrides applied: what the engine trains."""
+        return apply_overrides(get_recipe(self.recipe), dict(self.overrides))
+
     def train_command(self, run_dir: Path, data_dir: str | None) -> str:
         """The ``resnets train`` command that trains (or resumes) exactly this run."""
         words = ["resnets", "train", "--recipe", self.recipe]
@@ -130,6 +126,11 @@ class RunSpec:
             words += ["--data-dir", str(data_dir)]
         words += ["--output", str(run_dir)]
         return shlex.join(words)
+
+
+def recipe_dict(spec: RunSpec) -> dict[str, Any]:
+    """The resolved recipe of ``spec`` as a plain dict (what the engine writes into the run folder)."""
+    return spec.resolved().to_dict()
 
 
 def _slug(value: Any) -> str:
@@ -199,58 +200,6 @@ class Context:
 
 
 @dataclass
-class Table:
-    """A markdown table: column titles and rows of cells (numbers are formatted to 2 decimals)."""
-
-    columns: Sequence[str]
-    rows: list[Sequence[Any]]
-
-    def markdown(self) -> str:
-        def cell(value: Any) -> str:
-            if value is None:
-                return "-"
-            if isinstance(value, float):
-                return f"{value:.2f}"
-            return str(value)
-
-        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
-        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
-        return "\n".join(lines)
-
-
-@dataclass
-class Analysis:
-    """What an experiment's analysis produced."""
-
-    results: dict[str, Any]  # JSON-serialisable numbers (results.json)
-    finding: str  # one paragraph, computed from the numbers
-    shows: bool | None  # does the paper's finding show? None: not decidable at this budget
-    tables: list[tuple[str, Table]] = field(default_factory=list)  # (caption, table)
-    figures: list[tuple[str, str]] = field(default_factory=list)  # (file name in results_dir, caption)
-    notes: list[str] = field(default_factory=list)
-
-
-class Experiment:
-    """One reproduced table or figure. Subclasses set the class attributes and override the methods."""
-
-    name: str = ""
-    title: str = ""
-    paper: str = ""  # which paper, table or figure
-    claim: str = ""  # what the paper found, in a sentence or two
-
-    def runs(self, ctx: Context) -> list[RunSpec]:
-        """The training runs this experiment needs at ``ctx.budget`` (none by default)."""
-        return []
-
-    def settings(self, ctx: Context) -> dict[str, Any]:
-        """Experiment-specific settings at this budget, recorded in the report (models, schedule ...)."""
-        return {}
-
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        raise NotImplementedError
-
-
-@dataclass
 class RunRecord:
     """A finished training run: its spec, folder, per-epoch metrics and per-step records."""
 
@@ -279,42 +228,10 @@ class RunRecord:
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "last.pt"
+        return RunFolder(self.folder).last
 
 
-def config_differences(wanted: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
-    """Recipe fields whose stored value differs from the wanted one ("field: stored -> wanted")."""
-    out = []
-    for key, value in wanted.items():
-        old = stored.get(key)
-        if isinstance(value, tuple):
-            value = list(value)
-        if old != value:
-            out.append(f"{key}: {old!r} -> {value!r}")
-    return out
-
-
-def recipe_dict(spec: RunSpec) -> dict[str, Any]:
-    """The resolved recipe of ``spec`` as a plain dict (what the engine writes into the run folder)."""
-    from ..train.recipes import apply_overrides, get_recipe
-
-    return apply_overrides(get_recipe(spec.recipe), dict(spec.overrides)).to_dict()
-
-
-def cifar_model(kind: str, depth: int) -> tuple[str, dict[str, Any]]:
-    """The zoo's name for a 6n+2 CIFAR net of ``kind`` "resnet" or "plain": ``resnet56``, or
-    ``resnet_cifar`` with ``depth`` for depths without a name of their own (the smoke budget's 8)."""
-    from ..models.registry import list_models
-
-    name = f"{kind}{depth}"
-    if name in list_models():
-        return name, {}
-    return f"{kind}_cifar", {"depth": depth}
-
-
-def net_label(kind: str, depth: int) -> str:
-    """ "ResNet-56" or "plain-56", as the paper writes them."""
-    return f"{'ResNet' if kind == 'resnet' else 'plain'}-{depth}"
+Runs = Mapping[str, RunRecord]  # an experiment's finished runs by run name
 
 
 def error_curves(record: RunRecord) -> dict[str, tuple[list[float], list[float]]]:
@@ -329,30 +246,51 @@ def error_curves(record: RunRecord) -> dict[str, tuple[list[float], list[float]]
     return {"train": train, "test": ([r["iteration"] for r in tested], [r["test_error"] for r in tested])}
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def config_differences(wanted: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
+    """Recipe fields whose stored value differs from the wanted one ("field: stored -> wanted")."""
+    out = []
+    for key, value in wanted.items():
+        old = stored.get(key)
+        if isinstance(value, tuple):
+            value = list(value)
+        if old != value:
+            out.append(f"{key}: {old!r} -> {value!r}")
+    return out
 
 
-def sampling_noise(error_pct: float, images: int) -> float:
-    """Standard error, in points, of an error rate measured on ``images`` independent images."""
-    p = min(max(error_pct / 100, 0.0), 1.0)
-    return 100 * (p * (1 - p) / max(images, 1)) ** 0.5
+@dataclass
+class Analysis:
+    """What an experiment's analysis produced (its figures are the experiment's ``figures``)."""
+
+    results: dict[str, Any]  # JSON-serialisable numbers (results.json)
+    finding: str  # one paragraph, computed from the numbers
+    shows: bool | None  # does the paper's finding show? None: not decidable at this budget
+    tables: list[tuple[str, Table]] = field(default_factory=list)  # (caption, table)
+    notes: list[str] = field(default_factory=list)
 
 
-def strength(gap: float, noise: float) -> str:
-    """How a difference of ``gap`` points compares with ``noise``, its standard error, in words."""
-    ratio = abs(gap) / noise if noise > 0 else float("inf")
-    where = "well above" if ratio >= 3 else "only a little above" if ratio >= 1 else "within"
-    return f"{where} the sampling noise of about {noise:.2f} points"
+class Experiment:
+    """One reproduced table or figure. Subclasses set the class attributes and override the methods."""
 
+    name: str = ""
+    title: str = ""
+    paper: str = ""  # which paper, table or figure
+    claim: str = ""  # what the paper found, in a sentence or two
+    # (file name in the results folder, caption) of each figure the analysis draws, in report order.
+    figures: tuple[tuple[str, str], ...] = ()
 
-def last_epoch_images(record: RunRecord) -> int:
-    """Training images seen in the last epoch (its training error is measured over them)."""
-    rows = record.metrics
-    start = rows[-2]["iteration"] if len(rows) >= 2 else 0
-    return (rows[-1]["iteration"] - start) * int(recipe_dict(record.spec)["batch_size"])
+    def runs(self, ctx: Context) -> list[RunSpec]:
+        """The training runs this experiment needs at ``ctx.budget`` (none by default)."""
+        return []
 
+    def settings(self, ctx: Context) -> dict[str, Any]:
+        """Experiment-specific settings at this budget, recorded in the report (models, schedule ...)."""
+        return {}
 
-def evaluated_images(record: RunRecord) -> int:
-    """Test images the run was evaluated on (CIFAR-10 and Fashion-MNIST have 10,000)."""
-    return int(recipe_dict(record.spec).get("test_subset") or 10_000)
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
+        """Measure the finished ``runs``, draw ``figures`` into ``ctx.results_dir`` and judge the finding."""
+        raise NotImplementedError
+
+    def figure_paths(self, ctx: Context) -> list[Path]:
+        """Where the analysis draws each of ``figures``."""
+        return [ctx.results_dir / filename for filename, _ in self.figures]

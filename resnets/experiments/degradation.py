@@ -10,58 +10,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import (
-    CPU_ITERATIONS,
-    Analysis,
-    Context,
-    Experiment,
-    RunRecord,
-    RunSpec,
-    Table,
-    cifar_model,
-    count_parameters,
-    error_curves,
-    evaluated_images,
-    last_epoch_images,
-    net_label,
-    sampling_noise,
-    strength,
-)
+from .base import Analysis, Context, Experiment, RunRecord, Runs, RunSpec, error_curves
 from .paper_numbers import CIFAR_TABLE6
+from .plans import cifar_run, net_label, params_cifar
+from .plots import plot_error_curves
+from .stats import evaluated_images, gap_noise, last_epoch_images, strength
+from .tables import Table
 
-# (depths, iterations); None keeps the recipe's 64k iterations.
-PLANS: dict[str, tuple[tuple[int, ...], int | None]] = {
-    "smoke": ((8, 14), 4),
-    "cpu": ((20, 32, 44, 56), CPU_ITERATIONS),
-    "paper": ((20, 32, 44, 56), None),
-}
+# Fig. 6's depths; the smoke budget's nets are only as deep as needed for two depths.
+DEPTHS: dict[str, tuple[int, ...]] = {"smoke": (8, 14), "cpu": (20, 32, 44, 56), "paper": (20, 32, 44, 56)}
 KINDS = ("plain", "resnet")
 # Budgets whose ResNets start with the last BN scale of every residual branch at zero (Goyal et al.
-# 2017; timm's default), so that each unit starts as the identity. With the paper's init, 900
-# iterations are not enough for the deeper ResNets to catch up with ResNet-20 (measured: ResNet-56
-# ended 0.70 points above ResNet-20 in training error, 1.7x the sampling noise, while plain-56 ended
-# 14.5 points above plain-20); the paper's curves separate only after thousands of iterations.
-# Only degradation's ResNets: the other experiments compare the paper's units as the paper built them.
+# 2017; timm's default), so that each unit starts as the identity: at the cpu budget's 900 iterations
+# paper-init ResNets do not yet sort by depth (the paper's curves separate only after thousands of
+# iterations; measured: docs/reproduce.md). Only degradation's ResNets: the other experiments compare
+# the paper's units as the paper built them.
 ZERO_INIT_BUDGETS = ("cpu",)
 
 
-def degradation_runs(ctx: Context, depths: tuple[int, ...], iterations: int | None) -> list[RunSpec]:
-    """Plain and residual nets of each depth, trained alike."""
-    specs = []
-    for kind in KINDS:
-        for depth in depths:
-            model, kwargs = cifar_model(kind, depth)
-            if kind == "resnet" and ctx.budget.name in ZERO_INIT_BUDGETS:
-                kwargs = {**kwargs, "zero_init_last": True}
-            specs.append(ctx.run(model, net_label(kind, depth), iterations=iterations, model_kwargs=kwargs))
-    return specs
-
-
-def params_cifar(model: str, kwargs: Mapping[str, Any]) -> int:
-    """Parameters of the network built for CIFAR-10 (3 input channels, 10 classes), as the paper counts."""
-    from ..models.registry import create_model
-
-    return count_parameters(create_model(model, **kwargs))
+def degradation_runs(ctx: Context) -> dict[tuple[str, int], RunSpec]:
+    """Plain and residual nets of each depth, trained alike, by (kind, depth)."""
+    zero_init = {"zero_init_last": True} if ctx.budget.name in ZERO_INIT_BUDGETS else {}
+    return {
+        (kind, depth): cifar_run(ctx, kind, depth, model_kwargs=zero_init if kind == "resnet" else None)
+        for kind in KINDS
+        for depth in DEPTHS[ctx.budget.name]
+    }
 
 
 class Degradation(Experiment):
@@ -73,30 +47,26 @@ class Degradation(Experiment):
         "training (Fig. 1), so deeper plain nets are harder to optimise; with residual learning the "
         "ordering reverses and ResNet-56 (6.97% test error) beats ResNet-20 (8.75%)."
     )
-
-    def plan(self, ctx: Context) -> tuple[tuple[int, ...], int | None]:
-        return PLANS[ctx.budget.name]
+    figures = (
+        (
+            "degradation.png",
+            "Training (dashed) and test (bold) error against iterations, "
+            "plain nets left, ResNets right (paper Fig. 6)",
+        ),
+    )
 
     def runs(self, ctx: Context) -> list[RunSpec]:
-        return degradation_runs(ctx, *self.plan(ctx))
+        return list(degradation_runs(ctx).values())
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depths, _ = self.plan(ctx)
-        return {"networks": ", ".join(net_label(k, d) for k in KINDS for d in depths)}
+        return {"networks": ", ".join(net_label(k, d) for k, d in degradation_runs(ctx))}
 
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        from ..experiment_plots import plot_error_curves
-
-        depths, _ = self.plan(ctx)
-        by_net = {
-            (kind, depth): runs[spec.name]
-            for spec, (kind, depth) in zip(
-                self.runs(ctx), [(k, d) for k in KINDS for d in depths], strict=True
-            )
-        }
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
+        depths = DEPTHS[ctx.budget.name]
+        by_net = {net: runs[spec.name] for net, spec in degradation_runs(ctx).items()}
         rows, results = [], {}
         for (kind, depth), record in by_net.items():
-            params = params_cifar(record.spec.model, record.spec.overrides.get("model_kwargs", {}))
+            params = params_cifar(record.spec)
             train_err, test_err = record.final_value("train_error"), record.final_value("test_error")
             paper = CIFAR_TABLE6.get(depth, {}).get("error") if kind == "resnet" else None
             results[record.label] = {
@@ -108,30 +78,20 @@ class Degradation(Experiment):
                 "paper_test_error": paper,
             }
             rows.append([record.label, f"{params / 1e6:.2f}M", train_err, test_err, paper])
-        ctx.results_dir.mkdir(parents=True, exist_ok=True)
         panels = {
             ("plain" if kind == "plain" else "ResNet"): {
                 f"{depth} layers": error_curves(by_net[(kind, depth)]) for depth in depths
             }
             for kind in KINDS
         }
-        plot_error_curves(
-            panels,
-            ctx.results_dir / "degradation.png",
-            title=f"{ctx.dataset}: training error (dashed) and test error (bold)",
-        )
+        (figure,) = self.figure_paths(ctx)
+        title = f"{ctx.dataset}: training error (dashed) and test error (bold)"
+        plot_error_curves(panels, figure, title=title)
         finding, shows, gaps = self._finding(by_net, min(depths), max(depths))
         results["gaps"] = gaps
-        table = Table(
-            [
-                "network",
-                "params (CIFAR-10)",
-                "final training error (%)",
-                "final test error (%)",
-                "paper test error (%)",
-            ],
-            rows,
-        )
+        columns = ["network", "params (CIFAR-10)", "final training error (%)", "final test error (%)",
+                   "paper test error (%)"]
+        table = Table(columns, rows)
         notes = [
             "Paper test errors are Table 6's (CIFAR-10, 64k iterations); the paper gives plain nets' errors "
             "only as curves (Fig. 6 left)."
@@ -149,20 +109,8 @@ class Degradation(Experiment):
                 "At this dataset and budget the absolute errors are not comparable to the paper's; "
                 "the orderings are what the experiment tests."
             )
-        return Analysis(
-            results=results,
-            finding=finding,
-            shows=shows,
-            tables=[("Final errors (training error: last epoch, with augmentation, as Fig. 6)", table)],
-            figures=[
-                (
-                    "degradation.png",
-                    "Training (dashed) and test (bold) error against iterations, "
-                    "plain nets left, ResNets right (paper Fig. 6)",
-                )
-            ],
-            notes=notes,
-        )
+        caption = "Final errors (training error: last epoch, with augmentation, as Fig. 6)"
+        return Analysis(results, finding, shows, tables=[(caption, table)], notes=notes)
 
     @staticmethod
     def _finding(
@@ -173,13 +121,9 @@ class Degradation(Experiment):
             a, b = by_net[(kind, shallow)], by_net[(kind, deep)]
             ta, tb = a.final_value("train_error"), b.final_value("train_error")
             gap = tb - ta
-            noise = (
-                sampling_noise(ta, last_epoch_images(a)) ** 2 + sampling_noise(tb, last_epoch_images(b)) ** 2
-            ) ** 0.5
+            noise = gap_noise(ta, last_epoch_images(a), tb, last_epoch_images(b))
             ea, eb = a.final_value("test_error"), b.final_value("test_error")
-            test_noise = (
-                sampling_noise(ea, evaluated_images(a)) ** 2 + sampling_noise(eb, evaluated_images(b)) ** 2
-            ) ** 0.5
+            test_noise = gap_noise(ea, evaluated_images(a), eb, evaluated_images(b))
             gaps[kind] = {
                 "train_gap": gap,
                 "train_noise": noise,

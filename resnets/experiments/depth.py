@@ -7,55 +7,21 @@ which the authors attribute to overfitting.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from .base import (
-    CPU_ITERATIONS,
-    Analysis,
-    Context,
-    Experiment,
-    RunRecord,
-    RunSpec,
-    Table,
-    cifar_model,
-    evaluated_images,
-    net_label,
-    sampling_noise,
-    strength,
-)
-from .degradation import params_cifar
+from .base import Analysis, Context, Experiment, Runs, RunSpec
 from .paper_numbers import CIFAR_TABLE6
+from .plans import cifar_run, net_label, params_cifar
+from .plots import plot_ours_vs_paper
+from .stats import evaluated_images, gap_noise, rank_correlation, strength
+from .tables import Table
 
-PLANS: dict[str, tuple[tuple[int, ...], int | None]] = {
-    "smoke": ((8, 14), 4),
-    # ~24 minutes alone here, ResNet-110 ~11 of them.
-    "cpu": ((20, 32, 44, 56, 110), CPU_ITERATIONS),
-    "paper": ((20, 32, 44, 56, 110, 1202), None),
+# Table 6's depths; 1202 layers only at the paper budget (19.4M parameters: a GPU's job).
+DEPTHS: dict[str, tuple[int, ...]] = {
+    "smoke": (8, 14),
+    "cpu": (20, 32, 44, 56, 110),
+    "paper": (20, 32, 44, 56, 110, 1202),
 }
-
-
-def rank_correlation(xs: list[float], ys: list[float]) -> float:
-    """Spearman's rank correlation (no ties expected among depths; errors' ties get average ranks)."""
-
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / var if var else 0.0
 
 
 class Depth(Experiment):
@@ -67,36 +33,24 @@ class Depth(Experiment):
         "6.97% and 6.43% test error: deeper is better. ResNet-1202 (19.4M) trains to a similar training "
         "error but tests at 7.93%, attributed to overfitting."
     )
+    figures = (("depth.png", "Final test error by depth, ours beside the paper's Table 6"),)
 
     def _specs(self, ctx: Context) -> list[tuple[int, RunSpec]]:
-        depths, iterations = PLANS[ctx.budget.name]
-        out = []
-        for depth in depths:
-            model, kwargs = cifar_model("resnet", depth)
-            out.append(
-                (
-                    depth,
-                    ctx.run(model, net_label("resnet", depth), iterations=iterations, model_kwargs=kwargs),
-                )
-            )
-        return out
+        return [(depth, cifar_run(ctx, "resnet", depth)) for depth in DEPTHS[ctx.budget.name]]
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         return [spec for _, spec in self._specs(ctx)]
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depths, _ = PLANS[ctx.budget.name]
-        return {"networks": ", ".join(net_label("resnet", d) for d in depths)}
+        return {"networks": ", ".join(net_label("resnet", d) for d in DEPTHS[ctx.budget.name])}
 
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        from ..experiment_plots import plot_ours_vs_paper
-
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         rows, results, labels, ours, paper = [], {}, [], [], []
         depths, errors = [], []
         worst_param_gap: float | None = None  # None: no depth of this budget is in Table 6
         for depth, spec in self._specs(ctx):
             record = runs[spec.name]
-            params = params_cifar(spec.model, spec.overrides.get("model_kwargs", {}))
+            params = params_cifar(spec)
             published = CIFAR_TABLE6.get(depth, {})
             error = record.final_value("test_error")
             if "params_m" in published:
@@ -126,42 +80,22 @@ class Depth(Experiment):
             paper.append(published.get("error"))
             depths.append(depth)
             errors.append(error)
-        ctx.results_dir.mkdir(parents=True, exist_ok=True)
-        plot_ours_vs_paper(
-            labels,
-            ours,
-            paper,
-            ctx.results_dir / "depth.png",
-            title=f"test error by depth: ours ({ctx.dataset}, {ctx.budget.name}) and Table 6",
-        )
+        (figure,) = self.figure_paths(ctx)
+        title = f"test error by depth: ours ({ctx.dataset}, {ctx.budget.name}) and Table 6"
+        plot_ours_vs_paper(labels, ours, paper, figure, title=title)
         finding, shows, summary = self._finding(runs, self._specs(ctx), depths, errors, worst_param_gap)
         results["summary"] = summary
-        table = Table(
-            [
-                "network",
-                "params (CIFAR-10)",
-                "paper params (M)",
-                "test error (%)",
-                "paper test error (%)",
-                "final training error (%)",
-            ],
-            rows,
-        )
-        return Analysis(
-            results=results,
-            finding=finding,
-            shows=shows,
-            tables=[("Parameters and final test error beside Table 6", table)],
-            figures=[("depth.png", "Final test error by depth, ours beside the paper's Table 6")],
-            notes=[
-                "Paper errors are on CIFAR-10 after 64k iterations; ours are comparable only at the "
-                "paper budget on CIFAR-10."
-            ],
-        )
+        columns = ["network", "params (CIFAR-10)", "paper params (M)", "test error (%)",
+                   "paper test error (%)", "final training error (%)"]
+        table = Table(columns, rows)
+        note = ("Paper errors are on CIFAR-10 after 64k iterations; ours are comparable only at the paper "
+                "budget on CIFAR-10.")
+        caption = "Parameters and final test error beside Table 6"
+        return Analysis(results, finding, shows, tables=[(caption, table)], notes=[note])
 
     @staticmethod
     def _finding(
-        runs: Mapping[str, RunRecord],
+        runs: Runs,
         specs: list[tuple[int, RunSpec]],
         depths: list[int],
         errors: list[float],
@@ -171,9 +105,7 @@ class Depth(Experiment):
         rho = rank_correlation([float(d) for d, _ in upto], [e for _, e in upto])
         (d0, e0), (d1, e1) = upto[0], upto[-1]
         first, last = runs[specs[0][1].name], runs[specs[len(upto) - 1][1].name]
-        noise = (
-            sampling_noise(e0, evaluated_images(first)) ** 2 + sampling_noise(e1, evaluated_images(last)) ** 2
-        ) ** 0.5
+        noise = gap_noise(e0, evaluated_images(first), e1, evaluated_images(last))
         gain = e0 - e1
         summary = {
             "spearman_depth_error": rho,

@@ -12,27 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import (
-    CPU_ITERATIONS,
-    Analysis,
-    Context,
-    Experiment,
-    RunRecord,
-    RunSpec,
-    Table,
-    cifar_model,
-    evaluated_images,
-    net_label,
-    sampling_noise,
-)
+from .base import Analysis, Context, Experiment, Runs, RunSpec
 from .paper_numbers import FAIL_THRESHOLD, SHORTCUT_KINDS_TABLE1, UNITS_TABLE2
+from .plans import cifar_run, net_label
+from .plots import plot_ours_vs_paper
+from .stats import evaluated_images, pairwise_noise
+from .tables import Table
 
-# (depth, iterations, recipe): the paper's ResNet-110 with its warm-up recipe; ResNet-20 on the CPU
-# (10 variants ~19 minutes here; the original unit is depth's ResNet-20).
-PLANS: dict[str, tuple[int, int | None, str | None]] = {
-    "smoke": (8, 4, None),
-    "cpu": (20, CPU_ITERATIONS, None),
-    "paper": (110, None, "preact-cifar"),
+# (depth, recipe): the paper's ResNet-110 with its warm-up recipe; ResNet-20 at the cpu budget (the
+# original unit is then depth's ResNet-20 run).
+PLANS: dict[str, tuple[int, str | None]] = {
+    "smoke": (8, None),
+    "cpu": (20, None),
+    "paper": (110, "preact-cifar"),
 }
 SHORTCUT_VARIANTS = ("constant_scaling", "exclusive_gating", "shortcut_only_gating", "conv1x1", "dropout")
 UNIT_VARIANTS = ("bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
@@ -70,17 +62,15 @@ class IdentityMappings(Experiment):
         "addition (7.84%) hurt, ReLU-only pre-activation is on par (6.71%) and full pre-activation is best "
         "(6.37%)."
     )
+    figures = (("identity_mappings.png", "Test error of each variant, ours beside the paper's"),)
 
     def _specs(self, ctx: Context) -> dict[str, RunSpec]:
-        depth, iterations, recipe = PLANS[ctx.budget.name]
-        model, kwargs = cifar_model("resnet", depth)
+        depth, recipe = PLANS[ctx.budget.name]
         variants: dict[str, dict[str, str]] = {"original": {}}
         variants.update({kind: {"shortcut_kind": kind} for kind in SHORTCUT_VARIANTS})
         variants.update({unit: {"unit": unit} for unit in UNIT_VARIANTS})
         return {
-            v: ctx.run(
-                model, LABELS[v], iterations=iterations, recipe=recipe, model_kwargs={**kwargs, **extra}
-            )
+            v: cifar_run(ctx, "resnet", depth, label=LABELS[v], recipe=recipe, model_kwargs=extra)
             for v, extra in variants.items()
         }
 
@@ -88,16 +78,14 @@ class IdentityMappings(Experiment):
         return list(self._specs(ctx).values())
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depth, _, recipe = PLANS[ctx.budget.name]
+        depth, recipe = PLANS[ctx.budget.name]
         return {
             "network": net_label("resnet", depth) + (" (the paper uses ResNet-110)" if depth != 110 else ""),
             "variants": ", ".join(LABELS.values()),
             "recipe": recipe or ctx.budget.recipe,
         }
 
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        from ..experiment_plots import plot_ours_vs_paper
-
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         specs = self._specs(ctx)
         errors = {v: runs[s.name].final_value("test_error") for v, s in specs.items()}
         results = {
@@ -124,19 +112,17 @@ class IdentityMappings(Experiment):
             for v in ("original", *UNIT_VARIANTS)
         ]
         columns = ["variant", "final training error (%)", "test error (%)", "paper, ResNet-110 (%)"]
-        ctx.results_dir.mkdir(parents=True, exist_ok=True)
         order = list(specs)
+        (figure,) = self.figure_paths(ctx)
         plot_ours_vs_paper(
             [LABELS[v] for v in order],
             [errors[v] for v in order],
             [paper_error(v) for v in order],
-            ctx.results_dir / "identity_mappings.png",
+            figure,
             paper_label="paper (ResNet-110; dropout: fail, not drawn)",
             title="test error of each shortcut kind and unit placement",
         )
-        noise = (
-            max(sampling_noise(e, evaluated_images(runs[specs[v].name])) for v, e in errors.items()) * 2**0.5
-        )
+        noise = pairwise_noise((e, evaluated_images(runs[specs[v].name])) for v, e in errors.items())
         finding, shows, summary = self._finding(errors, noise)
         results["summary"] = summary
         depth = PLANS[ctx.budget.name][0]
@@ -149,17 +135,11 @@ class IdentityMappings(Experiment):
                 f"The paper's network is ResNet-110; at this budget it is {net_label('resnet', depth)}, "
                 "where every unit matters less, so the differences are expected to be smaller."
             )
-        return Analysis(
-            results=results,
-            finding=finding,
-            shows=shows,
-            tables=[
-                ("Shortcut kinds (Table 1)", Table(columns, shortcut_rows)),
-                ("Unit placements (Table 2)", Table(columns, unit_rows)),
-            ],
-            figures=[("identity_mappings.png", "Test error of each variant, ours beside the paper's")],
-            notes=notes,
-        )
+        tables = [
+            ("Shortcut kinds (Table 1)", Table(columns, shortcut_rows)),
+            ("Unit placements (Table 2)", Table(columns, unit_rows)),
+        ]
+        return Analysis(results, finding, shows, tables=tables, notes=notes)
 
     @staticmethod
     def _finding(errors: Mapping[str, float], noise: float) -> tuple[str, bool, dict[str, Any]]:

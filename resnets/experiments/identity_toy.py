@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .base import Analysis, Context, Experiment, RunRecord, Table
+from .base import Analysis, Context, Experiment, Runs
+from .plots import plot_loss_curves
+from .tables import Table
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class IdentityToy(Experiment):
         "If the identity is (nearly) optimal, driving a residual branch to zero is easier than fitting an "
         "identity with a stack of nonlinear layers."
     )
+    figures = (("identity_toy.png", "Loss against steps, plain (y = conv x) and residual (y = x + conv x)"),)
 
     def settings(self, ctx: Context) -> dict:
         s = SETTINGS[ctx.budget.name]
@@ -142,9 +145,7 @@ class IdentityToy(Experiment):
             "computed on": "one CPU thread (the problem is tiny)",
         }
 
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        from ..experiment_plots import plot_loss_curves
-
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         s = SETTINGS[ctx.budget.name]
         results: dict = {"settings": {"steps": s.steps, "seeds": s.seeds, "thresholds": list(s.thresholds)}}
         curves: dict[str, list[float]] = {}
@@ -193,10 +194,10 @@ class IdentityToy(Experiment):
             sentences.append(_speedup_sentence(opt_name, tightest, plain, residual))
             if residual is None or (plain is not None and plain < residual):
                 faster_everywhere = False
-        ctx.results_dir.mkdir(parents=True, exist_ok=True)
+        (figure,) = self.figure_paths(ctx)
         plot_loss_curves(
             curves,
-            ctx.results_dir / "identity_toy.png",
+            figure,
             thresholds=s.thresholds,
             title="one 3x3 conv learning the identity (median over seeds)",
         )
@@ -217,13 +218,6 @@ class IdentityToy(Experiment):
             ["optimiser", "layer", "initial loss", "final loss", *[f"steps to {t:g}" for t in s.thresholds]],
             rows,
         )
-        return Analysis(
-            results=results,
-            finding=finding,
-            shows=faster_everywhere,
-            tables=[("Median over seeds of the loss (mean squared error against the input)", table)],
-            figures=[
-                ("identity_toy.png", "Loss against steps, plain (y = conv x) and residual (y = x + conv x)")
-            ],
-            notes=["The paper has no numbers for this toy; it illustrates the hypothesis of its Sec. 3.1."],
-        )
+        caption = "Median over seeds of the loss (mean squared error against the input)"
+        note = "The paper has no numbers for this toy; it illustrates the hypothesis of its Sec. 3.1."
+        return Analysis(results, finding, faster_everywhere, tables=[(caption, table)], notes=[note])

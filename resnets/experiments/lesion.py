@@ -1,9 +1,9 @@
 """Lesion study: Veit, Wilber and Belongie 2016, "Residual Networks Behave Like Ensembles of Relatively
 Shallow Networks", Sec. 4 (deleting and re-ordering units) and Sec. 5 (path lengths and gradients).
 
-A trained ResNet and plain net of the same depth (the ``degradation`` runs): delete one unit at a time,
-swap adjacent units, and measure the test error; count the paths by length and measure how much
-gradient each length carries.
+A trained ResNet and plain net of the same depth (the runs of ``depth`` and ``degradation``, shared when
+the output folder is shared): delete one unit at a time, swap adjacent units, and measure the test
+error; count the paths by length and measure how much gradient each length carries.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import torch
 
 from ..analysis.lesion import lesion_study
 from ..analysis.paths import gradient_by_path_length, path_length_fractions
-from .base import Analysis, Context, Experiment, RunRecord, RunSpec, Table, cifar_model, net_label
-from .degradation import PLANS as DEGRADATION_PLANS
+from .base import Analysis, Context, Experiment, Runs, RunSpec
+from .plans import cifar_run
+from .plots import plot_lesion, plot_path_lengths
+from .tables import Table
+from .trained import TrainedNets
 
 DEPTH = {"smoke": 14, "cpu": 56, "paper": 56}
 # Gradient samples per path length (Veit et al. sample paths; each sample is one backward pass) and the
@@ -38,14 +41,21 @@ class Lesion(Experiment):
         "binomially distributed length, and almost all of its gradient comes from short paths (5 to 17 "
         "of ResNet-110's 54 units)."
     )
+    figures = (
+        (
+            "lesion.png",
+            "Test error with each unit deleted (left) and each adjacent pair swapped "
+            "(right); dotted: the intact network (Veit et al. Fig. 3 and 5)",
+        ),
+        (
+            "paths.png",
+            "Path lengths, gradient norm of one path of each length, and the share of "
+            "the total gradient by length (Veit et al. Fig. 6)",
+        ),
+    )
 
     def _specs(self, ctx: Context) -> dict[str, RunSpec]:
-        depth, iterations = DEPTH[ctx.budget.name], DEGRADATION_PLANS[ctx.budget.name][1]
-        specs = {}
-        for kind in KINDS:
-            model, kwargs = cifar_model(kind, depth)
-            specs[kind] = ctx.run(model, net_label(kind, depth), iterations=iterations, model_kwargs=kwargs)
-        return specs
+        return {kind: cifar_run(ctx, kind, DEPTH[ctx.budget.name]) for kind in KINDS}
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         return list(self._specs(ctx).values())
@@ -58,10 +68,7 @@ class Lesion(Experiment):
             f"{GRADIENT_BATCH[b]} test images",
         }
 
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        from ..experiment_plots import plot_lesion, plot_path_lengths
-        from .trained import TrainedNets
-
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         nets = TrainedNets(ctx)
         specs = self._specs(ctx)
         lesions, results, rows = {}, {}, []
@@ -84,11 +91,11 @@ class Lesion(Experiment):
             )
             if kind == "resnet":
                 resnet_model, resnet_loader = model, loader
-        ctx.results_dir.mkdir(parents=True, exist_ok=True)
+        lesion_figure, paths_figure = self.figure_paths(ctx)
         plot_lesion(
             {label: l.deleted_errors for label, l in lesions.values()},
             {label: l.baseline_error for label, l in lesions.values()},
-            ctx.results_dir / "lesion.png",
+            lesion_figure,
             swapped={label: l.swapped_errors for label, l in lesions.values()},
             downsampling=lesions["resnet"][1].downsampling,
             title=f"deleting (left) and swapping (right) units, {ctx.dataset} test split",
@@ -97,49 +104,24 @@ class Lesion(Experiment):
         results["paths"] = paths
         plot_path_lengths(
             paths["fractions"],
-            ctx.results_dir / "paths.png",
+            paths_figure,
             lengths=paths["lengths"],
             mean_norm=paths["mean_norm"],
             total_norm=paths["total_norm"],
             title=f"{lesions['resnet'][0]}: paths and their gradients (Veit et al. Fig. 6)",
         )
         finding, shows = self._finding(lesions, paths)
-        table = Table(
-            [
-                "network",
-                "intact error (%)",
-                "mean error, one unit deleted",
-                "median",
-                "worst",
-                "mean error, adjacent units swapped",
-            ],
-            rows,
-        )
-        return Analysis(
-            results=results,
-            finding=finding,
-            shows=shows,
-            tables=[("Test error with one unit deleted (its branch removed, its shortcut kept)", table)],
-            figures=[
-                (
-                    "lesion.png",
-                    "Test error with each unit deleted (left) and each adjacent pair swapped "
-                    "(right); dotted: the intact network (Veit et al. Fig. 3 and 5)",
-                ),
-                (
-                    "paths.png",
-                    "Path lengths, gradient norm of one path of each length, and the share of "
-                    "the total gradient by length (Veit et al. Fig. 6)",
-                ),
-            ],
-            notes=[
-                "Veit et al. lesion ResNet-110 on CIFAR-10 (single deletions raise the error only slightly; "
-                "downsampling units more) and a VGG net on ImageNet for the plain case (chance level). "
-                "They report no table of numbers, so the comparison is qualitative.",
-                "In a plain net, deleting a unit keeps the parameter-free option-A mapping where the shape "
-                "changes, so the rest of the net still receives a tensor of the right shape.",
-            ],
-        )
+        columns = ["network", "intact error (%)", "mean error, one unit deleted", "median", "worst",
+                   "mean error, adjacent units swapped"]
+        caption = "Test error with one unit deleted (its branch removed, its shortcut kept)"
+        notes = [
+            "Veit et al. lesion ResNet-110 on CIFAR-10 (single deletions raise the error only slightly; "
+            "downsampling units more) and a VGG net on ImageNet for the plain case (chance level). "
+            "They report no table of numbers, so the comparison is qualitative.",
+            "In a plain net, deleting a unit keeps the parameter-free option-A mapping where the shape "
+            "changes, so the rest of the net still receives a tensor of the right shape.",
+        ]
+        return Analysis(results, finding, shows, tables=[(caption, Table(columns, rows))], notes=notes)
 
     @staticmethod
     def _paths(ctx: Context, model: torch.nn.Module, loader: Any) -> dict[str, Any]:

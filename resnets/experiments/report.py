@@ -5,7 +5,6 @@ Both files are written atomically, so a reproduce killed while writing leaves th
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -15,8 +14,9 @@ from typing import Any
 
 import torch
 
-from ..train.checkpoint import write_atomic
-from .base import Analysis, Context, Experiment, RunRecord, recipe_dict
+from .. import __version__
+from ..io import write_json, write_text
+from .base import Analysis, Context, Experiment, Runs, recipe_dict
 
 
 def _jsonable(value: Any) -> Any:
@@ -35,17 +35,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
-
     return {"resnets": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def results_document(
-    experiment: Experiment,
-    ctx: Context,
-    runs: Mapping[str, RunRecord],
-    analysis: Analysis,
-) -> dict[str, Any]:
+def results_document(experiment: Experiment, ctx: Context, runs: Runs, analysis: Analysis) -> dict[str, Any]:
     """What results.json holds: the setup, each run's final numbers, the analysis, the finding."""
     return _jsonable(
         {
@@ -75,12 +68,7 @@ def results_document(
     )
 
 
-def report_markdown(
-    experiment: Experiment,
-    ctx: Context,
-    runs: Mapping[str, RunRecord],
-    analysis: Analysis,
-) -> str:
+def report_markdown(experiment: Experiment, ctx: Context, runs: Runs, analysis: Analysis) -> str:
     """report.md: the claim, our finding, tables beside the paper's, figures, the budget and the commands."""
     verdict = {True: "shows", False: "does not show", None: "cannot be judged at this budget"}[analysis.shows]
     lines = [
@@ -97,9 +85,9 @@ def report_markdown(
     ]
     for caption, table in analysis.tables:
         lines += [f"## {caption}", "", table.markdown(), ""]
-    if analysis.figures:
+    if experiment.figures:
         lines += ["## Figures", ""]
-        for filename, caption in analysis.figures:
+        for filename, caption in experiment.figures:
             lines += [f"![{caption}]({filename})", "", f"*{caption}*", ""]
     lines += ["## Budget", ""]
     if runs:  # the budget's data and schedule only matter to experiments that train
@@ -128,7 +116,7 @@ def report_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _training_length(runs: Mapping[str, RunRecord]) -> str:
+def _training_length(runs: Runs) -> str:
     lengths = set()
     for record in runs.values():
         recipe = recipe_dict(record.spec)
@@ -137,17 +125,8 @@ def _training_length(runs: Mapping[str, RunRecord]) -> str:
     return ", ".join(sorted(lengths))
 
 
-def write_artifacts(
-    experiment: Experiment,
-    ctx: Context,
-    runs: Mapping[str, RunRecord],
-    analysis: Analysis,
-) -> dict[str, Path]:
+def write_artifacts(experiment: Experiment, ctx: Context, runs: Runs, analysis: Analysis) -> dict[str, Path]:
     """Write results.json and report.md into ``ctx.results_dir``; return their paths."""
-    ctx.results_dir.mkdir(parents=True, exist_ok=True)
-    document = results_document(experiment, ctx, runs, analysis)
-    text = json.dumps(document, indent=2, allow_nan=False)
-    results = write_atomic(ctx.results_dir / "results.json", lambda tmp: tmp.write_text(text + "\n"))
-    markdown = report_markdown(experiment, ctx, runs, analysis)
-    report = write_atomic(ctx.results_dir / "report.md", lambda tmp: tmp.write_text(markdown))
+    results = write_json(ctx.results_dir / "results.json", results_document(experiment, ctx, runs, analysis))
+    report = write_text(ctx.results_dir / "report.md", report_markdown(experiment, ctx, runs, analysis))
     return {"results": results, "report": report}

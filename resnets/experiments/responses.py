@@ -3,7 +3,8 @@
 The std of each 3x3 layer's output (after BN, before the addition and ReLU) on the test set, for plain
 and residual nets. The paper: ResNets respond more weakly than their plain counterparts, supporting the
 idea that residual functions are closer to zero; the deeper the ResNet, the weaker each layer's response.
-The networks are the ``degradation`` experiment's (same runs, shared when the output folder is shared).
+The networks are those of ``degradation`` (plain) and ``depth`` (ResNets): the same runs, shared when the
+output folder is shared.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..analysis.responses import layer_responses
-from .base import Analysis, Context, Experiment, RunRecord, RunSpec, Table, cifar_model, net_label
-from .degradation import PLANS as DEGRADATION_PLANS
+from .base import Analysis, Context, Experiment, Runs, RunSpec
+from .plans import cifar_run, net_label
+from .plots import plot_responses
+from .tables import Table
+from .trained import TrainedNets
 
 # (kind, depth) pairs per budget: Fig. 7 shows plain-20/56 and ResNet-20/56/110.
 NETS: dict[str, tuple[tuple[str, int], ...]] = {
@@ -33,20 +37,16 @@ class Responses(Experiment):
         "are generally smaller in ResNets than in their plain counterparts, and smaller in deeper "
         "ResNets (ResNet-20 > 56 > 110): residual functions are generally closer to zero."
     )
+    figures = (
+        (
+            "responses.png",
+            "Std of layer responses in layer order (top) and sorted in descending "
+            "order (bottom); plain nets dashed (paper Fig. 7)",
+        ),
+    )
 
     def _nets(self, ctx: Context) -> list[tuple[str, int, RunSpec]]:
-        iterations = DEGRADATION_PLANS[ctx.budget.name][1]
-        out = []
-        for kind, depth in NETS[ctx.budget.name]:
-            model, kwargs = cifar_model(kind, depth)
-            out.append(
-                (
-                    kind,
-                    depth,
-                    ctx.run(model, net_label(kind, depth), iterations=iterations, model_kwargs=kwargs),
-                )
-            )
-        return out
+        return [(kind, depth, cifar_run(ctx, kind, depth)) for kind, depth in NETS[ctx.budget.name]]
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         return [spec for _, _, spec in self._nets(ctx)]
@@ -57,10 +57,7 @@ class Responses(Experiment):
             "measured on": "the run's test split, network in eval mode",
         }
 
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        from ..experiment_plots import plot_responses
-        from .trained import TrainedNets
-
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         nets = TrainedNets(ctx)
         measured: dict[tuple[str, int], list[float]] = {}
         results: dict[str, Any] = {}
@@ -80,32 +77,21 @@ class Responses(Experiment):
                     min(responses.stds),
                 ]
             )
-        ctx.results_dir.mkdir(parents=True, exist_ok=True)
+        (figure,) = self.figure_paths(ctx)
         plot_responses(
             {net_label(k, d): stds for (k, d), stds in measured.items()},
-            ctx.results_dir / "responses.png",
+            figure,
             title=f"layer responses on {ctx.dataset} (Fig. 7)",
         )
         finding, shows, comparisons = self._finding(measured)
         results["comparisons"] = comparisons
         table = Table(["network", "3x3 layers", "mean std", "median std", "max std", "min std"], rows)
-        return Analysis(
-            results=results,
-            finding=finding,
-            shows=shows,
-            tables=[("Std of each 3x3 layer's response (after BN, before addition/ReLU), test split", table)],
-            figures=[
-                (
-                    "responses.png",
-                    "Std of layer responses in layer order (top) and sorted in descending "
-                    "order (bottom); plain nets dashed (paper Fig. 7)",
-                )
-            ],
-            notes=[
-                "The paper gives these only as a figure (Fig. 7), so there are no numbers to set beside "
-                "ours; the comparison is of the orderings. The std is over every value of a layer's output."
-            ],
+        caption = "Std of each 3x3 layer's response (after BN, before addition/ReLU), test split"
+        note = (
+            "The paper gives these only as a figure (Fig. 7), so there are no numbers to set beside "
+            "ours; the comparison is of the orderings. The std is over every value of a layer's output."
         )
+        return Analysis(results, finding, shows, tables=[(caption, table)], notes=[note])
 
     @staticmethod
     def _finding(measured: Mapping[tuple[str, int], list[float]]) -> tuple[str, bool, dict[str, Any]]:

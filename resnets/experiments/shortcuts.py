@@ -13,26 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import (
-    CPU_ITERATIONS,
-    Analysis,
-    Context,
-    Experiment,
-    RunRecord,
-    RunSpec,
-    Table,
-    cifar_model,
-    evaluated_images,
-    net_label,
-    sampling_noise,
-    strength,
-)
-from .degradation import params_cifar
+from .base import Analysis, Context, Experiment, RunRecord, Runs, RunSpec
 from .paper_numbers import IMAGENET_TABLE3
+from .plans import ITERATIONS, cifar_run, net_label, params_cifar
+from .plots import plot_ours_vs_paper
+from .stats import evaluated_images, pairwise_noise, strength
+from .tables import Table
 
-# (CIFAR depth, iterations): 4 nets ~11 minutes here; plain-32 is degradation's run and ResNet-32 A
-# (the CIFAR default, left implicit) depth's.
-PLANS: dict[str, tuple[int, int | None]] = {"smoke": (8, 4), "cpu": (32, CPU_ITERATIONS), "paper": (56, None)}
+# The CIFAR nets' depth: at the cpu budget plain-32 is then degradation's run and ResNet-32 A depth's.
+DEPTH = {"smoke": 8, "cpu": 32, "paper": 56}
 IMAGENET_FORMATS = ("imagenet", "imagefolder")
 OPTIONS = ("A", "B", "C")
 
@@ -46,12 +35,13 @@ class Shortcuts(Experiment):
         "10-crop, 34 layers: plain 28.54%, A 25.03%, B 24.52%, C 24.19%); B is slightly better than A and "
         "C marginally better than B, so projections are not essential for the degradation problem."
     )
+    figures = (("shortcuts.png", "Test error by shortcut option, ours beside Table 3's"),)
 
     def _specs(self, ctx: Context) -> dict[str, RunSpec]:
-        depth, iterations = PLANS[ctx.budget.name]
         if ctx.dataset in IMAGENET_FORMATS:
             # Table 3's own networks; the paper budget trains them with the ImageNet recipe (Sec. 3.4).
             recipe = "paper-imagenet" if ctx.budget.name == "paper" else None
+            iterations = ITERATIONS[ctx.budget.name]
             specs = {"plain": ctx.run("plain34", "plain-34", iterations=iterations, recipe=recipe)}
             for option in OPTIONS:
                 specs[option] = ctx.run(
@@ -62,28 +52,21 @@ class Shortcuts(Experiment):
                     model_kwargs={"shortcut": option},
                 )
             return specs
-        model, kwargs = cifar_model("plain", depth)
-        specs = {
-            "plain": ctx.run(model, net_label("plain", depth), iterations=iterations, model_kwargs=kwargs)
-        }
+        depth = DEPTH[ctx.budget.name]
+        specs = {"plain": cifar_run(ctx, "plain", depth)}
         for option in OPTIONS:
-            model, kwargs = cifar_model("resnet", depth)
-            # Option A is the CIFAR nets' default (Sec. 4.2): left implicit, so this run is the degradation
-            # experiment's ResNet of the same depth and budget when both share an output folder.
+            # Option A is the CIFAR nets' default (Sec. 4.2): left implicit, so this run is the ResNet of
+            # the same depth that depth (or degradation) trains, shared when the output folder is.
             extra = {} if option == "A" else {"shortcut": option}
-            specs[option] = ctx.run(
-                model,
-                f"{net_label('resnet', depth)} {option}",
-                iterations=iterations,
-                model_kwargs={**kwargs, **extra},
-            )
+            label = f"{net_label('resnet', depth)} {option}"
+            specs[option] = cifar_run(ctx, "resnet", depth, label=label, model_kwargs=extra)
         return specs
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         return list(self._specs(ctx).values())
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        depth, _ = PLANS[ctx.budget.name]
+        depth = DEPTH[ctx.budget.name]
         nets = (
             "plain-34, ResNet-34 A/B/C"
             if ctx.dataset in IMAGENET_FORMATS
@@ -91,15 +74,13 @@ class Shortcuts(Experiment):
         )
         return {"networks": nets}
 
-    def analyze(self, ctx: Context, runs: Mapping[str, RunRecord]) -> Analysis:
-        from ..experiment_plots import plot_ours_vs_paper
-
+    def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         specs = self._specs(ctx)
         records = {key: runs[spec.name] for key, spec in specs.items()}
         rows, results = [], {}
         for key, record in records.items():
             spec = record.spec
-            params = params_cifar(spec.model, spec.overrides.get("model_kwargs", {}))
+            params = params_cifar(spec)
             error = record.final_value("test_error")
             paper_top1 = IMAGENET_TABLE3[key][0]
             results[key] = {
@@ -112,45 +93,32 @@ class Shortcuts(Experiment):
             rows.append(
                 [record.label, f"{params / 1e6:.3f}M", record.final_value("train_error"), error, paper_top1]
             )
-        ctx.results_dir.mkdir(parents=True, exist_ok=True)
         keys = ["plain", *OPTIONS]
+        (figure,) = self.figure_paths(ctx)
         plot_ours_vs_paper(
             [records[k].label for k in keys],
             [results[k]["test_error"] for k in keys],
             [IMAGENET_TABLE3[k][0] for k in keys],
-            ctx.results_dir / "shortcuts.png",
+            figure,
             paper_label="paper (ImageNet, ResNet-34, top-1)",
             title="test error by shortcut option",
         )
         finding, shows = self._finding(records)
-        table = Table(
-            [
-                "network",
-                "params (CIFAR-10 shape)",
-                "final training error (%)",
-                "test error (%)",
-                "paper: ImageNet top-1 error, 34 layers (%)",
-            ],
-            rows,
-        )
-        return Analysis(
-            results=results,
-            finding=finding,
-            shows=shows,
-            tables=[("Final errors by shortcut option", table)],
-            figures=[("shortcuts.png", "Test error by shortcut option, ours beside Table 3's")],
-            notes=[
-                "Table 3 is ImageNet (34 layers, 10-crop top-1); the paper has no CIFAR numbers for "
-                "options B and C, so compare the orderings, not the values.",
-                "The plain net has the same parameters as option A.",
-            ],
-        )
+        columns = ["network", "params (CIFAR-10 shape)", "final training error (%)", "test error (%)",
+                   "paper: ImageNet top-1 error, 34 layers (%)"]
+        notes = [
+            "Table 3 is ImageNet (34 layers, 10-crop top-1); the paper has no CIFAR numbers for "
+            "options B and C, so compare the orderings, not the values.",
+            "The plain net has the same parameters as option A.",
+        ]
+        tables = [("Final errors by shortcut option", Table(columns, rows))]
+        return Analysis(results, finding, shows, tables=tables, notes=notes)
 
     @staticmethod
     def _finding(records: Mapping[str, RunRecord]) -> tuple[str, bool]:
         plain = records["plain"].final_value("test_error")
         errors = {o: records[o].final_value("test_error") for o in OPTIONS}
-        noise = max(sampling_noise(e, evaluated_images(records[o])) for o, e in errors.items()) * 2**0.5
+        noise = pairwise_noise((e, evaluated_images(records[o])) for o, e in errors.items())
         gaps = {o: plain - e for o, e in errors.items()}
         spread = max(errors.values()) - min(errors.values())
         shows = all(g > 0 for g in gaps.values()) and spread < min(gaps.values())

@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import nn
 
+from ..checkpoints import load_checkpoint, load_model
+from ..runs import evaluation_data
 from .base import Context, RunRecord
 
 
@@ -18,21 +20,16 @@ class TrainedNets:
 
     def model(self, record: RunRecord) -> nn.Module:
         """The run's network with its final weights (``last.pt``), in eval mode on the context's device."""
-        from ..train.checkpoint import load_model
-
         model, _ = load_model(record.checkpoint, self.ctx.device)
         return model
 
     def test_loader(self, record: RunRecord) -> Any:
         """The run's test split exactly as the engine evaluated it (same subset, same normalisation)."""
-        from ..data.loaders import build_data
-        from ..train.build import data_config
-        from ..train.distributed import DistInfo
-        from ..train.recipes import RunOptions, apply_overrides, get_recipe
-
-        recipe = apply_overrides(get_recipe(record.spec.recipe), dict(record.spec.overrides))
-        cfg = data_config(recipe, RunOptions(data_dir=self.ctx.data_dir), DistInfo())
-        key = repr(cfg)
+        ckpt = load_checkpoint(record.checkpoint)
+        recipe = ckpt["config"]["recipe"]
+        options = {"data_dir": self.ctx.data_dir, "subset": recipe["test_subset"],
+                   "batch_size": recipe["eval_batch_size"]}
+        key = repr((ckpt["data"], recipe["seed"], options))
         if key not in self._data:
-            self._data[key] = build_data(cfg, self.ctx.device)
-        return self._data[key].test
+            self._data[key] = evaluation_data(ckpt, record.checkpoint, self.ctx.device, **options).loader
+        return self._data[key]

@@ -1,31 +1,47 @@
 """Figures of the reproduced experiments: data in, PNG out.
 
 matplotlib's object API (``Figure``, no pyplot): no global state, no display, safe in tests and
-threads. Files are written atomically so a killed run never leaves a half-written PNG.
+threads. ``resnets.io.save_figure`` writes each PNG atomically, so a killed run never leaves a
+half-written one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+from ..io import save_figure
 
-from .train.checkpoint import write_atomic
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 Series = tuple[Sequence[float], Sequence[float]]  # (x values, y values)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    fig.tight_layout()
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+def _figure(**kwargs: Any) -> Figure:
+    from matplotlib.figure import Figure  # heavy: imported when a figure is drawn, not with the package
+
+    return Figure(**kwargs)
 
 
 def _colors(n: int) -> list:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy: imported when a figure is drawn, not with the package
 
     cmap = colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
+
+
+def _finish(fig: Figure, path: str | Path, title: str, title_axes: Axes | None = None) -> Path:
+    """Title the figure (or ``title_axes``), lay it out and write it."""
+    if title:
+        if title_axes is None:
+            fig.suptitle(title)
+        else:
+            title_axes.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def plot_error_curves(
@@ -42,7 +58,7 @@ def plot_error_curves(
     """
     networks = list(dict.fromkeys(name for nets in panels.values() for name in nets))
     color = dict(zip(networks, _colors(len(networks)), strict=True))
-    fig = Figure(figsize=(5.2 * len(panels), 4.2))
+    fig = _figure(figsize=(5.2 * len(panels), 4.2))
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, (panel, nets) in zip(axes, panels.items(), strict=True):
         for name, series in nets.items():
@@ -72,9 +88,7 @@ def plot_error_curves(
         if ax.lines:
             ax.legend(fontsize=7)
     axes[0].set_ylabel("error (%)")
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 def plot_ours_vs_paper(
@@ -89,7 +103,7 @@ def plot_ours_vs_paper(
     paper_label: str = "paper",
 ) -> Path:
     """Grouped bars: our number beside the paper's for each entry (a missing value leaves a gap)."""
-    fig = Figure(figsize=(max(5.0, 0.9 * len(labels) + 2), 4.2))
+    fig = _figure(figsize=(max(5.0, 0.9 * len(labels) + 2), 4.2))
     ax = fig.subplots()
     width = 0.4
     xs = range(len(labels))
@@ -109,9 +123,7 @@ def plot_ours_vs_paper(
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, path, title, ax)
 
 
 def plot_responses(series: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "") -> Path:
@@ -119,7 +131,7 @@ def plot_responses(series: Mapping[str, Sequence[float]], path: str | Path, *, t
 
     Plain nets dashed, residual nets solid, as the paper draws them (labels starting "plain" are plain).
     """
-    fig = Figure(figsize=(7.5, 6.4))
+    fig = _figure(figsize=(7.5, 6.4))
     top, bottom = fig.subplots(2, 1)
     for (label, stds), color in zip(series.items(), _colors(len(series)), strict=True):
         style = "--" if label.lower().startswith("plain") else "-"
@@ -131,9 +143,7 @@ def plot_responses(series: Mapping[str, Sequence[float]], path: str | Path, *, t
         ax.set_ylabel("std")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        top.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, path, title, top)
 
 
 def plot_lesion(
@@ -149,7 +159,7 @@ def plot_lesion(
     the intact network's error as a dotted line of the same colour. Units that downsample
     (``downsampling[i]`` true) are shaded: Veit et al. single them out as the costly ones."""
     panels = 2 if swapped else 1
-    fig = Figure(figsize=(6.8 * panels, 4.2))
+    fig = _figure(figsize=(6.8 * panels, 4.2))
     axes = fig.subplots(1, panels, squeeze=False)[0]
     colors = dict(zip(deleted, _colors(len(deleted)), strict=True))
     for i, down in enumerate(downsampling):
@@ -172,9 +182,7 @@ def plot_lesion(
         ax.grid(True, alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 def plot_path_lengths(
@@ -189,7 +197,7 @@ def plot_path_lengths(
     """Veit et al. Fig. 6: distribution of path lengths; with gradients measured, the gradient norm of one
     path of each length and the total gradient per length (norm x number of paths)."""
     panels = 3 if mean_norm is not None else 1
-    fig = Figure(figsize=(4.6 * panels, 3.8))
+    fig = _figure(figsize=(4.6 * panels, 3.8))
     axes = fig.subplots(1, panels, squeeze=False)[0]
     axes[0].bar(range(len(fractions)), fractions, color="tab:blue")
     axes[0].set_xlabel("path length (units passed through their branch)")
@@ -207,9 +215,7 @@ def plot_path_lengths(
         axes[2].set_title("(c) total gradient by length")
     for ax in axes:
         ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 def plot_loss_curves(
@@ -220,7 +226,7 @@ def plot_loss_curves(
     title: str = "",
 ) -> Path:
     """Loss against steps on a log scale (the identity toy); plain curves dashed, thresholds dotted."""
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = _figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for (label, losses), color in zip(curves.items(), _colors(len(curves)), strict=True):
         style = "--" if label.lower().startswith("plain") else "-"
@@ -231,6 +237,4 @@ def plot_loss_curves(
     ax.set_ylabel("mean squared error")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, path, title, ax)

@@ -1,0 +1,62 @@
+"""The run plans experiments share: one training length per budget, and the CIFAR nets by kind and depth.
+
+A run is named after everything that changes its weights (``Context.run``), so experiments that build
+a network the same way here share its run when they share an output folder: degradation's plain nets
+also serve responses, lesion and shortcuts; the paper-init ResNets serve depth, responses, lesion,
+shortcuts and identity-mappings' original unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..models.registry import create_model, list_models
+from .base import Context, RunSpec
+
+# One training length per budget, for every run, so that experiments needing the same network share
+# its run; 900 iterations fit each cpu-budget experiment in about 30 minutes (timings:
+# docs/reproduce.md). None keeps the recipe's own schedule (the paper's 64k iterations).
+ITERATIONS: dict[str, int | None] = {"smoke": 4, "cpu": 900, "paper": None}
+
+
+def cifar_model(kind: str, depth: int) -> tuple[str, dict[str, Any]]:
+    """The zoo's name for a 6n+2 CIFAR net of ``kind`` "resnet" or "plain": ``resnet56``, or
+    ``resnet_cifar`` with ``depth`` for depths without a name of their own (the smoke budget's 8)."""
+    name = f"{kind}{depth}"
+    if name in list_models():
+        return name, {}
+    return f"{kind}_cifar", {"depth": depth}
+
+
+def net_label(kind: str, depth: int) -> str:
+    """ "ResNet-56" or "plain-56", as the paper writes them."""
+    return f"{'ResNet' if kind == 'resnet' else 'plain'}-{depth}"
+
+
+def cifar_run(
+    ctx: Context,
+    kind: str,
+    depth: int,
+    *,
+    label: str | None = None,
+    recipe: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> RunSpec:
+    """The run of a 6n+2 CIFAR net of ``kind`` and ``depth`` at the budget's ``ITERATIONS``; ``label``
+    defaults to the paper's name, ``model_kwargs`` adds options to the net (a shortcut kind, a unit)."""
+    model, kwargs = cifar_model(kind, depth)
+    return ctx.run(
+        model,
+        label or net_label(kind, depth),
+        iterations=ITERATIONS[ctx.budget.name],
+        recipe=recipe,
+        model_kwargs={**kwargs, **(model_kwargs or {})},
+    )
+
+
+def params_cifar(spec: RunSpec) -> int:
+    """Parameters of the run's network built for CIFAR-10 (3 input channels, 10 classes), as the paper
+    counts them whatever the dataset."""
+    model = create_model(spec.model, **spec.overrides.get("model_kwargs", {}))
+    return sum(p.numel() for p in model.parameters())
