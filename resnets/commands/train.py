@@ -23,7 +23,8 @@ RECIPE_FLAGS = {
     "model": "model", "dataset": "dataset", "epochs": "epochs", "iterations": "iterations",
     "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "momentum": "momentum",
     "nesterov": "nesterov", "label_smoothing": "label_smoothing", "amp": "amp", "amp_dtype": "amp_dtype",
-    "channels_last": "channels_last", "compile": "compile", "seed": "seed", "deterministic": "deterministic",
+    "channels_last": "channels_last", "compile": "compile", "compile_mode": "compile_mode", "seed": "seed",
+    "deterministic": "deterministic",
     "val_split": "val_split", "ema": "ema", "ema_decay": "ema_decay", "train_subset": "train_subset",
     "test_subset": "test_subset", "tta": "tta", "schedule": "schedule", "crop_padding": "crop_padding",
     "hflip": "hflip", "normalization": "normalization", "image_size": "image_size",
@@ -90,6 +91,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--amp-dtype", choices=["bfloat16", "float16"])
     g.add_argument("--channels-last", action=bool_flag, default=None)
     g.add_argument("--compile", action=bool_flag, default=None, help="torch.compile the model")
+    g.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune",
+                                              "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode (reduce-overhead: CUDA graphs, for small nets on a GPU)")
     g.add_argument("--sync-bn", action=bool_flag, default=None, help="SyncBatchNorm in distributed runs")
     g = parser.add_argument_group("outputs")
     g.add_argument("--output", "-o", metavar="DIR", help="run folder (default runs/<time>-<model>-<dataset>)")

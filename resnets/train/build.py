@@ -81,7 +81,13 @@ def build_model(recipe: Recipe, run: RunOptions, data: DataBundle, device: torch
     return model
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def fused_optimizer(device: torch.device) -> bool:
+    """One fused kernel for the whole optimiser step on CUDA (launch overhead matters there);
+    the default multi-tensor step on CPU, where fusing gains nothing measurable."""
+    return device.type == "cuda"
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
     """SGD (or AdamW) with weight decay; BN weights and biases get ``norm_weight_decay`` when set."""
     decay, no_decay = [], []
     for module in model.modules():
@@ -94,8 +100,9 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": recipe.norm_weight_decay})
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr)
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+        return torch.optim.AdamW(groups, lr=recipe.lr, fused=fused_optimizer(device) or None)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                           fused=fused_optimizer(device) or None)
 
 
 def build_ema(model: nn.Module, recipe: Recipe) -> AveragedModel | None:

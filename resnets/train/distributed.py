@@ -86,13 +86,12 @@ def sum_counts(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def any_flag(flag: bool, device: torch.device) -> bool:
-    """True on every process when ``flag`` is True on any (a stop signal, a non-finite loss)."""
-    if not is_active():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+def sum_tensor(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over all processes (itself without a process group); no host read."""
+    if is_active():
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
 
 
 def gather_objects(obj: object) -> list[object]:

@@ -97,7 +97,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                           "lower --batch-size")
     total_steps = recipe.iterations or recipe.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = build_optimizer(model, recipe)
+    optimizer = build_optimizer(model, recipe, device)
     schedule = LRSchedule(optimizer, recipe, steps_per_epoch, total_steps, depth=weighted_depth(model))
     amp_dtype = autocast_dtype(recipe.amp, recipe.amp_dtype, device)
     # GradScaler only for float16 on CUDA: bfloat16 has float32's range and needs no loss scaling
@@ -113,7 +113,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         forward = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if recipe.compile:
-        forward = torch.compile(forward)
+        forward = torch.compile(forward, mode=recipe.compile_mode)
 
     precision = precision_name(amp_dtype)
     log = None
@@ -132,6 +132,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                             run.keep_last)
 
     # --- the epoch loop
+    # The step never waits for the device: loss, error and non-finite counts stay on it, and the
+    # host reads them (with the stop request, in one collective under DDP) every log_every steps.
+    stopping = False  # under DDP: some process was signalled, seen at the last read
     start = time.perf_counter() - state.elapsed_s
     if resume is not None and (state.epoch >= epochs or state.iteration >= total_steps):
         progress.message(f"the run already finished ({state.iteration} of {total_steps} iterations); "
@@ -145,12 +148,12 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         else:
             epoch_rng = rng_state()
         set_train_mode(model, run.freeze_bn)
-        # loss sum, errors, images of the epoch and of the logging window; an epoch resumed in the
-        # middle starts from the (global) counts saved with it
+        # loss sum, errors, images, non-finite losses of the epoch and of the logging window; an epoch
+        # resumed in the middle starts from the (global) counts saved with it
         counted = state.partial if info.is_main else EpochCounts()
-        sums = torch.tensor([counted.loss_sum, counted.errors, counted.images], dtype=torch.float64,
+        sums = torch.tensor([counted.loss_sum, counted.errors, counted.images, 0.0], dtype=torch.float64,
                             device=device)
-        window = torch.zeros(3, dtype=torch.float64, device=device)
+        window = torch.zeros(4, dtype=torch.float64, device=device)
         epoch_start = window_start = time.perf_counter()
         batches = progress.epoch(data.train, state.epoch + 1, epochs, total=steps_per_epoch)
         for index, (x, y) in enumerate(batches):
@@ -160,7 +163,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                 continue
             if state.iteration >= total_steps:
                 break
-            if distributed.any_flag(stop.signum is not None, device):
+            if stopping or (not info.enabled and stop.signum is not None):
                 state.stop_signal = stop.signum or signal.SIGTERM  # another process was signalled
                 state.batch_in_epoch = index
                 break
@@ -172,7 +175,6 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                 with autocast(device, amp_dtype):
                     logits = forward(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-                check_loss(loss, state.iteration, schedule.lr, device)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -182,15 +184,20 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
             state.iteration += 1
 
             errors, n = (logits.argmax(1) != y).sum(), y.shape[0]
-            step = torch.tensor([float(loss.detach()) * n, float(errors), float(n)], dtype=torch.float64,
-                                device=device)
+            loss_value = loss.detach().double()
+            step = torch.stack((loss_value * n, errors.double(), torch.full_like(loss_value, n),
+                                (~torch.isfinite(loss_value)).double()))
             sums += step
             window += step
-            message = schedule.step_iteration(int(errors), n)
+            # the paper's error-based warm-up (Sec. 4.2) needs each step's errors: a host read per
+            # step while it lasts (about 400 iterations of the 110+-layer nets), none otherwise
+            message = schedule.step_iteration(int(errors) if schedule.needs_errors else 0, n)
             if message:
                 progress.message(message)
             if state.iteration % run.log_every == 0:
-                loss_sum, err, count = distributed.sum_counts(window.tolist(), device)
+                loss_sum, err, count, nonfinite, stop_flags = read_counts(window, stop, device)
+                check_finite_loss(nonfinite, state.iteration, run.log_every, schedule.lr)
+                stopping = stop_flags > 0
                 record = {"iteration": state.iteration, "epoch": state.epoch + (index + 1) / steps_per_epoch,
                           "loss": loss_sum / count, "error": 100 * err / count, "lr": schedule.lr,
                           "images_per_s": count / (time.perf_counter() - window_start)}
@@ -200,7 +207,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                 window.zero_()
                 window_start = time.perf_counter()
 
-        loss_sum, errors, images = distributed.sum_counts(sums.tolist(), device)
+        loss_sum, errors, images, nonfinite, stop_flags = read_counts(sums, stop, device)
+        check_finite_loss(nonfinite, state.iteration, run.log_every, schedule.lr)
+        stopping = stopping or stop_flags > 0
         epoch_time = time.perf_counter() - epoch_start + state.partial.seconds
         if state.stop_signal is not None:  # interrupted: save where we are and leave
             state.partial = EpochCounts(loss_sum, errors, images, epoch_time)
@@ -350,13 +359,22 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-def check_loss(loss: torch.Tensor, iteration: int, lr: float, device: torch.device) -> None:
-    """Stop before a non-finite loss reaches the weights (on every process when any diverges)."""
-    if distributed.any_flag(not bool(torch.isfinite(loss)), device):
+def read_counts(counts: torch.Tensor, stop: StopRequest, device: torch.device) -> list[float]:
+    """The host read of a logging interval: ``counts`` summed over processes, then whether any
+    process was asked to stop, in one collective (this is where the host waits for the device)."""
+    flag = torch.full((1,), 1.0 if stop.signum is not None else 0.0, dtype=counts.dtype, device=device)
+    return distributed.sum_tensor(torch.cat((counts, flag))).tolist()
+
+
+def check_finite_loss(nonfinite: float, iteration: int, log_every: int, lr: float) -> None:
+    """Stop once a non-finite loss has been seen; checkpoints are only written after this check,
+    so none holds the weights it produced."""
+    if nonfinite:
         raise TrainingDiverged(
-            f"the loss is {float(loss.detach())} at iteration {iteration + 1} (lr {lr:g}); training "
-            f"stopped and no checkpoint was written with these weights. Try a lower --lr, a longer "
-            f"warm-up (--set warmup=...), or --amp-dtype bfloat16.")
+            f"the loss is not finite (NaN or inf) in {int(nonfinite)} of the steps up to iteration "
+            f"{iteration} (checked every {log_every} steps; lr {lr:g}); training stopped and no "
+            f"checkpoint was written with these weights. Try a lower --lr, a longer warm-up "
+            f"(--set warmup=...), or --amp-dtype bfloat16.")
 
 
 @contextlib.contextmanager

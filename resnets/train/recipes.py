@@ -124,6 +124,7 @@ def _describe(tp: Any) -> str:
 
 
 Schedule = Literal["step", "plateau", "onecycle", "cosine", "constant"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,9 @@ class Recipe:
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     channels_last: bool = False
     compile: bool = False
+    # torch.compile's mode: "reduce-overhead" replays CUDA graphs, which pays off where the step is a
+    # few milliseconds of GPU work (the CIFAR-sized nets) and launch overhead dominates
+    compile_mode: CompileMode = "default"
     sync_bn: bool = False  # SyncBatchNorm in distributed runs
 
     seed: int = 0
@@ -220,6 +224,8 @@ class Recipe:
             problems.append("label_smoothing must be in [0, 1)")
         if not 0 < self.ema_decay < 1:
             problems.append("ema_decay must be in (0, 1)")
+        if self.compile_mode != "default" and not self.compile:
+            problems.append(f"compile_mode {self.compile_mode!r} needs compile=True (--compile)")
         if self.nesterov and (self.momentum == 0 or self.optimizer != "sgd"):
             problems.append("nesterov needs optimizer 'sgd' with momentum > 0")
         if list(self.milestones) != sorted(self.milestones):
@@ -284,7 +290,7 @@ WRN = Recipe(
 
 FAST_CPU = Recipe(
     # Time-to-accuracy on a 2-core CPU: resnet20 on Fashion-MNIST to >= 92% test accuracy in under
-    # 10 minutes (how each value was chosen, with measurements: docs/training.md).
+    # 10 minutes (why each value, with its measurements: docs/training.md, "The fast-cpu recipe").
     name="fast-cpu", model="resnet20", dataset="fashion-mnist",
     # Few epochs, so that per-epoch evaluation fits in the budget.
     epochs=5,

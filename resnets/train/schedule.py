@@ -95,6 +95,11 @@ class LRSchedule:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)
 
     @property
+    def needs_errors(self) -> bool:
+        """Whether ``step_iteration`` needs this step's error count (the error-based warm-up)."""
+        return self.factor is not None and self.factor.error_warmup_active
+
+    @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
