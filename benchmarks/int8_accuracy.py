@@ -42,10 +42,10 @@ def batched(fn: Callable[[Tensor], Tensor], images: Tensor, size: int = 500) -> 
 
 
 def run(opts: BenchOptions) -> str:
+    from resnets.checkpoints import load_model
     from resnets.data import Normalization
     from resnets.data.datasets import load_arrays
     from resnets.inference import optimize_for_inference, quantize_int8
-    from resnets.checkpoints import load_model
 
     with tempfile.TemporaryDirectory(prefix="resnets-int8-") as tmp:
         path = trained_checkpoint(opts, Path(tmp))

@@ -41,8 +41,8 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
 
 def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions) -> float:
     """One short ``engine.train`` run; images/s over the logged windows after ``warmup`` steps."""
-    from resnets.train.engine import train
     from resnets.runs import read_steps
+    from resnets.train.engine import train
     from resnets.train.recipes import RunOptions, TrainConfig
 
     recipe = fast_recipe(model, warmup + steps, opts)

@@ -33,7 +33,8 @@ RECIPE_FLAGS = {
 # flag dest -> RunOptions field
 RUN_FLAGS = {
     "output": "output", "resume": "resume", "device": "device", "data_dir": "data_dir",
-    "download": "download", "workers": "workers", "init_weights": "init_weights", "freeze_bn": "freeze_bn",
+    "download": "download", "workers": "workers",
+    "device_decode": "device_decode", "init_weights": "init_weights", "freeze_bn": "freeze_bn",
     "keep_last": "keep_last", "log_every": "log_every", "progress": "progress",
 }
 
@@ -64,6 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--normalization", choices=["per_channel", "per_pixel"])
     g.add_argument("--image-size", type=int, metavar="PX", help="image folders: crop side (default 224)")
     g.add_argument("--workers", type=int, help="DataLoader workers (image folders only)")
+    g.add_argument("--device-decode", action=bool_flag, default=None,
+                   help="image folders: workers read JPEG bytes and the training device decodes them "
+                   "(default: on CUDA only)")
     g.add_argument("--init-weights", metavar="FILE",
                    help="start from these weights (torchvision, timm, resnets)")
     g.add_argument("--freeze-bn", action="store_true", default=None,

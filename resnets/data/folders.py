@@ -9,8 +9,9 @@ Layouts, as torchvision's ``ImageFolder`` users know them (one subfolder per cla
 
 Decoding and geometry run in DataLoader workers on uint8 tensors; the float conversion,
 normalisation and PCA lighting run batched on the training device (less to copy, no per-sample
-float work on the CPU). Unreadable images are skipped with a warning and counted per epoch, as
-timm does, or stop the run with ``strict=True``.
+float work on the CPU). With ``encoded=True`` (automatic on CUDA, ``device_decode.py``) the workers
+only read JPEG bytes and the device decodes and crops them. Unreadable images are skipped with a
+warning and counted per epoch, as timm does, or stop the run with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torchvision.transforms import v2
 
 from ..errors import DataError
 from .augment import Normalization, pca_lighting_shift
+from .device_decode import decode_batch, read_for_device, seeded
 from .images import IMAGE_EXTENSIONS, decode_image_file, is_image_file, resize_center_crop
 from .splits import seed_for, shard_indices, shard_size, stratified_split
 
@@ -174,11 +176,13 @@ class FolderDataset(Dataset):
     unreadable files met. With ``substitute`` (training) an unreadable image is replaced by the next
     readable one, as timm does; otherwise (evaluation, strict mode) the item is dropped, so that no
     sample is counted twice. A per-sample seed from the sampler makes the random transforms
-    reproducible whatever the number of workers.
+    reproducible whatever the number of workers. With ``encoded`` the image part is
+    ``(data, is_encoded, path, seed)`` for the loader to decode and transform on its device.
     """
 
-    def __init__(self, samples: list[Sample], transform: Callable, substitute: bool) -> None:
-        self.samples, self.transform, self.substitute = samples, transform, substitute
+    def __init__(self, samples: list[Sample], transform: Callable, substitute: bool,
+                 encoded: bool = False) -> None:
+        self.samples, self.transform, self.substitute, self.encoded = samples, transform, substitute, encoded
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -189,24 +193,26 @@ class FolderDataset(Dataset):
         for k in range(min(MAX_SUBSTITUTES, len(self.samples)) if self.substitute else 1):
             path, label = self.samples[(index + k) % len(self.samples)]
             try:
-                image = decode_image_file(path)
+                if self.encoded:
+                    data, is_encoded = read_for_device(path)
+                    image = data if is_encoded else seeded(self.transform, data, seed)
+                    return (image, is_encoded, path, seed), label, failures
+                return seeded(self.transform, decode_image_file(path), seed), label, failures
             except DataError as exc:
                 failures.append((path, str(exc)))
-                continue
-            with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
-                if seed is not None:
-                    torch.manual_seed(seed)
-                return self.transform(image), label, failures
         return None, -1, failures
 
 
 def collate_skipping(items):
-    """Stack the readable images of a batch; pass the failures on."""
+    """Stack the readable images of a batch (or list them, when the device decodes them); pass the
+    failures on."""
     good = [(x, y) for x, y, _ in items if x is not None]
     failures = [f for _, _, fs in items for f in fs]
     if not good:
         return None, None, failures
-    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), failures
+    images = [x for x, _ in good]
+    return (images if isinstance(images[0], tuple) else torch.stack(images),
+            torch.tensor([y for _, y in good]), failures)
 
 
 class ShardSampler(Sampler):
@@ -269,6 +275,14 @@ class FolderLoader:
                 skipped.setdefault(path, reason)
             if x is None:
                 continue
+            if self.dataset.encoded:
+                x, y, failures = self._decode(x, y)
+                for path, reason in failures:
+                    if self.strict:
+                        raise DataError(reason)
+                    skipped.setdefault(path, reason)
+                if x is None:
+                    continue
             x = x.to(self.device, non_blocking=True)
             shift = pca_lighting_shift(len(x), generator, self.device) if self.lighting else None
             x = self.normalization(x, shift)
@@ -280,6 +294,19 @@ class FolderLoader:
             listing = ", ".join(sorted(skipped)[:5]) + (" ..." if len(skipped) > 5 else "")
             warnings.warn(DataWarning(f"{len(skipped)} unreadable image(s) skipped in epoch {self.epoch}: "
                                       f"{listing} (--strict-data makes this an error)"), stacklevel=2)
+
+
+    def _decode(self, items: list[tuple], labels: torch.Tensor):
+        """Decode a batch of encoded items on the device and apply the geometry with each sample's seed;
+        returns the stacked batch (None if nothing decoded), its labels and the failures."""
+        images, failures = decode_batch([(data, is_encoded, path) for data, is_encoded, path, _ in items],
+                                        self.device)
+        kept = [(image if not is_encoded else seeded(self.dataset.transform, image, seed), label)
+                for image, (_, is_encoded, _, seed), label in zip(images, items, labels.tolist(), strict=True)
+                if image is not None]
+        if not kept:
+            return None, None, failures
+        return torch.stack([x for x, _ in kept]), torch.tensor([y for _, y in kept]), failures
 
 
 def fit_folder_normalization(samples: list[Sample], mode: str, size: int, seed: int,

@@ -30,6 +30,7 @@ from .augment import (
     random_crop_flip,
 )
 from .datasets import DATASET_NAMES, FOLDER_DATASETS, ArrayDataset
+from .device_decode import decodes_on_device
 from .images import preprocess_image  # noqa: F401  (part of this module's interface)
 from .splits import seed_for, shard_indices, shard_size, stratified_split, stratified_subset
 
@@ -61,6 +62,7 @@ class DataConfig:
     verify_checksums: bool = True  # MD5 of the official files (mnist, fashion-mnist, cifar)
     test_fraction: float = 0.2  # image folders without train/ and val/: share held out for test
     channels_last: bool = False  # batches in channels-last memory format
+    device_decode: bool | None = None  # image folders: decode JPEGs on the device (None: on CUDA only)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -287,13 +289,14 @@ def _build_folders(cfg: DataConfig, device: torch.device, rank: int, world_size:
     common = dict(normalization=normalization, device=device, workers=workers, seed=cfg.seed, rank=rank,
                   world_size=world_size, strict=cfg.strict_data, channels_last=cfg.channels_last)
     evaluation = folders.eval_transform(size)
+    encoded = decodes_on_device(cfg.device_decode, device)
 
     def eval_loader(samples):
-        dataset = folders.FolderDataset(samples, evaluation, substitute=False)
+        dataset = folders.FolderDataset(samples, evaluation, substitute=False, encoded=encoded)
         return folders.FolderLoader(dataset, batch_size=cfg.eval_batch_size, train=False, **common)
 
     train_set = folders.FolderDataset(train, folders.train_transform(cfg.train_transform, size, hflip),
-                                      substitute=not cfg.strict_data)
+                                      substitute=not cfg.strict_data, encoded=encoded)
     train_loader = folders.FolderLoader(train_set, batch_size=cfg.batch_size, train=True,
                                         lighting=cfg.train_transform == "paper", **common)
     _check_batches(train_loader, "training", cfg.batch_size)

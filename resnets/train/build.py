@@ -58,6 +58,7 @@ def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
         crop_padding=recipe.crop_padding, hflip=recipe.hflip, normalization=recipe.normalization,
         train_subset=recipe.train_subset, test_subset=recipe.test_subset, image_size=recipe.image_size,
         train_transform=recipe.train_transform, workers=run.workers, channels_last=recipe.channels_last,
+        device_decode=run.device_decode,
         seed=recipe.seed,
     )
 

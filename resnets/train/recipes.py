@@ -356,6 +356,7 @@ class RunOptions:
     data_dir: str | None = None
     download: bool = False
     workers: int | None = None  # DataLoader workers for image folders (None: one per core, up to 8)
+    device_decode: bool | None = None  # image folders: JPEGs decoded on the device (None: on CUDA)
     init_weights: str | None = None  # torchvision/timm/resnets weights to start from (fine-tuning)
     freeze_bn: bool = False  # keep BatchNorm layers in eval mode: running statistics stay as loaded
     keep_last: int = 2  # last.pt plus this many - 1 older checkpoints
