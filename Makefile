@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test lint bench data setup
+.PHONY: run test lint bench data setup gpu-data
 
 setup: $(STAMP)
 
@@ -36,3 +36,11 @@ test: setup data lint
 bench: setup data
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
+
+# What benchmarks/gpu.sh needs on a GPU machine without network, under data/ (git-ignored): the
+# Fashion-MNIST files and wheels of the two pure dependencies a bare torch image may lack.
+gpu-data: data
+	mkdir -p data/fashion-mnist data/wheels
+	cp $(FASHION_MNIST)/*.gz data/fashion-mnist/
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 \
+		--python-version 3.10 -d data/wheels tqdm safetensors

@@ -15,4 +15,6 @@ BENCHMARKS = {
     "utilisation": "benchmarks.utilisation",
     "profile": "benchmarks.profile_step",
     "time_to_accuracy": "benchmarks.time_to_accuracy",
+    "gpu_utilisation": "benchmarks.gpu_utilisation",
 }
+GPU_ONLY = {"gpu_utilisation"}  # left out of the default run on a machine without CUDA

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import BENCHMARKS
+import torch
+
+from . import BENCHMARKS, GPU_ONLY
 from .harness import RESULTS_DIR, BenchOptions
 
 
@@ -37,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(e.g. --set amp=True), to try a setting against the peer")
     parser.add_argument("--threads", type=int,
                         help="torch intra-op threads (default: torch's, one per core); also ONNX Runtime's")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
     parser.add_argument("--output", type=Path, help="results folder (default: benchmarks/results, "
                         "or benchmarks/results/quick with --quick)")
     args = parser.parse_args(argv)
@@ -67,17 +70,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    names = args.names or list(BENCHMARKS)
+    names = args.names or [n for n in BENCHMARKS if n not in GPU_ONLY or torch.cuda.is_available()]
     if len(names) > 1:
         return run_each_apart(names, [a for a in argv if a not in names])
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     output = args.output or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
     opts = BenchOptions(quick=args.quick, rounds=args.rounds, data_dir=args.data_dir,
                         checkpoint=args.checkpoint, time_cap=args.time_cap, peer_time_cap=args.peer_time_cap,
-                        recipe_set=tuple(args.recipe_set), long_epochs=args.long_epochs, results_dir=output)
+                        recipe_set=tuple(args.recipe_set), long_epochs=args.long_epochs, results_dir=output,
+                        device=args.device)
     name = names[0]
     module = importlib.import_module(BENCHMARKS[name])
     print(f"== {name} ==", flush=True)

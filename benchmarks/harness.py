@@ -78,9 +78,22 @@ class BenchOptions:
     recipe_set: tuple[str, ...] = ()  # KEY=VALUE changes to ours' fast-cpu recipe (to try a setting)
     long_epochs: int = 16  # time_to_accuracy: epochs of ours' longer fast-cpu run for 94% (0: skip it)
     results_dir: Path = RESULTS_DIR
+    device: str | None = None  # None: CUDA when present, else CPU (resnets.runtime.select_device)
 
     def scale(self, full: int, quick: int) -> int:
         return quick if self.quick else full
+
+    @property
+    def torch_device(self) -> torch.device:
+        from resnets.runtime import select_device
+
+        return select_device(self.device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer measures it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def cpu_info() -> dict:

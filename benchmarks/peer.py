@@ -49,9 +49,10 @@ def peer_datasets(root: Path) -> tuple[datasets.FashionMNIST, datasets.FashionMN
     return train, test
 
 
-def peer_loader(dataset, batch_size: int, train: bool, workers: int = 2) -> DataLoader:
+def peer_loader(dataset, batch_size: int, train: bool, workers: int = 2,
+                device: torch.device | None = None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers,
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, pin_memory=device is not None and device.type == "cuda")
 
 
 def paper_optimizer(model: nn.Module, lr: float = 0.1) -> torch.optim.SGD:
@@ -65,25 +66,31 @@ def cycle(loader: DataLoader) -> Iterator:
 
 
 def train_steps(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optimizer, steps: int) -> float:
-    """Run ``steps`` training steps (data loading included); return images per second."""
+    """Run ``steps`` training steps (data loading included) on the model's device; images per second."""
     model.train()
+    device = next(model.parameters()).device
     images = 0
     t0 = time.perf_counter()
     for _ in range(steps):
         x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         images += x.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return images / (time.perf_counter() - t0)
 
 
 @torch.no_grad()
 def test_accuracy(model: nn.Module, loader: DataLoader) -> float:
     model.eval()
+    device = next(model.parameters()).device
     correct = total = 0
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         correct += (model(x).argmax(1) == y).sum().item()
         total += y.numel()
     return correct / total

@@ -30,19 +30,22 @@ class StepOptions:
     label_smoothing: float = 0.0
 
     @classmethod
-    def from_recipe(cls, recipe) -> StepOptions:
-        """The speed settings of a resnets training recipe."""
+    def from_recipe(cls, recipe, device: torch.device | None = None) -> StepOptions:
+        """The speed settings of a resnets training recipe on ``device`` (default CPU)."""
+        from resnets.train.build import fused_optimizer
+
         return cls(channels_last=recipe.channels_last,
-                   amp=amp_name(recipe),
+                   amp=amp_name(recipe, device),
+                   optimizer="fused" if fused_optimizer(device or torch.device("cpu")) else "loop",
                    compile=recipe.compile, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
                    label_smoothing=recipe.label_smoothing)
 
 
-def amp_name(recipe) -> str | None:
-    """The recipe's autocast dtype on this machine's CPU ("auto" resolved), as StepOptions names it."""
+def amp_name(recipe, device: torch.device | None = None) -> str | None:
+    """The recipe's autocast dtype on ``device`` (default CPU; "auto" resolved), as StepOptions names it."""
     from resnets.runtime import autocast_dtype
 
-    dtype = autocast_dtype(recipe.amp, recipe.amp_dtype, torch.device("cpu"))
+    dtype = autocast_dtype(recipe.amp, recipe.amp_dtype, device or torch.device("cpu"))
     return {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[dtype]
 
 

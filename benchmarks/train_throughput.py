@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import BenchOptions, Comparison, alternate, markdown_table, write_result
+from .harness import BenchOptions, Comparison, alternate, markdown_table, synchronize, write_result
 from .steps import StepOptions, make_step, synthetic_batch
 
 OURS, PEER = "ours (resnets train engine)", "peer (torchvision + DataLoader)"
@@ -48,9 +48,11 @@ def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts:
     recipe = fast_recipe(model, warmup + steps, opts)
     with tempfile.TemporaryDirectory(prefix="resnets-bench-") as tmp:
         run = RunOptions(output=tmp, data_dir=opts.data_dir, progress="none", log_every=log_every, plot=False,
-                         keep_last=1)
-        train(TrainConfig(recipe=recipe, run=run))
+                         keep_last=1, device=str(opts.torch_device))
+        result = train(TrainConfig(recipe=recipe, run=run))
         windows = [s for s in read_steps(Path(tmp) / "steps.jsonl") if s["iteration"] > warmup]
+    if result.get("interrupted") or not windows:
+        raise KeyboardInterrupt(f"ours' {model} run stopped before its timed steps")
     images = len(windows) * log_every * recipe.batch_size
     return images / sum(log_every * recipe.batch_size / w["images_per_s"] for w in windows)
 
@@ -66,10 +68,10 @@ def peer_runner(model_name: str, warmup: int, steps: int, opts: BenchOptions) ->
     source = Path(load_arrays("fashion-mnist", "test", data_dir=opts.data_dir).source).parent
     root = peer.torchvision_root(source, Path(tempfile.gettempdir()) / "resnets-bench-torchvision")
     train_set, _ = peer.peer_datasets(root)
-    batches = peer.cycle(peer.peer_loader(train_set, 128, train=True))
+    batches = peer.cycle(peer.peer_loader(train_set, 128, train=True, device=opts.torch_device))
     recipe = fast_recipe(model_name, 1, opts)
     torch.manual_seed(0)
-    model = resnets.create_model(model_name, num_classes=10, in_chans=1)
+    model = resnets.create_model(model_name, num_classes=10, in_chans=1).to(opts.torch_device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=recipe.momentum,
                                 nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
 
@@ -93,23 +95,26 @@ def resnet50_synthetic(opts: BenchOptions) -> tuple[Comparison, dict]:
 
     import resnets
 
-    size, batch = opts.scale(224, 64), opts.scale(32, 8)
-    steps = opts.scale(5, 2)
-    x, y = synthetic_batch(batch, 3, size, num_classes=1000)
-    ours_options = StepOptions.from_recipe(fast_recipe("resnet50", 1, opts))
+    device = opts.torch_device
+    size, batch = opts.scale(224, 64), opts.scale(256 if device.type == "cuda" else 32, 8)
+    steps = opts.scale(20 if device.type == "cuda" else 5, 2)
+    x, y = (t.to(device) for t in synthetic_batch(batch, 3, size, num_classes=1000))
+    ours_options = StepOptions.from_recipe(fast_recipe("resnet50", 1, opts), device)
     peer_options = StepOptions(channels_last=False, nesterov=ours_options.nesterov,
                                weight_decay=ours_options.weight_decay)
     torch.manual_seed(0)
-    ours = make_step(resnets.create_model("resnet50"), x, y, ours_options)
-    theirs = make_step(torchvision.models.resnet50(), x, y, peer_options)
+    ours = make_step(resnets.create_model("resnet50").to(device), x, y, ours_options)
+    theirs = make_step(torchvision.models.resnet50().to(device), x, y, peer_options)
     for step in (ours, theirs):  # warm-up (and compilation when the recipe compiles)
         step()
         step()
 
     def rate(step: Callable[[], object]) -> float:
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
+        synchronize(device)
         return batch * steps / (time.perf_counter() - t0)
 
     comparison = alternate({"ours (resnets resnet50)": lambda: rate(ours),
