@@ -1,7 +1,10 @@
 """The network skeleton every ResNet here shares.
 
-conv1-bn1-relu stem (7x7/2 + 3x3/2 max pool for ImageNet, 3x3 for CIFAR), stages ``layer1..layerN``,
-a final BN-ReLU in pre-activation nets, global average pooling and ``fc`` (the only head layer).
+conv1-bn1-relu stem (7x7/2 or a deep stem + 3x3/2 max pool for ImageNet, 3x3 for CIFAR), stages
+``layer1..layerN``, a final BN-ReLU in pre-activation nets, global average pooling and ``fc`` (the only
+head layer). The interfaces of torchvision (torch.fx tracing, ``create_feature_extractor``) and timm
+(``features_only``, ``feature_info``, ``reset_classifier(0)``, ``forward_head(pre_logits=True)``,
+``pretrained_cfg``) live here too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ from torch import nn
 
 from ..errors import ConfigError
 from .blocks import BlockConfig, ResidualBlock, make_stage
+from .features import FeatureInfo, check_out_indices
+from .interop import is_timm_v2_state_dict, pretrained_cfg, timm_v2_state_dict
+from .layers import check_choice
+from .norms import is_norm
+from .stems import StemConfig, make_stem_conv
+
+GLOBAL_POOLS = ("avg", "")  # timm's names: average pooling, or none (the head then sees the feature map)
 
 
 def check_positive_int(option: str, value: object) -> int:
@@ -21,55 +31,138 @@ def check_positive_int(option: str, value: object) -> int:
     return value
 
 
+def check_num_classes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"num_classes must be a non-negative integer (0: no classifier, the model returns "
+                          f"its pooled features), got {value!r}")
+    return value
+
+
+def check_drop_path_rate(value: object, residual: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"drop_path_rate must be a number in [0, 1), got {value!r}")
+    if value and not residual:
+        raise ConfigError("drop_path_rate (stochastic depth) drops residual branches: plain nets have none")
+    return float(value)
+
+
+def drop_path_rates(rate: float, num_blocks: int) -> list[float]:
+    """Drop probability of each block, in forward order: Huang et al. 2016 Eq. 4 gives block l of L the
+    survival probability p_l = 1 - (l / L)(1 - p_L), so the drop probability grows linearly to ``rate``."""
+    return [rate * (index + 1) / num_blocks for index in range(num_blocks)]
+
+
+@torch.fx.wrap
+def check_input_channels(x: torch.Tensor, in_chans: int, model_name: str) -> torch.Tensor:
+    """``x`` itself after checking it is (batch, in_chans, h, w). torch.fx keeps this as one call (it would
+    otherwise refuse the shape test), so traced models check their input too."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ConfigError(
+            f"{model_name} expects input of shape (batch, {in_chans}, height, width), got "
+            f"{tuple(x.shape)}; create the model with in_chans={x.shape[1] if x.ndim == 4 else '?'} "
+            "or convert the images"
+        )
+    return x
+
+
 class ResNetBase(nn.Module):
-    """Stem, stages, pooling and classifier; see the module docstring."""
+    """Stem, stages, pooling and classifier; see the module docstring.
+
+    ``dilate[i]`` replaces the stride of stage i + 2 by a dilation (torchvision's
+    replace_stride_with_dilation). ``features_only`` (timm): no head, ``forward`` returns the feature maps
+    ``out_indices`` selects (0: stem, k: stage k) and the stages after the last one are not built.
+    """
 
     def __init__(
         self, block: type[ResidualBlock], layers: Sequence[int], widths: Sequence[int], cfg: BlockConfig, *,
-        num_classes: int, in_chans: int, imagenet_stem: bool, stem_width: int, zero_init_last: bool,
+        num_classes: int, in_chans: int, stem: StemConfig, zero_init_last: bool, drop_path_rate: float = 0.0,
+        dilate: Sequence[bool] = (), features_only: bool = False, out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.num_classes = check_num_classes(num_classes)
         self.in_chans = check_positive_int("in_chans", in_chans)
+        check_choice("features_only", features_only, (False, True))
+        check_choice("global_pool", global_pool, GLOBAL_POOLS)
         if zero_init_last and not cfg.residual:
             raise ConfigError("zero_init_last needs residual blocks: a plain net would output zeros")
-        if imagenet_stem:  # conv1: 7x7, 64, stride 2; then 3x3 max pool, stride 2 (paper Table 1)
-            self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
-        else:  # CIFAR: "the first layer is 3x3 convolutions" with 16 filters (paper Sec. 4.2)
-            self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem_width)
+        drop_path_rate = check_drop_path_rate(drop_path_rate, cfg.residual)
+        stem.check()
+        if not stem.norm_act and not block.pre_activation:
+            raise ConfigError("stem_norm=False (conv1 without BN-ReLU) is the ResNet v2 layout: it needs "
+                              "pre-activation blocks, which open with their own BN-ReLU")
+        self.out_indices = check_out_indices(out_indices, len(layers) + 1, features_only)
+        self.features_only = features_only
+        num_stages = max(self.out_indices) if features_only else len(layers)  # features_only: cut after it
+
+        self.conv1 = make_stem_conv(stem, in_chans, cfg.norm)
+        self.bn1 = cfg.norm(stem.out_chans) if stem.norm_act else None
         self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else nn.Identity()
-        reduction = 4 if imagenet_stem else 1
-        chans = stem_width  # entering the next stage
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem.imagenet else nn.Identity()
+        chans = stem.out_chans  # entering the next stage
+        # Feature map 0 is the stem's output before its max pool (stride 2), as in timm.
+        info = [{"module": "relu" if stem.norm_act else "conv1", "num_chs": chans,
+                 "reduction": 2 if stem.imagenet else 1}]
+        reduction = 4 if stem.imagenet else 1  # after the max pool
         self.stage_names: list[str] = []
-        self.feature_info: list[dict] = []
-        for i, (num_blocks, width) in enumerate(zip(layers, widths, strict=True)):
-            stride = 1 if i == 0 else 2
+        rates = drop_path_rates(drop_path_rate, sum(layers))
+        dilate = tuple(dilate) or (False,) * (len(layers) - 1)
+        dilation = 1
+        for i, (num_blocks, width) in enumerate(zip(layers[:num_stages], widths, strict=False)):
+            stride, previous_dilation = (1 if i == 0 else 2), dilation
+            if i > 0 and dilate[i - 1]:
+                dilation, stride = dilation * stride, 1
             reduction *= stride
-            stage = make_stage(block, chans, width, num_blocks, stride, cfg, first_of_net=i == 0)
+            stage = make_stage(
+                block, chans, width, num_blocks, stride, cfg, first_of_net=i == 0 and stem.norm_act,
+                dilation=dilation, previous_dilation=previous_dilation, drop_path=rates[:num_blocks],
+            )
+            rates = rates[num_blocks:]
             chans = width * block.expansion
             name = f"layer{i + 1}"
             self.add_module(name, stage)
             self.stage_names.append(name)
-            self.feature_info.append({"module": name, "num_chs": chans, "reduction": reduction})
+            info.append({"module": name, "num_chs": chans, "reduction": reduction})
+        self.feature_info = FeatureInfo(info, self.out_indices)
         self.num_features = chans
         # Pre-activation nets end with BN-ReLU: "for the last Residual Unit ... we adopt an extra
         # activation right after its element-wise addition" (Identity Mappings Sec. 4.1).
-        self.final_bn = nn.BatchNorm2d(chans) if block.pre_activation else None
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(chans, num_classes)
-        self.default_input_size = (in_chans, 224, 224) if imagenet_stem else (in_chans, 32, 32)
+        complete = num_stages == len(layers)
+        self.final_bn = cfg.norm(chans) if block.pre_activation and complete else None
+        self.global_pool: nn.Module | None = None
+        self.fc: nn.Module | None = None
+        if features_only:
+            self.num_classes = 0
+        else:
+            self._make_head(num_classes, global_pool)
+        self.default_input_size = (in_chans, 224, 224) if stem.imagenet else (in_chans, 32, 32)
+        first_conv = "conv1.0" if stem.stem_type else "conv1"
+        self.pretrained_cfg = pretrained_cfg(imagenet=stem.imagenet, in_chans=in_chans,
+                                             num_classes=self.num_classes, first_conv=first_conv)
         self.resnets_spec: dict | None = None  # set by the registry: {"name", "kwargs"}
         self._init_weights(zero_init_last)
+        self.register_load_state_dict_pre_hook(_rename_timm_v2_keys)
+
+    def _make_head(self, num_classes: int, global_pool: str) -> None:
+        if not global_pool and num_classes:
+            raise ConfigError("global_pool='' (no pooling) leaves a feature map that a Linear classifier "
+                              "cannot take: use it with num_classes=0")
+        ref = next(iter(self.parameters()), None)
+        factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool else None
+        # timm's convention: num_classes=0 removes the classifier; the model then returns pooled features.
+        self.fc = nn.Linear(self.num_features, num_classes, **factory) if num_classes else nn.Identity()
 
     def _init_weights(self, zero_init_last: bool) -> None:
         # He et al. initialisation ("Delving Deep into Rectifiers"), which the paper cites; fc keeps
-        # PyTorch's default, as torchvision does.
+        # PyTorch's default, as torchvision does. A model on the meta device has no values to set (summary()
+        # and the FX tests build them so), and initialising them there costs as much as building the model.
+        if next(self.parameters()).is_meta:
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif is_norm(m) and getattr(m, "weight", None) is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         for _, block in self.residual_blocks():
@@ -80,35 +173,38 @@ class ResNetBase(nn.Module):
 
     # --- forward pieces -------------------------------------------------------------------------
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            name = self.resnets_spec["name"] if self.resnets_spec else type(self).__name__
-            raise ConfigError(
-                f"{name} expects input of shape (batch, {self.in_chans}, height, width), got "
-                f"{tuple(x.shape)}; create the model with in_chans={x.shape[1] if x.ndim == 4 else '?'} "
-                "or convert the images"
-            )
+    def _model_name(self) -> str:
+        return self.resnets_spec["name"] if self.resnets_spec else type(self).__name__
+
+    def _stem_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map 0: the stem before its max pool (conv1-bn1-relu; conv1 alone in ResNet v2 nets)."""
+        x = check_input_channels(x, self.in_chans, self._model_name())
+        x = self.conv1(x)
+        return x if self.bn1 is None else self.relu(self.bn1(x))
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.maxpool(self._stem_features(x))
 
     def final_act(self, x: torch.Tensor) -> torch.Tensor:
         """The final BN-ReLU of pre-activation nets (identity for the others)."""
         return x if self.final_bn is None else self.relu(self.final_bn(x))
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each stage's output (strides in ``feature_info``), for use as a detection backbone.
-
-        The last one includes the final BN-ReLU of pre-activation nets, so it equals forward_features(x).
-        """
-        outs = []
-        x = self.forward_stem(x)
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every feature map: the stem's (index 0), then each stage's output, the last including the final
+        BN-ReLU of pre-activation nets. Reductions and widths are in ``feature_info``."""
+        x = self._stem_features(x)
+        maps = [x]
+        x = self.maxpool(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
-            outs.append(x)
-        outs[-1] = self.final_act(outs[-1])
-        return outs
+            maps.append(x)
+        maps[-1] = self.final_act(maps[-1])
+        return maps
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's output (for use as a detection backbone); the last one includes the final BN-ReLU
+        of pre-activation nets, so it equals forward_features(x)."""
+        return self.feature_maps(x)[1:]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, batch x num_features x h x w."""
@@ -118,10 +214,16 @@ class ResNetBase(nn.Module):
         return self.final_act(x)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(features).flatten(1)
+        """Global average pool, then ``fc``; ``pre_logits=True`` stops before ``fc`` (timm)."""
+        if self.fc is None:
+            raise ConfigError(f"{self._model_name()} was built with features_only=True: it has no head")
+        x = features if self.global_pool is None else self.global_pool(features).flatten(1)
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            maps = self.feature_maps(x)
+            return [maps[i] for i in self.out_indices]
         return self.forward_head(self.forward_features(x))
 
     # --- introspection --------------------------------------------------------------------------
@@ -132,13 +234,39 @@ class ResNetBase(nn.Module):
             (f"{name}.{i}", block) for name in self.stage_names for i, block in enumerate(getattr(self, name))
         ]
 
-    def get_classifier(self) -> nn.Linear:
+    def get_classifier(self) -> nn.Module | None:
         return self.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh ``fc`` for ``num_classes`` (fine-tuning); the recorded spec follows."""
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        ref = self.fc.weight
-        self.fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+    @property
+    def default_cfg(self) -> dict:
+        """timm's older name for ``pretrained_cfg``."""
+        return self.pretrained_cfg
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh ``fc`` for ``num_classes`` (fine-tuning); 0 removes it, as in timm, and the model then
+        returns its pooled features (``global_pool=''``: the unpooled map). The recorded spec follows."""
+        if self.features_only:
+            raise ConfigError(f"{self._model_name()} was built with features_only=True: it has no classifier")
+        num_classes = check_num_classes(num_classes)
+        if global_pool is None:
+            global_pool = "avg" if self.global_pool is not None else ""
+        check_choice("global_pool", global_pool, GLOBAL_POOLS)
+        training = self.training
+        self._make_head(num_classes, global_pool)
+        self.fc.train(training)
+        self.num_classes = num_classes
+        self.pretrained_cfg["num_classes"] = num_classes
         if self.resnets_spec is not None:
             self.resnets_spec["kwargs"]["num_classes"] = num_classes
+            if global_pool != "avg" or "global_pool" in self.resnets_spec["kwargs"]:
+                self.resnets_spec["kwargs"]["global_pool"] = global_pool
+
+
+def _rename_timm_v2_keys(module: nn.Module, state_dict: dict, prefix: str, *_args: object) -> None:
+    """``load_state_dict`` hook: a timm ``resnetv2_*`` state dict is renamed to our keys before loading."""
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if not is_timm_v2_state_dict(keys, prefix):
+        return
+    ours = {k[len(prefix):]: state_dict.pop(k) for k in keys}
+    renamed = timm_v2_state_dict(ours, set(module.state_dict()))
+    state_dict.update({prefix + k: v for k, v in renamed.items()})

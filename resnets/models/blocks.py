@@ -8,19 +8,34 @@ Layer names are torchvision's (conv1/bn1/.../downsample), so are ``planes`` (a b
 ``expansion`` (it outputs ``planes * expansion`` channels).
 
 Each ``forward`` reads as the residual equation y = F(x) + h(x) ("Deep Residual Learning" Eq. 1): the
-branch F one op per line, then the shortcut h (``forward_shortcut``) and the addition, which ``merge``
-replaces for the Identity Mappings Fig. 2 shortcut kinds, then the final ReLU where the block has one.
-A plain block ("Deep Residual Learning" Sec. 4.1) computes the branch alone.
+branch F one op per line (ending, where the net has them, in squeeze-and-excitation, Hu et al. 2018, and
+the stochastic-depth drop, Huang et al. 2016), then the shortcut h (``forward_shortcut``) and the addition,
+which ``merge`` replaces for the Identity Mappings Fig. 2 shortcut kinds, then the final ReLU where the
+block has one. A plain block ("Deep Residual Learning" Sec. 4.1) computes the branch alone.
+
+Per block, ``make_stage`` passes ``first_dilation`` / ``dilation`` (torchvision's
+replace_stride_with_dilation: the first block of a dilated stage keeps the previous dilation) and
+``drop_path``, the probability of dropping this block's branch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .layers import ShortcutA, ShortcutMerge, conv1x1, conv3x3, make_shortcut
+from .layers import (
+    Norm,
+    ShortcutA,
+    ShortcutMerge,
+    conv1x1,
+    conv3x3,
+    make_attention,
+    make_drop_path,
+    make_shortcut,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,9 @@ class BlockConfig:
     stride_in_1x1: bool = False
     drop_rate: float = 0.0  # WRN dropout between the two 3x3 convs
     gate_bias: float = -6.0  # initial b_g of the gated shortcut kinds
+    norm: Norm = nn.BatchNorm2d  # channels -> norm layer (norms.py: BN, GroupNorm, FrozenBatchNorm2d)
+    attn_layer: str | None = None  # "se": squeeze-and-excitation on the branch (Hu et al. 2018)
+    avg_down: bool = False  # ResNet-D projection shortcuts: 2x2 average pool, then a stride-1 1x1 conv
 
 
 class ResidualBlock(nn.Module):
@@ -46,16 +64,21 @@ class ResidualBlock(nn.Module):
     pre_activation = False
     shortcut_bn = True  # projection conv followed by BN (False where a BN follows the addition)
 
-    def __init__(self, cfg: BlockConfig) -> None:
+    def __init__(self, cfg: BlockConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         self.residual = cfg.residual
         self.act = nn.ReLU()
+        self.se: nn.Module | None = None  # squeeze-and-excitation (SE-ResNets), set by blocks that have one
+        # Stochastic depth (Huang et al. 2016): the branch is dropped per sample in training, kept in eval;
+        # ``make_stage`` gives each block its drop probability.
+        self.drop_path = make_drop_path(drop_path)
 
     def add_shortcut(self, in_chans: int, out_chans: int, stride: int, cfg: BlockConfig) -> None:
         """Create ``downsample`` and ``merge``; called last so state_dict order is torchvision's."""
         option = "C" if cfg.shortcut_kind == "conv1x1" else cfg.shortcut
         if cfg.residual:
-            self.downsample = make_shortcut(option, in_chans, out_chans, stride, with_bn=self.shortcut_bn)
+            self.downsample = make_shortcut(option, in_chans, out_chans, stride, avg_down=cfg.avg_down,
+                                            norm=cfg.norm if self.shortcut_bn else None)
         else:  # plain block: no shortcut; forward_shortcut still gives the parameter-free mapping
             same_shape = in_chans == out_chans and stride == 1
             self.downsample = None if same_shape else ShortcutA(in_chans, out_chans, stride)
@@ -79,7 +102,7 @@ class ResidualBlock(nn.Module):
             return x
         return self.downsample(self.preact(x) if pre is None else pre)
 
-    def response_norms(self) -> list[nn.BatchNorm2d]:
+    def response_norms(self) -> list[nn.Module]:
         return []
 
     def zero_init_last(self) -> None:
@@ -91,12 +114,16 @@ class ResidualBlock(nn.Module):
 class BasicBlock(ResidualBlock):
     """Two 3x3 convs ("Deep Residual Learning" Fig. 5 left): relu(bn2(conv2(relu(bn1(conv1(x))))) + x)."""
 
-    def __init__(self, in_chans: int, planes: int, stride: int, cfg: BlockConfig) -> None:
-        super().__init__(cfg)
-        self.conv1 = conv3x3(in_chans, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+    def __init__(
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first_dilation: int = 1,
+        dilation: int = 1, drop_path: float = 0.0,
+    ) -> None:
+        super().__init__(cfg, drop_path)
+        self.conv1 = conv3x3(in_chans, planes, stride, dilation=first_dilation)
+        self.bn1 = cfg.norm(planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation)
+        self.bn2 = cfg.norm(planes)
+        self.se = make_attention(cfg.attn_layer, planes)
         self.add_shortcut(in_chans, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,12 +132,15 @@ class BasicBlock(ResidualBlock):
         out = self.act(out)
         out = self.conv2(out)
         out = self.bn2(out)
+        if self.se is not None:
+            out = self.se(out)
         if self.residual:
+            out = self.drop_path(out)
             identity = self.forward_shortcut(x)
             out = out + identity if self.merge is None else self.merge(x, identity, out)
         return self.act(out)
 
-    def response_norms(self) -> list[nn.BatchNorm2d]:
+    def response_norms(self) -> list[nn.Module]:
         return [self.bn1, self.bn2]
 
     def zero_init_last(self) -> None:
@@ -126,17 +156,22 @@ class Bottleneck(ResidualBlock):
 
     expansion = 4
 
-    def __init__(self, in_chans: int, planes: int, stride: int, cfg: BlockConfig) -> None:
-        super().__init__(cfg)
+    def __init__(
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first_dilation: int = 1,
+        dilation: int = 1, drop_path: float = 0.0,
+    ) -> None:
+        super().__init__(cfg, drop_path)
         out_chans = planes * self.expansion
         width = int(planes * cfg.base_width / 64) * cfg.groups
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_chans, width, s1)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, s3, groups=cfg.groups)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn1 = cfg.norm(width)
+        # torchvision dilates the 3x3 conv of a stage's first block with the previous stage's dilation.
+        self.conv2 = conv3x3(width, width, s3, groups=cfg.groups, dilation=first_dilation)
+        self.bn2 = cfg.norm(width)
         self.conv3 = conv1x1(width, out_chans)
-        self.bn3 = nn.BatchNorm2d(out_chans)
+        self.bn3 = cfg.norm(out_chans)
+        self.se = make_attention(cfg.attn_layer, out_chans)
         self.add_shortcut(in_chans, out_chans, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,12 +183,15 @@ class Bottleneck(ResidualBlock):
         out = self.act(out)
         out = self.conv3(out)
         out = self.bn3(out)
+        if self.se is not None:
+            out = self.se(out)
         if self.residual:
+            out = self.drop_path(out)
             identity = self.forward_shortcut(x)
             out = out + identity if self.merge is None else self.merge(x, identity, out)
         return self.act(out)
 
-    def response_norms(self) -> list[nn.BatchNorm2d]:
+    def response_norms(self) -> list[nn.Module]:
         return [self.bn2]
 
     def zero_init_last(self) -> None:
@@ -171,9 +209,9 @@ class PreActBlock(ResidualBlock):
     pre_activation = True
     shortcut_bn = False  # the next block's bn1 (or the net's final BN) follows the addition
 
-    def __init__(self, in_chans: int, cfg: BlockConfig, first: bool) -> None:
-        super().__init__(cfg)
-        self.bn1 = None if first else nn.BatchNorm2d(in_chans)
+    def __init__(self, in_chans: int, cfg: BlockConfig, first: bool, drop_path: float) -> None:
+        super().__init__(cfg, drop_path)
+        self.bn1 = None if first else cfg.norm(in_chans)
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.bn1 is None else self.act(self.bn1(x))
@@ -183,14 +221,15 @@ class PreActBasicBlock(PreActBlock):
     """conv2(drop(relu(bn2(conv1(relu(bn1(x))))))) + x."""
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False,
+        first_dilation: int = 1, dilation: int = 1, drop_path: float = 0.0,
     ) -> None:
-        super().__init__(in_chans, cfg, first)
-        self.conv1 = conv3x3(in_chans, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
+        super().__init__(in_chans, cfg, first, drop_path)
+        self.conv1 = conv3x3(in_chans, planes, stride, dilation=first_dilation)
+        self.bn2 = cfg.norm(planes)
         # WRN puts dropout between the two convs, after the ReLU (Zagoruyko & Komodakis Sec. 2.4).
         self.drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.add_shortcut(in_chans, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,6 +240,7 @@ class PreActBasicBlock(PreActBlock):
         out = self.drop(out)
         out = self.conv2(out)
         if self.residual:
+            out = self.drop_path(out)
             identity = self.forward_shortcut(x, pre)
             out = out + identity if self.merge is None else self.merge(x, identity, out)
         return out
@@ -215,16 +255,17 @@ class PreActBottleneck(PreActBlock):
     expansion = 4
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False,
+        first_dilation: int = 1, dilation: int = 1, drop_path: float = 0.0,
     ) -> None:
-        super().__init__(in_chans, cfg, first)
+        super().__init__(in_chans, cfg, first, drop_path)
         out_chans = planes * self.expansion
         width = int(planes * cfg.base_width / 64) * cfg.groups
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_chans, width, s1)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, s3, groups=cfg.groups)
-        self.bn3 = nn.BatchNorm2d(width)
+        self.bn2 = cfg.norm(width)
+        self.conv2 = conv3x3(width, width, s3, groups=cfg.groups, dilation=first_dilation)
+        self.bn3 = cfg.norm(width)
         self.conv3 = conv1x1(width, out_chans)
         self.add_shortcut(in_chans, out_chans, stride, cfg)
 
@@ -238,6 +279,7 @@ class PreActBottleneck(PreActBlock):
         out = self.act(out)
         out = self.conv3(out)
         if self.residual:
+            out = self.drop_path(out)
             identity = self.forward_shortcut(x, pre)
             out = out + identity if self.merge is None else self.merge(x, identity, out)
         return out
@@ -260,12 +302,13 @@ class BNAfterAddBlock(BasicBlock):
         out = self.act(out)
         out = self.conv2(out)
         if self.residual:
+            out = self.drop_path(out)
             identity = self.forward_shortcut(x)
             out = out + identity if self.merge is None else self.merge(x, identity, out)
         out = self.bn2(out)
         return self.act(out)
 
-    def response_norms(self) -> list[nn.BatchNorm2d]:
+    def response_norms(self) -> list[nn.Module]:
         return [self.bn1]
 
     def zero_init_last(self) -> None:
@@ -283,6 +326,7 @@ class ReLUBeforeAddBlock(BasicBlock):
         out = self.bn2(out)
         out = self.act(out)
         if self.residual:
+            out = self.drop_path(out)
             identity = self.forward_shortcut(x)
             out = out + identity if self.merge is None else self.merge(x, identity, out)
         return out
@@ -294,9 +338,11 @@ class ReLUOnlyPreActBlock(BasicBlock):
     pre_activation = True
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False
+        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False,
+        first_dilation: int = 1, dilation: int = 1, drop_path: float = 0.0,
     ) -> None:
-        super().__init__(in_chans, planes, stride, cfg)
+        super().__init__(in_chans, planes, stride, cfg, first_dilation=first_dilation, dilation=dilation,
+                         drop_path=drop_path)
         self.first = first  # the first block's input is already ReLU'd by the stem
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
@@ -310,6 +356,7 @@ class ReLUOnlyPreActBlock(BasicBlock):
         out = self.conv2(out)
         out = self.bn2(out)
         if self.residual:
+            out = self.drop_path(out)
             identity = self.forward_shortcut(x, pre)
             out = out + identity if self.merge is None else self.merge(x, identity, out)
         return out
@@ -327,14 +374,23 @@ BLOCK_PLACEMENTS: dict[str, dict[str, type[ResidualBlock]]] = {
 
 def make_stage(
     block: type[ResidualBlock], in_chans: int, planes: int, num_blocks: int, stride: int, cfg: BlockConfig,
-    *, first_of_net: bool = False,
+    *, first_of_net: bool = False, dilation: int = 1, previous_dilation: int = 1,
+    drop_path: Sequence[float] | None = None,
 ) -> nn.Sequential:
-    """``num_blocks`` blocks; the first one carries the stride and any change of width."""
+    """``num_blocks`` blocks; the first one carries the stride and any change of width.
+
+    ``dilation`` replaces the stage's stride (torchvision's replace_stride_with_dilation: the first block
+    still reads its input with ``previous_dilation``); ``drop_path`` holds each block's drop probability.
+    """
+    drop_path = [0.0] * num_blocks if drop_path is None else list(drop_path)
     blocks = []
     for i in range(num_blocks):
         # Only pre-activation blocks take ``first``: the net's first one reads the stem's BN-ReLU output
         # and has no activation of its own (Identity Mappings Sec. 4.1).
         first = {"first": first_of_net and i == 0} if block.pre_activation else {}
-        blocks.append(block(in_chans, planes, stride if i == 0 else 1, cfg, **first))
+        blocks.append(block(
+            in_chans, planes, stride if i == 0 else 1, cfg, dilation=dilation, drop_path=drop_path[i],
+            first_dilation=previous_dilation if i == 0 else dilation, **first,
+        ))
         in_chans = planes * block.expansion
     return nn.Sequential(*blocks)

@@ -15,9 +15,11 @@ from ..errors import ConfigError
 from .base import ResNetBase
 from .blocks import BLOCK_PLACEMENTS, BlockConfig, PreActBasicBlock
 from .layers import SHORTCUT_KINDS, SHORTCUT_OPTIONS, check_choice
-from .registry import build_model, register_model
+from .registry import build_model, register_family, register_model
+from .stems import StemConfig
 
 
+@register_family
 class CifarResNet(ResNetBase):
     """A CIFAR-style ResNet; builders fix ``layers``, ``widths``, ``block_type`` and ``residual``.
 
@@ -26,11 +28,14 @@ class CifarResNet(ResNetBase):
     bottleneck widths (outputs 4x) for ``block_type="bottleneck"``.
     """
 
+    family = "CIFAR"
+
     def __init__(
         self, layers: Sequence[int], *, num_classes: int = 10, in_chans: int = 3, block_type: str = "basic",
         widths: Sequence[int] = (16, 32, 64), shortcut: str = "A", unit: str = "original",
         shortcut_kind: str = "identity", gate_bias: float = -6.0, drop_rate: float = 0.0,
-        zero_init_last: bool = False, residual: bool = True,
+        zero_init_last: bool = False, residual: bool = True, drop_path_rate: float = 0.0,
+        features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
     ) -> None:
         check_choice("block_type", block_type, ("basic", "bottleneck"))
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
@@ -55,8 +60,10 @@ class CifarResNet(ResNetBase):
                           gate_bias=float(gate_bias), drop_rate=float(drop_rate),
                           stride_in_1x1=block_type == "bottleneck")
         super().__init__(
-            block, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans, imagenet_stem=False,
-            stem_width=16, zero_init_last=zero_init_last,
+            block, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans,
+            stem=StemConfig(imagenet=False, width=16), zero_init_last=zero_init_last,
+            drop_path_rate=drop_path_rate, features_only=features_only, out_indices=out_indices,
+            global_pool=global_pool,
         )
 
 
@@ -78,10 +85,14 @@ def wrn_blocks_per_stage(depth: object) -> int:
     return (depth - 4) // 6
 
 
-def _cifar(kwargs: dict[str, Any], n: int, builder_options: tuple[str, ...], **fixed: Any) -> CifarResNet:
+def _cifar(
+    kwargs: dict[str, Any], n: int, builder_options: tuple[str, ...], refused: dict[str, str] | None = None,
+    **fixed: Any,
+) -> CifarResNet:
     # The architecture is the builder's: block type, widths and (for plain nets) no shortcuts.
     fixed = {"block_type": "basic", "widths": (16, 32, 64), "residual": True, **fixed}
-    return build_model(CifarResNet, kwargs, builder_options=builder_options, layers=(n, n, n), **fixed)
+    return build_model(CifarResNet, kwargs, builder_options=builder_options, refused=refused,
+                       layers=(n, n, n), **fixed)
 
 
 def _resnet(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
@@ -93,7 +104,9 @@ def _plain(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] 
     # Without shortcuts, nothing about them (nor zero_init_last, which would zero the output) is an option.
     fixed = {"shortcut": "A", "unit": "original", "shortcut_kind": "identity", "gate_bias": -6.0,
              "zero_init_last": False}
-    return _cifar(kwargs, blocks_per_stage(depth), builder_options, residual=False, drop_rate=0.0, **fixed)
+    refused = {"drop_path_rate": "stochastic depth drops residual branches; plain nets have none"}
+    return _cifar(kwargs, blocks_per_stage(depth), builder_options, refused=refused, residual=False,
+                  drop_rate=0.0, **fixed)
 
 
 def _preact(

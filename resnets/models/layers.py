@@ -4,15 +4,23 @@ Shortcut options follow "Deep Residual Learning" Sec. 3.3 / Table 3:
 A = identity, with zero-padded channels and stride-2 subsampling when dimensions grow (no parameters);
 B = 1x1 projection only where dimensions change; C = 1x1 projection on every block.
 The merge kinds are the shortcut ablations of "Identity Mappings in Deep Residual Networks" (Fig. 2).
+Also here: the squeeze-and-excitation module of SE-ResNets (Hu et al. 2018) and the stochastic-depth
+drop of a residual branch (Huang et al. 2016), both torchvision's modules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from ..errors import ConfigError
+
+Norm = Callable[[int], nn.Module]  # channels -> normalisation layer (nn.BatchNorm2d, GroupNorm, ...)
+ATTN_LAYERS = (None, "se")
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 SHORTCUT_KINDS = (
@@ -20,9 +28,11 @@ SHORTCUT_KINDS = (
 )
 
 
-def conv3x3(in_chans: int, out_chans: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+def conv3x3(in_chans: int, out_chans: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
     # No bias: every conv is followed by BN (or, in pre-activation blocks, feeds an addition then a BN).
-    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, groups=groups, bias=False)
+    # padding = dilation keeps the map size of a dilated conv (torchvision's replace_stride_with_dilation).
+    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=dilation, dilation=dilation,
+                     groups=groups, bias=False)
 
 
 def conv1x1(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
@@ -57,23 +67,55 @@ class ShortcutA(nn.Module):
 
 
 def make_shortcut(
-    option: str, in_chans: int, out_chans: int, stride: int, *, with_bn: bool = True
+    option: str, in_chans: int, out_chans: int, stride: int, *, norm: Norm | None = nn.BatchNorm2d,
+    avg_down: bool = False,
 ) -> nn.Module | None:
     """The shortcut of one block; ``None`` means identity.
 
-    ``with_bn=False`` for pre-activation blocks: their projection is a bare 1x1 conv because the next
+    ``norm=None`` for pre-activation blocks: their projection is a bare 1x1 conv because the next
     block's BN follows the addition (as in the Identity Mappings and WRN authors' code).
+    ``avg_down``: ResNet-D ("Bag of Tricks", He et al. 2019, Sec. 4.1): a 1x1 conv of stride 2 ignores
+    three quarters of its input, so a 2x2 average pool does the striding and the conv has stride 1.
     """
     same_shape = in_chans == out_chans and stride == 1
     if option == "A":
         return None if same_shape else ShortcutA(in_chans, out_chans, stride)
     if option == "B" and same_shape:
         return None
-    # torchvision's "downsample": conv then BN, state_dict keys downsample.0 / downsample.1.
-    layers: list[nn.Module] = [conv1x1(in_chans, out_chans, stride)]
-    if with_bn:
-        layers.append(nn.BatchNorm2d(out_chans))
+    # torchvision's "downsample": conv then BN, state_dict keys downsample.0 / downsample.1; with
+    # avg_down timm's: pool (an Identity at stride 1, so the keys stay put), conv, BN.
+    layers: list[nn.Module] = []
+    if avg_down:
+        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else None
+        layers += [pool or nn.Identity(), conv1x1(in_chans, out_chans)]
+    else:
+        layers.append(conv1x1(in_chans, out_chans, stride))
+    if norm is not None:
+        layers.append(norm(out_chans))
     return nn.Sequential(*layers)
+
+
+def squeeze_channels(channels: int) -> int:
+    """The squeezed width of an SE module: channels / 16 (Hu et al. 2018, reduction ratio r = 16), rounded
+    to a multiple of 8 and at least 8 as timm does, so that its SE-ResNet weights fit."""
+    return max(8, int(channels / 16 + 4) // 8 * 8)
+
+
+def make_attention(attn_layer: str | None, channels: int) -> nn.Module | None:
+    """The channel attention on a block's branch: None, or "se" (squeeze-and-excitation, Hu et al. 2018).
+
+    torchvision's ``SqueezeExcitation`` (global average pool, 1x1 conv, ReLU, 1x1 conv, sigmoid, scale)
+    has timm's parameter names, ``fc1`` and ``fc2``.
+    """
+    check_choice("attn_layer", attn_layer, ATTN_LAYERS)
+    return None if attn_layer is None else SqueezeExcitation(channels, squeeze_channels(channels))
+
+
+def make_drop_path(drop_prob: float) -> nn.Module:
+    """Stochastic depth (Huang et al. 2016): in training, each sample's residual branch is dropped with
+    probability ``drop_prob`` (kept ones are scaled by 1 / survival probability, so evaluation is the
+    identity instead of the paper's test-time scaling; same expectation)."""
+    return StochasticDepth(drop_prob, mode="row") if drop_prob > 0 else nn.Identity()
 
 
 class ShortcutMerge(nn.Module):

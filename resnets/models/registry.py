@@ -1,7 +1,9 @@
 """Model registry: ``@register_model`` builders, ``create_model`` and specs that rebuild a model.
 
 A builder is one declarative line, ``return build_model(ResNet, kwargs, block=..., layers=...)``.
-Every keyword a user passes is checked against the model's options: nothing is dropped silently.
+Every keyword a user passes is checked against the model's options: nothing is dropped silently. An
+option of another family (dilation on a CIFAR net) or one the architecture refuses (stochastic depth on
+a plain net) is an error that says so.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
+from .norms import spec_value
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_FAMILIES: dict[type, None] = {}  # the model classes (``@register_family``), for the other-family hint
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -31,16 +35,25 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     @functools.wraps(fn)
     def builder(**kwargs: Any) -> nn.Module:
         model = fn(**kwargs)
-        spec_kwargs = {**kwargs, "num_classes": model.num_classes, "in_chans": model.in_chans}
+        spec_kwargs = {**{k: spec_value(v) for k, v in kwargs.items()}, "num_classes": model.num_classes,
+                       "in_chans": model.in_chans}
         try:  # a spec must survive JSON (checkpoints, run configs); tuples come back as lists
             spec_kwargs = json.loads(json.dumps(spec_kwargs))
         except TypeError as exc:
             raise ConfigError(f"options must be plain values (numbers, strings, lists): {exc}") from None
         model.resnets_spec = {"name": name, "kwargs": spec_kwargs}
+        if isinstance(getattr(model, "pretrained_cfg", None), dict):
+            model.pretrained_cfg["architecture"] = name
         return model
 
     _MODELS[name] = builder
     return builder
+
+
+def register_family(cls: type) -> type:
+    """Class decorator: a model class whose ``family`` (e.g. "ImageNet-family") error messages may name."""
+    _FAMILIES[cls] = None
+    return cls
 
 
 def model_options(cls: type, fixed: dict[str, Any]) -> dict[str, Any]:
@@ -50,20 +63,37 @@ def model_options(cls: type, fixed: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(
-    cls: type[nn.Module], overrides: dict[str, Any], *, builder_options: tuple[str, ...] = (), **fixed: Any
+    cls: type[nn.Module], overrides: dict[str, Any], *, builder_options: tuple[str, ...] = (),
+    refused: Mapping[str, str] | None = None, **fixed: Any
 ) -> nn.Module:
     """``cls(**fixed, **overrides)`` after checking that every override is one of the model's options.
 
     ``builder_options`` names the builder's own keywords (e.g. ``depth``), listed among the valid ones.
+    ``refused`` maps options of ``cls`` that this architecture cannot take to the reason, which the error
+    gives (they keep the class default).
     """
-    valid = [*builder_options, *model_options(cls, fixed)]
+    refused = refused or {}
+    valid = [*builder_options, *(k for k in model_options(cls, fixed) if k not in refused)]
     for key in overrides:
+        if key in refused:
+            raise ConfigError(f"option {key!r} does not apply to this architecture: {refused[key]}")
         if key in fixed:
             raise ConfigError(f"option {key!r} is fixed by this architecture ({key}={fixed[key]!r}); "
                               f"options you can set: {', '.join(valid)}")
         if key not in valid or key in builder_options:
-            raise unknown_name("option", key, valid)
+            raise _other_family_error(key, cls, valid) or unknown_name("option", key, valid)
     return cls(**fixed, **overrides)
+
+
+def _other_family_error(key: str, cls: type, valid: list[str]) -> ConfigError | None:
+    """An error naming the family that has option ``key``, when another one does."""
+    owners = [other for other in _FAMILIES if other is not cls and key in model_options(other, {})]
+    if not owners:
+        return None
+    family = getattr(owners[0], "family", owners[0].__name__)
+    this = getattr(cls, "family", cls.__name__)
+    return ConfigError(f"option {key!r} belongs to the {family} models, not to {this} models; "
+                       f"options you can set: {', '.join(valid)}")
 
 
 def _natural_key(name: str) -> list:
@@ -79,7 +109,8 @@ def list_models(pattern: str | None = None) -> list[str]:
 def create_model(
     name: str, *, num_classes: int | None = None, in_chans: int = 3, **overrides: Any
 ) -> nn.Module:
-    """Build a registered model. ``num_classes=None`` keeps the family default (1000 ImageNet, 10 CIFAR).
+    """Build a registered model. ``num_classes=None`` keeps the family default (1000 ImageNet, 10 CIFAR);
+    0 builds no classifier (timm's convention: the model returns its pooled features).
 
     Raises ConfigError for an unknown name (with the closest names), an unknown option (with the valid
     ones) or an invalid value.
@@ -87,6 +118,9 @@ def create_model(
     if name not in _MODELS:
         raise unknown_name("model", name, _MODELS)
     kwargs = dict(overrides, in_chans=in_chans)
+    if overrides.get("features_only") and num_classes:
+        raise ConfigError(f"{name}: features_only=True builds no classifier; leave out "
+                          f"num_classes={num_classes}")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     try:
