@@ -23,13 +23,14 @@ WHEELS=${WHEELS:-data/wheels}
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
 BUDGET_S=${BUDGET_S:-450}  # the whole script's time; later steps shrink or are skipped to fit
+SLOW=${SLOW:-1}            # multiplies every step's time limit (a CPU check: SLOW=10 BUDGET_S=3000)
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 start=$(date +%s)
 log() { echo "[gpu.sh +$(( $(date +%s) - start ))s] $*" | tee -a "$OUT/log.txt"; }
 left() { echo $(( BUDGET_S - ($(date +%s) - start) )); }
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log the outcome, never stop the script
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit=$(( $2 * SLOW )); shift 2
     if [ "$limit" -lt 20 ]; then log "$name: skipped (no time left)"; return 0; fi
     log "$name: start (limit ${limit}s)"
     timeout "$limit" "$@" >"$OUT/$name.out" 2>&1
@@ -68,16 +69,16 @@ step mainjob 150 $PY -m resnets train "${common[@]}" "${small[@]}" --output "$OU
 # 2-3. throughput against the peers, utilisation
 step train_throughput 170 $PY -m benchmarks train_throughput --device "$DEVICE" --data-dir "$DATA" \
     "${bench[@]}" --output "$OUT"
-step gpu_utilisation "$(( $(left) < 90 ? $(left) : 90 ))" $PY -m benchmarks gpu_utilisation \
+step gpu_utilisation "$(( $(left) < 90 * SLOW ? $(left) / SLOW : 90 ))" $PY -m benchmarks gpu_utilisation \
     --device "$DEVICE" "${bench[@]}" --output "$OUT"
 # 4. one process under torchrun (NCCL on CUDA, gloo on CPU: resnets.train.distributed chooses)
-step torchrun "$(( $(left) < 60 ? $(left) : 60 ))" $PY -m torch.distributed.run --standalone \
+step torchrun "$(( $(left) < 60 * SLOW ? $(left) / SLOW : 60 ))" $PY -m torch.distributed.run --standalone \
     --nproc-per-node 1 -m resnets train "${common[@]}" --epochs 1 "${small[@]}" \
     --output "$OUT/torchrun"
 # 5. the paper budget's schedule (lr /10 at 50% and 75%), shortened to the time that is left
 if [ "$(left)" -gt 120 ]; then
     iterations=$(( QUICK == 1 ? 8 : 2000 ))
-    step degradation "$(( $(left) - 10 ))" $PY -m resnets reproduce degradation --budget paper \
+    step degradation "$(( ($(left) - 10) / SLOW ))" $PY -m resnets reproduce degradation --budget paper \
         --dataset fashion-mnist --data-dir "$DATA" --device "$DEVICE" --iterations "$iterations" \
         --output "$OUT/reproduce"
 else
