@@ -1,18 +1,21 @@
 """The ``resnets`` command: argparse subcommands, one module each under ``resnets.commands``.
 
 Each command module exposes ``configure(parser)`` and ``run(args) -> int``. User errors
-(``ResnetsError``) print one clear line and exit 2.
+(``ResnetsError``) and the operating system's (``OSError``: a full disk, a permission) print one
+clear line and exit 2; warnings print as one plain line too (``resnets train: warning: ...``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from .commands import evaluate, export, import_weights, models, predict, reproduce, summary, train
-from .errors import ResnetsError
+from .errors import ResnetsError, os_error
 
 # name -> (its module, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -45,9 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args._run(args) or 0)
+        with plain_warnings(args.command):
+            return int(args._run(args) or 0)
     except ResnetsError as exc:
-        print(f"resnets {args.command}: error: {exc}", file=sys.stderr)
+        print(f"resnets {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"resnets {args.command}: interrupted", file=sys.stderr)
@@ -55,6 +59,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
         sys.stderr.close()
         return 0
+    except OSError as exc:  # the machine's, not a bug: a full disk, a permission, a missing folder
+        print(f"resnets {args.command}: error: {one_line(os_error(exc))}", file=sys.stderr)
+        return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The message on one line (a file name may hold a newline: shown as \\n)."""
+    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+
+
+@contextlib.contextmanager
+def plain_warnings(command: str) -> Iterator[None]:
+    """Warnings as ``resnets COMMAND: warning: message``: no source path, no code line."""
+    previous = warnings.formatwarning
+
+    def format_plain(message, category, filename, lineno, line=None) -> str:
+        return f"resnets {command}: warning: {one_line(message)}\n"
+
+    warnings.formatwarning = format_plain
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":

@@ -15,14 +15,26 @@ none of them needs the training package.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import functools
 import json
 import os
-from collections.abc import Callable
+import socket
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; run folders are then not locked
+    fcntl = None
 
 import torch
 from torch import nn
@@ -33,8 +45,8 @@ from .data.datasets import FOLDER_DATASETS
 from .data.folders import FolderDataset, FolderLoader
 from .data.images import resize_center_crop
 from .data.loaders import TensorLoader
-from .errors import CheckpointError, DataError
-from .io import save_torch
+from .errors import CheckpointError, ConfigError, DataError, os_error
+from .io import commit, fault_point, staged, torch_writer
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -44,6 +56,10 @@ BEST = "best.pt"
 WEIGHTS = "model.safetensors"
 CURVES = "curves.png"
 SUMMARY = "summary.json"
+LOCK = ".lock"  # held (flock) by the one process writing the run; names it: "PID HOST TIME COMMAND"
+DAMAGED = ".damaged"  # suffix of a checkpoint resume could not read, set aside out of the rotation
+RUN_FILES = (CONFIG, METRICS, STEPS, LAST, BEST, WEIGHTS, SUMMARY)
+INPUT_OPTIONS = ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")  # RunOptions
 
 
 def rotated_names(keep: int) -> list[str]:
@@ -117,20 +133,148 @@ class RunFolder:
         """The newest checkpoint's model (eval mode) and the checkpoint."""
         return checkpoints.load_model(self.last, device)
 
+    def holds_run(self) -> bool:
+        """Whether the folder holds any file of a run (a checkpoint, its config, logs or summary)."""
+        return any((self.path / name).exists() for name in RUN_FILES) or bool(self.checkpoints())
+
     def save_checkpoint(self, ckpt: dict[str, Any], keep: int) -> Path:
         """Write ``last.pt``, keeping the previous ``keep - 1`` as ``last-1.pt``, ``last-2.pt``...
 
-        Each rename is atomic, so at every moment the newest good checkpoint exists under some name
-        and resume (which tries them newest first) finds it.
+        New first: the checkpoint is written to a temporary file and fsynced before any old one
+        moves, so a failure while writing (a full disk at any byte, an interrupt) leaves the folder
+        as it was. Then the complete older checkpoints move up one place (hard links, so that every
+        name always holds a complete file), and the new one is renamed to ``last.pt``. A checkpoint
+        that is not a complete file (truncated) is dropped, never moved over a good one.
         """
         names = rotated_names(keep)
-        for stale in self.path.glob("last-*.pt"):  # left over from a run with a larger keep
-            if stale.name not in names:
-                stale.unlink(missing_ok=True)
-        for older, newer in zip(reversed(names[1:]), reversed(names[:-1]), strict=True):
-            if (self.path / newer).exists():
-                os.replace(self.path / newer, self.path / older)
-        return save_torch(ckpt, self.last)
+        with staged(self.last, torch_writer(ckpt, self.last)) as tmp:
+            good = [p for p in self.checkpoints() if _complete(p)][:keep - 1]
+            for slot in range(len(good), 0, -1):  # oldest first: a move only overwrites what has moved
+                fault_point("rotate", self.last)
+                _move(good[slot - 1], self.path / names[slot])
+            for stale in self.path.glob("last-*.pt"):  # damaged ones left in the slots, or beyond keep
+                index = stale.name[len("last-"):-len(".pt")]
+                if not index.isdigit() or int(index) > len(good):
+                    stale.unlink(missing_ok=True)
+            commit(tmp, self.last)
+        return self.last
+
+    def set_aside(self, damaged: list[Path]) -> list[Path]:
+        """Rename damaged checkpoints ``X.pt`` to ``X.pt.damaged``: kept for a look, out of the rotation."""
+        moved = []
+        for path in damaged:
+            if path.parent.resolve() == self.path.resolve() and path.is_file():
+                target = path.with_name(path.name + DAMAGED)
+                os.replace(path, target)
+                moved.append(target)
+        return moved
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process (created if needed); a second writer gets a
+        ``ConfigError`` naming the holder. The kernel drops the lock when its holder dies, so a lock
+        file left by a killed process is stale and taken over. Temporary files that a killed writer
+        left behind are removed."""
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = _acquire(self.path / LOCK)
+        except OSError as exc:
+            raise _folder_error(exc, self.path) from None
+        try:
+            for leftover in [*self.path.glob(".*.tmp"), *self.path.glob(".*.link")]:
+                leftover.unlink(missing_ok=True)
+            yield
+        finally:
+            (self.path / LOCK).unlink(missing_ok=True)
+            os.close(fd)
+            if created:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()  # nothing was written: leave no empty folder behind
+
+
+def _complete(path: Path) -> bool:
+    """Whether a checkpoint file is whole (a zip archive ends with its directory; a truncated one
+    has none). Reads a few bytes at its end."""
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+_NO_LINKS = (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP)
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Give ``dst`` the contents of ``src``: a hard link, so ``src`` keeps them too (a rename where
+    the file system has no hard links)."""
+    if src == dst:
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        os.replace(src, dst)
+        return
+    try:
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _acquire(path: Path) -> int:
+    """An open descriptor of ``path`` holding an exclusive flock, with this process's name in it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").split(" ", 3)
+            os.close(fd)
+            raise ConfigError(_locked_message(path.parent, holder)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the holder before us may have removed the file between our open and our flock
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)
+    command = " ".join(["resnets", *sys.argv[1:]]) if sys.argv else "python"
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')} {command}"
+             .encode())
+    return fd
+
+
+def _locked_message(folder: Path, holder: list[str]) -> str:
+    if len(holder) >= 3 and holder[0].isdigit():
+        pid, host, since = holder[:3]
+        who = f"process {pid} on {host} (since {since}{': ' + holder[3][:120] if len(holder) > 3 else ''})"
+    else:
+        who = "another process"
+    return (f"run folder {folder} is being written by {who}; two writers would mix their runs: wait for it "
+            f"to finish, stop it, or choose another --output")
+
+
+def _folder_error(exc: OSError, folder: Path) -> Exception:
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) or (folder.exists() and not folder.is_dir()):
+        return ConfigError(f"cannot use {str(folder)!r} as a run folder: it, or a folder above it, is a "
+                           f"file; choose another --output")
+    return os_error(exc, "write the run folder", "choose a writable --output")
+
+
+def run_folder_of(resume: str | os.PathLike) -> Path:
+    """The run folder ``--resume`` continues: the folder given, or the folder of the file given."""
+    path = Path(resume)
+    return path if path.is_dir() else path.parent
 
 
 def checkpoint_candidates(path: str | os.PathLike) -> list[Path]:
@@ -147,15 +291,20 @@ def checkpoint_candidates(path: str | os.PathLike) -> list[Path]:
     return [path] + [p for p in siblings if p.resolve() != path.resolve() and p.name != BEST]
 
 
-def load_for_resume(path: str | os.PathLike, log: Callable[[str], None] = print) -> tuple[Path, dict]:
-    """The newest readable checkpoint among ``checkpoint_candidates(path)``; says which it skipped."""
+def load_for_resume(path: str | os.PathLike, log: Callable[[str], None] = print,
+                    skipped: list[Path] | None = None) -> tuple[Path, dict]:
+    """The newest readable, resumable checkpoint among ``checkpoint_candidates(path)``; says which it
+    skipped (and appends them to ``skipped``)."""
     errors = []
     for candidate in checkpoint_candidates(path):
         try:
             ckpt = checkpoints.load_checkpoint(candidate)
+            checkpoints.check_resumable(ckpt, candidate)
         except CheckpointError as exc:
             errors.append(str(exc))
             log(f"warning: {exc}; falling back to the previous checkpoint")
+            if skipped is not None:
+                skipped.append(candidate)
             continue
         return candidate, ckpt
     raise CheckpointError("no usable checkpoint to resume from: " + " | ".join(errors))
@@ -221,14 +370,15 @@ def data_record(ckpt: dict[str, Any], source: str | os.PathLike) -> dict[str, An
 def evaluation_data(ckpt: dict[str, Any], source: str | os.PathLike, device: torch.device, *,
                     split: str = "test", dataset: str | None = None, data_dir: str | None = None,
                     subset: int | None = None, batch_size: int = 256, workers: int | None = None,
-                    tta: str = "none") -> EvaluationData:
+                    tta: str = "none", inputs: dict[str, Any] | None = None) -> EvaluationData:
     """Rebuild the ``split`` ("test" or "val") of the data a checkpoint was trained on.
 
     The run's ``val_split`` and seed rebuild the validation images it held out (and its test subset,
     given the same ``subset``); the images are normalised with the statistics stored in the
     checkpoint whatever the dataset. ``tta`` ("10crop", "multiscale") prepares image folders for
     those protocols: the central square of AlexNet's 10-crop, or each image whole at its own
-    aspect ratio (one at a time).
+    aspect ratio (one at a time). ``inputs`` overrides how the run accepted its inputs
+    (``strict_data``, ``verify_checksums``, ``follow_links``, ``max_image_pixels``; None: the run's).
     """
     meta = data_record(ckpt, source)
     config = ckpt.get("config") or {}
@@ -242,7 +392,9 @@ def evaluation_data(ckpt: dict[str, Any], source: str | os.PathLike, device: tor
         raise DataError(f"no validation split: the run of {source} held out no images "
                         f"(val_split=0) on {dataset}; use --split test")
     norm_record = meta["normalization"]
-    cfg = DataConfig(
+    accepted = {key: run_options[key] for key in INPUT_OPTIONS if run_options.get(key) is not None}
+    accepted |= {key: value for key, value in (inputs or {}).items() if value is not None}
+    cfg = DataConfig(**accepted,
         dataset=dataset, data_dir=data_dir, val_split=val_split, seed=int(recipe.get("seed", 0) or 0),
         batch_size=1, eval_batch_size=batch_size, test_subset=subset,
         normalization=norm_record.get("mode", "per_channel"),

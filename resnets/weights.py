@@ -22,6 +22,7 @@ from torch import nn
 from .checkpoints import clean_state_dict, ema_model_weights
 from .errors import CheckpointError, ResnetsError, first_line
 from .io import save_safetensors
+from .models.interop import is_timm_v2_state_dict, timm_v2_state_dict
 from .models.registry import model_spec
 
 WEIGHTS_FORMAT = "resnets-weights"
@@ -50,7 +51,7 @@ class ImportReport:
     def lines(self) -> list[str]:
         out = [f"loaded {self.loaded} tensors from {self.path}"]
         if self.renamed:
-            out.append(f"renamed {self.renamed} keys (DDP/compile prefixes, timm head names)")
+            out.append(f"renamed {self.renamed} keys (DDP/compile prefixes, timm head and resnetv2 names)")
         return out + self.notes
 
 
@@ -93,6 +94,7 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike, *,
     report = ImportReport(path=str(path))
     state, report.renamed = _map_key_names(state, model)
     target = model.state_dict()
+    _check_values(path, state, target)
 
     report.missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     report.unexpected = [k for k in state if k not in target]
@@ -101,6 +103,8 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike, *,
         if k in target and v.shape != target[k].shape
     ]
     state = _adapt_input_conv(model, state, report)
+    if replace_head:
+        _drop_head_for_headless_model(model, state, report)
     _resolve_head(model, state, report, replace_head)
     if report.missing or report.unexpected or report.mismatched:
         raise CheckpointError(_mismatch_message(path, model, report))
@@ -176,10 +180,31 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def _check_values(path, state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> None:
+    """Weights must be floating point where the model's are, and finite: an int or bool tensor would be
+    cast silently, a NaN would only show as a NaN loss."""
+    kinds = [f"{k} ({v.dtype})" for k, v in state.items()
+             if k in target and target[k].is_floating_point() and not v.is_floating_point()]
+    if kinds:
+        raise CheckpointError(f"weights file {path} holds non-floating-point tensors where the model has "
+                              f"weights: {', '.join(kinds[:_LIST_LIMIT])}{_more(kinds)}; it is not a weights "
+                              f"file of this model (or it was damaged)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"weights file {path} holds NaN or infinite values in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:_LIST_LIMIT])}{_more(bad)}; these weights are unusable "
+                              f"(a diverged run?): use an earlier checkpoint")
+
+
 def _map_key_names(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], int]:
-    """Rename keys that other libraries spell differently; timm's ResNets already match torchvision."""
+    """Rename keys that other libraries spell differently; timm's ResNets already match torchvision, its
+    pre-activation ``resnetv2_*`` nets have names of their own (``stages.0.blocks.0.norm1`` ...)."""
     target = model.state_dict()
     out, renamed = {}, 0
+    if is_timm_v2_state_dict(state):
+        translated = timm_v2_state_dict(state, set(target))
+        renamed = sum(old != new for old, new in zip(state, translated, strict=True))
+        state = translated
     for key, value in state.items():
         new = key
         if key not in target:
@@ -224,6 +249,17 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
         if isinstance(module, nn.Conv2d):
             return name, module
     return None
+
+
+def _drop_head_for_headless_model(model: nn.Module, state: dict, report: ImportReport) -> None:
+    """A model without a classifier (timm's num_classes=0) takes a file's backbone and leaves its fc."""
+    file_head = [k for k in report.unexpected if k.startswith(_HEAD)]
+    if not file_head or any(k.startswith(_HEAD) for k in model.state_dict()):
+        return
+    for key in file_head:
+        del state[key]
+    report.unexpected = [k for k in report.unexpected if not k.startswith(_HEAD)]
+    report.notes.append("the model has no classifier (num_classes=0): the file's fc was left out")
 
 
 def _resolve_head(model: nn.Module, state: dict, report: ImportReport, replace_head: bool) -> None:

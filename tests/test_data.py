@@ -266,10 +266,17 @@ def test_dataset_not_found_names_every_place_and_how_to_get_it(tmp_path, monkeyp
     message = str(info.value)
     mine, cache = tmp_path / "mine", tmp_path / "cache" / "resnets"
     env = tmp_path / "env"
-    for place in (mine / "fashion-mnist", mine, env / "FashionMNIST/raw", cache / "fashion-mnist", system):
+    for place in (mine / "fashion-mnist", mine):  # --data-dir is used alone
         assert str(place) in message
+    looked = message.split("Looked in: ")[1].split(". Get it")[0]
+    assert looked.split(", ") == [str(mine / "fashion-mnist"), str(mine / "FashionMNIST/raw"), str(mine)]
     assert "apt-get install dataset-fashion-mnist" in message and "--download" in message
     assert "--data-dir" in message
+    with pytest.raises(DataError) as info:
+        load_arrays("fashion-mnist", "train")
+    message = str(info.value)
+    for place in (env / "FashionMNIST/raw", cache / "fashion-mnist", system):
+        assert str(place) in message
     with pytest.raises(DataError, match="cifar-10-batches-py.*--download.*--data-dir") as info:
         load_arrays("cifar10", "test")
     assert "apt-get" not in str(info.value)

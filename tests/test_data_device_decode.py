@@ -10,6 +10,7 @@ from PIL import Image
 
 from resnets.data import DataConfig, build_data
 from resnets.data.device_decode import decode_batch, decodes_on_device, read_for_device
+from resnets.data.images import set_max_image_pixels
 from resnets.errors import DataError
 
 
@@ -79,6 +80,12 @@ def test_bytes_for_jpegs_pixels_for_other_formats_and_corrupt_files(folder, tmp_
     fake.write_bytes(b"GIF89a not a jpeg")
     with pytest.raises(DataError, match="fake.jpg.*not a JPEG"):
         read_for_device(fake)
+    set_max_image_pixels(27 * 20 - 1)  # 1.jpg is 27 x 20: one pixel over the limit
+    try:
+        with pytest.raises(DataError, match="1.jpg: 27 x 20 = 540 pixels is above the limit"):
+            read_for_device(folder / "train" / "cat" / "1.jpg")
+    finally:
+        set_max_image_pixels(None)
     good = read_for_device(folder / "train" / "cat" / "1.jpg")[0]
     broken = torch.cat([good[:30], torch.zeros(200, dtype=torch.uint8)])  # a JPEG header, then garbage
     images, failures = decode_batch([(good, True, "good.jpg"), (broken, True, "broken.jpg"),

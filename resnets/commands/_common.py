@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import ConfigError
 
 
@@ -20,3 +24,68 @@ def parse_set_args(items: Sequence[str] | None) -> dict[str, str]:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         out[key.replace("-", "_")] = value.strip()
     return out
+
+
+def add_input_flags(group: argparse._ActionsContainer, *, defaults: str) -> None:
+    """How a command accepts its inputs: the flags that the data's warnings and errors suggest.
+    ``defaults`` completes each help text ("off" for train; "the run's" for eval)."""
+    group.add_argument("--strict-data", action="store_true", default=None,
+                       help=f"stop at an unreadable image or an empty class folder instead of skipping it "
+                       f"with a warning (default: {defaults or 'off'})")
+    group.add_argument("--verify-checksums", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"check the MD5 of the official mnist/fashion-mnist/cifar files "
+                       f"(default: {defaults or 'on'}); --no-verify-checksums for copies meant to differ")
+    group.add_argument("--follow-links", action="store_true", default=None,
+                       help=f"image folders: follow symbolic links that point out of --data-dir (default: "
+                       f"{defaults or 'skipped, and counted in a warning'})")
+    add_pixel_flag(group, defaults)
+
+
+def add_pixel_flag(group: argparse._ActionsContainer, defaults: str = "") -> None:
+    group.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                       help=f"refuse images of more than N pixels, from their header, before decoding "
+                       f"(default: {defaults or f'{DEFAULT_MAX_PIXELS:,}, as PIL'}; 0: no limit)")
+
+
+def input_options(args: argparse.Namespace) -> dict[str, object]:
+    """The input flags given (the others stay None: the default, or the run's)."""
+    if args.max_image_pixels is not None and args.max_image_pixels < 0:
+        raise ConfigError(f"--max-image-pixels must be >= 0 (0: no limit), got {args.max_image_pixels}")
+    return {key: getattr(args, key, None) for key in
+            ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")}
+
+
+def check_output_file(path: str | os.PathLike, flag: str,
+                      reads: Sequence[str | os.PathLike | None] = ()) -> Path:
+    """Before any work: ``path`` is none of the files the command reads (compared as real files,
+    so a hard link such as ``best.pt`` counts) and its folder can be written."""
+    out = Path(path)
+    for source in reads:
+        if source is not None and same_file(out, source):
+            raise ConfigError(f"{flag} {path} is {source}, which this command reads: writing it would "
+                              f"destroy it; choose another {flag}")
+    if out.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    check_writable_folder(out.parent, flag, path)
+    return out
+
+
+def check_writable_folder(folder: str | os.PathLike, flag: str, given: object = None) -> None:
+    """The folder exists and is writable, or can be made (its nearest existing parent is a writable
+    folder); else a ``ConfigError`` saying which part is wrong."""
+    given = folder if given is None else given
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {given}: {existing} is a file, not a folder; choose another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {given}: the folder {existing} is not writable by this user; choose "
+                          f"another {flag}")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)

@@ -10,6 +10,8 @@ Multi-scale testing pays off for nets trained with scale augmentation (the paper
 models, shorter side sampled in [256, 480]); the paper tests its CIFAR nets on a single view, and
 a net trained at one scale scores upscaled views poorly.
 The images are normalised with the statistics stored in the checkpoint, whatever the dataset.
+By default eval uses the run's own evaluation settings (its test-time augmentation, its autocast,
+how it accepted its inputs), so that it reproduces the numbers the run reported.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..evaluate import TTA_NAMES, evaluate, make_tta, per_class_accuracy
 from ..plots import confusion_matrix_figure
 from ..runs import evaluation_data
 from ..runtime import autocast, autocast_dtype, precision_name, select_device
+from ._common import add_input_flags, check_output_file, input_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where the dataset lives (default: where the training run found it)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="test set, or the validation images the training run held out")
-    parser.add_argument("--tta", choices=TTA_NAMES, default="none", help="test-time augmentation")
+    parser.add_argument("--tta", choices=("run", *TTA_NAMES), default="run",
+                        help="test-time augmentation (default run: what the training run evaluated with, "
+                        "e.g. flip for the fast-cpu recipe)")
     parser.add_argument("--scales", type=int, nargs="+", default=None, metavar="SIDE",
                         help="multi-scale shorter sides in pixels (default: the paper's, scaled to the "
                         "image size)")
@@ -53,19 +58,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", action="store_true", help="print the accuracy of every class")
     parser.add_argument("--confusion-matrix", default=None, metavar="PNG",
                         help="write a confusion-matrix figure")
+    add_input_flags(parser.add_argument_group("inputs"), defaults="the run's")
 
 
 def run(args: argparse.Namespace) -> int:
+    inputs = input_options(args)
     _check_args(args)
+    if args.confusion_matrix is not None:  # before any work, and never over the checkpoint it reads
+        check_output_file(args.confusion_matrix, "--confusion-matrix", reads=[args.checkpoint])
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
+    recipe = (ckpt.get("config") or {}).get("recipe") or {}
+    if args.tta == "run":  # what the run evaluated with, so that the numbers match its metrics.csv
+        args.tta = recipe.get("tta") if recipe.get("tta") in TTA_NAMES else "none"
     data = evaluation_data(ckpt, args.checkpoint, device, split=args.split, dataset=args.dataset,
                            data_dir=args.data_dir, subset=args.subset, batch_size=args.batch_size,
-                           workers=args.workers, tta=args.tta)
+                           workers=args.workers, tta=args.tta, inputs=inputs)
     dataset, classes = data.dataset, data.classes
     tta = make_tta(args.tta, image_size=data.image_size, scales=args.scales)
     want_confusion = args.per_class or args.confusion_matrix is not None
-    recipe = ckpt.get("config", {}).get("recipe", {})
     amp_dtype = None
     if args.precision == "run":  # resolved on this device, as the run resolved it on its own
         amp_dtype = autocast_dtype(recipe.get("amp", False), recipe.get("amp_dtype", "bfloat16"), device)

@@ -15,6 +15,7 @@ import torch
 from ..checkpoints import load_model
 from ..errors import ConfigError
 from ..export import conv_bn_pairs, export_onnx, export_pt2, fold_bn
+from ._common import check_output_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(f".{args.format}")
+    check_output_file(output, "--output", reads=[args.checkpoint])  # before any work
     model, ckpt = load_model(args.checkpoint, "cpu")
     size = args.input_size or _checkpoint_input_size(ckpt, model)
     if size is None:
@@ -55,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
               f"(max abs diff vs unfolded: {fold_diff:.3g})")
         model = folded
 
-    output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(f".{args.format}")
     if args.format == "onnx":
         diff = export_onnx(model, output, example)
         print(f"wrote {output} ({name}, input N x {channels} x {height} x {width}, dynamic batch); "

@@ -12,6 +12,7 @@ import argparse
 from .. import create_model
 from ..errors import ConfigError
 from ..weights import load_weights_into, read_state_dict, save_weights
+from ._common import check_output_file
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    check_output_file(args.output, "--output", reads=[args.file])  # before any work
     state = read_state_dict(args.file)
     num_classes = args.num_classes or _file_classes(state)
     in_chans = args.in_chans or _file_in_chans(state) or 3

@@ -13,8 +13,10 @@ import torch
 
 from ..checkpoints import load_model
 from ..data import load_image, preprocess_image
+from ..data.images import set_max_image_pixels
 from ..errors import CheckpointError, ConfigError
 from ..runtime import select_device
+from ._common import add_pixel_flag
 
 _CHUNK = 64  # images per forward pass
 
@@ -26,11 +28,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
     parser.add_argument("--json", action="store_true",
                         help="also print one JSON object with all predictions on the last line")
+    add_pixel_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise ConfigError(f"--topk must be at least 1, got {args.topk}")
+    if args.max_image_pixels is not None and args.max_image_pixels < 0:
+        raise ConfigError(f"--max-image-pixels must be >= 0 (0: no limit), got {args.max_image_pixels}")
+    set_max_image_pixels(args.max_image_pixels)
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     meta = ckpt.get("data") or {}

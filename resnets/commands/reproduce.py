@@ -13,6 +13,7 @@ import argparse
 from ..errors import ConfigError
 from ..experiments import BUDGETS, DEFAULT_BUDGET, get_experiment, list_experiments
 from ..experiments.runner import DEFAULT_OUTPUT, ReproduceOptions, make_context, plan, reproduce
+from ._common import check_writable_folder
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,5 +89,6 @@ def run(args: argparse.Namespace) -> int:
         if not specs:
             print("# no training runs: the analysis runs by itself")
         return 0
+    check_writable_folder(options.output, "--output")  # before any training
     print(reproduce(args.experiment, options)["report"])
     return 0

@@ -12,11 +12,12 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from ..errors import unknown_name
+from ..errors import CheckpointError, ConfigError, unknown_name
 from ..runs import load_for_resume
 from ..train.engine import train
 from ..train.recipes import DEFAULT_RECIPE, RunOptions, TrainConfig, apply_overrides, convert, get_recipe
-from ._common import parse_set_args
+from ..train.state import check_resume_entries
+from ._common import add_input_flags, input_options, parse_set_args
 
 # flag dest -> Recipe field (flags left at None are not given and leave the recipe's value)
 RECIPE_FLAGS = {
@@ -36,6 +37,8 @@ RUN_FLAGS = {
     "download": "download", "workers": "workers",
     "device_decode": "device_decode", "init_weights": "init_weights", "freeze_bn": "freeze_bn",
     "keep_last": "keep_last", "log_every": "log_every", "progress": "progress",
+    "strict_data": "strict_data", "verify_checksums": "verify_checksums", "follow_links": "follow_links",
+    "max_image_pixels": "max_image_pixels",
 }
 
 
@@ -68,6 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device-decode", action=bool_flag, default=None,
                    help="image folders: workers read JPEG bytes and the training device decodes them "
                    "(default: on CUDA only)")
+    add_input_flags(g, defaults="")
     g.add_argument("--init-weights", metavar="FILE",
                    help="start from these weights (torchvision, timm, resnets)")
     g.add_argument("--freeze-bn", action="store_true", default=None,
@@ -109,6 +113,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The resolved TrainConfig: recipe (or the resumed run's), then flags, then --set."""
+    input_options(args)  # checks them
     set_items = parse_set_args(args.set_items)
     given_run = {dest for dest in RUN_FLAGS if getattr(args, dest) is not None}
     run_values = {RUN_FLAGS[dest]: getattr(args, dest) for dest in given_run}
@@ -125,8 +130,12 @@ def build_config(args: argparse.Namespace):
 
     if args.resume:
         # continue the run as it was configured; flags given now override (e.g. more --epochs)
-        _, ckpt = load_for_resume(args.resume, log=lambda m: None)
-        base = TrainConfig.from_dict(ckpt["config"])
+        path, ckpt = load_for_resume(args.resume, log=lambda m: None)
+        check_resume_entries(ckpt, path)
+        try:
+            base = TrainConfig.from_dict(ckpt["config"])
+        except ConfigError as exc:  # a crafted or damaged checkpoint: say which file
+            raise CheckpointError(f"checkpoint {path} holds no usable run config: {exc}") from None
         recipe = get_recipe(args.recipe) if args.recipe else base.recipe
         # the checkpoint holds the weights: starting weights (--init-weights) no longer apply
         run_values = {**dataclasses.asdict(base.run), "init_weights": None, "resume": args.resume,

@@ -1,8 +1,9 @@
 """Small datasets held in memory: locate the standard files, verify them, load uint8 tensors.
 
-Search order for every dataset (the first place holding the split's files wins):
-``data_dir`` (``--data-dir``), ``$RESNETS_DATA``, the user cache (``~/.cache/resnets``), then
-system locations (Debian's ``/usr/share/datasets/fashion-mnist`` for Fashion-MNIST). Under each
+Search order for every dataset (the first place holding the split's files wins): ``$RESNETS_DATA``,
+the user cache (``~/.cache/resnets``), then system locations (Debian's
+``/usr/share/datasets/fashion-mnist`` for Fashion-MNIST). A ``data_dir`` (``--data-dir``) is used
+alone: a file missing there is an error naming it, never a silent fallback to another copy. Under each
 root the standard layouts are accepted: ``<root>/<name>/``, torchvision's own layout
 (``<root>/FashionMNIST/raw/``, ``<root>/cifar-10-batches-py/``) and the root itself.
 Downloads happen only when asked (``download=True``), through torchvision, into a temporary
@@ -137,9 +138,11 @@ def cache_dir() -> Path:
 
 
 def search_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """``data_dir``, ``$RESNETS_DATA``, the user cache: a folder given on the command line
-    first, then the environment, then the cache shared by every run."""
-    roots = [Path(data_dir).expanduser()] if data_dir else []
+    """``[data_dir]`` alone when given (the folder named on the command line is the one used);
+    otherwise ``$RESNETS_DATA``, then the user cache shared by every run."""
+    if data_dir:
+        return [Path(data_dir).expanduser()]
+    roots = []
     if os.environ.get("RESNETS_DATA"):
         roots.append(Path(os.environ["RESNETS_DATA"]).expanduser())
     roots.append(cache_dir())
@@ -161,15 +164,19 @@ def _split_files(spec: ArraySpec, split: str) -> tuple[tuple[str, str], ...]:
 def _existing(folder: Path, filename: str) -> Path | None:
     """``folder/filename``, or its ``.gz`` (the raw file wins: torchvision keeps both)."""
     for candidate in (folder / filename, folder / f"{filename}.gz"):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except PermissionError:  # a search location this user may not read: as if absent
+            return None
     return None
 
 
 def locate(spec: ArraySpec, split: str, data_dir=None) -> tuple[Path | None, list[Path]]:
     """(first folder holding every file of the split, every folder looked in)."""
     folders = [root / sub if sub else root for root in search_roots(data_dir) for sub in spec.subdirs]
-    folders += [Path(d) for d in spec.system_dirs]
+    if not data_dir:
+        folders += [Path(d) for d in spec.system_dirs]
     looked: list[Path] = []
     for folder in folders:
         if folder in looked:
@@ -181,11 +188,21 @@ def locate(spec: ArraySpec, split: str, data_dir=None) -> tuple[Path | None, lis
 
 
 def _not_found(spec: ArraySpec, split: str, looked: list[Path], data_dir) -> DataError:
-    names = ", ".join(name for name, _ in _split_files(spec, split))
+    files = [name for name, _ in _split_files(spec, split)]
+    names = ", ".join(files)
+    partial = [(folder, [n for n in files if not _existing(folder, n)]) for folder in looked]
+    partial = [(folder, missing) for folder, missing in partial if len(missing) < len(files)]
+    if data_dir and partial:  # the files are there in part: say which one is missing
+        folder, missing = partial[0]
+        return DataError(f"dataset {spec.name!r} ({split} split) in --data-dir {data_dir} is incomplete: "
+                         f"{', '.join(str(folder / m) for m in missing)} (or .gz) missing. --data-dir is "
+                         f"used alone: put the file(s) there, rerun with --download, or drop --data-dir to "
+                         f"use the standard locations")
     ways = []
     if spec.apt_package:
+        elsewhere = " and drop --data-dir, which is used alone" if data_dir else ""
         ways.append(f"`sudo apt-get install {spec.apt_package}` (Debian/Ubuntu; installs into "
-                    f"{spec.system_dirs[0]})")
+                    f"{spec.system_dirs[0]}{elsewhere})")
     ways.append(f"rerun with --download (fetches it through torchvision into {search_roots(data_dir)[0]})")
     ways.append(f"pass --data-dir DIR for a folder holding {names} (or DIR/{spec.subdirs[0]}/ holding them)")
     return DataError(f"dataset {spec.name!r} ({split} split) not found. Looked in: "
@@ -208,7 +225,7 @@ def read_verified(path: Path, md5: str, dataset: str, verify: bool) -> bytes:
         raise DataError(f"{path}: checksum mismatch{hint}: MD5 of its {contents} is {got}, the official "
                         f"{dataset} file has {md5}. The file is corrupt or not the official release: delete "
                         f"it and get it again (--download), or, if it is meant to differ, turn the check off "
-                        f"with verify_checksums=False")
+                        f"with --no-verify-checksums (verify_checksums=False in Python)")
     return data
 
 

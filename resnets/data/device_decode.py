@@ -20,7 +20,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from ..errors import DataError
-from .images import decode_image_file
+from .images import check_pixels, decode_image_file, header_size
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
@@ -52,6 +52,9 @@ def read_for_device(path: str | os.PathLike) -> tuple[torch.Tensor, bool]:
         raise DataError(f"cannot read image {path}: {exc}") from None
     if data.numel() < 4 or data[0].item() != 0xFF or data[1].item() != 0xD8:  # the JPEG SOI marker
         raise DataError(f"cannot read image {path}: not a JPEG file (no start-of-image marker)")
+    size = header_size(data.numpy().tobytes())  # the same pixel limit as every decode on the CPU
+    if size is not None:
+        check_pixels(*size, path)
     return data, True
 
 

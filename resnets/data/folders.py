@@ -20,7 +20,7 @@ import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -59,11 +59,113 @@ def _class_dirs(folder: Path) -> list[str]:
     return entries
 
 
-def scan_classes(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[Sample], list[str]]:
+@dataclass
+class Scan:
+    """One pass over a folder tree: each real file and folder visited once, whatever links lead to it.
+
+    ``root`` (a real path) bounds where symbolic links may point unless ``follow_links``; what was
+    skipped is counted for the warning."""
+
+    root: str
+    follow_links: bool = False
+    folders: set[str] = field(default_factory=set)  # real paths visited
+    files: set[str] = field(default_factory=set)  # real paths of the image files found
+    outside: list[str] = field(default_factory=list)  # links pointing out of root (not followed)
+    loops: list[str] = field(default_factory=list)  # links back into a folder already scanned
+    duplicates: int = 0  # image files reached a second time through a link
+    broken: int = 0  # links to nothing
+    crossing: list[str] = field(default_factory=list)  # links into another class's folder
+    classes: dict[str, str] = field(default_factory=dict)  # real path of each class folder -> class
+    others: tuple[str, ...] = ()  # real paths of the other splits' folders (train/, val/, test/)
+
+    def images(self, top: str, real: str | None = None, claimed: bool = False, owner: str = "") -> list[str]:
+        """Image files under ``top`` in ``os.walk`` order (files of a folder, then its subfolders,
+        sorted by name). ``real``: the real path of ``top`` when known (links resolved);
+        ``claimed``: ``top`` is a class folder, registered before any was scanned; ``owner``: the
+        class whose folder this is (a link into another class's folder is skipped)."""
+        real = real or os.path.realpath(top)
+        if real in self.folders and not claimed:
+            self.loops.append(top)
+            return []
+        self.folders.add(real)
+        try:
+            entries = sorted(os.scandir(top), key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(f"cannot read image folder {top}: {exc.strerror or exc}") from None
+        files, subfolders = [], []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            link = entry.is_symlink()
+            if link and not self.follow_links and not self.inside(entry.path):
+                self.outside.append(entry.path)
+                continue
+            try:
+                kind = "folder" if entry.is_dir() else "file" if entry.is_file() else None
+            except OSError:
+                kind = None
+            if kind is None:
+                self.broken += link
+                continue
+            if kind == "file" and not is_image_file(entry.name):
+                continue
+            # the real path: resolved only for links (a plain entry of a real folder is real)
+            target = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
+            if link and self.class_of(target) not in (None, owner):
+                self.crossing.append(entry.path)
+                continue
+            (subfolders if kind == "folder" else files).append((entry.path, target))
+        out = []
+        for path, target in files:
+            if target in self.files:
+                self.duplicates += 1
+                continue
+            self.files.add(target)
+            out.append(path)
+        for path, target in subfolders:
+            out += self.images(path, target, owner=owner)
+        return out
+
+    def class_of(self, target: str) -> str | None:
+        """The class whose folder holds ``target`` (a real path), if any (or "another split")."""
+        if any(target == other or target.startswith(other.rstrip(os.sep) + os.sep) for other in self.others):
+            return "another split"
+        for top, name in self.classes.items():
+            if target == top or target.startswith(top.rstrip(os.sep) + os.sep):
+                return name
+        return None
+
+    def inside(self, path: str) -> bool:
+        target = os.path.realpath(path)
+        return target == self.root or target.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def report(self) -> str | None:
+        """What was skipped, in one line (None: nothing)."""
+        parts = []
+        if self.outside:
+            parts.append(f"{len(self.outside)} pointing outside {self.root} (e.g. {self.outside[0]}; "
+                         f"--follow-links follows them)")
+        if self.loops:
+            parts.append(f"{len(self.loops)} leading back into a folder already scanned "
+                         f"(e.g. {self.loops[0]})")
+        if self.crossing:
+            parts.append(f"{len(self.crossing)} into another class's or split's folder "
+                         f"(e.g. {self.crossing[0]})")
+        if self.duplicates:
+            parts.append(f"{self.duplicates} to image files already counted")
+        if self.broken:
+            parts.append(f"{self.broken} leading nowhere")
+        return f"skipped symbolic links: {'; '.join(parts)}" if parts else None
+
+
+def scan_classes(folder: Path, classes: list[str] | None = None,
+                 scan: Scan | None = None) -> tuple[list[str], list[Sample], list[str]]:
     """(class names, (path, label) samples, empty class folders) of ``folder/<class>/**/<image>``.
 
-    Non-image files are ignored. With ``classes`` given (a val/test folder), labels follow that
-    list and a folder of an unknown class is an error."""
+    Non-image files are ignored; every real file counts once (``Scan``: links that loop, lead to a
+    file already seen or out of the data folder are skipped). With ``classes`` given (a val/test
+    folder), labels follow that list and a folder of an unknown class is an error."""
+    scan = scan or Scan(os.path.realpath(folder))
     found = _class_dirs(folder)
     if not found:
         raise DataError(f"{folder} has no class subfolders; an image folder dataset needs one folder per "
@@ -74,14 +176,20 @@ def scan_classes(folder: Path, classes: list[str] | None = None) -> tuple[list[s
         raise DataError(f"{folder} has class folders the training set lacks: {', '.join(unknown[:10])}; "
                         f"every class must have a training folder")
     index = {name: i for i, name in enumerate(classes)}
-    samples, empty = [], []
+    samples, empty, tops = [], [], {}
     for name in found:
-        before = len(samples)
-        for dirpath, dirnames, filenames in os.walk(folder / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            images = sorted(f for f in filenames if is_image_file(f))
-            samples += [(os.path.join(dirpath, f), index[name]) for f in images]
-        if len(samples) == before:
+        top = str(folder / name)
+        if os.path.islink(top) and not scan.follow_links and not scan.inside(top):
+            scan.outside.append(top)
+        elif (real := os.path.realpath(top)) in scan.folders:  # a class folder linking to another one
+            scan.loops.append(top)
+        else:
+            tops[name] = scan.classes[real] = real
+            scan.folders.add(real)  # claimed by its class: a link from another class does not take it
+    for name in found:
+        images = scan.images(str(folder / name), tops[name], True, tops[name]) if name in tops else []
+        samples += [(path, index[name]) for path in images]
+        if not images:
             empty.append(str(folder / name))
     return classes, samples, empty
 
@@ -100,8 +208,11 @@ def _readable_names(root: Path, wnids: list[str]) -> list[str]:
 
 
 def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, seed: int,
-                strict: bool) -> FolderSplits:
-    """Find the train/val/test image lists of an image folder (see the module docstring)."""
+                strict: bool, follow_links: bool = False) -> FolderSplits:
+    """Find the train/val/test image lists of an image folder (see the module docstring).
+
+    Symbolic links are followed inside ``root`` (each real file counts once, loops are cut) and
+    out of it only with ``follow_links``; a warning says how many were skipped."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; pass --data-dir a folder of class subfolders")
@@ -110,18 +221,29 @@ def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, see
         raise DataError(f"{root} is not in the ILSVRC-2012 layout: imagenet needs train/ and val/ folders of "
                         f"class subfolders (sort the flat val/ images into class folders first, e.g. with "
                         f"torchvision.datasets.ImageNet or the usual valprep.sh)")
+    real_root, scans = os.path.realpath(root), []
+
+    splits = [os.path.realpath(root / name) for name in ("train", "val", "test") if has[name]]
+
+    def scan(folder: Path, classes: list[str] | None = None):
+        others = tuple(s for s in splits if s != os.path.realpath(folder))
+        scans.append(Scan(real_root, follow_links, others=others))
+        return scan_classes(folder, classes, scans[-1])
+
     train_dir = root / "train" if has["train"] else root
-    classes, train, empty = scan_classes(train_dir)
+    classes, train, empty = scan(train_dir)
     held_dir = None
     if has["train"] and (has["test"] or has["val"]):
         held_dir = root / "test" if has["test"] else root / "val"
     val = test = None
     if held_dir is not None:
-        _, test, empty_test = scan_classes(held_dir, classes)
+        _, test, empty_test = scan(held_dir, classes)
         empty += empty_test
         if has["test"] and has["val"]:
-            _, val, empty_val = scan_classes(root / "val", classes)
+            _, val, empty_val = scan(root / "val", classes)
             empty += empty_val
+    for report in filter(None, (s.report() for s in scans)):
+        warnings.warn(DataWarning(report), stacklevel=3)
     if empty:
         message = (f"class folder(s) without images: {', '.join(empty[:10])}"
                    f"{' ...' if len(empty) > 10 else ''}")
@@ -131,10 +253,21 @@ def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, see
                       stacklevel=3)
     if not train:
         raise DataError(f"no images found in {train_dir} (image files end in {', '.join(IMAGE_EXTENSIONS)})")
+    counts = torch.bincount(torch.tensor([label for _, label in train]), minlength=len(classes))
+    if int((counts > 0).sum()) < 2:
+        only = classes[int(counts.argmax())]
+        raise DataError(f"{train_dir} has images of one class only ({only!r}): a classifier needs at "
+                        f"least two classes, one folder each ({train_dir}/<class>/<image>)")
     if test is None:  # no held-out folder: a seeded, stratified split of everything
+        single = [classes[c] for c in torch.nonzero(counts == 1).flatten().tolist()]
+        if single:
+            raise DataError(f"{len(single)} class folder(s) of {train_dir} hold a single image "
+                            f"({', '.join(single[:5])}{' ...' if len(single) > 5 else ''}): the automatic "
+                            f"train/test split keeps every class in training and needs 2 images per class; "
+                            f"add images, or give train/ and test/ folders")
         labels = torch.tensor([label for _, label in train])
         n_test = max(1, round(test_fraction * len(train)))
-        keep, held = stratified_split(labels, n_test, seed, "test split")
+        keep, held = stratified_split(labels, n_test, seed, "test split", min_kept=1)
         train, test = [train[i] for i in keep.tolist()], [train[i] for i in held.tolist()]
     if not test:
         raise DataError(f"no images found in {held_dir}")
@@ -292,8 +425,9 @@ class FolderLoader:
         self.skipped = skipped
         if skipped:
             listing = ", ".join(sorted(skipped)[:5]) + (" ..." if len(skipped) > 5 else "")
-            warnings.warn(DataWarning(f"{len(skipped)} unreadable image(s) skipped in epoch {self.epoch}: "
-                                      f"{listing} (--strict-data makes this an error)"), stacklevel=2)
+            warnings.warn(DataWarning(f"{len(skipped)} unreadable image(s) skipped in epoch "
+                                      f"{self.epoch + 1}: {listing} (--strict-data makes this an error)"),
+                          stacklevel=2)
 
 
     def _decode(self, items: list[tuple], labels: torch.Tensor):

@@ -2,12 +2,16 @@
 
 Decoding uses ``torchvision.io.decode_image`` (libjpeg-turbo, libpng) for the common formats and
 PIL for the rest or when torchvision refuses a file PIL can still read. Grayscale, palette, RGBA,
-CMYK and 16-bit images are converted to the channel count the model was trained with.
+CMYK, 16-bit and floating-point images are converted to 8-bit, with the channel count the model was
+trained with. One pixel limit holds on every path (``set_max_image_pixels``; PIL's 89,478,485 by
+default): a larger image is refused from its header, before anything is decoded (a 389 KB PNG can
+hold 20000 x 20000 pixels).
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -22,6 +26,51 @@ from .augment import Normalization
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _TORCHVISION_FORMATS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
+MAX_SIDE = 4096  # the largest crop (pixels) a data record may ask for; its resize up to twice that
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS (a decompression-bomb guard)
+_max_pixels: int | None = DEFAULT_MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = None  # check_pixels (the same default) replaces PIL's check: one limit, one message
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """The pixel limit of every decode (``None``: PIL's default, ``0``: no limit). DataLoader workers
+    forked afterwards inherit it."""
+    global _max_pixels
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise DataError(f"max_image_pixels must be a whole number >= 0 (0: no limit), got {limit!r}")
+    _max_pixels = DEFAULT_MAX_PIXELS if limit is None else (limit or None)
+
+
+def check_pixels(width: int, height: int, path: str | os.PathLike) -> None:
+    """``DataError`` when a ``width`` x ``height`` image is above the pixel limit."""
+    if _max_pixels is not None and width * height > _max_pixels:
+        raise DataError(f"{path}: {width} x {height} = {width * height:,} pixels is above the limit of "
+                        f"{_max_pixels:,} (a decompression bomb?); raise it with --max-image-pixels N "
+                        f"(0: no limit) if the image is genuine")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's or a JPEG's header (microseconds: no decoding), else None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
 
 
 def is_image_file(name: str) -> bool:
@@ -32,6 +81,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """A fully decoded PIL image, or a ``DataError`` naming the file when it cannot be read."""
     try:
         with Image.open(path) as image:
+            check_pixels(*image.size, path)  # from the header, before any decoding
             image.load()  # decode now: a truncated file fails here, not later in a transform
             return image
     except FileNotFoundError:
@@ -51,7 +101,7 @@ def convert_mode(image: Image.Image, in_chans: int) -> Image.Image:
         return image
     if image.mode.startswith("I"):  # 16/32-bit grayscale: PIL's convert would clip at 255
         levels = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if levels.max(initial=0) > 255 else 255.0
+        peak = 65535.0 if image.mode.startswith("I;16") or levels.max(initial=0) > 255 else 255.0
         image = Image.fromarray(np.clip(levels * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
     elif image.mode == "F":
         image = Image.fromarray(np.clip(np.asarray(image) * 255.0, 0, 255).round().astype(np.uint8), "L")
@@ -70,14 +120,45 @@ def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
     """3 x H x W uint8 RGB of an image file, or a ``DataError`` naming it."""
     if str(path).lower().endswith(_TORCHVISION_FORMATS):
         try:
-            with warnings.catch_warnings():
-                # torchvision 0.29 announces (once per file) that its decoders move to TorchCodec;
-                # the project pins 0.29, whose libjpeg-turbo decoder is faster than PIL's.
-                warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-                return decode_image(str(path), mode=ImageReadMode.RGB)
-        except RuntimeError:
-            pass  # unusual encodings PIL may still read; a damaged file fails there with a clear reason
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = None  # load_image names the file and the reason
+        size = header_size(data) if data else None
+        if size is not None:
+            check_pixels(*size, path)
+        if data:
+            try:
+                with warnings.catch_warnings():
+                    # torchvision 0.29 announces (once per file) that its decoders move to TorchCodec;
+                    # the project pins 0.29, whose libjpeg-turbo decoder is faster than PIL's.
+                    warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
+                    warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)
+                    if size is None:  # WebP, GIF ...: PIL reads the size from the header
+                        load_size(path)
+                    image = decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+                return image if image.dtype == torch.uint8 else to_uint8(image)
+            except RuntimeError:
+                pass  # unusual encodings PIL may still read; a damaged file fails there with a clear reason
     return pil_to_uint8(load_image(path), 3)
+
+
+def load_size(path: str | os.PathLike) -> None:
+    """Check an image's size against the pixel limit from its header (PIL, lazy: nothing decoded)."""
+    try:
+        with Image.open(path) as image:
+            size = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return  # unreadable: the decoders say why
+    check_pixels(*size, path)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """A 16-bit (or float in [0, 1]) image tensor as uint8, full range to full range."""
+    if image.is_floating_point():
+        return (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    peak = float(torch.iinfo(image.dtype).max)
+    return (image.to(torch.float32) * (255.0 / peak)).round().to(torch.uint8)
 
 
 def resize_center_crop(image: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
@@ -92,12 +173,28 @@ def preprocess_image(image: str | Path | Image.Image, meta: dict) -> torch.Tenso
 
     ``meta`` is ``DataBundle.meta()`` (as stored in checkpoints).
     """
-    try:
-        in_chans, prep, norm = meta["in_chans"], meta["eval_preprocess"], meta["normalization"]
-        resize, crop = int(prep["resize"]), int(prep["crop"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"the data record has no usable preprocessing ({exc!r}); was it written by "
-                        f"DataBundle.meta()?") from None
+    in_chans, resize, crop = check_preprocess(meta)
+    norm = meta["normalization"]
     pil = image if isinstance(image, Image.Image) else load_image(image)
     x = resize_center_crop(pil_to_uint8(pil, in_chans), resize, crop)
     return Normalization.from_dict(norm)(x[None])[0]
+
+
+def check_preprocess(meta: dict) -> tuple[int, int, int]:
+    """``(in_chans, resize, crop)`` of a data record (``DataBundle.meta()``), or a ``DataError``: 1 or 3
+    channels, a crop of 1 to ``MAX_SIDE`` pixels and a resize from it to twice ``MAX_SIDE``."""
+    try:
+        in_chans, prep, norm = meta["in_chans"], meta["eval_preprocess"], meta["normalization"]
+        for name, value in (("eval_preprocess", prep), ("normalization", norm)):
+            if not isinstance(value, dict):
+                raise TypeError(f"{name} is a {type(value).__name__}, not a dict")
+        resize, crop = prep["resize"], prep["crop"]
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"the data record has no usable preprocessing ({exc!r}); was it written by "
+                        f"DataBundle.meta()?") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (in_chans, resize, crop)) \
+            or in_chans not in (1, 3) or not 1 <= crop <= MAX_SIDE or not crop <= resize <= 2 * MAX_SIDE:
+        raise DataError(f"the data record asks for {in_chans!r} channels, a resize to {resize!r} and a "
+                        f"crop of {crop!r} pixels; expected 1 or 3 channels and 1 <= crop <= resize, crop <= "
+                        f"{MAX_SIDE}, resize <= {2 * MAX_SIDE}")
+    return in_chans, resize, crop

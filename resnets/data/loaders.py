@@ -31,7 +31,11 @@ from .augment import (
 )
 from .datasets import DATASET_NAMES, FOLDER_DATASETS, ArrayDataset
 from .device_decode import decodes_on_device
-from .images import preprocess_image  # noqa: F401  (part of this module's interface)
+from .images import (
+    MAX_SIDE,
+    preprocess_image,  # noqa: F401  (part of this module's interface)
+    set_max_image_pixels,
+)
 from .splits import seed_for, shard_indices, shard_size, stratified_split, stratified_subset
 
 TRAIN_TRANSFORMS = ("paper", "rrc")
@@ -63,6 +67,8 @@ class DataConfig:
     test_fraction: float = 0.2  # image folders without train/ and val/: share held out for test
     channels_last: bool = False  # batches in channels-last memory format
     device_decode: bool | None = None  # image folders: decode JPEGs on the device (None: on CUDA only)
+    follow_links: bool = False  # image folders: follow symbolic links that point out of data_dir
+    max_image_pixels: int | None = None  # image folders: larger images refused (None: PIL's; 0: no limit)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,7 +82,9 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("val_split", "crop_padding", "workers"):
+        if self.image_size is not None and isinstance(self.image_size, int) and self.image_size > MAX_SIDE:
+            raise ConfigError(f"image_size must be at most {MAX_SIDE} pixels, got {self.image_size}")
+        for name in ("val_split", "crop_padding", "workers", "max_image_pixels"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
@@ -271,8 +279,9 @@ def _pick(samples: list[folders.Sample], indices: torch.Tensor) -> list[folders.
 def _build_folders(cfg: DataConfig, device: torch.device, rank: int, world_size: int) -> DataBundle:
     if cfg.download:
         raise ConfigError(f"{cfg.dataset} cannot be downloaded; drop --download and pass --data-dir")
+    set_max_image_pixels(cfg.max_image_pixels)  # every decode of this process and its workers
     splits = folders.scan_layout(_folder_root(cfg), cfg.dataset, cfg.test_fraction,
-                                 seed_for(cfg.seed, _TEST_SPLIT), cfg.strict_data)
+                                 seed_for(cfg.seed, _TEST_SPLIT), cfg.strict_data, cfg.follow_links)
     if cfg.val_split and splits.val is not None:
         raise ConfigError(f"{splits.root} has both val/ and test/, and val/ is the validation set; "
                           f"drop val_split")

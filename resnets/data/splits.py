@@ -30,10 +30,11 @@ def class_quotas(counts: torch.Tensor, n: int) -> torch.Tensor:
     return torch.minimum(quota, counts)
 
 
-def stratified_split(labels: torch.Tensor, n_holdout: int, seed: int,
-                     what: str = "split") -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(labels: torch.Tensor, n_holdout: int, seed: int, what: str = "split",
+                     min_kept: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept indices, held-out indices), both sorted; the held-out part has ``n_holdout`` items in
-    the class proportions of ``labels``, chosen at random under ``seed``."""
+    the class proportions of ``labels``, chosen at random under ``seed``. ``min_kept``: each class
+    keeps at least that many (its share of the held-out part shrinks)."""
     labels = labels.cpu()
     n = len(labels)
     if not 0 <= n_holdout < n:
@@ -41,6 +42,8 @@ def stratified_split(labels: torch.Tensor, n_holdout: int, seed: int,
                           f"use 0 <= {what} < {n}")
     counts = torch.bincount(labels)
     quota = class_quotas(counts, n_holdout)
+    if min_kept:
+        quota = torch.minimum(quota, (counts - min_kept).clamp_min(0))
     generator = torch.Generator().manual_seed(seed)
     order = torch.argsort(labels, stable=True)  # indices grouped by class
     starts = torch.cumsum(counts, 0) - counts

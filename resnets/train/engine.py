@@ -10,7 +10,9 @@ below it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -23,7 +25,7 @@ from torch import nn
 
 from .. import runs
 from ..data import DataBundle
-from ..errors import ConfigError, ResnetsError
+from ..errors import ConfigError, ResnetsError, os_error
 from ..evaluate import evaluate
 from ..io import link_atomic, write_json, write_text
 from ..plots import training_curves
@@ -51,6 +53,7 @@ from .state import (
     TrainingDiverged,
     TrainState,
     check_finite,
+    check_resume_entries,
     check_same_model,
     make_checkpoint,
     restore,
@@ -61,15 +64,23 @@ from .state import (
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train as ``config`` says; returns the summary (errors, time, throughput, output folder)."""
+    """Train as ``config`` says; returns the summary (errors, time, throughput, output folder).
+
+    The process that writes (rank 0) holds the run folder's lock from before any data is read until
+    the run ends, so that a second writer, or an output that cannot be written, fails at once."""
     check_names(config.recipe)  # unknown model/dataset: an error before any work starts
-    check_output(config)
-    info, device = distributed.setup(config.run.device)
-    try:
-        with StopRequest().installed() as stop:
-            return _train(config, info, device, stop)
-    finally:
-        distributed.cleanup()
+    if not config.run.output:  # one folder name, chosen once
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run,
+                                                                     output=default_output(config.recipe)))
+    writer = distributed.env_info().is_main
+    with runs.RunFolder(config.run.output).lock() if writer else contextlib.nullcontext():
+        check_output(config)
+        info, device = distributed.setup(config.run.device)
+        try:
+            with StopRequest().installed() as stop:
+                return _train(config, info, device, stop)
+        finally:
+            distributed.cleanup()
 
 
 def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device,
@@ -77,10 +88,15 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     recipe, run = config.recipe, config.run
     progress = Progress(run.progress, enabled=info.is_main)
     resume_path, resume = None, None
-    if run.resume:
-        resume_path, resume = runs.load_for_resume(run.resume, log=progress.message)
-        check_same_model(resume, resume_path, recipe.model, recipe.model_kwargs)
     folder = runs.RunFolder(run.output or default_output(recipe))
+    if run.resume:
+        damaged: list = []
+        resume_path, resume = runs.load_for_resume(run.resume, log=progress.message, skipped=damaged)
+        check_resume_entries(resume, resume_path)
+        check_same_model(resume, resume_path, recipe.model, recipe.model_kwargs)
+        if info.is_main:  # out of the rotation, so that no damaged file ever moves over a good one
+            for moved in folder.set_aside(damaged):
+                progress.message(f"set the damaged checkpoint aside as {moved}")
 
     # --- set-up: data, model, optimiser, schedule, precision, EMA, and where a resumed run was
     configure_determinism(recipe.deterministic, device)
@@ -128,8 +144,13 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
 
     def save(epoch_rng: dict | None, metrics: dict | None) -> None:
         if info.is_main:
-            save_checkpoint(folder, make_checkpoint(state, training, config, data.meta(), epoch_rng, metrics),
-                            run.keep_last)
+            ckpt = make_checkpoint(state, training, config, data.meta(), epoch_rng, metrics)
+            try:
+                save_checkpoint(folder, ckpt, run.keep_last)
+            except OSError as exc:  # a full disk: nothing was replaced, the previous checkpoint stays
+                raise os_error(exc, "write the checkpoint", "nothing was lost (the previous checkpoint is "
+                               f"kept): free some space, then continue with: resnets train --resume "
+                               f"{folder.path}") from None
 
     # --- the epoch loop
     # The step never waits for the device: loss, error and non-finite counts stay on it, and the
@@ -258,11 +279,33 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
 
 
 def check_output(config: TrainConfig) -> None:
-    """A new run must not silently mix its logs and checkpoints with an earlier run's."""
+    """A run writes only into its own folder: a new run not into a folder holding another run, a
+    resumed one only into the run it resumes (or a folder without any run)."""
     run = config.run
-    if run.output and not run.resume and runs.RunFolder(run.output).last.exists():
-        raise ConfigError(f"{run.output} already holds a run ({runs.LAST}); continue it with "
-                          f"--resume {run.output} or choose another --output")
+    if not run.output:
+        return
+    folder = runs.RunFolder(run.output)
+    written = [folder.path / name for name in runs.RUN_FILES] + folder.checkpoints()
+    if run.init_weights and any(_same_folder(run.init_weights, path) for path in written if path.exists()):
+        raise ConfigError(f"--init-weights {run.init_weights} is a file this run would write over in "
+                          f"{run.output}; copy it elsewhere or choose another --output")
+    if not run.resume:
+        if folder.last.exists():
+            raise ConfigError(f"{run.output} already holds a run ({runs.LAST}); continue it with "
+                              f"--resume {run.output} or choose another --output")
+        return
+    source = runs.run_folder_of(run.resume)
+    if not _same_folder(source, folder.path) and folder.holds_run():
+        raise ConfigError(f"--resume {run.resume} continues the run in {source}, but --output "
+                          f"{run.output} holds another run; drop --output to continue in {source}, or give "
+                          f"an empty folder")
+
+
+def _same_folder(a: Any, b: Any) -> bool:  # or the same file
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def evaluate_splits(model: nn.Module, data: DataBundle, tta: str, device: torch.device,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -204,7 +205,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_types(self)
-        problems = []
+        problems = [f"{f.name} must be a finite number, got {getattr(self, f.name)}"
+                    for f in dataclasses.fields(self)
+                    if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
         if self.epochs < 1:
             problems.append("epochs must be >= 1")
         if self.iterations is not None and self.iterations < 1:
@@ -363,9 +366,16 @@ class RunOptions:
     log_every: int = 50  # steps between steps.jsonl records
     progress: Literal["auto", "bar", "line", "none"] = "auto"
     plot: bool = True  # curves.png
+    # how inputs are accepted (docs/reliability.md); with clean data they do not change the result
+    strict_data: bool = False  # an unreadable image or an empty class folder stops the run (else: warned)
+    verify_checksums: bool = True  # MD5 of the official mnist / fashion-mnist / cifar files
+    follow_links: bool = False  # image folders: follow symbolic links that point out of --data-dir
+    max_image_pixels: int | None = None  # larger images are refused (None: PIL's 89,478,485; 0: no limit)
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.max_image_pixels is not None and self.max_image_pixels < 0:
+            raise ConfigError("max_image_pixels must be >= 0 (0: no limit)")
         if self.keep_last < 1:
             raise ConfigError("keep_last must be >= 1")
         if self.log_every < 1:

@@ -115,8 +115,17 @@ def check_same_model(ckpt: dict, path: Path, name: str, kwargs: dict[str, Any]) 
                               f"{kwargs}; resume with the same --model and model_kwargs")
 
 
+def check_resume_entries(ckpt: dict, path: Path) -> None:
+    """Before any work: the checkpoint holds everything resuming restores."""
+    missing = [key for key in checkpoints.RESUME_ENTRIES if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} cannot be resumed: it has no {', '.join(missing)} entry "
+                              f"(a weights-only file? start from it with --init-weights)")
+
+
 def restore(ckpt: dict, path: Path, training: Training) -> TrainState:
     """Put a run back where ``ckpt`` left it: weights, optimiser, schedule, scaler, EMA and RNGs."""
+    check_resume_entries(ckpt, path)
     if ckpt["model"] != model_spec(training.model):
         raise CheckpointError(f"{path} is a checkpoint of {ckpt['model']}, but this run builds "
                               f"{model_spec(training.model)}; resume with the same --model and options")
@@ -130,12 +139,17 @@ def restore(ckpt: dict, path: Path, training: Training) -> TrainState:
     except (KeyError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this run ({exc})") from None
     set_rng_state(ckpt["rng"])
-    extra = ckpt.get("train_state", {})
-    state = TrainState(epoch=ckpt["epoch"], iteration=ckpt["iteration"],
-                       batch_in_epoch=ckpt.get("batch_in_epoch", 0),
-                       partial=EpochCounts.from_saved(extra.get("partial")),
-                       elapsed_s=extra.get("elapsed_s", 0.0), train_images=extra.get("train_images", 0),
-                       train_time_s=extra.get("train_time_s", 0.0), best=dict(extra.get("best", {})))
+    extra = ckpt.get("train_state") or {}
+    try:
+        state = TrainState(epoch=ckpt["epoch"], iteration=ckpt["iteration"],
+                           batch_in_epoch=ckpt.get("batch_in_epoch", 0),
+                           partial=EpochCounts.from_saved(extra.get("partial")),
+                           elapsed_s=float(extra.get("elapsed_s", 0.0)),
+                           train_images=int(extra.get("train_images", 0)),
+                           train_time_s=float(extra.get("train_time_s", 0.0)),
+                           best=dict(extra.get("best", {})))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its train_state is malformed ({exc})") from None
     return state
 
 
@@ -171,12 +185,17 @@ def rng_state(loader_state: Any = None) -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> Any:
-    """Restore what ``rng_state`` captured; returns the loader's part for the caller to apply."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """Restore what ``rng_state`` captured; returns the loader's part for the caller to apply.
+    A state that does not fit (a crafted or damaged checkpoint) is a ``CheckpointError``."""
+    try:
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"the checkpoint's random number generator state does not fit "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return state.get("loader")
