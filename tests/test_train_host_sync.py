@@ -58,7 +58,6 @@ def _run(tmp_path, monkeypatch, iterations, *, fake_group=False):
 
 
 def test_steps_between_logging_points_read_nothing_from_the_device(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
     short_reads, _ = _run(tmp_path, monkeypatch, 8)
     long_reads, _ = _run(tmp_path, monkeypatch, 16)
     extra_steps = 16 - 8
@@ -67,7 +66,6 @@ def test_steps_between_logging_points_read_nothing_from_the_device(tmp_path, mon
 
 
 def test_one_collective_per_logging_interval(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
     _, short = _run(tmp_path, monkeypatch, 8, fake_group=True)
     _, long = _run(tmp_path, monkeypatch, 16, fake_group=True)
     assert short > 0  # the fake group is used
