@@ -21,6 +21,8 @@ import resnets
 from resnets.errors import ConfigError
 from resnets.models import model_spec
 from resnets.models.blocks import ResidualBlock
+from resnets.models.cifar import CifarResNet
+from resnets.models.imagenet import ResNet
 
 ALL_MODELS = resnets.list_models()
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +61,12 @@ def expected_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_traces_and_extracts_features(name):
     model = meta_model(name)
+    if not isinstance(model, ResNet | CifarResNet):
+        # Its checks (one addition per residual block, nothing else; stages of ResidualBlocks ending in
+        # "layerN.k") are the ResNets' block contract. The survey families (issue 16) add elsewhere
+        # (RoR's outer shortcuts, Multi-ResNet's k branches, highway gates) or have no such stages:
+        # tests/test_survey_models.py traces every one of them and extracts its feature maps.
+        pytest.skip(f"{type(model).__name__} is not a plain ResNet: traced in test_survey_models")
     graph = torch.fx.symbolic_trace(model).graph
     modules = [node.target for node in graph.nodes if node.op == "call_module"]
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

@@ -20,7 +20,7 @@ ORDER = ["degradation", "depth", "shortcuts", "identity-mappings", "responses", 
 
 
 def test_the_seven_experiments_are_registered():
-    assert sorted(EXPERIMENTS) == sorted(ORDER)
+    assert sorted(EXPERIMENTS) == sorted(ORDER + ["survey", "detection"])  # those two: their own test files
     with pytest.raises(ConfigError, match="Did you mean: degradation"):
         get_experiment("degradaton")
 
@@ -184,7 +184,7 @@ def test_paper_budget_is_the_papers_cifar_schedule():
         "resnet1202",
     ]
     assert ("resnet110", {}) in models["responses"]
-    assert models["lesion"] == [("resnet56", {}), ("plain56", {})]
+    assert models["lesion"] == [("resnet56", {}), ("plain56", {}), ("vgg20_cifar", {})]
     assert models["shortcuts"] == [
         ("plain56", {}),
         ("resnet56", {}),
@@ -243,7 +243,7 @@ def test_cpu_budget_plans():
         new_models[name] = sorted(recipe_dict(s)["model"] for s in other_specs if s.name not in trained)
         trained |= {s.name for s in other_specs}
     assert new_models["depth"] == ["resnet110", "resnet20", "resnet32", "resnet44", "resnet56"]
-    assert new_models["responses"] == [] and new_models["lesion"] == []
+    assert new_models["responses"] == [] and new_models["lesion"] == ["vgg20_cifar"]
     assert new_models["shortcuts"] == ["resnet32", "resnet32"]  # options B and C
     assert len(new_models["identity-mappings"]) == 9  # every variant but the original unit
 

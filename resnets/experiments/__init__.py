@@ -15,10 +15,14 @@ from .identity_toy import IdentityToy
 from .lesion import Lesion
 from .responses import Responses
 from .shortcuts import Shortcuts
+from .survey import Survey
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
-    for e in (Degradation(), Depth(), Shortcuts(), IdentityMappings(), Responses(), Lesion(), IdentityToy())
+    for e in (
+        Degradation(), Depth(), Shortcuts(), IdentityMappings(), Responses(), Lesion(), IdentityToy(),
+        Survey(),
+    )
 }
 
 
@@ -34,3 +38,8 @@ def list_experiments() -> list[Experiment]:
 
 
 __all__ = ["BUDGETS", "DEFAULT_BUDGET", "EXPERIMENTS", "Experiment", "get_experiment", "list_experiments"]
+
+# Sec. 4.3's object detection (Tables 7-8), registered after the others.
+from .detection import DetectionExperiment  # noqa: E402
+
+EXPERIMENTS[DetectionExperiment.name] = DetectionExperiment()

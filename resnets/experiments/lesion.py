@@ -2,8 +2,10 @@
 Shallow Networks", Sec. 4 (deleting and re-ordering units) and Sec. 5 (path lengths and gradients).
 
 A trained ResNet and plain net of the same depth (the runs of ``depth`` and ``degradation``, shared when
-the output folder is shared): delete one unit at a time, swap adjacent units, and measure the test
-error; count the paths by length and measure how much gradient each length carries.
+the output folder is shared), and a VGG-style net (max-pool downsampling, no shortcut: the contrast of
+Veit et al. Fig. 3, whose VGG "drops to chance" when any layer is deleted): delete one unit at a time, swap
+adjacent units, and measure the test error; count the ResNet's paths by length and measure how much
+gradient each length carries.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from ..analysis.lesion import lesion_study
 from ..analysis.paths import gradient_by_path_length, path_length_fractions
 from .base import Analysis, Context, Experiment, Runs, RunSpec
-from .plans import cifar_run
+from .plans import cifar_run, vgg_cifar_run
 from .plots import plot_lesion, plot_path_lengths
 from .tables import Table
 from .trained import TrainedNets
@@ -28,6 +30,8 @@ DEPTH = {"smoke": 14, "cpu": 56, "paper": 56}
 GRADIENT_SAMPLES = {"smoke": 1, "cpu": 8, "paper": 32}
 GRADIENT_BATCH = {"smoke": 8, "cpu": 128, "paper": 128}
 KINDS = ("resnet", "plain")
+# The VGG-style net: about VGG's depth (VGG-19's 16 conv and 3 fc layers), 3n+2 layers.
+VGG_DEPTH = {"smoke": 8, "cpu": 20, "paper": 20}
 
 
 class Lesion(Experiment):
@@ -36,7 +40,8 @@ class Lesion(Experiment):
     paper = "Veit et al. 2016, Sec. 4 (Fig. 3, 4 and 5) and Sec. 5 (Fig. 6)"
     claim = (
         "Deleting a single unit from a trained ResNet barely changes its test error (except, somewhat, "
-        "the units that downsample), whereas deleting any layer of a plain net drops it to chance; "
+        "the units that downsample), whereas deleting any layer of a plain net (VGG, their Fig. 3) drops it "
+        "to chance; "
         "swapping adjacent units also costs little. A ResNet of n units is an ensemble of 2^n paths of "
         "binomially distributed length, and almost all of its gradient comes from short paths (5 to 17 "
         "of ResNet-110's 54 units)."
@@ -55,7 +60,9 @@ class Lesion(Experiment):
     )
 
     def _specs(self, ctx: Context) -> dict[str, RunSpec]:
-        return {kind: cifar_run(ctx, kind, DEPTH[ctx.budget.name]) for kind in KINDS}
+        specs = {kind: cifar_run(ctx, kind, DEPTH[ctx.budget.name]) for kind in KINDS}
+        specs["vgg"] = vgg_cifar_run(ctx, VGG_DEPTH[ctx.budget.name])
+        return specs
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         return list(self._specs(ctx).values())
@@ -63,7 +70,8 @@ class Lesion(Experiment):
     def settings(self, ctx: Context) -> dict[str, Any]:
         b = ctx.budget.name
         return {
-            "networks": f"ResNet-{DEPTH[b]}, plain-{DEPTH[b]}",
+            "networks": f"ResNet-{DEPTH[b]}, plain-{DEPTH[b]}, VGG-{VGG_DEPTH[b]} (VGG-style, max-pool "
+                        "downsampling, no shortcuts)",
             "gradient by path length": f"{GRADIENT_SAMPLES[b]} sampled paths per length on "
             f"{GRADIENT_BATCH[b]} test images",
         }
@@ -118,6 +126,10 @@ class Lesion(Experiment):
             "Veit et al. lesion ResNet-110 on CIFAR-10 (single deletions raise the error only slightly; "
             "downsampling units more) and a VGG net on ImageNet for the plain case (chance level). "
             "They report no table of numbers, so the comparison is qualitative.",
+            "The VGG-style net is a CIFAR net of 3x3 conv-BN-ReLU layers (16, 32, 64 maps) with 2x2 max "
+            "pools between its stages (models/vgg.py, vgg_cifar); a deleted layer passes its input on, "
+            "zero-padded where it widens. It is the plain contrast at VGG's depth; the plain net of the "
+            "ResNet's depth is the other.",
             "In a plain net, deleting a unit keeps the parameter-free option-A mapping where the shape "
             "changes, so the rest of the net still receives a tensor of the right shape.",
         ]
@@ -149,8 +161,13 @@ class Lesion(Experiment):
         (res_label, res), (plain_label, plain) = lesions["resnet"], lesions["plain"]
         res_cost = statistics.mean(res.deletion_increase)
         plain_cost = statistics.mean(plain.deletion_increase)
-        # "Far less": a third of the plain net's cost or less, and the plain net really breaks (+10 points).
+        # "Far less": a third of the plain net's cost or less, and the plain net really breaks (+10 points);
+        # with the VGG-style net, it must break too (Veit et al. Fig. 3: VGG drops to chance).
         shows = plain_cost >= 10 and res_cost <= plain_cost / 3
+        vgg = lesions.get("vgg")
+        vgg_cost = statistics.mean(vgg[1].deletion_increase) if vgg else None
+        if vgg_cost is not None:
+            shows = shows and vgg_cost >= 10 and res_cost <= vgg_cost / 3
         low, high = paths["central_90"]
         n = paths["num_blocks"]
         text = (
@@ -159,6 +176,13 @@ class Lesion(Experiment):
             f"{plain_cost:+.2f} points (from {plain.baseline_error:.2f}%; median "
             f"{statistics.median(plain.deleted_errors):.2f}%). "
         )
+        if vgg is not None:
+            vgg_label, vgg_result = vgg
+            text += (
+                f"Deleting one layer of {vgg_label}, the VGG-style net, changes its error by {vgg_cost:+.2f} "
+                f"points on average (from {vgg_result.baseline_error:.2f}%; median "
+                f"{statistics.median(vgg_result.deleted_errors):.2f}%). "
+            )
         inner, down = res.mean_increase(downsampling=False), res.mean_increase(downsampling=True)
         if inner is not None and down is not None:
             text += (
@@ -183,11 +207,12 @@ class Lesion(Experiment):
             text += (
                 f"The paper's finding shows: a deletion costs the ResNet "
                 f"{'almost nothing' if res_cost < 1 else f'{ratio:.0f}x less than the plain net'}, "
-                "while the plain net breaks."
+                f"while the plain net{' and the VGG-style net' if vgg else ''} break{'' if vgg else 's'}."
             )
         else:
             text += (
-                "The paper's finding does not show clearly at this budget (criterion: the plain net loses at "
-                "least 10 points per deletion and the ResNet at most a third of that)."
+                "The paper's finding does not show clearly at this budget (criterion: the plain net"
+                f"{' and the VGG-style net each' if vgg else ''} lose{'' if vgg else 's'} at least 10 points "
+                "per deletion and the ResNet at most a third of that)."
             )
         return text, shows

@@ -45,3 +45,43 @@ UNITS_TABLE2: dict[str, dict[int, float]] = {
     "full_preact": {110: 6.37, 164: 5.46},
 }
 FAIL_THRESHOLD = 20.0  # Identity Mappings: "fail" means a test error higher than 20%
+
+# He et al. 2015, Tables 7 and 8: Faster R-CNN with VGG-16 or ResNet-101 as the backbone, everything else
+# equal (appendix A). Table 7: PASCAL VOC mAP@.5 (%), 2007 test trained on 07+12, 2012 test on 07++12.
+# Table 8: COCO val mAP@.5 and mAP@[.5, .95] (%), trained on COCO train.
+DETECTION_TABLE7_VOC: dict[str, dict[str, float]] = {
+    "VGG-16": {"voc07": 73.2, "voc12": 70.4},
+    "ResNet-101": {"voc07": 76.4, "voc12": 73.8},
+}
+DETECTION_TABLE8_COCO: dict[str, dict[str, float]] = {
+    "VGG-16": {"ap50": 41.5, "ap": 21.2},
+    "ResNet-101": {"ap50": 48.4, "ap": 27.2},
+}
+
+# The survey's CIFAR-10 comparison (test error in percent with the standard augmentation, "C10+";
+# parameters in millions, None where the source prints none): the lecture's table of ResNet and its rivals.
+# Where a paper gives a best run and a mean, the mean (the lecture's figure) is listed.
+SURVEY_CIFAR10: dict[str, dict[str, float | str | None]] = {
+    "Maxout": {"params_m": None, "error": 9.38, "source": "He et al. 2015, Table 6"},
+    "NIN": {"params_m": None, "error": 8.81, "source": "He et al. 2015, Table 6"},
+    "DSN": {"params_m": None, "error": 8.22, "source": "He et al. 2015, Table 6"},
+    "FitNet-19": {"params_m": 2.5, "error": 8.39, "source": "He et al. 2015, Table 6"},
+    "Highway-19": {"params_m": 2.3, "error": 7.72, "source": "He et al. 2015, Table 6 (best 7.54)"},
+    "ResNet-110": {"params_m": 1.7, "error": 6.61, "source": "He et al. 2015, Table 6 (best 6.43)"},
+    "ResNet-1202": {"params_m": 19.4, "error": 7.93, "source": "He et al. 2015, Table 6"},
+    "pre-act ResNet-164": {"params_m": 1.7, "error": 5.46,
+                           "source": "He et al. 2016 (Identity Mappings), Table 2"},
+    "pre-act ResNet-1001": {"params_m": 10.2, "error": 4.92, "source": "Identity Mappings, Table 4"},
+    "WRN-40-4": {"params_m": 8.9, "error": 4.53, "source": "Zagoruyko and Komodakis 2016"},
+    "WRN-16-8": {"params_m": 11.0, "error": 4.27, "source": "Zagoruyko and Komodakis 2016"},
+    "WRN-28-10": {"params_m": 36.5, "error": 4.00, "source": "Zagoruyko and Komodakis 2016"},
+    "FractalNet-20": {"params_m": 38.6, "error": 4.60,
+                      "source": "Larsson et al. 2017, Table 1, drop-path + dropout (5.22 without; 4.68 "
+                                "deepest column alone)"},
+    "DenseNet-40 (k=12)": {"params_m": 1.0, "error": 5.24, "source": "Huang et al. 2017, Table 2"},
+    "DenseNet-BC-100 (k=12)": {"params_m": 0.8, "error": 4.51, "source": "Huang et al. 2017, Table 2"},
+    "DenseNet-BC-250 (k=24)": {"params_m": 15.3, "error": 3.62, "source": "Huang et al. 2017, Table 2"},
+    "DenseNet-BC-190 (k=40)": {"params_m": 25.6, "error": 3.46, "source": "Huang et al. 2017, Table 2"},
+    "RoR-3-WRN58-4 + SD": {"params_m": None, "error": 3.77, "source": "Zhang et al. (RoR), abstract"},
+    "Multi-ResNet (best)": {"params_m": None, "error": 3.73, "source": "Abdi and Nahavandi 2016, abstract"},
+}

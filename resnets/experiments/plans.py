@@ -60,3 +60,11 @@ def params_cifar(spec: RunSpec) -> int:
     counts them whatever the dataset."""
     model = create_model(spec.model, **spec.overrides.get("model_kwargs", {}))
     return sum(p.numel() for p in model.parameters())
+
+
+def vgg_cifar_run(ctx: Context, depth: int) -> RunSpec:
+    """The run of the VGG-style CIFAR net (3n+2 layers, max-pool downsampling, no shortcuts) at the
+    budget's ``ITERATIONS``: the lesion study's VGG contrast (Veit et al. 2016, Fig. 3)."""
+    name = f"vgg{depth}_cifar"
+    model, kwargs = (name, {}) if name in list_models() else ("vgg_cifar", {"depth": depth})
+    return ctx.run(model, f"VGG-{depth}", iterations=ITERATIONS[ctx.budget.name], model_kwargs=kwargs)
