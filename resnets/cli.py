@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
-from .commands import evaluate, export, import_weights, models, predict, reproduce, summary, train
+from .commands import detect, evaluate, export, import_weights, models, predict, reproduce, summary, train
 from .errors import ResnetsError, os_error
 
 # name -> (its module, one-line help)
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "export": (export, "export a checkpoint to ONNX or torch.export (.pt2), optionally BN-folded"),
     "import-weights": (import_weights, "convert torchvision/timm weights into a resnets weights file"),
     "models": (models, "list the registered model names"),
+    "detect": (detect, "object detection with Faster R-CNN: make-data, train, eval, predict, export"),
 }
 
 

@@ -1,0 +1,378 @@
+"""``resnets detect``: Faster R-CNN detectors on the zoo's backbones (paper Sec. 4.3, appendix A).
+
+``resnets detect make-data DIR`` writes the Fashion-MNIST detection set; ``train`` trains a detector on a
+COCO or VOC folder (run folders, resume, torchrun as ``resnets train``); ``eval`` gives COCOeval's AP,
+AP50, AP75, APs/m/l and AR; ``predict`` prints (and draws) the boxes found in images; ``export`` writes an
+ONNX file checked in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+import torch
+
+from ..detection.data import open_detection_data
+from ..detection.evaluate import METRICS, evaluate_detector, percent
+from ..detection.export import export_detector_onnx
+from ..detection.loader import DetectionLoader
+from ..detection.models import class_names, load_detector
+from ..detection.plots import draw_boxes
+from ..detection.predict import predict, read_images
+from ..detection.recipes import (
+    DEFAULT_DETECTION_RECIPE,
+    DETECTION_RECIPES,
+    DetectionConfig,
+    apply_detection_overrides,
+    get_detection_recipe,
+)
+from ..detection.synthetic import SyntheticSpec, make_fashion_detection
+from ..detection.train import train_detector
+from ..errors import ConfigError, ResnetsError, unknown_name
+from ..runs import load_for_resume, run_folder_of
+from ..runtime import select_device
+from ..train.recipes import RunOptions, convert
+from ..train.state import check_resume_entries
+from ._common import check_output_file, parse_set_args
+
+# flag dest -> DetectionRecipe field
+RECIPE_FLAGS = {
+    "backbone": "backbone",
+    "head": "head",
+    "epochs": "epochs",
+    "iterations": "iterations",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "amp": "amp",
+    "train_split": "train_split",
+    "eval_split": "eval_split",
+    "train_subset": "train_subset",
+    "eval_subset": "eval_subset",
+    "deterministic": "deterministic",
+}
+# flag dest -> RunOptions field
+RUN_FLAGS = {
+    "output": "output",
+    "resume": "resume",
+    "device": "device",
+    "data_dir": "data_dir",
+    "workers": "workers",
+    "backbone_weights": "init_weights",
+    "keep_last": "keep_last",
+    "log_every": "log_every",
+    "progress": "progress",
+    "strict_data": "strict_data",
+    "max_image_pixels": "max_image_pixels",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "examples: resnets detect make-data data/fashion-det | resnets detect train --data-dir "
+        "data/fashion-det --backbone-weights runs/my-resnet20 | resnets detect eval RUN | "
+        "resnets detect predict RUN image.png --draw boxes.png | resnets detect export RUN"
+    )
+    sub = parser.add_subparsers(dest="detect_command", metavar="ACTION")
+
+    p = sub.add_parser("make-data", help="write the Fashion-MNIST detection set (COCO format)")
+    p.add_argument("folder", metavar="DIR")
+    defaults = SyntheticSpec()
+    for field in dataclasses.fields(SyntheticSpec):
+        p.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=type(getattr(defaults, field.name)),
+            default=getattr(defaults, field.name),
+            help=f"(default {getattr(defaults, field.name)})",
+        )
+    p.add_argument("--fashion-dir", help="where the Fashion-MNIST files are (default: the usual places)")
+    p.set_defaults(_detect=run_make_data)
+
+    p = sub.add_parser("train", help="train a detector (a COCO or VOC folder as --data-dir)")
+    g = p.add_argument_group("recipe")
+    g.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help=f"{', '.join(DETECTION_RECIPES)} (default {DEFAULT_DETECTION_RECIPE}, or the resumed run's)",
+    )
+    g.add_argument(
+        "--set",
+        dest="set_items",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any detection recipe field, e.g. --set anchor_sizes=16,32,64 (repeatable)",
+    )
+    g.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    g.add_argument("--backbone", help="a registered model with stage features (resnets models)")
+    g.add_argument("--head", choices=("fpn", "c4"), help="torchvision's FPN, or the paper's C4 (appendix A)")
+    g.add_argument(
+        "--backbone-weights",
+        metavar="FILE|RUN",
+        help="start the backbone from a resnets classification run, or torchvision/timm weights",
+    )
+    g.add_argument(
+        "--data-dir",
+        help="the detection data: a COCO folder (annotations/instances_SPLIT.json "
+        "and SPLIT/) or a Pascal VOC folder",
+    )
+    g.add_argument("--train-split", help="default: the recipe's (train)")
+    g.add_argument("--eval-split", help="evaluated after each epoch (none: never)")
+    g.add_argument("--train-subset", type=int, metavar="N")
+    g.add_argument("--eval-subset", type=int, metavar="N")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--iterations", type=int)
+    g.add_argument("-b", "--batch-size", type=int, help="global batch of images")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
+    g = p.add_argument_group("run")
+    g.add_argument("--device")
+    g.add_argument("--workers", type=int, help="image-decoding processes")
+    g.add_argument(
+        "--strict-data",
+        action="store_true",
+        default=None,
+        help="stop at the first bad annotation instead of skipping and counting it",
+    )
+    g.add_argument("--max-image-pixels", type=int, metavar="N")
+    g.add_argument("--output", "-o", metavar="DIR")
+    g.add_argument("--resume", metavar="DIR|FILE")
+    g.add_argument("--keep-last", type=int)
+    g.add_argument("--log-every", type=int)
+    g.add_argument("--progress", choices=["auto", "bar", "line", "none"])
+    p.set_defaults(_detect=run_train)
+
+    p = sub.add_parser("eval", help="COCOeval AP, AP50, AP75, APs/m/l and AR of a detection run")
+    p.add_argument("checkpoint", metavar="RUN|FILE")
+    p.add_argument("--data-dir", help="default: the run's")
+    p.add_argument("--split", help="default: the run's validation split")
+    p.add_argument("--subset", type=int, metavar="N", help="the first N images")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device")
+    p.add_argument("--strict-data", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(_detect=run_eval)
+
+    p = sub.add_parser("predict", help="boxes, class names and scores in images")
+    p.add_argument("checkpoint", metavar="RUN|FILE")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--score", type=float, default=0.5, help="keep boxes of at least this score (default 0.5)")
+    p.add_argument(
+        "--draw", metavar="PNG|DIR", help="draw the boxes: a PNG (one image) or a folder (one PNG per image)"
+    )
+    p.add_argument("--device")
+    p.set_defaults(_detect=run_predict)
+
+    p = sub.add_parser("export", help="an ONNX file of a detector, checked in onnxruntime")
+    p.add_argument("checkpoint", metavar="RUN|FILE")
+    p.add_argument("--output", metavar="FILE", help="default: the checkpoint's path with .onnx")
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="check images (default: two of the run's validation images, or random ones)",
+    )
+    p.set_defaults(_detect=run_export)
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "_detect", None) is None:
+        raise ConfigError("name what to do: resnets detect make-data|train|eval|predict|export (see --help)")
+    return args._detect(args)
+
+
+# --- make-data -------------------------------------------------------------------------------------
+
+
+def run_make_data(args: argparse.Namespace) -> int:
+    spec = SyntheticSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSpec)})
+    root = make_fashion_detection(args.folder, spec, data_dir=args.fashion_dir)
+    for split in ("train", "val"):
+        data = open_detection_data(root, split)
+        boxes = sum(len(r.boxes) for r in data.records)
+        print(f"{split}: {len(data)} images, {boxes} boxes, {data.num_classes} classes")
+    print(f"wrote {root} (COCO format); train with: resnets detect train --data-dir {root}")
+    return 0
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+
+def build_config(args: argparse.Namespace) -> DetectionConfig:
+    """The recipe (or the resumed run's), then the flags, then --set."""
+    sets = parse_set_args(args.set_items)
+    run_fields = {f.name for f in dataclasses.fields(RunOptions)}
+    recipe_fields = set(typing.get_type_hints(type(get_detection_recipe(DEFAULT_DETECTION_RECIPE)))) - {
+        "name"
+    }
+    run_values = {RUN_FLAGS[d]: getattr(args, d) for d in RUN_FLAGS if getattr(args, d) is not None}
+    recipe_sets = {}
+    for key, value in sets.items():
+        if key in recipe_fields:
+            recipe_sets[key] = value
+        elif key in run_fields:
+            run_values[key] = convert(value, typing.get_type_hints(RunOptions)[key], key)
+        else:
+            raise unknown_name("detection recipe field", key, sorted(recipe_fields | run_fields))
+    if args.resume:
+        path, ckpt = load_for_resume(args.resume, log=lambda m: None)
+        check_resume_entries(ckpt, path)
+        base = DetectionConfig.from_dict(ckpt["config"])
+        recipe = get_detection_recipe(args.recipe) if args.recipe else base.recipe
+        run_values = {
+            **dataclasses.asdict(base.run),
+            "init_weights": None,
+            "resume": args.resume,
+            **run_values,
+        }
+        if args.output is None:
+            run_values["output"] = str(run_folder_of(args.resume))
+    else:
+        recipe = get_detection_recipe(args.recipe or DEFAULT_DETECTION_RECIPE)
+    flags = {
+        field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items() if getattr(args, dest) is not None
+    }
+    if str(flags.get("eval_split", "")).lower() == "none":
+        flags["eval_split"] = None
+    recipe = apply_detection_overrides(apply_detection_overrides(recipe, flags), recipe_sets)
+    return DetectionConfig(recipe=recipe, run=RunOptions(**run_values))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    result = train_detector(config)
+    if result.get("interrupted"):
+        return 128 + int(result["interrupted"])
+    return 0
+
+
+# --- eval ------------------------------------------------------------------------------------------
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    device = select_device(args.device)
+    detector, ckpt = load_detector(args.checkpoint, device)
+    meta = ckpt.get("data") or {}
+    data_dir = args.data_dir or meta.get("data_dir")
+    split = args.split or meta.get("eval_split")
+    if not data_dir or not split:
+        raise ConfigError(f"{args.checkpoint} records no validation data; give --data-dir and --split")
+    dataset = open_detection_data(
+        data_dir, split, strict=args.strict_data, in_chans=meta.get("in_chans"), classes=class_names(ckpt)
+    ).subset(args.subset)
+    loader = DetectionLoader(dataset, batch_size=args.batch_size, train=False, device=device)
+    metrics = percent(evaluate_detector(detector, loader))
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(
+        f"{args.checkpoint} on {data_dir} ({split}): {len(dataset)} images, {int(metrics['detections'])} "
+        f"detections"
+    )
+    names = {
+        "AP": "AP @[.50:.95]",
+        "AP50": "AP @.50",
+        "AP75": "AP @.75",
+        "APs": "AP small",
+        "APm": "AP medium",
+        "APl": "AP large",
+        "AR1": "AR 1 det",
+        "AR10": "AR 10 dets",
+        "AR100": "AR 100 dets",
+        "ARs": "AR small",
+        "ARm": "AR medium",
+        "ARl": "AR large",
+    }
+    for key in METRICS:
+        value = metrics[key]
+        print(f"  {names[key]:<14} {'-' if value is None else f'{value:6.2f}'}")
+    return 0
+
+
+# --- predict ---------------------------------------------------------------------------------------
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if not 0 <= args.score <= 1:
+        raise ConfigError(f"--score must be in [0, 1], got {args.score}")
+    draw = Path(args.draw) if args.draw else None
+    to_folder = draw is not None and (len(args.images) > 1 or draw.is_dir() or draw.suffix.lower() != ".png")
+    if draw is not None and not to_folder:
+        check_output_file(draw, "--draw", reads=args.images)
+    detector, ckpt = load_detector(args.checkpoint, select_device(args.device))
+    classes = class_names(ckpt)
+    images = read_images(args.images, detector.resnets_spec["kwargs"]["in_chans"])
+    for path, image, found in zip(
+        args.images, images, predict(detector, images, score_threshold=args.score), strict=True
+    ):
+        print(f"{path}: {len(found['boxes'])} objects")
+        for box, label, score in zip(
+            found["boxes"].tolist(), found["labels"].tolist(), found["scores"].tolist(), strict=True
+        ):
+            print(f"  {classes[label - 1]:<16} {score:.3f}  box {' '.join(f'{v:.1f}' for v in box)}")
+        if draw is not None:
+            target = draw / f"{Path(path).stem}.png" if to_folder else draw
+            scale = max(1, 256 // max(image.shape[1:]))  # small images enlarged so the names are legible
+            draw_boxes(
+                image,
+                found["boxes"],
+                found["labels"].tolist(),
+                found["scores"].tolist(),
+                classes,
+                target,
+                scale=scale,
+            )
+            print(f"  drawn: {target}")
+    return 0
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    source = Path(args.checkpoint)
+    default = (source / "model.onnx") if source.is_dir() else source.with_suffix(".onnx")
+    output = Path(args.output) if args.output else default
+    checkpoint = source / "last.pt" if source.is_dir() else source
+    check_output_file(output, "--output", reads=[args.checkpoint, checkpoint])
+    detector, ckpt = load_detector(args.checkpoint, "cpu")
+    in_chans = detector.resnets_spec["kwargs"]["in_chans"]
+    images = (
+        [image.float() / 255 for image in read_images(args.image, in_chans)]
+        if args.image
+        else _run_images(ckpt, in_chans)
+    )
+    differences = export_detector_onnx(detector, output, images)
+    print(
+        f"wrote {output} (one image C x H x W in [0, 1] -> boxes, labels, scores); onnxruntime vs PyTorch on "
+        f"{len(images)} images: boxes within {differences['boxes']:.2g} px, scores within "
+        f"{differences['scores']:.2g}"
+    )
+    return 0
+
+
+def _run_images(ckpt: dict, in_chans: int) -> list[torch.Tensor]:
+    """Two of the run's validation images, or two random ones of the detector's input size."""
+    meta = ckpt.get("data") or {}
+    try:
+        data = open_detection_data(
+            meta["data_dir"],
+            meta.get("eval_split") or meta["train_split"],
+            in_chans=in_chans,
+            classes=meta["classes"],
+        )
+        return [data.image(i).float() / 255 for i in range(min(2, len(data)))]
+    except (KeyError, TypeError, ResnetsError):  # no record, or the data moved: random images
+        size = ckpt["model"]["kwargs"]["min_size"]
+        generator = torch.Generator().manual_seed(0)
+        return [torch.rand(in_chans, size, size, generator=generator) for _ in range(2)]

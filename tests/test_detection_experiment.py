@@ -1,0 +1,98 @@
+"""`resnets reproduce detection`: the smoke budget writes every artefact; the cpu and paper budgets plan
+(the paper's detectors build) without training."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from resnets.cli import main
+from resnets.experiments import get_experiment
+from resnets.experiments.detection import DATA_ENV, detector_runs, paper_detectors_build
+from resnets.experiments.runner import ReproduceOptions, make_context, reproduce
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_smoke_budget_writes_every_artefact(tmp_path):
+    messages = []
+    written = reproduce(
+        "detection", ReproduceOptions(budget="smoke", output=tmp_path, device="cpu"), log=messages.append
+    )
+    folder = tmp_path / "detection"
+    assert written["results"] == folder / "results.json" and written["report"] == folder / "report.md"
+    with Image.open(written["detection.png"]) as figure:
+        assert figure.format == "PNG" and figure.size[0] > 300
+    results = json.loads(written["results"].read_text())
+    labels = ["VGG-style-8", "plain-8", "ResNet-8"]
+    assert list(results["runs"]) and len(results["runs"]) == 3  # the classifiers
+    for label in labels:
+        entry = results["results"][label]
+        assert 0 <= entry["AP"] <= 100 and 0 <= entry["AP50"] <= 100 and len(entry["folds"]) == 8
+        assert 0 <= entry["classifier_test_error"] <= 100
+        run = tmp_path / "runs" / entry["run"].split("/")[-1]
+        assert (run / "summary.json").is_file() and (run / "model.safetensors").is_file()
+    assert set(results["results"]["gaps"]) == {"VGG-style-8", "plain-8"}
+    assert results["finding"]["shows"] in (True, False, None)
+    report = written["report"].read_text()
+    for text in (
+        "Tables 7 and 8",
+        "| ResNet-8 (ResNet-101) |",
+        "| plain-8 |",
+        "73.20",
+        "48.40",
+        "27.20",
+        "![",
+        "resnets detect train",
+    ):
+        assert text in report
+    # the generated set was written once, under the output folder
+    assert len(list((tmp_path / "data").glob("fashion-det-*/generation.json"))) == 1
+    # again: every run, classifier and detector, is found finished and nothing is retrained
+    again = []
+    reproduce("detection", ReproduceOptions(budget="smoke", output=tmp_path, device="cpu"), log=again.append)
+    assert sum("finished run found" in m for m in again) == 3
+    assert not any("training" in m for m in again)
+
+
+def test_cpu_and_paper_budgets_plan_without_training(tmp_path, capsys, monkeypatch):
+    assert main(["reproduce", "detection", "--budget", "cpu", "--plan", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    trains = [line for line in out.splitlines() if line.startswith("resnets train")]
+    assert len(trains) == 3 and all("normalization=per_channel" in line for line in trains)
+    assert "# detection data: resnets detect make-data" in out and "--train-images 4000" in out
+    detectors = [line for line in out.splitlines() if line.startswith("# detector ")]
+    assert [line.split(":")[0] for line in detectors] == [
+        "# detector VGG-style-20",
+        "# detector plain-20",
+        "# detector ResNet-20",
+    ]
+    assert all("--set iterations=800" in line and "--backbone-weights" in line for line in detectors)
+    assert not (tmp_path / "runs").exists()
+
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "VOCdevkit" / "VOC2007"))
+    assert main(["reproduce", "detection", "--budget", "paper", "--plan", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    trains = [line for line in out.splitlines() if line.startswith("resnets train")]
+    assert len(trains) == 2 and all(
+        "--recipe paper-imagenet" in line and "dataset=imagenet" in line for line in trains
+    )
+    assert "--recipe paper-voc" in out and "--set backbone=resnet101" in out and "--set backbone=vgg16" in out
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "coco"))
+    ctx = make_context(get_experiment("detection"), ReproduceOptions(budget="paper", output=tmp_path))
+    assert {run.recipe for run in detector_runs(ctx)} == {"paper-coco"}
+
+
+def test_the_papers_detectors_build_at_smoke_scale(tmp_path):
+    ctx = make_context(get_experiment("detection"), ReproduceOptions(budget="paper", output=tmp_path))
+    detectors = paper_detectors_build(ctx, min_size=64)
+    assert list(detectors) == ["VGG-16", "ResNet-101"]
+    resnet = detectors["ResNet-101"].eval()
+    assert resnet.resnets_spec["kwargs"]["head"] == "c4"
+    assert resnet.rpn.anchor_generator.sizes == ((128, 256, 512),)  # the paper's anchors at stride 16
+    assert len(resnet.roi_heads.box_head.stage) == 3  # conv5_x: the three blocks of layer4
+    with torch.no_grad():
+        output = resnet([torch.rand(3, 64, 64)])[0]
+    assert set(output) == {"boxes", "labels", "scores"}
+    assert detectors["VGG-16"].roi_heads.box_predictor.cls_score.in_features == 512
