@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -20,32 +19,15 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from benchmarks.fault_injection import tiny_data as tiny_mnist  # one tiny MNIST-format set for both
 from resnets import checkpoints, io, runs
 from resnets.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_mnist(folder: Path, seed: int = 0) -> Path:
-    """An MNIST-format dataset (64 training, 32 test images) a depth-8 net learns in a few epochs."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", 64), ("t10k", 32)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 80, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            row, col = divmod(int(label), 5)
-            images[i, 4 + 12 * row:10 + 12 * row, 2 + 5 * col:6 + 5 * col] = 255
-        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + images.tobytes())
-        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.astype(np.uint8).tobytes())
-    return folder
 
 
 def train_argv(data: Path, output: Path, *extra: str, epochs: int = 1) -> list[str]:
