@@ -74,9 +74,12 @@ def test_resume_with_another_model_fails_before_any_work(runs, capsys):
 def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
     common = [*TINY, "--deterministic", "--schedule", "constant", "--lr", "0.05", "--log-every", "1"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "resnets", "train", *common, "--epochs", "100",
-                             "--output", str(interrupted)], stderr=subprocess.PIPE, text=True, env=env)
+    # All three trainings run as subprocesses with one pinned thread count: bf16 sums depend on how
+    # many threads split them, and an in-process run would inherit whatever the suite left set.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    train = [sys.executable, "-m", "resnets", "train"]
+    proc = subprocess.Popen([*train, *common, "--epochs", "100", "--output", str(interrupted)],
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 240
         steps = interrupted / "steps.jsonl"
@@ -97,8 +100,10 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
 
     # resume to stop + 5 iterations (crossing an epoch boundary); a straight run must match exactly
     total = str(stop + 5)
-    assert main(["train", "--resume", str(interrupted), "--iterations", total, "--progress", "none"]) == 0
-    assert main(["train", *common, "--iterations", total, "--output", str(straight)]) == 0
+    for args in (["--resume", str(interrupted), "--iterations", total, "--progress", "none"],
+                 [*common, "--iterations", total, "--output", str(straight)]):
+        done = subprocess.run([*train, *args], stderr=subprocess.PIPE, text=True, env=env)
+        assert done.returncode == 0, done.stderr
     a, b = ck.load_checkpoint(straight / "last.pt"), ck.load_checkpoint(interrupted / "last.pt")
     assert b["iteration"] == a["iteration"] == stop + 5
     for key in a["state_dict"]:
