@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "experiment",
         nargs="?",
         metavar="EXPERIMENT",
-        help="degradation, depth, shortcuts, identity-mappings, responses, lesion, identity-toy",
+        help=", ".join(experiment.name for experiment in list_experiments()),
     )
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument(
