@@ -9,7 +9,7 @@ from PIL import Image
 
 from resnets.cli import main
 from resnets.experiments import get_experiment
-from resnets.experiments.detection import DATA_ENV, detector_runs, paper_detectors_build
+from resnets.experiments.detection import detector_runs, paper_detectors_build
 from resnets.experiments.runner import ReproduceOptions, make_context, reproduce
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,7 +56,7 @@ def test_smoke_budget_writes_every_artefact(tmp_path):
     assert not any("training" in m for m in again)
 
 
-def test_cpu_and_paper_budgets_plan_without_training(tmp_path, capsys, monkeypatch):
+def test_cpu_and_paper_budgets_plan_without_training(tmp_path, capsys):
     assert main(["reproduce", "detection", "--budget", "cpu", "--plan", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     trains = [line for line in out.splitlines() if line.startswith("resnets train")]
@@ -71,17 +71,25 @@ def test_cpu_and_paper_budgets_plan_without_training(tmp_path, capsys, monkeypat
     assert all("--set iterations=800" in line and "--backbone-weights" in line for line in detectors)
     assert not (tmp_path / "runs").exists()
 
-    monkeypatch.setenv(DATA_ENV, str(tmp_path / "VOCdevkit" / "VOC2007"))
-    assert main(["reproduce", "detection", "--budget", "paper", "--plan", "--output", str(tmp_path)]) == 0
+    voc = tmp_path / "VOCdevkit" / "VOC2007"
+    assert main(["reproduce", "detection", "--budget", "paper", "--plan", "--output", str(tmp_path),
+                 "--detection-data", str(voc)]) == 0
     out = capsys.readouterr().out
+    assert f"# detection data: {voc} (--detection-data), recipe paper-voc" in out
+    assert f"--data-dir {voc}" in out
     trains = [line for line in out.splitlines() if line.startswith("resnets train")]
     assert len(trains) == 2 and all(
         "--recipe paper-imagenet" in line and "dataset=imagenet" in line for line in trains
     )
     assert "--recipe paper-voc" in out and "--set backbone=resnet101" in out and "--set backbone=vgg16" in out
-    monkeypatch.setenv(DATA_ENV, str(tmp_path / "coco"))
-    ctx = make_context(get_experiment("detection"), ReproduceOptions(budget="paper", output=tmp_path))
+    ctx = make_context(get_experiment("detection"),
+                       ReproduceOptions(budget="paper", output=tmp_path, detection_data=tmp_path / "coco"))
     assert {run.recipe for run in detector_runs(ctx)} == {"paper-coco"}
+    # where no detection data is read, the flag is refused rather than ignored
+    for argv in (["detection", "--budget", "cpu"], ["depth", "--budget", "paper"]):
+        flags = ["--plan", "--detection-data", str(voc), "--output", str(tmp_path)]
+        assert main(["reproduce", *argv, *flags]) == 2
+        assert "reads no detection data: drop --detection-data" in capsys.readouterr().err
 
 
 def test_the_papers_detectors_build_at_smoke_scale(tmp_path):

@@ -59,6 +59,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="train every run for N iterations instead of the budget's (lr / 10 at 50%% and "
         "75%%), e.g. to fit a slower machine",
     )
+    parser.add_argument(
+        "--detection-data",
+        metavar="DIR",
+        help="detection at --budget paper: a Pascal VOC year folder or a COCO folder "
+        "(default data/VOCdevkit/VOC2007)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output or DEFAULT_OUTPUT,
         device=args.device,
         iterations=args.iterations,
+        detection_data=args.detection_data,
     )
     if args.plan:
         experiment = get_experiment(args.experiment)

@@ -149,6 +149,7 @@ class Context:
     device: torch.device
     command: str  # the reproduce command, for the report
     iterations: int | None = None  # replaces every run's planned iterations (``--iterations``)
+    detection_data: Path | None = None  # a VOC or COCO folder (``--detection-data``)
 
     @property
     def runs_dir(self) -> Path:
@@ -278,6 +279,8 @@ class Experiment:
     claim: str = ""  # what the paper found, in a sentence or two
     # (file name in the results folder, caption) of each figure the analysis draws, in report order.
     figures: tuple[tuple[str, str], ...] = ()
+    # The budgets at which ``--detection-data`` (a VOC or COCO folder) is read; elsewhere it is refused.
+    detection_data_budgets: tuple[str, ...] = ()
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         """The training runs this experiment needs at ``ctx.budget`` (none by default)."""

@@ -13,14 +13,13 @@ Budgets: ``smoke`` and ``cpu`` use the Fashion-MNIST detection set (generated on
 ``OUTPUT/data``: canvases of training-set items to train, of test-set items to test, so a classifier never
 saw a test item); ``paper`` is the paper's setting for a GPU: VGG-16 against ResNet-101, ImageNet
 classifiers (the paper-imagenet recipe) fine-tuned on Pascal VOC 2007 or COCO, read from
-``$RESNETS_DETECTION_DATA`` (a VOC year folder or a COCO folder; default data/VOCdevkit/VOC2007).
+``--detection-data`` (a VOC year folder or a COCO folder; default data/VOCdevkit/VOC2007).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shlex
 import sys
 from collections.abc import Callable, Mapping
@@ -53,7 +52,6 @@ from .plans import ITERATIONS
 from .stats import strength
 from .tables import Table
 
-DATA_ENV = "RESNETS_DETECTION_DATA"  # the paper budget's detection data (a VOC or COCO folder)
 DEFAULT_PAPER_DATA = "data/VOCdevkit/VOC2007"
 
 # (label, model, model options) of each backbone, VGG-style first, the ResNet last.
@@ -130,7 +128,7 @@ class DetectorRun:
 
 def paper_data(ctx: Context) -> tuple[Path, str]:
     """The paper budget's data folder and its recipe (paper-voc for a VOC folder, paper-coco for COCO)."""
-    root = Path(os.environ.get(DATA_ENV, DEFAULT_PAPER_DATA))
+    root = ctx.detection_data or Path(DEFAULT_PAPER_DATA)
     annotations, _ = coco_paths(root, get_detection_recipe("paper-coco").train_split)
     return root, "paper-coco" if annotations.is_file() or "coco" in root.name.lower() else "paper-voc"
 
@@ -252,6 +250,7 @@ def fold_aps(ground_truth, detections: list[dict], image_ids: list[int]) -> list
 
 class DetectionExperiment(Experiment):
     name = "detection"
+    detection_data_budgets = ("paper",)
     title = "Object detection: ResNet against VGG-style and plain backbones in the same Faster R-CNN"
     paper = "He et al. 2015, Sec. 4.3, Tables 7 and 8, appendix A (Faster R-CNN with ResNet-101)"
     claim = (
@@ -279,7 +278,7 @@ class DetectionExperiment(Experiment):
             "stem and first stage fixed",
         }
         if ctx.budget.name == "paper":
-            out["detection data"] = f"{root} (${DATA_ENV}), recipe {paper_data(ctx)[1]}"
+            out["detection data"] = f"{root} (--detection-data), recipe {paper_data(ctx)[1]}"
         else:
             spec = SYNTHETIC[ctx.budget.name]
             flags = [f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(spec).items()]

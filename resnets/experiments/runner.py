@@ -50,6 +50,7 @@ class ReproduceOptions:
     # Replaces the budget's training length for every run (the lr still drops at 50% and 75%), e.g. to
     # fit a slower machine; an experiment without training runs refuses it.
     iterations: int | None = None
+    detection_data: str | Path | None = None  # a VOC or COCO folder, where the experiment reads one
 
 
 def _options(options: ReproduceOptions | None, fields: dict[str, Any]) -> ReproduceOptions:
@@ -128,6 +129,13 @@ def make_context(experiment: Experiment, options: ReproduceOptions | None = None
         command += ["--dataset", options.dataset]
     if options.data_dir:
         command += ["--data-dir", str(options.data_dir)]
+    if options.detection_data:
+        if budget.name not in experiment.detection_data_budgets:
+            raise ConfigError(
+                f"{experiment.name} at --budget {budget.name} reads no detection data: drop --detection-data "
+                "(it is for detection at --budget paper)"
+            )
+        command += ["--detection-data", str(options.detection_data)]
     command += ["--output", str(options.output)]
     return Context(
         experiment=experiment.name,
@@ -138,6 +146,7 @@ def make_context(experiment: Experiment, options: ReproduceOptions | None = None
         device=select_device(options.device),
         command=shlex.join(command),
         iterations=iterations,
+        detection_data=Path(options.detection_data) if options.detection_data else None,
     )
 
 
