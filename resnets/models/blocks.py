@@ -102,6 +102,19 @@ class ResidualBlock(nn.Module):
             return x
         return self.downsample(self.preact(x) if pre is None else pre)
 
+    def join(
+        self, x: torch.Tensor, out: torch.Tensor, pre: torch.Tensor | None = None,
+        outer: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The branch ``out`` added to the shortcut of ``x`` (after the branch's drop-path, through the merge
+        of a gated or scaled shortcut); ``outer`` (RoR's level-1/2 shortcuts ending here) joins the same
+        addition."""
+        if self.residual:
+            out = self.drop_path(out)
+            identity = self.forward_shortcut(x, pre)
+            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        return out if outer is None else out + outer
+
     def response_norms(self) -> list[nn.Module]:
         return []
 
@@ -126,7 +139,7 @@ class BasicBlock(ResidualBlock):
         self.se = make_attention(cfg.attn_layer, planes)
         self.add_shortcut(in_chans, planes, stride, cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.act(out)
@@ -134,10 +147,7 @@ class BasicBlock(ResidualBlock):
         out = self.bn2(out)
         if self.se is not None:
             out = self.se(out)
-        if self.residual:
-            out = self.drop_path(out)
-            identity = self.forward_shortcut(x)
-            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        out = self.join(x, out, outer=outer)
         return self.act(out)
 
     def response_norms(self) -> list[nn.Module]:
@@ -174,7 +184,7 @@ class Bottleneck(ResidualBlock):
         self.se = make_attention(cfg.attn_layer, out_chans)
         self.add_shortcut(in_chans, out_chans, stride, cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.act(out)
@@ -185,10 +195,7 @@ class Bottleneck(ResidualBlock):
         out = self.bn3(out)
         if self.se is not None:
             out = self.se(out)
-        if self.residual:
-            out = self.drop_path(out)
-            identity = self.forward_shortcut(x)
-            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        out = self.join(x, out, outer=outer)
         return self.act(out)
 
     def response_norms(self) -> list[nn.Module]:
@@ -232,18 +239,14 @@ class PreActBasicBlock(PreActBlock):
         self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.add_shortcut(in_chans, planes, stride, cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
         pre = self.preact(x)
         out = self.conv1(pre)
         out = self.bn2(out)
         out = self.act(out)
         out = self.drop(out)
         out = self.conv2(out)
-        if self.residual:
-            out = self.drop_path(out)
-            identity = self.forward_shortcut(x, pre)
-            out = out + identity if self.merge is None else self.merge(x, identity, out)
-        return out
+        return self.join(x, out, pre, outer=outer)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)
@@ -269,7 +272,7 @@ class PreActBottleneck(PreActBlock):
         self.conv3 = conv1x1(width, out_chans)
         self.add_shortcut(in_chans, out_chans, stride, cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
         pre = self.preact(x)
         out = self.conv1(pre)
         out = self.bn2(out)
@@ -278,11 +281,7 @@ class PreActBottleneck(PreActBlock):
         out = self.bn3(out)
         out = self.act(out)
         out = self.conv3(out)
-        if self.residual:
-            out = self.drop_path(out)
-            identity = self.forward_shortcut(x, pre)
-            out = out + identity if self.merge is None else self.merge(x, identity, out)
-        return out
+        return self.join(x, out, pre, outer=outer)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
@@ -301,10 +300,7 @@ class BNAfterAddBlock(BasicBlock):
         out = self.bn1(out)
         out = self.act(out)
         out = self.conv2(out)
-        if self.residual:
-            out = self.drop_path(out)
-            identity = self.forward_shortcut(x)
-            out = out + identity if self.merge is None else self.merge(x, identity, out)
+        out = self.join(x, out)
         out = self.bn2(out)
         return self.act(out)
 
@@ -325,11 +321,7 @@ class ReLUBeforeAddBlock(BasicBlock):
         out = self.conv2(out)
         out = self.bn2(out)
         out = self.act(out)
-        if self.residual:
-            out = self.drop_path(out)
-            identity = self.forward_shortcut(x)
-            out = out + identity if self.merge is None else self.merge(x, identity, out)
-        return out
+        return self.join(x, out)
 
 
 class ReLUOnlyPreActBlock(BasicBlock):
@@ -355,11 +347,7 @@ class ReLUOnlyPreActBlock(BasicBlock):
         out = self.act(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        if self.residual:
-            out = self.drop_path(out)
-            identity = self.forward_shortcut(x, pre)
-            out = out + identity if self.merge is None else self.merge(x, identity, out)
-        return out
+        return self.join(x, out, pre)
 
 
 # The CIFAR nets' ``unit`` option: where BN and ReLU sit (Identity Mappings Fig. 4a-e), per block type.

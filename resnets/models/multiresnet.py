@@ -54,9 +54,7 @@ class MultiResBlock(PreActBlock):
         out = self.branches[0](pre)
         for i in range(1, len(self.branches)):
             out = out + self.branches[i](pre)
-        out = self.drop_path(out)
-        identity = self.forward_shortcut(x, pre)
-        return out + identity
+        return self.join(x, out, pre)
 
     def zero_init_last(self) -> None:
         for branch in self.branches:

@@ -29,64 +29,12 @@ from .layers import SHORTCUT_OPTIONS, check_choice, make_shortcut
 from .registry import build_model, register_family, register_model
 from .stems import StemConfig
 
-
-class RoRBasicBlock(BasicBlock):
-    """The original basic block; its ``outer`` input (the level-1/2 shortcuts ending here) joins the
-    addition before the final ReLU. Keyword-only, so a lesion patch (``forward_shortcut``) refuses it
-    loudly instead of reading it as another argument."""
-
-    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.act(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        if self.residual:
-            out = self.drop_path(out)
-            out = out + self.forward_shortcut(x)
-        if outer is not None:
-            out = out + outer
-        return self.act(out)
-
-
-class RoRPreActBasicBlock(PreActBasicBlock):
-    """The full pre-activation basic block (WRN's); ``outer`` joins its addition."""
-
-    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
-        pre = self.preact(x)
-        out = self.conv1(pre)
-        out = self.bn2(out)
-        out = self.act(out)
-        out = self.drop(out)
-        out = self.conv2(out)
-        if self.residual:
-            out = self.drop_path(out)
-            out = out + self.forward_shortcut(x, pre)
-        return out if outer is None else out + outer
-
-
-class RoRPreActBottleneck(PreActBottleneck):
-    """The full pre-activation bottleneck (ResNet-164's); ``outer`` joins its addition."""
-
-    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
-        pre = self.preact(x)
-        out = self.conv1(pre)
-        out = self.bn2(out)
-        out = self.act(out)
-        out = self.conv2(out)
-        out = self.bn3(out)
-        out = self.act(out)
-        out = self.conv3(out)
-        if self.residual:
-            out = self.drop_path(out)
-            out = out + self.forward_shortcut(x, pre)
-        return out if outer is None else out + outer
-
-
+# The base nets' own blocks: their keyword-only ``outer`` input (so that a lesion patch of the block
+# refuses it loudly) joins the last block's addition, before its final ReLU in post-activation nets.
 ROR_BLOCKS = {
-    ("original", "basic"): RoRBasicBlock,
-    ("full_preact", "basic"): RoRPreActBasicBlock,
-    ("full_preact", "bottleneck"): RoRPreActBottleneck,
+    ("original", "basic"): BasicBlock,
+    ("full_preact", "basic"): PreActBasicBlock,
+    ("full_preact", "bottleneck"): PreActBottleneck,
 }
 
 
@@ -107,7 +55,7 @@ class RoRNet(ResNetBase):
         block = ROR_BLOCKS[(unit, block_type)]
         if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) or not 0 <= drop_rate < 1:
             raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
-        if drop_rate and block is not RoRPreActBasicBlock:
+        if drop_rate and block is not PreActBasicBlock:
             raise ConfigError("drop_rate (WRN dropout) is implemented for pre-activation basic blocks only")
         cfg = BlockConfig(shortcut=shortcut, drop_rate=float(drop_rate),
                           stride_in_1x1=block_type == "bottleneck")
