@@ -23,6 +23,7 @@ from resnets.models import model_spec
 from resnets.models.blocks import ResidualBlock
 from resnets.models.cifar import CifarResNet
 from resnets.models.imagenet import ResNet
+from resnets.models.resnext_cifar import CifarResNeXt
 
 ALL_MODELS = resnets.list_models()
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def expected_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_traces_and_extracts_features(name):
     model = meta_model(name)
-    if not isinstance(model, ResNet | CifarResNet):
+    if not isinstance(model, ResNet | CifarResNet | CifarResNeXt):
         # Its checks (one addition per residual block, nothing else; stages of ResidualBlocks ending in
         # "layerN.k") are the ResNets' block contract. The survey families (issue 16) add elsewhere
         # (RoR's outer shortcuts, Multi-ResNet's k branches, highway gates) or have no such stages:

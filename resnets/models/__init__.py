@@ -1,9 +1,10 @@
-"""The model zoo: ImageNet ResNets and family (imagenet.py), CIFAR ResNets and WRNs (cifar.py).
+"""The model zoo: ImageNet ResNets and family (imagenet.py), CIFAR ResNets and WRNs (cifar.py), CIFAR
+ResNeXt (resnext_cifar.py).
 
 Importing this package registers every model; use ``create_model`` / ``list_models``.
 """
 
-from . import cifar, imagenet  # noqa: F401  (registers the models)
+from . import cifar, imagenet, resnext_cifar  # noqa: F401  (registers the models)
 
 # isort: split
 # The survey families (issue 16): VGG, DenseNet, FractalNet, Highway, Inception(-ResNet), Multi-ResNet,
