@@ -252,8 +252,7 @@ def config_differences(wanted: Mapping[str, Any], stored: Mapping[str, Any]) -> 
     out = []
     for key, value in wanted.items():
         old = stored.get(key)
-        if isinstance(value, tuple):
-            value = list(value)
+        value = json.loads(json.dumps(value))  # as config.json stores it: tuples, nested too, are lists
         if old != value:
             out.append(f"{key}: {old!r} -> {value!r}")
     return out
