@@ -20,7 +20,8 @@ ORDER = ["degradation", "depth", "shortcuts", "identity-mappings", "responses", 
 
 
 def test_the_seven_experiments_are_registered():
-    assert sorted(EXPERIMENTS) == sorted(ORDER + ["survey", "detection"])  # those two: their own test files
+    # survey, cardinality and detection: their own test files
+    assert sorted(EXPERIMENTS) == sorted(ORDER + ["survey", "cardinality", "detection"])
     with pytest.raises(ConfigError, match="Did you mean: degradation"):
         get_experiment("degradaton")
 

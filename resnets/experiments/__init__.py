@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..errors import unknown_name
 from .base import BUDGETS, DEFAULT_BUDGET, Experiment
+from .cardinality import Cardinality
 from .degradation import Degradation
 from .depth import Depth
 from .identity_mappings import IdentityMappings
@@ -21,7 +22,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Degradation(), Depth(), Shortcuts(), IdentityMappings(), Responses(), Lesion(), IdentityToy(),
-        Survey(),
+        Survey(), Cardinality(),
     )
 }
 

@@ -85,3 +85,13 @@ SURVEY_CIFAR10: dict[str, dict[str, float | str | None]] = {
     "RoR-3-WRN58-4 + SD": {"params_m": None, "error": 3.77, "source": "Zhang et al. (RoR), abstract"},
     "Multi-ResNet (best)": {"params_m": None, "error": 3.73, "source": "Abdi and Nahavandi 2016, abstract"},
 }
+
+# Xie et al. 2017 (ResNeXt), Table 3: ResNet-50-sized nets of about 4.1 GFLOPs, cardinality x bottleneck
+# width of the first stage, ImageNet-1K top-1 validation error (224x224 single crop).
+RESNEXT_TABLE3: dict[tuple[int, int], float] = {
+    (1, 64): 23.9,
+    (2, 40): 23.0,
+    (4, 24): 22.6,
+    (8, 14): 22.3,
+    (32, 4): 22.2,
+}
