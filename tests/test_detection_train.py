@@ -157,3 +157,23 @@ def test_eval_predict_and_export_read_the_run(runs, data, tmp_path, capsys):
     line = capsys.readouterr().out
     assert onnx.is_file() and "onnxruntime vs PyTorch on 2 images" in line
     assert main(["detect", "export", str(straight), "--output", str(straight / "last.pt")]) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_stay_in_sync_and_only_rank_0_writes(data, tmp_path):
+    """`torchrun -m resnets detect train`, as for classification: the global batch of 4 shards over 2
+    gloo processes, the ranks end with equal weights (DDP averaged every step), one run folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+         "resnets", "detect", "train", *TINY, "--data-dir", str(data), "--epochs", "1", "--output", str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert summary["iterations"] == 2  # 8 images, 2 per process per step
+    assert not any(out.glob("*rank*")), "only rank 0 writes"
