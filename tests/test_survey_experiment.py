@@ -75,17 +75,21 @@ def test_cpu_and_paper_budgets_plan_the_paper_sized_nets():
     expected = [("highway19", {}), ("resnet110", {}), ("preact_resnet164", {}), ("densenet_bc100_k12", {}),
                 ("fractalnet20", {"local_drop_rate": 0.15, "global_drop_rate": 0.5}), ("ror3_resnet110", {}),
                 ("multiresnet20_k4", {}), ("wrn", {"depth": 16, "widen_factor": 4})]
-    for budget, dataset, iterations in (("cpu", "fashion-mnist", 900), ("paper", "cifar10", 64_000)):
+    for budget, dataset, iterations in (("cpu", "fashion-mnist", 400), ("paper", "cifar10", 64_000)):
         runs = _plan("survey", budget)
         assert [(r["model"], r["model_kwargs"]) for _, _, r in runs] == expected
         for _, _, recipe in runs:  # trained alike: one recipe, one length (Highway: its authors' lr)
             assert recipe["dataset"] == dataset and recipe["iterations"] == iterations
-            assert recipe["lr"] == (0.025 if recipe["model"] == "highway19" else 0.1)
+            assert recipe["lr"] == {"highway19": 0.025, "fractalnet20": 0.02}.get(recipe["model"], 0.1)
             assert recipe["batch_size"] == 128 and recipe["momentum"] == 0.9
-        # ResNet-110 is depth's run
+            # on CPU only DenseNet trains in NCHW, the layout it is faster in
+            if budget == "cpu":
+                assert recipe["channels_last"] == (recipe["model"] != "densenet_bc100_k12")
+        # ResNet-110 is depth's run where the survey trains as long (the cpu budget trains shorter)
         depth = {name for name, _, _ in _plan("depth", budget)}
         shared = [name for name, _, _ in runs if name in depth]
-        assert shared == [name for name, label, _ in runs if label == "ResNet-110"]
+        resnet110 = [name for name, label, _ in runs if label == "ResNet-110"]
+        assert shared == (resnet110 if budget == "paper" else [])
     paper = {label: r for _, label, r in _plan("survey", "paper")}
     assert paper["ResNet-110"]["milestones"] == [32_000, 48_000] and paper["ResNet-110"]["val_split"] == 5000
 

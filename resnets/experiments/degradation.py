@@ -12,7 +12,7 @@ from typing import Any
 
 from .base import Analysis, Context, Experiment, RunRecord, Runs, RunSpec, error_curves
 from .paper_numbers import CIFAR_TABLE6
-from .plans import cifar_run, net_label, params_cifar
+from .plans import ZERO_INIT_BUDGETS, cifar_run, net_label, params_cifar, zero_init_kwargs
 from .plots import plot_error_curves
 from .stats import evaluated_images, gap_noise, last_epoch_images, strength
 from .tables import Table
@@ -20,17 +20,11 @@ from .tables import Table
 # Fig. 6's depths; the smoke budget's nets are only as deep as needed for two depths.
 DEPTHS: dict[str, tuple[int, ...]] = {"smoke": (8, 14), "cpu": (20, 32, 44, 56), "paper": (20, 32, 44, 56)}
 KINDS = ("plain", "resnet")
-# Budgets whose ResNets start with the last BN scale of every residual branch at zero (Goyal et al.
-# 2017; timm's default), so that each unit starts as the identity: at the cpu budget's 900 iterations
-# paper-init ResNets do not yet sort by depth (the paper's curves separate only after thousands of
-# iterations; measured: docs/reproduce.md). Only degradation's ResNets: the other experiments compare
-# the paper's units as the paper built them.
-ZERO_INIT_BUDGETS = ("cpu",)
 
 
 def degradation_runs(ctx: Context) -> dict[tuple[str, int], RunSpec]:
     """Plain and residual nets of each depth, trained alike, by (kind, depth)."""
-    zero_init = {"zero_init_last": True} if ctx.budget.name in ZERO_INIT_BUDGETS else {}
+    zero_init = zero_init_kwargs(ctx)
     return {
         (kind, depth): cifar_run(ctx, kind, depth, model_kwargs=zero_init if kind == "resnet" else None)
         for kind in KINDS

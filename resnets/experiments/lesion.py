@@ -19,19 +19,17 @@ import torch
 from ..analysis.lesion import lesion_study
 from ..analysis.paths import gradient_by_path_length, path_length_fractions
 from .base import Analysis, Context, Experiment, Runs, RunSpec
-from .plans import cifar_run, vgg_cifar_run
+from .plans import LESION_DEPTH as DEPTH
+from .plans import LESION_VGG_DEPTH as VGG_DEPTH
+from .plans import lesion_runs
 from .plots import plot_lesion, plot_path_lengths
 from .tables import Table
 from .trained import TrainedNets
 
-DEPTH = {"smoke": 14, "cpu": 56, "paper": 56}
 # Gradient samples per path length (Veit et al. sample paths; each sample is one backward pass) and the
 # images of the batch they are measured on.
 GRADIENT_SAMPLES = {"smoke": 1, "cpu": 8, "paper": 32}
 GRADIENT_BATCH = {"smoke": 8, "cpu": 128, "paper": 128}
-KINDS = ("resnet", "plain")
-# The VGG-style net: about VGG's depth (VGG-19's 16 conv and 3 fc layers), 3n+2 layers.
-VGG_DEPTH = {"smoke": 8, "cpu": 20, "paper": 20}
 
 
 class Lesion(Experiment):
@@ -60,9 +58,7 @@ class Lesion(Experiment):
     )
 
     def _specs(self, ctx: Context) -> dict[str, RunSpec]:
-        specs = {kind: cifar_run(ctx, kind, DEPTH[ctx.budget.name]) for kind in KINDS}
-        specs["vgg"] = vgg_cifar_run(ctx, VGG_DEPTH[ctx.budget.name])
-        return specs
+        return lesion_runs(ctx)
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         return list(self._specs(ctx).values())

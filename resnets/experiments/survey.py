@@ -3,15 +3,15 @@
 The lecture's CIFAR-10 comparison (NIN, DSN, FitNet, Highway, ResNet-110/1202, pre-activation ResNet-164 and
 -1001, and the DenseNet, FractalNet, RoR, Multi-ResNet and WRN numbers of their papers) beside ours: the
 CIFAR-sized members trained alike (the budget's recipe, the same length), with their parameters and
-multiply-adds (as built for CIFAR-10), their training time and test error. Our ResNet-110 is ``depth``'s run
-when the output folder is shared.
+multiply-adds (as built for CIFAR-10), their training time and test error. At the smoke and paper budgets our
+ResNet-110 is ``depth``'s run when the output folder is shared; the cpu budget trains shorter.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -29,6 +29,9 @@ from .trained import TrainedNets
 # FractalNet trains with the paper's drop-path (Larsson et al. Sec. 4: local 15%, half the mini-batches
 # global); it is FractalNet's own regulariser, as stochastic depth is not part of the ResNets here.
 FRACTAL_DROP_PATH = {"local_drop_rate": 0.15, "global_drop_rate": 0.5}
+# ... and at its paper's lr, 0.02 (Larsson et al. Sec. 4.1); at 0.1 FractalNet-20 diverged in its first
+# epoch at the cpu budget and never left 82% training error (docs/reproduce.md).
+FRACTAL_SETTINGS = {"lr": 0.02}
 # The one departure from "trained alike": the Highway net has no BN, and its authors train it at lr 0.025
 # (flukeskywalker/highway-networks, cifar10_solver.prototxt); the BN nets' 0.1 is 4x that.
 HIGHWAY_SETTINGS = {"lr": 0.025}
@@ -53,7 +56,8 @@ NETS: dict[str, tuple[SurveyNet, ...]] = {
         SurveyNet("resnet", "resnet110", "ResNet-110", paper="ResNet-110"),
         SurveyNet("preact", "preact_resnet164", "pre-act ResNet-164", paper="pre-act ResNet-164"),
         SurveyNet("densenet", "densenet_bc100_k12", "DenseNet-BC-100 (k=12)", paper="DenseNet-BC-100 (k=12)"),
-        SurveyNet("fractalnet", "fractalnet20", "FractalNet-20", FRACTAL_DROP_PATH, paper="FractalNet-20"),
+        SurveyNet("fractalnet", "fractalnet20", "FractalNet-20", FRACTAL_DROP_PATH, paper="FractalNet-20",
+                  settings=FRACTAL_SETTINGS),
         SurveyNet("ror", "ror3_resnet110", "RoR-3-110"),
         SurveyNet("multiresnet", "multiresnet20_k4", "Multi-ResNet-20 (k=4)"),
         SurveyNet("wrn", "wrn", "WRN-16-4", {"depth": 16, "widen_factor": 4}),
@@ -64,13 +68,20 @@ NETS: dict[str, tuple[SurveyNet, ...]] = {
         SurveyNet("preact", "preact_resnet_cifar", "pre-act ResNet-11", {"depth": 11}),
         SurveyNet("densenet", "densenet_cifar", "DenseNet-BC-16 (k=12)", {"depth": 16, "growth_rate": 12}),
         SurveyNet("fractalnet", "fractalnet_cifar", "FractalNet (C=2, w=8)",
-                  {"columns": 2, "width": 8, **FRACTAL_DROP_PATH}),
+                  {"columns": 2, "width": 8, **FRACTAL_DROP_PATH}, settings=FRACTAL_SETTINGS),
         SurveyNet("ror", "ror3_resnet_cifar", "RoR-3-8", {"depth": 8}),
         SurveyNet("multiresnet", "multiresnet_cifar", "Multi-ResNet-8 (k=2)", {"depth": 8, "k": 2}),
         SurveyNet("wrn", "wrn", "WRN-10-2", {"depth": 10, "widen_factor": 2}),
     ),
 }
-NETS["cpu"] = NETS["paper"]
+# On CPU DenseNet is the one net that channels-last slows (3.77 vs 2.35 s a step, docs/reproduce.md); the
+# layout changes the speed, not what the net learns.
+NETS["cpu"] = tuple(replace(net, settings={**net.settings, "channels_last": False}) if net.key == "densenet"
+                    else net for net in NETS["paper"])
+
+# The cpu budget's length: the shared 900 iterations take the eight nets about 1.7 hours on two cores,
+# 400 fit in about 50 minutes (docs/reproduce.md); its ResNet-110 is then a run of its own, not depth's.
+SURVEY_ITERATIONS: dict[str, int | None] = {**ITERATIONS, "cpu": 400}
 
 
 def survey_nets(budget: str) -> tuple[SurveyNet, ...]:
@@ -78,14 +89,17 @@ def survey_nets(budget: str) -> tuple[SurveyNet, ...]:
 
 
 def survey_runs(ctx: Context) -> dict[str, tuple[SurveyNet, RunSpec]]:
-    """Each net's run, by family; the ResNet is the shared CIFAR ResNet run of ``depth``."""
+    """Each net's run, by family; the ResNet is the shared CIFAR ResNet run of ``depth`` where the
+    survey trains as long as the other experiments (the smoke and paper budgets)."""
     runs = {}
+    iterations = SURVEY_ITERATIONS[ctx.budget.name]
     for net in survey_nets(ctx.budget.name):
         if net.key == "resnet":
-            spec = cifar_run(ctx, "resnet", int(net.kwargs.get("depth", 110)), label=net.label)
+            spec = cifar_run(ctx, "resnet", int(net.kwargs.get("depth", 110)), label=net.label,
+                             iterations=iterations)
         else:
-            spec = ctx.run(net.model, net.label, iterations=ITERATIONS[ctx.budget.name],
-                           model_kwargs=net.kwargs, **net.settings)
+            spec = ctx.run(net.model, net.label, iterations=iterations, model_kwargs=net.kwargs,
+                           **net.settings)
         runs[net.key] = (net, spec)
     return runs
 
@@ -167,7 +181,9 @@ class Survey(Experiment):
             "networks": ", ".join(net.label for net in survey_nets(ctx.budget.name)),
             "FractalNet": "drop-path: local 15%, global on half the mini-batches (Larsson et al. Sec. 4); "
                           "its deepest column is also evaluated alone",
-            "Highway": "lr 0.025, its authors' (no BN); every other net the budget's recipe",
+            "Highway": "lr 0.025, its authors' (no BN)",
+            "FractalNet lr": "0.02, its paper's (Sec. 4.1); every other net the budget's recipe",
+            "length": f"{SURVEY_ITERATIONS[ctx.budget.name] or 'the recipe'} iterations each",
         }
 
     def analyze(self, ctx: Context, runs: Runs) -> Analysis:
