@@ -4,6 +4,10 @@ ablations) and Wide ResNets (depth 6n+4, width k).
 A 3x3 conv with 16 filters, three stages on 32x32 / 16x16 / 8x8 maps (layer1..layer3), global average
 pool, fc. The original nets use option A shortcuts, so a ResNet has exactly the parameters of its
 plain counterpart (paper Sec. 4.2).
+
+``share_weights=True`` is the ResNet "in recurrent form" of Liao and Poggio 2016 ("Bridging the Gaps
+Between Residual Learning, Recurrent Neural Networks and Visual Cortex", arXiv:1604.03640): a ResNet whose
+units share weights is a shallow recurrent net unrolled in time, one unit per time step.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
 from ..errors import ConfigError
 from .base import ResNetBase
 from .blocks import BLOCK_PLACEMENTS, BlockConfig, PreActBasicBlock
 from .layers import SHORTCUT_KINDS, SHORTCUT_OPTIONS, check_choice
+from .norms import is_norm
 from .registry import build_model, register_family, register_model
 from .stems import StemConfig
 
@@ -26,6 +33,16 @@ class CifarResNet(ResNetBase):
     ``unit`` places BN and ReLU as in Identity Mappings Fig. 4 (the option keeps the paper's word,
     "Residual Unit"); ``shortcut_kind`` is its Fig. 2. ``widths`` are the basic blocks' widths, or the
     bottleneck widths (outputs 4x) for ``block_type="bottleneck"``.
+
+    ``share_weights``: within each stage, every unit after the first uses the weights of the second
+    (its convolutions, and a gated shortcut's gate): the stage is one recurrent unit applied n - 1 times
+    after the first unit, which alone changes the width or the stride. The normalisation layers are not
+    shared: each unit (time step) keeps its own BN scales, shifts and running statistics, the
+    "time-specific batch normalization" that Liao and Poggio 2016 proposed (so do Cooijmans et al. 2016,
+    "Recurrent Batch Normalization"; Liao, Kawaguchi and Poggio 2016, "Streaming Normalization", Sec. 1,
+    credits both): a step's activations have statistics of their own, which one shared BN would average.
+    A shared weight appears once in ``parameters()`` and in ``state_dict()`` (under the second unit's name,
+    ``layer1.1.conv1.weight``); ``load_state_dict`` fills the other units' names from it.
     """
 
     family = "CIFAR"
@@ -36,8 +53,14 @@ class CifarResNet(ResNetBase):
         shortcut_kind: str = "identity", gate_bias: float = -6.0, drop_rate: float = 0.0,
         zero_init_last: bool = False, residual: bool = True, drop_path_rate: float = 0.0,
         features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        share_weights: bool = False,
     ) -> None:
         check_choice("block_type", block_type, ("basic", "bottleneck"))
+        check_choice("share_weights", share_weights, (False, True))
+        if share_weights and min(layers) < 3:
+            raise ConfigError("share_weights=True gives the units after each stage's first one set of "
+                              "weights, so it needs at least 3 units per stage (6n+2 depth 20, 9n+2 depth "
+                              f"29) for two to share it; this net has {min(layers)}")
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
         check_choice("unit", unit, tuple(BLOCK_PLACEMENTS))
         check_choice("shortcut_kind", shortcut_kind, SHORTCUT_KINDS)
@@ -65,6 +88,50 @@ class CifarResNet(ResNetBase):
             drop_path_rate=drop_path_rate, features_only=features_only, out_indices=out_indices,
             global_pool=global_pool,
         )
+        self.share_weights = share_weights
+        # alias state-dict key -> the key it shares its tensor with (empty without share_weights)
+        self.shared_keys: dict[str, str] = share_stage_weights(self) if share_weights else {}
+        if share_weights:
+            self.register_state_dict_post_hook(_drop_shared_keys)
+            self.register_load_state_dict_pre_hook(_fill_shared_keys)
+
+
+def share_stage_weights(model: ResNetBase) -> dict[str, str]:
+    """Make units 3..n of each stage reuse the weighted layers of its unit 2 (``layerK.1``), all but the
+    norms; returns the state-dict key of every shared tensor at each reusing unit -> the owner's key.
+
+    The sharing is by module: ``layer1.2.conv1`` *is* ``layer1.1.conv1``, so a forward through the
+    stage runs the one conv n - 1 times and its gradient sums over the steps (backpropagation through
+    time). Each unit's BNs, drop-path rate and any parameter-free parts stay its own.
+    """
+    shared: dict[str, str] = {}
+    for stage_name in model.stage_names:
+        stage = getattr(model, stage_name)
+        owner = stage[1]
+        weighted = [(path, module) for path, module in owner.named_modules()
+                    if path and not is_norm(module) and any(True for _ in module.parameters(recurse=False))]
+        for index in range(2, len(stage)):
+            for path, module in weighted:
+                parent_path, _, child = path.rpartition(".")
+                parent = stage[index].get_submodule(parent_path) if parent_path else stage[index]
+                setattr(parent, child, module)
+                for param, _ in module.named_parameters(recurse=False):
+                    shared[f"{stage_name}.{index}.{path}.{param}"] = f"{stage_name}.1.{path}.{param}"
+    return shared
+
+
+def _drop_shared_keys(module: nn.Module, state_dict: dict, prefix: str, _local_metadata: object) -> None:
+    """``state_dict`` post-hook: each shared tensor once (safetensors refuses tensors that share memory)."""
+    for alias in module.shared_keys:
+        state_dict.pop(prefix + alias, None)
+
+
+def _fill_shared_keys(module: nn.Module, state_dict: dict, prefix: str, *_args: object) -> None:
+    """``load_state_dict`` pre-hook: the reusing units' keys from the owner's (a saved state dict has each
+    shared tensor once)."""
+    for alias, owner in module.shared_keys.items():
+        if prefix + alias not in state_dict and prefix + owner in state_dict:
+            state_dict[prefix + alias] = state_dict[prefix + owner]
 
 
 def blocks_per_stage(depth: object, block_type: str = "basic") -> int:
@@ -95,9 +162,16 @@ def _cifar(
                        layers=(n, n, n), **fixed)
 
 
-def _resnet(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
-    # The original nets: drop_rate belongs to WRN blocks, so it is not an option here.
-    return _cifar(kwargs, blocks_per_stage(depth), builder_options, drop_rate=0.0)
+def _resnet(
+    kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = (), block_type: str = "basic"
+) -> CifarResNet:
+    # The original nets: drop_rate belongs to WRN blocks, so it is not an option here. The bottleneck nets
+    # (Identity Mappings Fig. 1 / Table 3, "original") project where the shape changes, as the
+    # pre-activation bottleneck nets do, so that the two differ only in the unit.
+    if block_type == "bottleneck":
+        kwargs = {"shortcut": "B", **kwargs}
+    return _cifar(kwargs, blocks_per_stage(depth, block_type), builder_options, block_type=block_type,
+                  drop_rate=0.0)
 
 
 def _plain(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
@@ -228,9 +302,10 @@ def wrn40_4(**kwargs: Any) -> CifarResNet:
 
 # --- any depth: create_model("resnet_cifar", depth=38) ---------------------------------------------
 @register_model
-def resnet_cifar(*, depth: int = 20, **kwargs: Any) -> CifarResNet:
-    """A 6n+2 CIFAR ResNet of any valid depth (options as resnet20)."""
-    return _resnet(kwargs, depth, ("depth",))
+def resnet_cifar(*, depth: int = 20, bottleneck: bool = False, **kwargs: Any) -> CifarResNet:
+    """A CIFAR ResNet of any valid depth (options as resnet20): 6n+2 basic blocks, or 9n+2 bottlenecks with
+    ``bottleneck=True`` (Identity Mappings' original ResNet-164 and -1001)."""
+    return _resnet(kwargs, depth, ("depth", "bottleneck"), "bottleneck" if bottleneck else "basic")
 
 
 @register_model
