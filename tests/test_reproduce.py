@@ -19,9 +19,11 @@ from resnets.experiments.runner import make_context, plan, reproduce
 ORDER = ["degradation", "depth", "shortcuts", "identity-mappings", "responses", "lesion", "identity-toy"]
 
 
-def test_the_seven_experiments_are_registered():
-    # survey, cardinality and detection: their own test files
-    assert sorted(EXPERIMENTS) == sorted(ORDER + ["survey", "cardinality", "detection"])
+def test_every_experiment_is_registered():
+    # the experiments after the first seven: their own test files
+    later = ["survey", "cardinality", "detection", "width", "ensembles", "recurrent", "refinement",
+             "identity-1000"]
+    assert sorted(EXPERIMENTS) == sorted(ORDER + later)
     with pytest.raises(ConfigError, match="Did you mean: degradation"):
         get_experiment("degradaton")
 

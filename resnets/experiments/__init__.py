@@ -11,18 +11,23 @@ from .base import BUDGETS, DEFAULT_BUDGET, Experiment
 from .cardinality import Cardinality
 from .degradation import Degradation
 from .depth import Depth
+from .ensembles import Ensembles
+from .identity_1000 import Identity1000
 from .identity_mappings import IdentityMappings
 from .identity_toy import IdentityToy
 from .lesion import Lesion
+from .recurrent import Recurrent
+from .refinement import IterativeRefinement
 from .responses import Responses
 from .shortcuts import Shortcuts
 from .survey import Survey
+from .width import Width
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Degradation(), Depth(), Shortcuts(), IdentityMappings(), Responses(), Lesion(), IdentityToy(),
-        Survey(), Cardinality(),
+        Survey(), Cardinality(), Width(), Ensembles(), Recurrent(), IterativeRefinement(), Identity1000(),
     )
 }
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..analysis.lesion import ReorderingResult
+from ..analysis.refinement import Refinement, stage_of
 from ..io import save_figure
 
 if TYPE_CHECKING:
@@ -271,4 +273,205 @@ def plot_error_vs_cost(
     for ax in (by_params, by_time):
         ax.set_ylabel("our test error (%)")
         ax.grid(True, alpha=0.3)
+    return _finish(fig, path, title)
+
+def plot_ensembles(
+    deletions: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+    reorderings: Mapping[str, ReorderingResult],
+    chance: float,
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Veit et al. Fig. 5: (a) test error against the units deleted at random, the mean over draws with
+    their spread (standard deviation) as error bars, one colour per net; (b) test error of each random
+    re-ordering against its Kendall tau (points), with the mean per number of swaps (line), tau falling to
+    the right. Dotted: chance."""
+    fig = _figure(figsize=(12.4, 4.4))
+    left, right = fig.subplots(1, 2)
+    colors = dict(zip(deletions, _colors(len(deletions)), strict=True))
+    for label, (ks, means, stds) in deletions.items():
+        left.errorbar(ks, means, yerr=stds, fmt="o-", markersize=4, capsize=3, color=colors[label],
+                      label=label)
+    left.set_xlabel("units deleted at random")
+    left.set_title("(a) deleting units")
+    for label, result in reorderings.items():
+        color = colors.get(label, "0.3")
+        right.plot(result.taus, result.errors, "o", markersize=3, alpha=0.5, color=color)
+        rows = result.by_swaps()
+        means = sorted([(1.0, result.baseline_error), *((tau, m) for _, tau, m, _ in rows)], reverse=True)
+        right.plot([t for t, _ in means], [m for _, m in means], "-", color=color, label=label)
+    right.set_xlabel("Kendall tau of the re-ordering (1: the original order)")
+    right.set_title("(b) re-ordering units")
+    if right.lines:
+        right.invert_xaxis()
+    for ax in (left, right):
+        ax.axhline(chance, linestyle=":", color="0.4", label="chance")
+        ax.set_ylabel("test error (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    left.xaxis.get_major_locator().set_params(integer=True)
+    return _finish(fig, path, title)
+
+def plot_recurrent(
+    points: Mapping[str, tuple[float, float, float]],
+    curves: Mapping[str, Mapping[str, Series]],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Left: test error against parameters, ``points[label] = (parameters, error %, standard error)``, one
+    labelled point with its error bar per net. Right: ``curves[label]`` (``"train"`` dashed, ``"test"`` bold,
+    as ``(iterations, error %)``), one colour per net in both panels."""
+    fig = _figure(figsize=(11.0, 4.4))
+    by_params, by_time = fig.subplots(1, 2)
+    colors = dict(zip(points, _colors(len(points)), strict=True))
+    for index, (label, (params, error, noise)) in enumerate(points.items()):
+        by_params.errorbar([params], [error], yerr=[noise], fmt="o", color=colors[label], capsize=3)
+        # the shared and the shallow net sit at about the same x: labels above and below alternately
+        by_params.annotate(label, (params, error), textcoords="offset points",
+                           xytext=(5, 5 if index % 2 == 0 else -12), fontsize=8)
+    by_params.set_xscale("log")
+    by_params.set_xlabel("parameters (CIFAR-10 network)")
+    by_params.set_ylabel("test error (%)")
+    for label, series in curves.items():
+        for kind, style, width in (("train", "--", 1.0), ("test", "-", 2.2)):
+            xs, ys = _points(series.get(kind))
+            if xs:
+                by_time.plot(xs, ys, style, marker="o" if kind == "test" else None, markersize=3,
+                             color=colors.get(label), linewidth=width, label=f"{label} {kind}")
+    by_time.set_xlabel("iterations")
+    by_time.set_ylabel("error (%)")
+    if by_time.lines:
+        by_time.legend(fontsize=7)
+    for ax in (by_params, by_time):
+        ax.grid(True, alpha=0.3)
+    return _finish(fig, path, title)
+
+
+def _points(series: Series | None) -> tuple[Sequence[float], Sequence[float]]:
+    return ((), ()) if series is None else series
+
+
+def plot_width(
+    points: Mapping[str, tuple[float, float, float]],
+    series: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Test error against parameters (left, log scale) and against training time (right):
+    ``points[label] = (parameters, seconds, error %)``; the ``series`` labels joined by a line, each
+    (deep, wide) pair of ``pairs`` by a dotted one, deep nets as triangles and wide ones as squares."""
+    fig = _figure(figsize=(11.5, 4.6))
+    by_params, by_time = fig.subplots(1, 2)
+    colors = _colors(len(pairs) + 1)
+    deep = {d for d, _ in pairs}
+    wide = {w for _, w in pairs}
+    for ax, index in ((by_params, 0), (by_time, 1)):
+        xs = [points[label][index] for label in series]
+        ax.plot(xs, [points[label][2] for label in series], "-o", color=colors[0], label="width series")
+        for i, (d, w) in enumerate(pairs):
+            color = colors[i + 1]
+            ax.plot([points[d][index], points[w][index]], [points[d][2], points[w][2]], ":", color=color)
+            ax.plot([points[d][index]], [points[d][2]], "^", color=color, markersize=8,
+                    label=f"{d} (deep-thin)")
+            ax.plot([points[w][index]], [points[w][2]], "s", color=color, markersize=8,
+                    markerfacecolor="none", label=f"{w} (shallow-wide)")
+        for label, (params, seconds, error) in points.items():
+            if label not in series and label not in deep | wide:
+                ax.plot([(params, seconds)[index]], [error], "o", color="0.5")
+            ax.annotate(label, ((params, seconds)[index], error), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+        ax.set_ylabel("test error (%)")
+        ax.grid(True, alpha=0.3)
+    by_params.set_xscale("log")
+    by_params.set_xlabel("parameters (CIFAR-10 network)")
+    by_time.set_xlabel("training time (s, steps only)")
+    by_params.legend(fontsize=7)
+    return _finish(fig, path, title)
+
+
+def plot_identity_1000(
+    nets: Mapping[str, Mapping[str, Series]], path: str | Path, *, threshold: float | None = None,
+    title: str = "",
+) -> Path:
+    """Fig. 1 of Identity Mappings: training loss (left axis; logged points faint, smoothed solid) and
+    test error after each epoch (dots, right axis) against iterations, one colour per net.
+
+    ``nets[label]`` maps ``"loss"``, ``"smoothed"`` and ``"test"`` to ``(iterations, values)``."""
+    fig = _figure(figsize=(7.0, 4.4))
+    ax = fig.subplots()
+    right = ax.twinx()
+    for color, (label, series) in zip(_colors(len(nets)), nets.items(), strict=True):
+        few = len(series["smoothed"][0]) < 3  # a marker, or a lone point would not show
+        ax.plot(*series["loss"], "-", color=color, alpha=0.3, linewidth=0.8)
+        ax.plot(*series["smoothed"], "-", color=color, linewidth=1.6, marker="." if few else None,
+                label=f"{label}: training loss")
+        if series.get("test") and series["test"][0]:
+            right.plot(*series["test"], "o", color=color, markersize=3.5, label=f"{label}: test error")
+    if threshold is not None:
+        ax.axhline(threshold, linestyle=":", color="gray", linewidth=0.8)
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("training loss")
+    right.set_ylabel("test error (%)")
+    ax.grid(True, alpha=0.3)
+    (left_lines, left_labels), (right_lines, right_labels) = (ax.get_legend_handles_labels(),
+                                                               right.get_legend_handles_labels())
+    ax.legend(left_lines + right_lines, left_labels + right_labels, fontsize=8, loc="upper right")
+    return _finish(fig, path, title, ax)
+
+
+def plot_refinement(
+    measured: Mapping[str, Refinement],
+    path: str | Path,
+    *,
+    threshold: float,
+    title: str = "",
+) -> Path:
+    """One row per net: ||F|| / ||x|| per unit (shaded: +- its std over images; squares: units whose
+    shortcut is not the identity) and the cosine between successive units' changes (plotted between the
+    two units, per stage); dotted lines mark stage boundaries."""
+    fig = _figure(figsize=(11.0, 2.9 * len(measured) + 0.6))
+    axes = fig.subplots(len(measured), 2, squeeze=False)
+    colors = _colors(len(measured))
+    for (label, m), (ratio_ax, cos_ax), color in zip(measured.items(), axes, colors, strict=True):
+        xs = list(range(1, len(m.names) + 1))
+        low = [max(r - s, 0.0) for r, s in zip(m.ratio, m.ratio_std, strict=True)]
+        high = [r + s for r, s in zip(m.ratio, m.ratio_std, strict=True)]
+        for k, idx in enumerate(m.stage_units().values()):  # one line per stage: units of one estimate
+            ratio_ax.fill_between([xs[i] for i in idx], [low[i] for i in idx], [high[i] for i in idx],
+                                  color=color, alpha=0.2, linewidth=0)
+            ratio_ax.plot([xs[i] for i in idx], [m.ratio[i] for i in idx], "o-", markersize=3, color=color,
+                          label=label if k == 0 else None)
+        projected = [(x, r) for x, r, p in zip(xs, m.ratio, m.projected, strict=True) if p]
+        if projected:
+            ratio_ax.plot(*zip(*projected, strict=True), "s", markersize=7, markerfacecolor="none", color="k",
+                          label="shortcut not the identity")
+        ratio_ax.axhline(threshold, linestyle="--", color="gray", linewidth=0.8)
+        ratio_ax.set_ylim(bottom=0)
+        ratio_ax.set_ylabel("||F(x)|| / ||x||")
+        index = {name: i for i, name in enumerate(m.names)}
+        for stage in dict.fromkeys(m.stages):
+            pairs = [(index[p.split("->")[0]] + 1.5, c) for p, c in zip(m.pairs, m.cosine, strict=True)
+                     if stage_of(p.split("->")[0]) == stage]
+            if pairs:
+                cos_ax.plot(*zip(*pairs, strict=True), "o-", markersize=3, color=color)
+        cos_ax.axhline(0.0, color="gray", linewidth=0.8)
+        cos_ax.set_ylim(-1.05, 1.05)
+        cos_ax.set_ylabel("cos(F_i, F_i+1)")
+        for ax in (ratio_ax, cos_ax):
+            for i in range(1, len(m.stages)):
+                if m.stages[i] != m.stages[i - 1]:
+                    ax.axvline(i + 0.5, linestyle=":", color="0.4", linewidth=1.0)
+            ax.set_xlim(0.5, len(m.names) + 0.5)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(True, alpha=0.3)
+        ratio_ax.set_title(f"{label}: relative change per unit", fontsize=9)
+        cos_ax.set_title(f"{label}: successive changes within a stage", fontsize=9)
+        ratio_ax.legend(fontsize=7)
+    axes[-1][0].set_xlabel("unit (forward order)")
+    axes[-1][1].set_xlabel("between units i and i+1")
     return _finish(fig, path, title)
