@@ -29,21 +29,12 @@ from resnets.analysis.lesion import (
 )
 from resnets.cli import main
 from resnets.errors import ConfigError
-from resnets.experiments import EXPERIMENTS, get_experiment
+from resnets.experiments import get_experiment
 from resnets.experiments.base import recipe_dict
 from resnets.experiments.ensembles import Ensembles, smoothness
 from resnets.experiments.runner import make_context, plan, reproduce
 
-pytestmark = pytest.mark.usefixtures("one_thread", "registered")
-
-
-@pytest.fixture(scope="module")
-def registered():
-    """``ensembles`` in the registry (a no-op once the package registers it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        if "ensembles" not in EXPERIMENTS:
-            patch.setitem(EXPERIMENTS, "ensembles", Ensembles())
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(name: str, **kwargs) -> torch.nn.Module:
@@ -227,7 +218,7 @@ def test_reordering_curve_evaluates_each_order_once_with_its_kendall_tau():
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, registered):
+def smoke(tmp_path_factory):
     output = tmp_path_factory.mktemp("ensembles")
     messages: list[str] = []
     threads = torch.get_num_threads()

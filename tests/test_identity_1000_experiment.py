@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from resnets.cli import main
-from resnets.experiments import EXPERIMENTS, get_experiment
+from resnets.experiments import get_experiment
 from resnets.experiments.base import RunRecord
 from resnets.experiments.identity_1000 import (
     IDENTITY_1000_TABLE3,
@@ -32,20 +32,11 @@ from resnets.experiments.runner import make_context, reproduce
 from resnets.models import create_model
 from resnets.train.build import weighted_depth
 
-pytestmark = pytest.mark.usefixtures("one_thread", "registered")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def registered():
-    """``identity-1000`` in the registry (a no-op once the package registers it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        if "identity-1000" not in EXPERIMENTS:
-            patch.setitem(EXPERIMENTS, "identity-1000", Identity1000())
-        yield
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, registered):
+def smoke(tmp_path_factory):
     output = tmp_path_factory.mktemp("identity_1000")
     written = reproduce("identity-1000", budget="smoke", output=output, device="cpu", log=lambda _: None)
     return output, written

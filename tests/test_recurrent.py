@@ -35,14 +35,6 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    """The experiment under its name, whether or not the registry lists it yet."""
-    with pytest.MonkeyPatch.context() as patch:
-        if "recurrent" not in experiments.EXPERIMENTS:
-            patch.setitem(experiments.EXPERIMENTS, "recurrent", Recurrent())
-        yield
-
 
 # --- the model option ------------------------------------------------------------------------------
 

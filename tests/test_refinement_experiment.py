@@ -16,7 +16,7 @@ from resnets import create_model
 from resnets.analysis.refinement import StageRefinement, refinement
 from resnets.cli import main
 from resnets.errors import ConfigError
-from resnets.experiments import EXPERIMENTS, get_experiment
+from resnets.experiments import get_experiment
 from resnets.experiments.base import recipe_dict
 from resnets.experiments.refinement import (
     SMALL_RATIO,
@@ -29,14 +29,6 @@ from resnets.models.blocks import BlockConfig, ResidualBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    """The experiment, registered as the lead will register it (a no-op once it is)."""
-    with pytest.MonkeyPatch.context() as patch:
-        if "refinement" not in EXPERIMENTS:
-            patch.setitem(EXPERIMENTS, "refinement", IterativeRefinement())
-        yield
 
 
 # --- the measurement on nets whose branches are known ------------------------------------------
@@ -221,7 +213,7 @@ def test_paper_plan_is_cifar10_at_the_papers_schedule(capsys):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, registered):
+def smoke(tmp_path_factory):
     output = tmp_path_factory.mktemp("refinement")
     options = ReproduceOptions(budget="smoke", output=output, device="cpu")
     return output, options, reproduce("refinement", options, log=lambda _: None)

@@ -28,22 +28,11 @@ from resnets.experiments.width import (
     width_runs,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread", "registered")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def registered():
-    """The experiment in the registry (the lead registers it in resnets/experiments/__init__.py)."""
-    added = "width" not in EXPERIMENTS
-    if added:
-        EXPERIMENTS["width"] = Width()
-    yield
-    if added:
-        del EXPERIMENTS["width"]
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, registered):
+def smoke(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # module-scoped: the function-scoped one_thread fixture is not active yet
     try:
