@@ -31,7 +31,8 @@ from ..errors import DataError
 from .augment import Normalization, pca_lighting_shift
 from .device_decode import decode_batch, read_for_device, seeded
 from .images import IMAGE_EXTENSIONS, decode_image_file, is_image_file, resize_center_crop
-from .splits import seed_for, shard_indices, shard_size, stratified_split
+from .policies import ERASING_STREAM, per_sample
+from .splits import repeated_shard_indices, seed_for, shard_indices, shard_size, stratified_split
 
 Sample = tuple[str, int]
 MAX_SUBSTITUTES = 10  # unreadable training images in a row before giving up on a sample (timm: 20)
@@ -276,20 +277,24 @@ def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, see
     return FolderSplits(root, classes, train, val, test)
 
 
-def train_transform(kind: str, size: int, hflip: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Training geometry on uint8 tensors (colour lighting runs later, batched on the device).
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def train_transform(kind: str, size: int, hflip: bool, policy: Transform | None = None) -> Transform:
+    """Training geometry on uint8 tensors, then ``policy`` (RandAugment & co., per sample in the
+    workers); colour lighting and random erasing run later, on the device batch.
 
     ``paper`` (Sec. 3.4): shorter side resized to a random value in [256, 480], a random 224 crop,
     horizontal flip; sizes scale with ``size / 224``. ``rrc``: RandomResizedCrop (Inception-style,
     what timm and torchvision's recipes use) and flip.
     """
-    flip = [v2.RandomHorizontalFlip()] if hflip else []
+    after = ([v2.RandomHorizontalFlip()] if hflip else []) + ([policy] if policy is not None else [])
     if kind == "paper":
         low, high = round(256 * size / 224), round(480 * size / 224)
         return v2.Compose([v2.RandomShortestSize(list(range(low, high + 1)), antialias=True),
-                           v2.RandomCrop(size), *flip])
+                           v2.RandomCrop(size), *after])
     if kind == "rrc":
-        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), *flip])
+        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), *after])
     raise DataError(f"unknown train_transform {kind!r}; use 'paper' or 'rrc'")
 
 
@@ -298,8 +303,8 @@ def eval_resize(size: int) -> int:
     return round(size * 256 / 224)
 
 
-def eval_transform(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    return functools.partial(resize_center_crop, resize=eval_resize(size), crop=size)
+def eval_transform(size: int, resize: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    return functools.partial(resize_center_crop, resize=resize or eval_resize(size), crop=size)
 
 
 class FolderDataset(Dataset):
@@ -351,18 +356,26 @@ def collate_skipping(items):
 class ShardSampler(Sampler):
     """This rank's indices of the epoch (see ``shard_indices``), each with a per-sample seed."""
 
-    def __init__(self, n: int, *, shuffle: bool, drop_last: bool, seed: int, rank: int, world_size: int):
+    def __init__(self, n: int, *, shuffle: bool, drop_last: bool, seed: int, rank: int, world_size: int,
+                 repeats: int = 0):
         self.n, self.shuffle, self.drop_last, self.seed = n, shuffle, drop_last, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.epoch, self.repeats = rank, world_size, 0, repeats
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = shard_indices(self.n, shuffle=self.shuffle, drop_last=self.drop_last, seed=self.seed,
-                                epoch=self.epoch, rank=self.rank, world_size=self.world_size)
+        if self.repeats > 1:  # each copy of a sample gets its own seed, so its own augmentation
+            indices = repeated_shard_indices(self.n, repeats=self.repeats, seed=self.seed, epoch=self.epoch,
+                                             rank=self.rank, world_size=self.world_size)
+            positions = torch.arange(self.rank, self.n * self.repeats, self.world_size)[:len(indices)]
+        else:
+            indices = shard_indices(self.n, shuffle=self.shuffle, drop_last=self.drop_last, seed=self.seed,
+                                    epoch=self.epoch, rank=self.rank, world_size=self.world_size)
+            positions = indices
         generator = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, 1))
-        seeds = torch.randint(0, 2**62, (self.n,), generator=generator)[indices]  # keyed by sample
+        total = self.n * max(self.repeats, 1)
+        seeds = torch.randint(0, 2**62, (total,), generator=generator)[positions]  # keyed by sample
         return iter(zip(indices.tolist(), seeds.tolist(), strict=True))
 
     def __len__(self) -> int:
@@ -374,14 +387,15 @@ class FolderLoader:
 
     def __init__(self, dataset: FolderDataset, *, batch_size: int, train: bool, normalization: Normalization,
                  device: torch.device, workers: int, seed: int, rank: int = 0, world_size: int = 1,
-                 lighting: bool = False, strict: bool = False, channels_last: bool = False) -> None:
-        self.dataset, self.batch_size, self.train = dataset, batch_size, train
+                 lighting: bool = False, strict: bool = False, channels_last: bool = False,
+                 erasing: Callable | None = None, repeats: int = 0) -> None:
+        self.dataset, self.batch_size, self.train, self.erasing = dataset, batch_size, train, erasing
         self.normalization, self.device, self.seed, self.rank = normalization, device, seed, rank
         self.lighting, self.strict, self.channels_last = lighting, strict, channels_last
         self.epoch = 0
         self.skipped: dict[str, str] = {}  # unreadable files of the last full epoch -> reason
         self.sampler = ShardSampler(len(dataset), shuffle=train, drop_last=train, seed=seed, rank=rank,
-                                    world_size=world_size)
+                                    world_size=world_size, repeats=repeats if train else 0)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=train,
                                  num_workers=workers, collate_fn=collate_skipping,
                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -400,7 +414,7 @@ class FolderLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator(self.device).manual_seed(seed_for(self.seed, self.epoch, self.rank, 2))
         skipped: dict[str, str] = {}
-        for x, y, failures in self.loader:
+        for batch_index, (x, y, failures) in enumerate(self.loader):
             for path, reason in failures:
                 if self.strict:
                     raise DataError(f"{reason} (--strict-data stops at unreadable images; without it they "
@@ -419,6 +433,9 @@ class FolderLoader:
             x = x.to(self.device, non_blocking=True)
             shift = pca_lighting_shift(len(x), generator, self.device) if self.lighting else None
             x = self.normalization(x, shift)
+            if self.erasing is not None:
+                x = per_sample(self.erasing, x, seed_for(self.seed, self.epoch, self.rank, ERASING_STREAM,
+                                                                batch_index))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device, non_blocking=True)

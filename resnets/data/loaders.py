@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,7 +36,15 @@ from .images import (
     preprocess_image,  # noqa: F401  (part of this module's interface)
     set_max_image_pixels,
 )
-from .splits import seed_for, shard_indices, shard_size, stratified_split, stratified_subset
+from .policies import ERASE_MODES, ERASING_STREAM, POLICY_STREAM, auto_augment, per_sample, random_erasing
+from .splits import (
+    repeated_shard_indices,
+    seed_for,
+    shard_indices,
+    shard_size,
+    stratified_split,
+    stratified_subset,
+)
 
 TRAIN_TRANSFORMS = ("paper", "rrc")
 NO_HFLIP = ("mnist",)  # digits are not mirror-symmetric; clothes, objects and scenes are
@@ -60,6 +68,14 @@ class DataConfig:
     train_subset: int | None = None  # seeded stratified subsets, for quick runs and smoke tests
     test_subset: int | None = None
     image_size: int | None = None  # image folders: the crop side (224)
+    train_crop_size: int | None = None  # image folders: the training crop side (None: image_size)
+    eval_resize: int | None = None  # image folders: shorter side before the eval crop (None: 256/224 x)
+    # per-sample augmentation of training images (resnets.data.policies): timm's --aa, --reprob,
+    # --remode; repeated augmentation (--aug-repeats, 0 or 1: off)
+    auto_augment: str | None = None
+    reprob: float = 0.0
+    remode: str = "pixel"
+    aug_repeats: int = 0
     train_transform: str = "paper"  # image folders: "paper" (scale aug. + PCA lighting) or "rrc"
     workers: int | None = None  # image folders: DataLoader workers (None: up to 8, one per core)
     strict_data: bool = False  # unreadable images stop the run instead of being skipped
@@ -84,7 +100,21 @@ class DataConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.image_size is not None and isinstance(self.image_size, int) and self.image_size > MAX_SIDE:
             raise ConfigError(f"image_size must be at most {MAX_SIDE} pixels, got {self.image_size}")
-        for name in ("val_split", "crop_padding", "workers", "max_image_pixels"):
+        auto_augment(self.auto_augment)  # a bad spec is a ConfigError here, before any data loads
+        if self.remode not in ERASE_MODES:
+            raise unknown_name("remode", self.remode, ERASE_MODES)
+        if not 0 <= self.reprob <= 1:
+            raise ConfigError(f"reprob is a probability in [0, 1], got {self.reprob!r}")
+        for name in ("train_crop_size", "eval_resize"):
+            value = getattr(self, name)
+            if value is not None and self.dataset not in FOLDER_DATASETS:
+                raise ConfigError(f"{name} applies to image folders; {self.dataset} keeps its native size")
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.train_crop_size not in (None, self.image_size or 224) and self.normalization == "per_pixel":
+            raise ConfigError("train_crop_size differs from image_size, but per_pixel normalization "
+                              "subtracts an image_size mean image; use normalization='per_channel'")
+        for name in ("val_split", "crop_padding", "workers", "max_image_pixels", "aug_repeats"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
@@ -113,8 +143,11 @@ class TensorLoader:
 
     def __init__(self, data: ArrayDataset, *, batch_size: int, normalization: Normalization, train: bool,
                  padding: int = 0, hflip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, policy: Callable | None = None, erasing: Callable | None = None,
+                 repeats: int = 0) -> None:
         self.batch_size, self.normalization, self.train = batch_size, normalization, train
+        # per-sample policy on uint8 images before normalisation, erasing after it (as timm)
+        self.policy, self.erasing, self.repeats = policy, erasing, repeats
         self.seed, self.rank, self.world_size, self.channels_last = seed, rank, world_size, channels_last
         self.augment = train and (padding > 0 or hflip)
         self.padding, self.hflip = padding, hflip
@@ -131,11 +164,14 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _batch_seed(self, stream: int, start: int) -> int:
+        return seed_for(self.seed, self.epoch, self.rank, stream, start)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.labels.device
         if self.train:
-            indices = shard_indices(len(self.labels), shuffle=True, drop_last=True, seed=self.seed,
-                                    epoch=self.epoch, rank=self.rank, world_size=self.world_size).to(device)
+            indices = train_indices(len(self.labels), self.repeats, self.seed, self.epoch, self.rank,
+                                    self.world_size).to(device)
             generator = torch.Generator(device).manual_seed(seed_for(self.seed, self.epoch, self.rank, 2))
         else:  # a strided view: no copy before the float conversion
             images, labels = self.images[self.rank::self.world_size], self.labels[self.rank::self.world_size]
@@ -150,10 +186,22 @@ class TensorLoader:
                     x = random_crop_flip(self.images, batch, self.padding, self.hflip, generator)
                 else:
                     x = self.images[batch]
+                if self.policy is not None:
+                    x = per_sample(self.policy, x, self._batch_seed(POLICY_STREAM, start))
             x = self.normalization(x)
+            if self.train and self.erasing is not None:
+                x = per_sample(self.erasing, x, self._batch_seed(ERASING_STREAM, start))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
+
+
+def train_indices(n: int, repeats: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's training order of the epoch: shuffled shards, or repeated augmentation's."""
+    where = dict(seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    if repeats > 1:
+        return repeated_shard_indices(n, repeats=repeats, **where)
+    return shard_indices(n, shuffle=True, drop_last=True, **where)
 
 
 @dataclass
@@ -241,7 +289,8 @@ def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: 
     common = dict(normalization=normalization, seed=cfg.seed, rank=rank, world_size=world_size,
                   channels_last=cfg.channels_last)
     train_loader = TensorLoader(train, batch_size=cfg.batch_size, train=True, padding=padding, hflip=hflip,
-                                **common)
+                                policy=auto_augment(cfg.auto_augment), repeats=cfg.aug_repeats,
+                                erasing=random_erasing(cfg.reprob, cfg.remode), **common)
     _check_batches(train_loader, "training", cfg.batch_size)
     val_loader = None
     if val is not None:
@@ -297,23 +346,26 @@ def _build_folders(cfg: DataConfig, device: torch.device, rank: int, world_size:
     hflip = True if cfg.hflip is None else cfg.hflip
     common = dict(normalization=normalization, device=device, workers=workers, seed=cfg.seed, rank=rank,
                   world_size=world_size, strict=cfg.strict_data, channels_last=cfg.channels_last)
-    evaluation = folders.eval_transform(size)
+    resize = cfg.eval_resize or folders.eval_resize(size)
+    evaluation = folders.eval_transform(size, resize)
     encoded = decodes_on_device(cfg.device_decode, device)
 
     def eval_loader(samples):
         dataset = folders.FolderDataset(samples, evaluation, substitute=False, encoded=encoded)
         return folders.FolderLoader(dataset, batch_size=cfg.eval_batch_size, train=False, **common)
 
-    train_set = folders.FolderDataset(train, folders.train_transform(cfg.train_transform, size, hflip),
-                                      substitute=not cfg.strict_data, encoded=encoded)
+    geometry = folders.train_transform(cfg.train_transform, cfg.train_crop_size or size, hflip,
+                                       auto_augment(cfg.auto_augment))
+    train_set = folders.FolderDataset(train, geometry, substitute=not cfg.strict_data, encoded=encoded)
     train_loader = folders.FolderLoader(train_set, batch_size=cfg.batch_size, train=True,
-                                        lighting=cfg.train_transform == "paper", **common)
+                                        lighting=cfg.train_transform == "paper", repeats=cfg.aug_repeats,
+                                        erasing=random_erasing(cfg.reprob, cfg.remode), **common)
     _check_batches(train_loader, "training", cfg.batch_size)
     return DataBundle(
         dataset=cfg.dataset, train=train_loader, val=eval_loader(val) if val else None,
         test=eval_loader(test),
         classes=list(splits.classes), in_chans=3, image_size=size, normalization=normalization,
-        eval_preprocess=_eval_preprocess(folders.eval_resize(size), size, normalization.mode))
+        eval_preprocess=_eval_preprocess(resize, size, normalization.mode))
 
 
 def build_data(cfg: DataConfig, device: torch.device | str, rank: int = 0, world_size: int = 1) -> DataBundle:

@@ -83,6 +83,19 @@ def shard_indices(n: int, *, shuffle: bool, drop_last: bool, seed: int, epoch: i
     return order[rank:stop:world_size]
 
 
+def repeated_shard_indices(n: int, *, repeats: int, seed: int, epoch: int, rank: int = 0,
+                           world_size: int = 1) -> torch.Tensor:
+    """Repeated augmentation (Hoffer et al. 2020; timm's ``--aug-repeats``, torchvision's RASampler):
+    the epoch's shuffled order with each sample ``repeats`` times in a row, dealt round-robin to
+    the ranks, so that the copies of a sample go to different processes (to the same one only when
+    ``world_size < repeats``) and each gets its own augmentation. Every rank keeps ``n //
+    world_size`` indices: an epoch has as many steps as without repeats and visits about
+    ``n / repeats`` distinct samples."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed_for(seed, epoch)))
+    repeated = order.repeat_interleave(repeats)
+    return repeated[rank::world_size][:n // world_size]
+
+
 def shard_size(n: int, *, drop_last: bool, rank: int = 0, world_size: int = 1) -> int:
     """``len(shard_indices(...))`` without building it."""
     if drop_last:
