@@ -394,7 +394,8 @@ def evaluation_data(ckpt: dict[str, Any], source: str | os.PathLike, device: tor
     norm_record = meta["normalization"]
     accepted = {key: run_options[key] for key in INPUT_OPTIONS if run_options.get(key) is not None}
     accepted |= {key: value for key, value in (inputs or {}).items() if value is not None}
-    cfg = DataConfig(**accepted,
+    resize = (meta.get("eval_preprocess") or {}).get("resize") if folder else None  # the run's own
+    cfg = DataConfig(**accepted, eval_resize=int(resize) if resize else None,
         dataset=dataset, data_dir=data_dir, val_split=val_split, seed=int(recipe.get("seed", 0) or 0),
         batch_size=1, eval_batch_size=batch_size, test_subset=subset,
         normalization=norm_record.get("mode", "per_channel"),

@@ -22,13 +22,16 @@ ARGS = ["train", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}'
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("accumulate", [[], ["--grad-accum-steps", "2"]], ids=["plain", "accumulated"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, accumulate):
+    """With accumulation each process runs 2 micro-batches of 16 per update (no_sync on the first):
+    still the 64 images of the single process's step."""
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*ARGS, "--output", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "resnets", *ARGS, "--output", str(two)],
+         "-m", "resnets", *ARGS, *accumulate, "--output", str(two)],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -72,8 +72,12 @@ def test_resume_with_another_model_fails_before_any_work(runs, capsys):
 
 
 def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    """With every seeded per-sample and per-batch augmentation on, so that the resumed epoch must
+    replay RandAugment, random erasing, repeated augmentation, mixup and CutMix as they were."""
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-    common = [*TINY, "--deterministic", "--schedule", "constant", "--lr", "0.05", "--log-every", "1"]
+    common = [*TINY, "--deterministic", "--schedule", "constant", "--lr", "0.05", "--log-every", "1",
+              "--aa", "rand-m9-mstd0.5", "--reprob", "0.5", "--aug-repeats", "2", "--mixup", "0.2",
+              "--cutmix", "1.0", "--crop-padding", "2"]
     # All three trainings run as subprocesses with one pinned thread count: bf16 sums depend on how
     # many threads split them, and an in-process run would inherit whatever the suite left set.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

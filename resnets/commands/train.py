@@ -15,7 +15,15 @@ from pathlib import Path
 from ..errors import CheckpointError, ConfigError, unknown_name
 from ..runs import load_for_resume
 from ..train.engine import train
-from ..train.recipes import DEFAULT_RECIPE, RunOptions, TrainConfig, apply_overrides, convert, get_recipe
+from ..train.recipes import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    RunOptions,
+    TrainConfig,
+    apply_overrides,
+    convert,
+    get_recipe,
+)
 from ..train.state import check_resume_entries
 from ._common import add_input_flags, input_options, parse_set_args
 
@@ -29,7 +37,13 @@ RECIPE_FLAGS = {
     "val_split": "val_split", "ema": "ema", "ema_decay": "ema_decay", "train_subset": "train_subset",
     "test_subset": "test_subset", "tta": "tta", "schedule": "schedule", "crop_padding": "crop_padding",
     "hflip": "hflip", "normalization": "normalization", "image_size": "image_size",
-    "sync_bn": "sync_bn",
+    "sync_bn": "sync_bn", "optimizer": "optimizer",
+    # timm's augmentation and regularisation flags
+    "auto_augment": "auto_augment", "reprob": "reprob", "remode": "remode", "mixup": "mixup",
+    "cutmix": "cutmix",
+    "mixup_prob": "mixup_prob", "mixup_switch_prob": "mixup_switch_prob", "aug_repeats": "aug_repeats",
+    "drop_path": "drop_path", "bce_loss": "bce_loss", "bce_target_thresh": "bce_target_thresh",
+    "clip_grad": "clip_grad", "clip_mode": "clip_mode", "grad_accum_steps": "grad_accum_steps",
 }
 # flag dest -> RunOptions field
 RUN_FLAGS = {
@@ -38,7 +52,7 @@ RUN_FLAGS = {
     "device_decode": "device_decode", "init_weights": "init_weights", "freeze_bn": "freeze_bn",
     "keep_last": "keep_last", "log_every": "log_every", "progress": "progress",
     "strict_data": "strict_data", "verify_checksums": "verify_checksums", "follow_links": "follow_links",
-    "max_image_pixels": "max_image_pixels",
+    "max_image_pixels": "max_image_pixels", "tensorboard": "tensorboard",
 }
 
 
@@ -49,8 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     bool_flag = argparse.BooleanOptionalAction
     g = parser.add_argument_group("recipe")
     g.add_argument("--recipe", default=None, metavar="NAME",
-                   help="paper-cifar, paper-imagenet, paper-imagenet-step, preact-cifar, wrn, fast-cpu "
-                        "(default: fast-cpu, or the resumed run's recipe)")
+                   help=f"{', '.join(RECIPES)} (default: {DEFAULT_RECIPE}, or the resumed run's recipe)")
     g.add_argument("--set", dest="set_items", action="append", metavar="KEY=VALUE", default=[],
                    help="override any recipe field, e.g. --set milestones=30,60 (repeatable)")
     g.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -76,6 +89,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="start from these weights (torchvision, timm, resnets)")
     g.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep BatchNorm statistics frozen (BN layers in eval mode): common for fine-tuning")
+    g = parser.add_argument_group("augmentation (timm's flags)")
+    g.add_argument("--aa", dest="auto_augment", metavar="POLICY",
+                   help="rand-m9-mstd0.5 (RandAugment), trivialaugment, v0 / original (AutoAugment), "
+                        "cifar10, svhn")
+    g.add_argument("--reprob", type=float, metavar="P", help="random erasing probability")
+    g.add_argument("--remode", choices=["pixel", "const"], help="random erasing fill: per-pixel noise or 0")
+    g.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup alpha (0: off)")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix alpha (0: off)")
+    g.add_argument("--mixup-prob", type=float, metavar="P", help="share of batches mixed (default 1)")
+    g.add_argument("--mixup-switch-prob", type=float, metavar="P",
+                   help="with mixup and CutMix: share of mixed batches that use CutMix (default 0.5)")
+    g.add_argument("--aug-repeats", type=int, metavar="K", help="repeated augmentation: K copies per sample")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--iterations", type=int, help="stop after this many iterations (wins over --epochs)")
@@ -89,6 +114,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ema", action=bool_flag, default=None,
                    help="keep an exponential moving average of the weights")
     g.add_argument("--ema-decay", type=float)
+    g.add_argument("--opt", dest="optimizer", choices=["sgd", "adamw", "lamb"], help="optimiser")
+    g.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to NORM")
+    g.add_argument("--clip-mode", choices=["norm", "value"], help="what --clip-grad bounds (default: norm)")
+    g.add_argument("--grad-accum-steps", type=int, metavar="K",
+                   help="accumulate K micro-batches of batch-size/K images per update")
+    g.add_argument("--bce-loss", action=bool_flag, default=None,
+                   help="binary cross-entropy per class instead of softmax cross-entropy (RSB)")
+    g.add_argument("--bce-target-thresh", type=float, metavar="T", help="BCE targets above T count as 1")
+    g.add_argument("--drop-path", type=float, metavar="RATE", help="stochastic depth rate")
     g.add_argument("--tta", choices=["none", "flip"], help="test-time augmentation of per-epoch evaluation")
     g.add_argument("--seed", type=int)
     g.add_argument("--deterministic", action=bool_flag, default=None,
@@ -109,6 +143,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-last", type=int, help="checkpoints kept: last.pt and K-1 older (default 2)")
     g.add_argument("--log-every", type=int, help="steps between steps.jsonl records (default 50)")
     g.add_argument("--progress", choices=["auto", "bar", "line", "none"])
+    g.add_argument("--tensorboard", action="store_true", default=None,
+                   help="TensorBoard scalars in RUN/tensorboard (pip install 'resnets[tensorboard]')")
 
 
 def build_config(args: argparse.Namespace):

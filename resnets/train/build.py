@@ -20,6 +20,7 @@ from ..errors import ConfigError, unknown_name
 from ..models.registry import create_model
 from ..weights import load_weights_into
 from .distributed import DistInfo
+from .lamb import Lamb
 from .recipes import Recipe, RunOptions
 
 
@@ -28,7 +29,7 @@ def check_names(recipe: Recipe) -> None:
     if recipe.dataset not in DATASET_NAMES:
         raise unknown_name("dataset", recipe.dataset, DATASET_NAMES)
     with torch.device("meta"):  # checks the name and every option without allocating weights
-        create_model(recipe.model, **recipe.model_kwargs)
+        create_model(recipe.model, **recipe.model_options)
 
 
 def seed_everything(seed: int) -> None:
@@ -49,12 +50,17 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
 
 
 def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
-    """The data pipeline's DataConfig for this recipe (batch sizes are global; build_data shards)."""
-    if recipe.batch_size % info.world_size:
-        raise ConfigError(f"batch size {recipe.batch_size} does not divide among {info.world_size} processes")
+    """The data pipeline's DataConfig for this recipe (batch sizes are global; build_data shards). The
+    training loader yields micro-batches: batch_size / (processes x grad_accum_steps) images."""
+    if recipe.micro_batch_size % info.world_size:
+        raise ConfigError(f"batch size {recipe.batch_size} in {recipe.grad_accum_steps} micro-batches does "
+                          f"not divide among {info.world_size} processes")
     return DataConfig(
         dataset=recipe.dataset, data_dir=run.data_dir, download=run.download, val_split=recipe.val_split,
-        batch_size=recipe.batch_size // info.world_size, eval_batch_size=recipe.eval_batch_size,
+        batch_size=recipe.micro_batch_size // info.world_size, eval_batch_size=recipe.eval_batch_size,
+        train_crop_size=recipe.train_crop_size, eval_resize=recipe.eval_resize,
+        auto_augment=recipe.auto_augment, reprob=recipe.reprob, remode=recipe.remode,
+        aug_repeats=recipe.aug_repeats,
         crop_padding=recipe.crop_padding, hflip=recipe.hflip, normalization=recipe.normalization,
         train_subset=recipe.train_subset, test_subset=recipe.test_subset, image_size=recipe.image_size,
         train_transform=recipe.train_transform, workers=run.workers, channels_last=recipe.channels_last,
@@ -72,7 +78,7 @@ def build_model(recipe: Recipe, run: RunOptions, data: DataBundle, device: torch
                 log: Callable[[str], None]) -> nn.Module:
     """The recipe's model for the data's classes and channels, optionally from pretrained weights."""
     model = create_model(recipe.model, num_classes=len(data.classes), in_chans=data.in_chans,
-                         **recipe.model_kwargs)
+                         **recipe.model_options)
     if run.init_weights:
         report = load_weights_into(model, run.init_weights, replace_head=True)
         for line in report.lines():
@@ -90,7 +96,7 @@ def fused_optimizer(device: torch.device) -> bool:
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (or AdamW) with weight decay; BN weights and biases get ``norm_weight_decay`` when set."""
+    """SGD, AdamW or LAMB with weight decay; BN weights and biases get ``norm_weight_decay`` when set."""
     decay, no_decay = [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
@@ -101,6 +107,8 @@ def build_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> t
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": recipe.norm_weight_decay})
+    if recipe.optimizer == "lamb":
+        return Lamb(groups, lr=recipe.lr)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr, fused=fused_optimizer(device) or None)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,

@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import runs
 from ..data import DataBundle
+from ..data.mixing import MIXING_STREAM, MixupCutmix
+from ..data.splits import seed_for
 from ..errors import ConfigError, ResnetsError, os_error
 from ..evaluate import evaluate
 from ..io import link_atomic, write_json, write_text
@@ -45,6 +46,7 @@ from .build import (
     weighted_depth,
 )
 from .logging import MetricsLog, Progress, summary_lines
+from .losses import error_count, make_criterion
 from .recipes import TrainConfig
 from .schedule import LRSchedule
 from .state import (
@@ -61,6 +63,7 @@ from .state import (
     set_rng_state,
     weights_digest,
 )
+from .tensorboard import EPOCH_TAGS, STEP_TAGS, TensorBoardLog, check_available
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -69,6 +72,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     The process that writes (rank 0) holds the run folder's lock from before any data is read until
     the run ends, so that a second writer, or an output that cannot be written, fails at once."""
     check_names(config.recipe)  # unknown model/dataset: an error before any work starts
+    if config.run.tensorboard:
+        check_available()
     if not config.run.output:  # one folder name, chosen once
         config = dataclasses.replace(config, run=dataclasses.replace(config.run,
                                                                      output=default_output(config.recipe)))
@@ -93,7 +98,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         damaged: list = []
         resume_path, resume = runs.load_for_resume(run.resume, log=progress.message, skipped=damaged)
         check_resume_entries(resume, resume_path)
-        check_same_model(resume, resume_path, recipe.model, recipe.model_kwargs)
+        check_same_model(resume, resume_path, recipe.model, recipe.model_options)
         if info.is_main:  # out of the rotation, so that no damaged file ever moves over a good one
             for moved in folder.set_aside(damaged):
                 progress.message(f"set the damaged checkpoint aside as {moved}")
@@ -107,7 +112,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     seed_everything(recipe.seed + info.rank)  # different augmentation per process, same init weights
 
-    steps_per_epoch = len(data.train)
+    accum = recipe.grad_accum_steps  # micro-batches per update; the loader yields micro-batches
+    steps_per_epoch = len(data.train) // accum
     if steps_per_epoch == 0:
         raise ConfigError(f"batch size {recipe.batch_size} is larger than the training set; "
                           "lower --batch-size")
@@ -119,6 +125,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
     # GradScaler only for float16 on CUDA: bfloat16 has float32's range and needs no loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16 and device.type == "cuda")
     training = Training(model, optimizer, schedule, scaler, build_ema(model, recipe))
+    criterion = make_criterion(recipe.bce_loss, recipe.label_smoothing, recipe.bce_target_thresh)
+    mixing = MixupCutmix(data.num_classes, recipe.mixup, recipe.cutmix, recipe.mixup_prob,
+                         recipe.mixup_switch_prob)
     state = TrainState()
     if resume is not None:
         state = restore(resume, resume_path, training)
@@ -132,12 +141,14 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         forward = torch.compile(forward, mode=recipe.compile_mode)
 
     precision = precision_name(amp_dtype)
-    log = None
+    log = board = None
     if info.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         write_text(folder.config_path, config.to_json() + "\n")
         log = MetricsLog(folder, resume_epoch=state.epoch if resume else None,
                          resume_iteration=state.iteration if resume else None)
+        if run.tensorboard:
+            board = TensorBoardLog(folder.path, purge_step=state.iteration + 1 if resume else None)
         progress.message(f"training {recipe.model} on {recipe.dataset} with recipe {recipe.name}: "
                          f"{epochs} epochs of {steps_per_epoch} iterations, {device} ({precision}), "
                          f"world size {info.world_size} -> {folder.path}")
@@ -176,40 +187,49 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                             device=device)
         window = torch.zeros(4, dtype=torch.float64, device=device)
         epoch_start = window_start = time.perf_counter()
-        batches = progress.epoch(data.train, state.epoch + 1, epochs, total=steps_per_epoch)
+        batches = progress.epoch(data.train, state.epoch + 1, epochs, total=accum * steps_per_epoch)
         for index, (x, y) in enumerate(batches):
             if index < state.batch_in_epoch:  # replayed: same augmentation RNG draws, no step
                 if index == state.batch_in_epoch - 1 and resume_rng is not None:
                     set_rng_state(resume_rng)
                 continue
-            if state.iteration >= total_steps:
-                break
-            if stopping or (not info.enabled and stop.signum is not None):
-                state.stop_signal = stop.signum or signal.SIGTERM  # another process was signalled
-                state.batch_in_epoch = index
-                break
+            micro = index % accum  # an update every accum micro-batches; stops fall between updates
+            if micro == 0:
+                if state.iteration >= total_steps or index + accum > accum * steps_per_epoch:
+                    break
+                if stopping or (not info.enabled and stop.signum is not None):
+                    state.stop_signal = stop.signum or signal.SIGTERM  # another process was signalled
+                    state.batch_in_epoch = index
+                    break
 
-            # the step: forward, loss, backward, update
+            # the step: forward, loss, backward (each micro-batch), then the update
+            if mixing.enabled:  # seeded by (seed, epoch, rank, batch): a resumed epoch mixes alike
+                x, y = mixing(x, y, seed_for(recipe.seed, state.epoch, info.rank, MIXING_STREAM, index))
             if recipe.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with explained_failures(device, x.shape[0]):
+            last_micro = micro == accum - 1
+            with explained_failures(device, x.shape[0]), no_sync(forward, info.enabled and not last_micro):
                 with autocast(device, amp_dtype):
                     logits = forward(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            if training.ema is not None:
-                training.ema.update_parameters(model)
-            state.iteration += 1
+                    loss = criterion(logits, y)
+                scaler.scale(loss / accum if accum > 1 else loss).backward()
+                if last_micro:
+                    clip_gradients(model, optimizer, scaler, recipe.clip_grad, recipe.clip_mode)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
 
-            errors, n = (logits.argmax(1) != y).sum(), y.shape[0]
+            errors, n = error_count(logits, y), y.shape[0]
             loss_value = loss.detach().double()
             step = torch.stack((loss_value * n, errors.double(), torch.full_like(loss_value, n),
                                 (~torch.isfinite(loss_value)).double()))
             sums += step
             window += step
+            if not last_micro:
+                continue
+            if training.ema is not None and (state.iteration + 1) % recipe.ema_every == 0:
+                training.ema.update_parameters(model)
+            state.iteration += 1
             # the paper's error-based warm-up (Sec. 4.2) needs each step's errors: a host read per
             # step while it lasts (about 400 iterations of the 110+-layer nets), none otherwise
             message = schedule.step_iteration(int(errors) if schedule.needs_errors else 0, n)
@@ -219,11 +239,14 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
                 loss_sum, err, count, nonfinite, stop_flags = read_counts(window, stop, device)
                 check_finite_loss(nonfinite, state.iteration, run.log_every, schedule.lr)
                 stopping = stop_flags > 0
-                record = {"iteration": state.iteration, "epoch": state.epoch + (index + 1) / steps_per_epoch,
+                record = {"iteration": state.iteration,
+                          "epoch": state.epoch + (index + 1) / (accum * steps_per_epoch),
                           "loss": loss_sum / count, "error": 100 * err / count, "lr": schedule.lr,
                           "images_per_s": count / (time.perf_counter() - window_start)}
                 if log is not None:
                     log.log_step(record)
+                if board is not None:
+                    board.log(STEP_TAGS, record, state.iteration)
                 progress.update(loss=record["loss"], err=record["error"], lr=record["lr"])
                 window.zero_()
                 window_start = time.perf_counter()
@@ -258,6 +281,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         state.elapsed_s = row["elapsed_s"] = time.perf_counter() - start
         if log is not None:
             log.log_epoch(row)
+        if board is not None:
+            board.log(EPOCH_TAGS, row, state.iteration)
         progress.epoch_line(row)
         save(None, row)
 
@@ -270,6 +295,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         result["ranks_in_sync"] = len(set(digests)) == 1
         if not result["ranks_in_sync"]:
             progress.message(f"warning: the {info.world_size} processes ended with different weights")
+    if board is not None:
+        board.close()
     if info.is_main:
         finish_run(folder, training, config, data, result)
         for line in summary_lines(result):
@@ -371,6 +398,26 @@ def final_result(state: TrainState, rows: list[dict[str, Any]], folder: runs.Run
             result[f"best_{split}_error"] = best[f"{split}_error"]
             result[f"best_{split}_epoch"] = best["epoch"]
     return result
+
+
+def no_sync(forward: nn.Module, skip: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` on micro-batches before the last of an update: their gradients add up
+    locally and are all-reduced once, with the last one's backward."""
+    module = getattr(forward, "_orig_mod", forward)  # a compiled DDP module
+    return module.no_sync() if skip and hasattr(module, "no_sync") else contextlib.nullcontext()
+
+
+def clip_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   limit: float | None, mode: str) -> None:
+    """Clip the gradients (their global 2-norm, or each value) to ``limit`` before the update; with
+    float16 loss scaling they are unscaled first, so the limit is in the gradients' own units."""
+    if limit is None:
+        return
+    scaler.unscale_(optimizer)
+    if mode == "value":
+        nn.utils.clip_grad_value_(model.parameters(), limit)
+    else:
+        nn.utils.clip_grad_norm_(model.parameters(), limit)
 
 
 # --- when something goes wrong --------------------------------------------------------------------

@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..data.policies import auto_augment
 from ..errors import ConfigError, unknown_name
 
 # --- type checking -------------------------------------------------------------------------------
@@ -154,9 +155,27 @@ class Recipe:
     train_transform: Literal["paper", "rrc"] = "paper"  # image folders: Sec. 3.4 scale aug., or timm's RRC
     train_subset: int | None = None  # a stratified subset of N training images (quick runs and tests)
     test_subset: int | None = None
+    train_crop_size: int | None = None  # image folders: training crop side (None: image_size; FixRes)
+    eval_resize: int | None = None  # image folders: shorter side before the eval crop (None: 256/224 x)
+
+    # modern augmentation and regularisation, named as timm's flags (docs/training.md, "Modern training")
+    auto_augment: str | None = None  # --aa: rand-m9-mstd0.5, trivialaugment, v0 ... (resnets.data.policies)
+    reprob: float = 0.0  # random erasing probability (Zhong et al. 2017)
+    remode: Literal["pixel", "const"] = "pixel"  # erase with N(0, 1) per pixel (timm) or 0 (torchvision)
+    mixup: float = 0.0  # mixup's Beta alpha (0: off)
+    cutmix: float = 0.0  # CutMix's Beta alpha (0: off)
+    mixup_prob: float = 1.0  # share of batches mixed
+    mixup_switch_prob: float = 0.5  # with both alphas: share of mixed batches that use CutMix
+    aug_repeats: int = 0  # repeated augmentation: each sample k times per epoch (0 or 1: off)
+    drop_path: float | None = None  # stochastic depth rate (the model's drop_path_rate; None: leave it)
+    bce_loss: bool = False  # binary cross-entropy (RSB) instead of softmax cross-entropy
+    bce_target_thresh: float | None = None  # BCE targets above this become 1, the others 0
+    clip_grad: float | None = None  # clip the gradient's global norm (or each value) to this
+    clip_mode: Literal["norm", "value"] = "norm"
+    grad_accum_steps: int = 1  # micro-batches per update: batch_size / this images per forward
 
     # optimiser
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adamw", "lamb"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9  # SGD only
     nesterov: bool = False
@@ -187,6 +206,7 @@ class Recipe:
     # weight averaging
     ema: bool = False
     ema_decay: float = 0.999
+    ema_every: int = 1  # update the average every k steps (torchvision's --model-ema-steps)
 
     # precision and speed
     # True: autocast to amp_dtype; "auto": only where the device computes amp_dtype natively
@@ -213,7 +233,7 @@ class Recipe:
         if self.iterations is not None and self.iterations < 1:
             problems.append("iterations must be >= 1")
         for name in ("batch_size", "eval_batch_size", "eval_every", "warmup_until_error_min_depth",
-                     "image_size"):
+                     "image_size", "train_crop_size", "eval_resize", "grad_accum_steps", "ema_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1")
@@ -225,6 +245,30 @@ class Recipe:
                 problems.append(f"{name} must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             problems.append("label_smoothing must be in [0, 1)")
+        for name in ("reprob", "mixup_prob", "mixup_switch_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} is a probability in [0, 1]")
+        for name in ("mixup", "cutmix", "aug_repeats"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (0: off)")
+        if self.drop_path is not None and not 0 <= self.drop_path < 1:
+            problems.append("drop_path must be in [0, 1)")
+        if self.drop_path is not None and self.model_kwargs.get("drop_path_rate",
+                                                                self.drop_path) != self.drop_path:
+            problems.append("drop_path and model_kwargs' drop_path_rate disagree; set one of them")
+        if self.bce_target_thresh is not None and not 0 <= self.bce_target_thresh < 1:
+            problems.append("bce_target_thresh must be in [0, 1)")
+        if self.bce_target_thresh is not None and not self.bce_loss:
+            problems.append("bce_target_thresh needs bce_loss=True (--bce-loss)")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            problems.append("clip_grad must be > 0 (or None: no clipping)")
+        if self.batch_size % self.grad_accum_steps:
+            problems.append(f"batch_size {self.batch_size} does not divide into grad_accum_steps "
+                            f"{self.grad_accum_steps} micro-batches")
+        try:
+            auto_augment(self.auto_augment)
+        except ConfigError as exc:
+            problems.append(str(exc))
         if not 0 < self.ema_decay < 1:
             problems.append("ema_decay must be in (0, 1)")
         if self.compile_mode != "default" and not self.compile:
@@ -239,6 +283,18 @@ class Recipe:
                 problems.append(f"{name} must be >= 1 (or None for the whole set)")
         if problems:
             raise ConfigError(f"recipe {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """The model's keyword options: ``model_kwargs`` with ``drop_path`` as ``drop_path_rate``."""
+        if self.drop_path is None:
+            return dict(self.model_kwargs)
+        return {**self.model_kwargs, "drop_path_rate": self.drop_path}
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Images per forward pass (all processes together)."""
+        return self.batch_size // self.grad_accum_steps
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -324,8 +380,92 @@ FAST_CPU = Recipe(
     channels_last=True, amp="auto",
 )
 
+# --- modern recipes (docs/training.md, "Modern training") ----------------------------------------
+
+TORCHVISION_V2 = Recipe(
+    # The reference recipe of torchvision's ResNet50_Weights.IMAGENET1K_V2 (80.858% top-1; Vryniotis,
+    # "How to train state-of-the-art models using TorchVision's latest primitives", 2021, and
+    # references/classification/README.md): 8 GPUs x batch 128, SGD momentum 0.9, lr 0.5, weight decay
+    # 2e-5 (0 on norm layers), cosine after a 5-epoch linear warm-up from 0.01 x lr (torchvision steps
+    # both per epoch, we per iteration), 600 epochs, label smoothing 0.1, mixup 0.2 / CutMix 1.0 (one
+    # of the two per batch: RandomChoice), TrivialAugmentWide, random erasing 0.1 (torchvision's
+    # RandomErasing fills with 0 after normalisation), repeated augmentation x4 (--ra-reps 4),
+    # train crop 176 / eval resize 232 and crop 224 (FixRes), EMA.
+    name="torchvision-v2", model="resnet50", dataset="imagenet", epochs=600, batch_size=1024,
+    train_transform="rrc", image_size=224, train_crop_size=176, eval_resize=232,
+    optimizer="sgd", lr=0.5, momentum=0.9, weight_decay=2e-5, norm_weight_decay=0.0, label_smoothing=0.1,
+    schedule="cosine", schedule_unit="epoch", warmup=5, warmup_start_factor=0.01, final_lr_factor=0.0,
+    mixup=0.2, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, auto_augment="ta_wide", reprob=0.1,
+    remode="const", aug_repeats=4,
+    # --model-ema-steps 32 --model-ema-decay 0.99998, which torchvision rescales by world size x batch x
+    # steps / epochs = 8 x 128 x 32 / 600: 1 - 2e-5 x 54.6 = 0.998908 every 32 steps. (torchvision also
+    # restarts the average after the warm-up; we do not.)
+    ema=True, ema_every=32, ema_decay=0.998908,
+)
+
+
+def _rsb(name: str, **values: Any) -> Recipe:
+    # Wightman, Touvron and Jegou 2021, "ResNet strikes back", Table 1 and timm's released hparams:
+    # LAMB, batch 2048, cosine after a 5-epoch warm-up (from 1e-4/lr, timm's warmup_lr) down to 1e-6,
+    # no decay on norm layers and biases (timm's optimizer factory), BCE with targets thresholded at
+    # 0.2, RandAugment with magnitude noise 0.5, mixup (alpha in Table 1) and CutMix 1.0 switching
+    # half and half, RandomResizedCrop and flip, test crop ratio 0.95 (resize 235 for a 224 crop),
+    # mixed precision, no EMA, no random erasing.
+    base = Recipe(
+        name=name, model="resnet50", dataset="imagenet", batch_size=2048, optimizer="lamb",
+        norm_weight_decay=0.0, schedule="cosine", schedule_unit="epoch", warmup=5,
+        warmup_start_factor=0.02, final_lr_factor=2e-4, bce_loss=True, bce_target_thresh=0.2,
+        cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, train_transform="rrc", image_size=224,
+        eval_resize=235, amp=True, label_smoothing=0.0,
+    )
+    return dataclasses.replace(base, **values)
+
+
+# A1: 600 epochs, lr 5e-3 (warm-up from 1e-4: factor 0.02, cosine to 1e-6), weight decay 0.01, label
+# smoothing 0.1, stochastic depth 0.05, repeated augmentation x3, rand-m7-mstd0.5-inc1, mixup 0.2: 80.4%
+RSB_A1 = _rsb("rsb-a1", epochs=600, lr=5e-3, weight_decay=0.01, label_smoothing=0.1, drop_path=0.05,
+              aug_repeats=3, auto_augment="rand-m7-mstd0.5-inc1", mixup=0.2)
+# A2: 300 epochs, weight decay 0.02, no label smoothing, otherwise A1's with mixup 0.1: 79.8%
+RSB_A2 = _rsb("rsb-a2", epochs=300, lr=5e-3, weight_decay=0.02, drop_path=0.05, aug_repeats=3,
+              auto_augment="rand-m7-mstd0.5-inc1", mixup=0.1)
+# A3: 100 epochs at 160 px (tested at 224), lr 8e-3 (warm-up from 1e-4: 0.0125), no stochastic depth, no
+# repeated augmentation, rand-m6-mstd0.5-inc1, mixup 0.1: 78.1%
+RSB_A3 = _rsb("rsb-a3", epochs=100, lr=8e-3, warmup_start_factor=0.0125, final_lr_factor=1.25e-4,
+              weight_decay=0.02, train_crop_size=160, auto_augment="rand-m6-mstd0.5-inc1", mixup=0.1)
+
+BAG_OF_TRICKS = Recipe(
+    # He et al. 2019, "Bag of tricks for image classification with convolutional neural networks":
+    # ResNet-50-D (Sec. 4), batch 1024 with lr 0.1 x 1024/256 = 0.4 (Sec. 3.1), a 5-epoch linear
+    # warm-up from 0, zero gamma in each block's last BN, no bias (or BN) decay, cosine decay (Sec. 5.1),
+    # label smoothing 0.1 (Sec. 5.2), mixup alpha 0.2 with 200 instead of 120 epochs (Sec. 5.4), SGD
+    # momentum 0.9, weight decay 1e-4, Inception-style crops and flip (Sec. 2.1; the paper adds colour
+    # jitter and PCA noise, which this recipe does not). The paper trained in FP16 on V100s; "auto"
+    # takes bfloat16 where the device has it (no loss scaling needed). Top-1 79.29% (Table 6, no
+    # distillation 79.15% at 120 epochs without mixup).
+    name="bag-of-tricks", model="resnet50d", model_kwargs={"zero_init_last": True}, dataset="imagenet",
+    epochs=200, batch_size=1024, lr=0.4, momentum=0.9, weight_decay=1e-4, norm_weight_decay=0.0,
+    schedule="cosine", schedule_unit="epoch", warmup=5, warmup_start_factor=0.0, final_lr_factor=0.0,
+    label_smoothing=0.1, mixup=0.2, train_transform="rrc", amp="auto",
+)
+
+FASHION_LONG = dataclasses.replace(
+    # fast-cpu on a 16-epoch one-cycle, with the 2-pixel translation it then has room for: 94.29% in
+    # 10m39s on 2026-12-01 (docs/training.md), formerly `--set epochs=16 --set crop_padding=2`.
+    FAST_CPU, name="fashion-long", epochs=16, crop_padding=2,
+)
+
+FASHION_BEST = dataclasses.replace(
+    # The most accurate Fashion-MNIST ResNet found for 30 minutes of this 2-core CPU (docs/training.md,
+    # "The best Fashion-MNIST recipes", with the measurements): fashion-long's one-cycle on 38 epochs
+    # (~26 minutes at ~1,500 images/s), with random erasing (Zhong et al. 2017 measured its gain on
+    # Fashion-MNIST), evaluated every 4 epochs and at the end to leave the time to training; the last
+    # epoch's weights are the result.
+    FASHION_LONG, name="fashion-best", epochs=38, reprob=0.25, eval_every=4,
+)
+
 RECIPES: dict[str, Recipe] = {
-    r.name: r for r in (PAPER_CIFAR, PAPER_IMAGENET, PAPER_IMAGENET_STEP, PREACT_CIFAR, WRN, FAST_CPU)
+    r.name: r for r in (PAPER_CIFAR, PAPER_IMAGENET, PAPER_IMAGENET_STEP, PREACT_CIFAR, WRN, FAST_CPU,
+                        TORCHVISION_V2, RSB_A1, RSB_A2, RSB_A3, BAG_OF_TRICKS, FASHION_LONG, FASHION_BEST)
 }
 DEFAULT_RECIPE = "fast-cpu"
 
@@ -366,6 +506,7 @@ class RunOptions:
     log_every: int = 50  # steps between steps.jsonl records
     progress: Literal["auto", "bar", "line", "none"] = "auto"
     plot: bool = True  # curves.png
+    tensorboard: bool = False  # TensorBoard scalars in RUN/tensorboard (the optional tensorboard extra)
     # how inputs are accepted (docs/reliability.md); with clean data they do not change the result
     strict_data: bool = False  # an unreadable image or an empty class folder stops the run (else: warned)
     verify_checksums: bool = True  # MD5 of the official mnist / fashion-mnist / cifar files
