@@ -10,6 +10,7 @@ from __future__ import annotations
 BENCHMARKS = {
     "step_options": "benchmarks.step_options",
     "train_throughput": "benchmarks.train_throughput",
+    "augment_throughput": "benchmarks.augment_throughput",
     "inference": "benchmarks.inference_speed",
     "int8": "benchmarks.int8_accuracy",
     "utilisation": "benchmarks.utilisation",

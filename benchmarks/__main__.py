@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="time_to_accuracy: a shorter cap for the peer (default: --time-cap); enough "
                         "to bound the ratio when the peer is far behind, and saves the benchmark's time")
     parser.add_argument("--long-epochs", type=int, default=16,
-                        help="time_to_accuracy: epochs of ours' longer fast-cpu run, for 94%% (0 skips it)")
+                        help="time_to_accuracy: epochs of ours' fashion-long run, for 94%% (0 skips it)")
+    parser.add_argument("--recipes", nargs="+", default=[], metavar="NAME",
+                        help="time_to_accuracy: time only these recipes (e.g. fashion-best), no peer")
     parser.add_argument("--configs", nargs="+",
                         help="step_options only (after the names): settings such as bs=128,cl=1,amp=bf16")
     parser.add_argument("--set", dest="recipe_set", action="append", default=[], metavar="KEY=VALUE",
@@ -53,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{cap.replace('_', '-')} must be > 0 seconds")
     if args.long_epochs < 0:
         parser.error("--long-epochs must be >= 0")
+    from resnets.train.recipes import RECIPES
+
+    unknown_recipes = [r for r in args.recipes if r not in RECIPES]
+    if unknown_recipes:
+        parser.error(f"unknown recipe(s) {', '.join(unknown_recipes)}; choose from {', '.join(RECIPES)}")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
     if args.recipe_set:  # a bad key or value: say so now, not after an hour of benchmarks
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = BenchOptions(quick=args.quick, rounds=args.rounds, data_dir=args.data_dir,
                         checkpoint=args.checkpoint, time_cap=args.time_cap, peer_time_cap=args.peer_time_cap,
                         recipe_set=tuple(args.recipe_set), long_epochs=args.long_epochs, results_dir=output,
+                        recipes=tuple(args.recipes),
                         device=args.device)
     name = names[0]
     module = importlib.import_module(BENCHMARKS[name])

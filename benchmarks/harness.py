@@ -76,7 +76,8 @@ class BenchOptions:
     time_cap: float = 1800.0  # seconds each contender of the time-to-accuracy benchmark may train
     peer_time_cap: float | None = None  # the peer's cap in time_to_accuracy (None: time_cap)
     recipe_set: tuple[str, ...] = ()  # KEY=VALUE changes to ours' fast-cpu recipe (to try a setting)
-    long_epochs: int = 16  # time_to_accuracy: epochs of ours' longer fast-cpu run for 94% (0: skip it)
+    long_epochs: int = 16  # time_to_accuracy: epochs of ours' fashion-long run for 94% (0: skip it)
+    recipes: tuple[str, ...] = ()  # time_to_accuracy: only these recipes (the most accurate ones)
     results_dir: Path = RESULTS_DIR
     device: str | None = None  # None: CUDA when present, else CPU (resnets.runtime.select_device)
 

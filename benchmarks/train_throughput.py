@@ -39,13 +39,15 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
                                train_subset=2048 if opts.quick else None, **extra)
 
 
-def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions) -> float:
-    """One short ``engine.train`` run; images/s over the logged windows after ``warmup`` steps."""
+def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions,
+                      **extra) -> float:
+    """One short ``engine.train`` run (``extra``: recipe fields); images/s over the logged windows
+    after ``warmup`` steps."""
     from resnets.runs import read_steps
     from resnets.train.engine import train
     from resnets.train.recipes import RunOptions, TrainConfig
 
-    recipe = fast_recipe(model, warmup + steps, opts)
+    recipe = fast_recipe(model, warmup + steps, opts, **extra)
     with tempfile.TemporaryDirectory(prefix="resnets-bench-") as tmp:
         run = RunOptions(output=tmp, data_dir=opts.data_dir, progress="none", log_every=log_every, plot=False,
                          keep_last=1, device=str(opts.torch_device))
