@@ -34,9 +34,9 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
 
     recipe = apply_overrides(get_recipe("fast-cpu"), parse_set_args(opts.recipe_set))
     # a small test subset and no TTA: the run's final evaluation is not what is measured
-    return dataclasses.replace(recipe, model=model, batch_size=128, iterations=iterations,
-                               crop_padding=2, hflip=True, test_subset=512, tta="none",
-                               train_subset=2048 if opts.quick else None, **extra)
+    settings = dict(model=model, batch_size=128, iterations=iterations, crop_padding=2, hflip=True,
+                    test_subset=512, tta="none", train_subset=2048 if opts.quick else None)
+    return dataclasses.replace(recipe, **{**settings, **extra})
 
 
 def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions,
