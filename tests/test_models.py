@@ -212,9 +212,9 @@ def test_units_and_their_shortcuts(name, kwargs, n_units, norms_per_unit):
             y, s = unit(x), unit.forward_shortcut(x)
             assert s.shape == y.shape, qual_name
             if residual:
-                expected = s if isinstance(unit, PreActBlock) else unit.act(s)
+                expected = s if isinstance(unit, PreActBlock) else unit.relu(s)
                 if kwargs.get("unit") == "bn_after_add":
-                    expected = unit.act(unit.bn2(s))
+                    expected = unit.relu(unit.bn2(s))
                 torch.testing.assert_close(y, expected, msg=qual_name)
             x = y
 

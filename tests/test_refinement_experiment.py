@@ -116,7 +116,7 @@ def test_zoo_nets_measure_the_branch_before_the_addition():
     with torch.no_grad():  # unit layer1.1 by hand: F = bn2(conv2(relu(bn1(conv1(x))))), h = x
         h = model.layer1[0](model.forward_stem(x))
         unit = model.layer1[1]
-        f = unit.bn2(unit.conv2(unit.act(unit.bn1(unit.conv1(h)))))
+        f = unit.bn2(unit.conv2(unit.relu(unit.bn1(unit.conv1(h)))))
         expected = (f.flatten(1).norm(dim=1) / h.flatten(1).norm(dim=1)).mean()
     assert found.ratio[1] == pytest.approx(float(expected), rel=1e-5)
     assert all(-1 <= c <= 1 for c in found.cosine)

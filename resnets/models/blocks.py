@@ -3,7 +3,8 @@
 The papers call a block a "residual unit"; torchvision's word is "block", and so is ours. Every block has
 ``residual`` (False in plain nets), ``forward_shortcut(x)`` (what the block computes with its branch
 deleted), ``response_norms()`` (the BNs right after each 3x3 conv of the branch, whose outputs
-"Deep Residual Learning" Fig. 7 measures), ``merge``, ``downsample``, ``act`` and ``zero_init_last()``.
+"Deep Residual Learning" Fig. 7 measures), ``merge``, ``downsample``, ``relu`` (torchvision's name) and
+``zero_init_last()``.
 Layer names are torchvision's (conv1/bn1/.../downsample), so are ``planes`` (a block's base width) and
 ``expansion`` (it outputs ``planes * expansion`` channels).
 
@@ -67,7 +68,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, cfg: BlockConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         self.residual = cfg.residual
-        self.act = nn.ReLU()
+        self.relu = nn.ReLU()
         self.se: nn.Module | None = None  # squeeze-and-excitation (SE-ResNets), set by blocks that have one
         # Stochastic depth (Huang et al. 2016): the branch is dropped per sample in training, kept in eval;
         # ``make_stage`` gives each block its drop probability.
@@ -142,13 +143,13 @@ class BasicBlock(ResidualBlock):
     def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
         if self.se is not None:
             out = self.se(out)
         out = self.join(x, out, outer=outer)
-        return self.act(out)
+        return self.relu(out)
 
     def response_norms(self) -> list[nn.Module]:
         return [self.bn1, self.bn2]
@@ -187,16 +188,16 @@ class Bottleneck(ResidualBlock):
     def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv3(out)
         out = self.bn3(out)
         if self.se is not None:
             out = self.se(out)
         out = self.join(x, out, outer=outer)
-        return self.act(out)
+        return self.relu(out)
 
     def response_norms(self) -> list[nn.Module]:
         return [self.bn2]
@@ -221,7 +222,7 @@ class PreActBlock(ResidualBlock):
         self.bn1 = None if first else cfg.norm(in_chans)
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.bn1 is None else self.act(self.bn1(x))
+        return x if self.bn1 is None else self.relu(self.bn1(x))
 
 
 class PreActBasicBlock(PreActBlock):
@@ -243,7 +244,7 @@ class PreActBasicBlock(PreActBlock):
         pre = self.preact(x)
         out = self.conv1(pre)
         out = self.bn2(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.drop(out)
         out = self.conv2(out)
         return self.join(x, out, pre, outer=outer)
@@ -276,10 +277,10 @@ class PreActBottleneck(PreActBlock):
         pre = self.preact(x)
         out = self.conv1(pre)
         out = self.bn2(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv2(out)
         out = self.bn3(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv3(out)
         return self.join(x, out, pre, outer=outer)
 
@@ -298,11 +299,11 @@ class BNAfterAddBlock(BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv2(out)
         out = self.join(x, out)
         out = self.bn2(out)
-        return self.act(out)
+        return self.relu(out)
 
     def response_norms(self) -> list[nn.Module]:
         return [self.bn1]
@@ -317,10 +318,10 @@ class ReLUBeforeAddBlock(BasicBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = self.act(out)
+        out = self.relu(out)
         return self.join(x, out)
 
 
@@ -338,13 +339,13 @@ class ReLUOnlyPreActBlock(BasicBlock):
         self.first = first  # the first block's input is already ReLU'd by the stem
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.first else self.act(x)
+        return x if self.first else self.relu(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.preact(x)
         out = self.conv1(pre)
         out = self.bn1(out)
-        out = self.act(out)
+        out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
         return self.join(x, out, pre)
