@@ -64,6 +64,7 @@ _OS_HINTS = {
     errno.EISDIR: "it is a folder: give a file name",
     errno.ENOENT: "check the path",
     errno.ENAMETOOLONG: "use a shorter path",
+    errno.EBUSY: "wait for that process to finish, or write somewhere else",
 }
 
 

@@ -32,11 +32,64 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
+
 import torch
 from safetensors.torch import save as safetensors_bytes
 
 FAULT_ENV = "RESNETS_FAULT"
+LOCK_NAME = ".lock"  # a run folder's lock file (``runs.RunFolder.lock``): flock held by its one writer
+_held: set[str] = set()  # the folders this process holds the lock of (it may write there)
 _CHUNK = 1 << 20  # bytes per write() of an in-memory file
+
+
+def hold_folder(folder: str | os.PathLike, held: bool = True) -> None:
+    """Record that this process holds (or, ``held=False``, no longer holds) ``folder``'s lock."""
+    key = os.path.realpath(folder)
+    if held:
+        _held.add(key)
+    else:
+        _held.discard(key)
+
+
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds ``folder``'s run lock when it is another process ("process PID on HOST ..."), else None.
+
+    Every writer here asks before it writes (``check_target``), so no file lands in a run folder that
+    another process is writing, whatever command writes it."""
+    path = os.path.join(folder, LOCK_NAME)
+    if fcntl is None or os.path.realpath(folder) in _held:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nobody writes there
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").split(" ", 3)
+            if len(holder) >= 3 and holder[0].isdigit():
+                return f"process {holder[0]} on {holder[1]} (since {holder[2]})"
+            return "another process"
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def check_target(path: str | os.PathLike) -> None:
+    """What every writer checks before it writes ``path``: its folder is not a run folder that another
+    process holds (an ``OSError`` EBUSY naming the holder)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    holder = lock_holder(folder)
+    if holder is not None:
+        raise OSError(errno.EBUSY, f"its folder is a run being written by {holder}", str(path))
 
 
 def file_mode() -> int:
@@ -101,6 +154,7 @@ def staged(path: str | os.PathLike, write: Callable[[Path], Any]) -> Iterator[Pa
     """``write(tmp)`` a temporary file beside ``path``, give it the umask's mode and fsync it; yields
     its path (``commit`` moves it into place) and removes it if it is still there afterwards."""
     path = Path(path)
+    check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -177,6 +231,7 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
 def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Make ``dst`` the same file as ``src`` (a hard link, or a copy where links fail), atomically."""
     src, dst = Path(src), Path(dst)
+    check_target(dst)
     fault_point("link", dst)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
     tmp.unlink(missing_ok=True)

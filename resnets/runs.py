@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,7 @@ from .data.folders import FolderDataset, FolderLoader
 from .data.images import resize_center_crop
 from .data.loaders import TensorLoader
 from .errors import CheckpointError, ConfigError, DataError, os_error
-from .io import commit, fault_point, staged, torch_writer
+from .io import LOCK_NAME, commit, fault_point, hold_folder, lock_holder, staged, torch_writer
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -56,9 +56,10 @@ BEST = "best.pt"
 WEIGHTS = "model.safetensors"
 CURVES = "curves.png"
 SUMMARY = "summary.json"
-LOCK = ".lock"  # held (flock) by the one process writing the run; names it: "PID HOST TIME COMMAND"
+LOCK = LOCK_NAME  # held (flock) by the one process writing the run; names it: "PID HOST TIME COMMAND"
 DAMAGED = ".damaged"  # suffix of a checkpoint resume could not read, set aside out of the rotation
 RUN_FILES = (CONFIG, METRICS, STEPS, LAST, BEST, WEIGHTS, SUMMARY)
+RESULTS = (BEST, WEIGHTS, SUMMARY)  # with the checkpoints: what a run produced, never written over
 INPUT_OPTIONS = ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")  # RunOptions
 
 
@@ -137,6 +138,16 @@ class RunFolder:
         """Whether the folder holds any file of a run (a checkpoint, its config, logs or summary)."""
         return any((self.path / name).exists() for name in RUN_FILES) or bool(self.checkpoints())
 
+    def holds_results(self) -> bool:
+        """Whether the folder holds anything a run produced (a checkpoint, ``best.pt``, the weights, the
+        summary). Logs alone (config, metrics, steps) are those of a run that never saved a checkpoint:
+        it can only start again, and starting it again loses nothing."""
+        return any((self.path / name).exists() for name in RESULTS) or bool(self.checkpoints())
+
+    def is_run_file(self, name: str) -> bool:
+        """Whether ``name`` is one of the files a run writes in its folder."""
+        return name in (*RUN_FILES, CURVES, LOCK) or (name.startswith("last-") and name.endswith(".pt"))
+
     def save_checkpoint(self, ckpt: dict[str, Any], keep: int) -> Path:
         """Write ``last.pt``, keeping the previous ``keep - 1`` as ``last-1.pt``, ``last-2.pt``...
 
@@ -181,11 +192,13 @@ class RunFolder:
             fd = _acquire(self.path / LOCK)
         except OSError as exc:
             raise _folder_error(exc, self.path) from None
+        hold_folder(self.path)  # this process's own writers may write here; every other one is refused
         try:
             for leftover in [*self.path.glob(".*.tmp"), *self.path.glob(".*.link")]:
                 leftover.unlink(missing_ok=True)
             yield
         finally:
+            hold_folder(self.path, held=False)
             (self.path / LOCK).unlink(missing_ok=True)
             os.close(fd)
             if created:
@@ -269,6 +282,75 @@ def _folder_error(exc: OSError, folder: Path) -> Exception:
         return ConfigError(f"cannot use {str(folder)!r} as a run folder: it, or a folder above it, is a "
                            f"file; choose another --output")
     return os_error(exc, "write the run folder", "choose a writable --output")
+
+
+def check_output(path: str | os.PathLike, flag: str, *, reads: Iterable[Any] = (), folder: bool = False,
+                 own_run: str | os.PathLike | None = None) -> Path:
+    """The one check of every output path (docs/architecture.md, "Outputs"), made before any work.
+
+    ``path`` (a file; ``folder=True``: a folder to write files into) is refused with a ``ConfigError``
+    when it is one of the files the command ``reads``, or lies inside a folder it reads (a dataset);
+    when it is a file of a run folder (``last.pt``, ``config.json`` ...) other than ``own_run``, the run
+    being written or resumed; when its folder is a run that another process is writing (its lock); and
+    when it, or its folder, cannot be written. ``io``'s writers check the lock again as they write."""
+    out = Path(path)
+    for source in reads:
+        if source is None or source == "":
+            continue
+        if same_file(out, source):
+            raise ConfigError(f"{flag} {path} is {source}, which this command reads: writing it would "
+                              f"destroy it; choose another {flag}")
+        if Path(source).is_dir() and _inside(out, source):
+            raise ConfigError(f"{flag} {path} lies inside {source}, which this command reads: writing there "
+                              f"would change its input; choose another {flag}")
+    target_folder = out if folder else out.parent
+    holder = lock_holder(target_folder) if target_folder.is_dir() else None
+    if holder is not None:
+        raise ConfigError(f"{flag} {path}: {target_folder} is a run being written by {holder}; wait for it "
+                          f"to finish, or choose another {flag}")
+    run = RunFolder(out.parent)
+    if (not folder and run.is_run_file(out.name) and run.holds_run()
+            and (own_run is None or not same_file(run.path, own_run))):
+        raise ConfigError(f"{flag} {path} is a file of the run in {run.path}: writing it would destroy that "
+                          f"run's {out.name}; choose another {flag}")
+    if folder:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+        check_writable_folder(out, flag)
+    else:
+        if out.is_dir():
+            raise ConfigError(f"{flag} {path} is a folder; give a file name")
+        if out.exists() and not out.is_file():
+            raise ConfigError(f"{flag} {path} is not a regular file (a pipe or a device); give a file name")
+        check_writable_folder(out.parent, flag, path)
+    return out
+
+
+def check_writable_folder(folder: str | os.PathLike, flag: str, given: object = None) -> None:
+    """The folder exists and is writable, or can be made (its nearest existing parent is a writable
+    folder); else a ``ConfigError`` saying which part is wrong."""
+    given = folder if given is None else given
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {given}: {existing} is a file, not a folder; choose another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {given}: the folder {existing} is not writable by this user; choose "
+                          f"another {flag}")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """The same file (hard links included), or the same real path where either does not exist."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def run_folder_of(resume: str | os.PathLike) -> Path:

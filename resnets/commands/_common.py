@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import ConfigError
+from ..runs import check_output, check_writable_folder, same_file  # noqa: F401 (re-exported)
 
 
 def parse_set_args(items: Sequence[str] | None) -> dict[str, str]:
@@ -57,35 +58,5 @@ def input_options(args: argparse.Namespace) -> dict[str, object]:
 
 def check_output_file(path: str | os.PathLike, flag: str,
                       reads: Sequence[str | os.PathLike | None] = ()) -> Path:
-    """Before any work: ``path`` is none of the files the command reads (compared as real files,
-    so a hard link such as ``best.pt`` counts) and its folder can be written."""
-    out = Path(path)
-    for source in reads:
-        if source is not None and same_file(out, source):
-            raise ConfigError(f"{flag} {path} is {source}, which this command reads: writing it would "
-                              f"destroy it; choose another {flag}")
-    if out.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give a file name")
-    check_writable_folder(out.parent, flag, path)
-    return out
-
-
-def check_writable_folder(folder: str | os.PathLike, flag: str, given: object = None) -> None:
-    """The folder exists and is writable, or can be made (its nearest existing parent is a writable
-    folder); else a ``ConfigError`` saying which part is wrong."""
-    given = folder if given is None else given
-    existing = Path(os.path.abspath(folder))
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{flag} {given}: {existing} is a file, not a folder; choose another {flag}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {given}: the folder {existing} is not writable by this user; choose "
-                          f"another {flag}")
-
-
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
+    """Before any work: ``runs.check_output``, the one check of every output path."""
+    return check_output(path, flag, reads=reads)

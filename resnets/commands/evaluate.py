@@ -65,10 +65,14 @@ def run(args: argparse.Namespace) -> int:
     inputs = input_options(args)
     _check_args(args)
     if args.confusion_matrix is not None:  # before any work, and never over the checkpoint it reads
-        check_output_file(args.confusion_matrix, "--confusion-matrix", reads=[args.checkpoint])
+        check_output_file(args.confusion_matrix, "--confusion-matrix", reads=[args.checkpoint, args.data_dir])
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     recipe = (ckpt.get("config") or {}).get("recipe") or {}
+    if args.confusion_matrix is not None and args.data_dir is None:  # nor into the run's data folder
+        run_data = ((ckpt.get("config") or {}).get("run") or {}).get("data_dir")
+        check_output_file(args.confusion_matrix, "--confusion-matrix",
+                          reads=[run_data if isinstance(run_data, str) else None])
     if args.tta == "run":  # what the run evaluated with, so that the numbers match its metrics.csv
         args.tta = recipe.get("tta") if recipe.get("tta") in TTA_NAMES else "none"
     data = evaluation_data(ckpt, args.checkpoint, device, split=args.split, dataset=args.dataset,

@@ -31,8 +31,10 @@ from ..data import load_arrays
 from ..data.datasets import FASHION_MNIST_CLASSES
 from ..errors import ConfigError, DataError
 from ..io import write_bytes, write_json
+from ..runs import check_output
 
 GENERATION = "generation.json"
+PENDING = ".generation.pending"
 SPLITS = ("train", "val")
 VISIBLE = 24  # pixel value (of 255) above which a pixel of an item counts as visible for its box
 PLACEMENT_TRIES = 50
@@ -96,20 +98,25 @@ def make_fashion_detection(
                 f"choose another folder, or delete {root} to generate it again"
             )
         return root
-    if root.exists() and any(root.iterdir()):
-        leftovers = [p.name for p in root.iterdir() if p.name not in (*SPLITS, "annotations")]
-        if leftovers:
-            raise ConfigError(
-                f"{root} is not empty and holds no generated detection set "
-                f"({', '.join(sorted(leftovers)[:5])}); choose an empty or new folder"
-            )
+    check_output(root, "make-data FOLDER", folder=True)
+    pending = root / PENDING  # written first: a folder holding it is an interrupted generation of ours
+    if root.exists() and any(root.iterdir()) and not pending.is_file():
+        found = sorted(p.name for p in root.iterdir())
+        raise ConfigError(
+            f"{root} is not empty and holds no generated detection set ({', '.join(found[:5])}); "
+            "nothing was written: choose an empty or new folder"
+        )
+    sources = {  # every input read before anything is written
+        split: load_arrays("fashion-mnist", "train" if split == "train" else "test", data_dir=data_dir,
+                           verify=verify)
+        for split in SPLITS
+    }
+    write_json(pending, dataclasses.asdict(spec))
     rng = np.random.default_rng(spec.seed)
     for split in SPLITS:
-        source = load_arrays(
-            "fashion-mnist", "train" if split == "train" else "test", data_dir=data_dir, verify=verify
-        )
-        _write_split(root, split, source.images, source.labels, spec, rng)
+        _write_split(root, split, sources[split].images, sources[split].labels, spec, rng)
     write_json(root / GENERATION, dataclasses.asdict(spec))  # last: marks the set complete
+    pending.unlink(missing_ok=True)
     return root
 
 

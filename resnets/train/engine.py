@@ -317,10 +317,15 @@ def check_output(config: TrainConfig) -> None:
         raise ConfigError(f"--init-weights {run.init_weights} is a file this run would write over in "
                           f"{run.output}; copy it elsewhere or choose another --output")
     if not run.resume:
-        if folder.last.exists():
-            raise ConfigError(f"{run.output} already holds a run ({runs.LAST}); continue it with "
-                              f"--resume {run.output} or choose another --output")
+        if folder.holds_results():  # a checkpoint, best.pt, the weights or the summary: another run's
+            found = [p.name for p in folder.checkpoints()]
+            found += [name for name in runs.RESULTS if (folder.path / name).exists()]
+            resume = (f"continue it with --resume {run.output}, " if folder.checkpoints() else "")
+            raise ConfigError(f"{run.output} already holds a run ({', '.join(sorted(set(found)))}); "
+                              f"{resume}choose another --output, or move those files away")
+        runs.check_output(folder.path, "--output", folder=True, own_run=folder.path)
         return
+    runs.check_output(folder.path, "--output", folder=True, own_run=folder.path)
     source = runs.run_folder_of(run.resume)
     if not _same_folder(source, folder.path) and folder.holds_run():
         raise ConfigError(f"--resume {run.resume} continues the run in {source}, but --output "
