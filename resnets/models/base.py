@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from .blocks import BlockConfig, ResidualBlock, make_stage
@@ -65,13 +66,55 @@ def check_input_channels(x: torch.Tensor, in_chans: int, model_name: str) -> tor
     return x
 
 
+def check_conv_input(conv: nn.Conv2d, args: tuple[torch.Tensor]) -> None:
+    """Forward pre-hook of a net's first conv: the input must be (batch, conv.in_channels, h, w).
+
+    A hook, not a call in ``forward``, so that traced graphs have torchvision's nodes; the traced module
+    keeps it (it is the same conv), and so does a scripted one. A conv that replaces the first one (the
+    usual torchvision surgery for grey images) brings its own channel count and no hook.
+    """
+    x = args[0]
+    if x.dim() != 4 or x.shape[1] != conv.in_channels:
+        got = str(x.shape[1]) if x.dim() == 4 else "?"
+        raise ConfigError(
+            f"the model expects input of shape (batch, {conv.in_channels}, height, width), got "
+            f"{list(x.shape)}; create the model with in_chans={got} or convert the images"
+        )
+
+
+def take_indices(num_maps: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices``: None takes every map, an int the last n, a sequence those indices
+    (negative ones count from the end); also the largest index taken."""
+    if indices is None:
+        indices = num_maps
+    if isinstance(indices, int):
+        if not 0 < indices <= num_maps:
+            raise ConfigError(f"last-n ({indices}) is out of range (1 to {num_maps})")
+        taken = list(range(num_maps - indices, num_maps))
+    else:
+        taken = [i + num_maps if i < 0 else i for i in indices]
+        if any(not 0 <= i < num_maps for i in taken):
+            raise ConfigError(f"feature indices {list(indices)} out of range (0 to {num_maps - 1})")
+    return taken, max(taken)
+
+
 class ResNetBase(nn.Module):
     """Stem, stages, pooling and classifier; see the module docstring.
 
     ``dilate[i]`` replaces the stride of stage i + 2 by a dilation (torchvision's
     replace_stride_with_dilation). ``features_only`` (timm): no head, ``forward`` returns the feature maps
     ``out_indices`` selects (0: stem, k: stage k) and the stages after the last one are not built.
+
+    Module names are torchvision's (``conv1 bn1 relu maxpool layer1..N avgpool fc``, and ``inplanes``), so
+    FX node names and code that edits the tree (``model.avgpool = nn.AdaptiveMaxPool2d(1)``) work as
+    there; ``TimmResNet`` (imagenet.py) names the stem's activation and the pool as timm does (``act1``,
+    ``global_pool``). Assigning the other library's name raises instead of adding a module that forward
+    would never call.
     """
+
+    stem_act_name, pool_name = "relu", "avgpool"
+    foreign_names = {"act1": "relu", "global_pool": "avgpool"}  # the other library's name -> ours
+    __jit_unused_properties__ = ["default_cfg"]
 
     def __init__(
         self, block: type[ResidualBlock], layers: Sequence[int], widths: Sequence[int], cfg: BlockConfig, *,
@@ -95,13 +138,15 @@ class ResNetBase(nn.Module):
         self.features_only = features_only
         num_stages = max(self.out_indices) if features_only else len(layers)  # features_only: cut after it
 
-        self.conv1 = make_stem_conv(stem, in_chans, cfg.norm)
+        self.conv1 = make_stem_conv(stem, in_chans, cfg.norm, cfg.act)
+        first_conv = self.conv1 if isinstance(self.conv1, nn.Conv2d) else self.conv1[0]
+        first_conv.register_forward_pre_hook(check_conv_input)
         self.bn1 = cfg.norm(stem.out_chans) if stem.norm_act else None
-        self.relu = nn.ReLU()
+        setattr(self, self.stem_act_name, cfg.act())
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem.imagenet else nn.Identity()
         chans = stem.out_chans  # entering the next stage
         # Feature map 0 is the stem's output before its max pool (stride 2), as in timm.
-        info = [{"module": "relu" if stem.norm_act else "conv1", "num_chs": chans,
+        info = [{"module": self.stem_act_name if stem.norm_act else "conv1", "num_chs": chans,
                  "reduction": 2 if stem.imagenet else 1}]
         reduction = 4 if stem.imagenet else 1  # after the max pool
         self.stage_names: list[str] = []
@@ -124,12 +169,16 @@ class ResNetBase(nn.Module):
             self.stage_names.append(name)
             info.append({"module": name, "num_chs": chans, "reduction": reduction})
         self.feature_info = FeatureInfo(info, self.out_indices)
-        self.num_features = chans
+        self.num_features = self.head_hidden_size = chans
+        # torchvision's ResNet attributes (its _resnet_fpn_extractor reads inplanes: the last stage's width)
+        self.inplanes, self.dilation = chans, dilation
+        self.groups, self.base_width = cfg.groups, cfg.base_width
+        self.grad_checkpointing = False  # timm's set_grad_checkpointing
         # Pre-activation nets end with BN-ReLU: "for the last Residual Unit ... we adopt an extra
         # activation right after its element-wise addition" (Identity Mappings Sec. 4.1).
         complete = num_stages == len(layers)
         self.final_bn = cfg.norm(chans) if block.pre_activation and complete else None
-        self.global_pool: nn.Module | None = None
+        setattr(self, self.pool_name, None)
         self.fc: nn.Module | None = None
         if features_only:
             self.num_classes = 0
@@ -149,7 +198,7 @@ class ResNetBase(nn.Module):
                               "cannot take: use it with num_classes=0")
         ref = next(iter(self.parameters()), None)
         factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
-        self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool else None
+        setattr(self, self.pool_name, nn.AdaptiveAvgPool2d(1) if global_pool else None)
         # timm's convention: num_classes=0 removes the classifier; the model then returns pooled features.
         self.fc = nn.Linear(self.num_features, num_classes, **factory) if num_classes else nn.Identity()
 
@@ -176,28 +225,75 @@ class ResNetBase(nn.Module):
     def _model_name(self) -> str:
         return self.resnets_spec["name"] if self.resnets_spec else type(self).__name__
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in self.foreign_names:
+            raise AttributeError(f"{type(self).__name__} calls this module {self.foreign_names[name]!r} (as "
+                                 f"{'torchvision' if self.pool_name == 'avgpool' else 'timm'} does): "
+                                 f"assign model.{self.foreign_names[name]} instead of model.{name}")
+        super().__setattr__(name, value)
+
+    def stem_act(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's activation (also the final one of pre-activation nets): ``relu``, timm's ``act1``."""
+        return self.relu(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Global pooling, flattened: ``avgpool`` (timm's ``global_pool``); None keeps the map."""
+        return x if self.avgpool is None else self.avgpool(x).flatten(1)
+
     def _stem_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature map 0: the stem before its max pool (conv1-bn1-relu; conv1 alone in ResNet v2 nets)."""
-        x = check_input_channels(x, self.in_chans, self._model_name())
+        """Feature map 0: the stem before its max pool (conv1-bn1-relu; conv1 alone in ResNet v2 nets).
+        conv1's pre-hook checks the input (``check_conv_input``)."""
         x = self.conv1(x)
-        return x if self.bn1 is None else self.relu(self.bn1(x))
+        return x if self.bn1 is None else self.stem_act(self.bn1(x))
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self._stem_features(x))
 
     def final_act(self, x: torch.Tensor) -> torch.Tensor:
         """The final BN-ReLU of pre-activation nets (identity for the others)."""
-        return x if self.final_bn is None else self.relu(self.final_bn(x))
+        return x if self.final_bn is None else self.stem_act(self.final_bn(x))
+
+    def run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One stage; with ``set_grad_checkpointing()`` each block is recomputed in the backward pass."""
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return stage(x)
+
+    def _stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's output, from the stem's max-pooled map."""
+        if torch.jit.is_scripting():
+            return self._scripted_stage_outputs(x)
+        outputs = []
+        for name in self.stage_names:
+            x = self.run_stage(getattr(self, name), x)
+            outputs.append(x)
+        return outputs
+
+    def _scripted_stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # TorchScript has no getattr by a variable name; hasattr is resolved when the model is scripted.
+        outputs: list[torch.Tensor] = []
+        if hasattr(self, "layer1"):
+            x = self.layer1(x)
+            outputs.append(x)
+        if hasattr(self, "layer2"):
+            x = self.layer2(x)
+            outputs.append(x)
+        if hasattr(self, "layer3"):
+            x = self.layer3(x)
+            outputs.append(x)
+        if hasattr(self, "layer4"):
+            x = self.layer4(x)
+            outputs.append(x)
+        return outputs
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every feature map: the stem's (index 0), then each stage's output, the last including the final
         BN-ReLU of pre-activation nets. Reductions and widths are in ``feature_info``."""
         x = self._stem_features(x)
         maps = [x]
-        x = self.maxpool(x)
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
-            maps.append(x)
+        maps.extend(self._stage_outputs(self.maxpool(x)))
         maps[-1] = self.final_act(maps[-1])
         return maps
 
@@ -209,15 +305,17 @@ class ResNetBase(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, batch x num_features x h x w."""
         x = self.forward_stem(x)
+        if torch.jit.is_scripting():
+            return self.final_act(self._scripted_stage_outputs(x)[-1])
         for name in self.stage_names:
-            x = getattr(self, name)(x)
+            x = self.run_stage(getattr(self, name), x)
         return self.final_act(x)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool, then ``fc``; ``pre_logits=True`` stops before ``fc`` (timm)."""
         if self.fc is None:
-            raise ConfigError(f"{self._model_name()} was built with features_only=True: it has no head")
-        x = features if self.global_pool is None else self.global_pool(features).flatten(1)
+            raise ConfigError("this model was built with features_only=True: it has no head")
+        x = self.pool(features)
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -225,6 +323,29 @@ class ResNetBase(nn.Module):
             maps = self.feature_maps(x)
             return [maps[i] for i in self.out_indices]
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+        stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's: the feature maps ``indices`` selects (0: the stem before its max pool, k: stage k; an int
+        n: the last n; None: all), and unless ``intermediates_only`` the last map computed as well
+        (``forward_features(x)`` when every stage runs). ``stop_early`` skips the stages after the last
+        map taken; ``norm`` applies pre-activation nets' final BN-ReLU to the last stage's map."""
+        if output_fmt != "NCHW":
+            raise ConfigError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        taken, last_taken = take_indices(len(self.stage_names) + 1, indices)
+        x = self._stem_features(x)
+        intermediates = [x] if 0 in taken else []
+        x = self.maxpool(x)
+        names = self.stage_names[:last_taken] if stop_early else self.stage_names
+        for i, name in enumerate(names, start=1):
+            x = self.run_stage(getattr(self, name), x)
+            if i in taken:
+                intermediates.append(self.final_act(x) if norm and i == len(self.stage_names) else x)
+        if intermediates_only:
+            return intermediates
+        return (self.final_act(x) if len(names) == len(self.stage_names) else x), intermediates
 
     # --- introspection --------------------------------------------------------------------------
 
@@ -234,8 +355,21 @@ class ResNetBase(nn.Module):
             (f"{name}.{i}", block) for name in self.stage_names for i, block in enumerate(getattr(self, name))
         ]
 
-    def get_classifier(self) -> nn.Module | None:
-        return self.fc
+    def get_classifier(self, name_only: bool = False) -> nn.Module | str | None:
+        return "fc" if name_only else self.fc
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's: recompute each block's activations in the backward pass (less memory, more time)."""
+        self.grad_checkpointing = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (its layer-wise lr decay reads them): the stem, then one group per block
+        (per stage if ``coarse``); the classifier falls in the last group, as in timm. Pre-activation nets'
+        ``final_bn`` joins the last block, as timm's ResNet v2 ``norm`` does."""
+        blocks = r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)"
+        if self.final_bn is None:
+            return {"stem": r"^conv1|bn1|maxpool", "blocks": blocks}
+        return {"stem": r"^conv1|bn1|maxpool", "blocks": [(blocks, None), (r"^final_bn", (99999,))]}
 
     @property
     def default_cfg(self) -> dict:
@@ -249,7 +383,7 @@ class ResNetBase(nn.Module):
             raise ConfigError(f"{self._model_name()} was built with features_only=True: it has no classifier")
         num_classes = check_num_classes(num_classes)
         if global_pool is None:
-            global_pool = "avg" if self.global_pool is not None else ""
+            global_pool = "avg" if getattr(self, self.pool_name) is not None else ""
         check_choice("global_pool", global_pool, GLOBAL_POOLS)
         training = self.training
         self._make_head(num_classes, global_pool)

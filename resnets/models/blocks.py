@@ -21,7 +21,7 @@ replace_stride_with_dilation: the first block of a dilated stage keeps the previ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +52,7 @@ class BlockConfig:
     drop_rate: float = 0.0  # WRN dropout between the two 3x3 convs
     gate_bias: float = -6.0  # initial b_g of the gated shortcut kinds
     norm: Norm = nn.BatchNorm2d  # channels -> norm layer (norms.py: BN, GroupNorm, FrozenBatchNorm2d)
+    act: Callable[[], nn.Module] = nn.ReLU  # () -> activation module (timm's act_layer)
     attn_layer: str | None = None  # "se": squeeze-and-excitation on the branch (Hu et al. 2018)
     avg_down: bool = False  # ResNet-D projection shortcuts: 2x2 average pool, then a stride-1 1x1 conv
 
@@ -68,7 +69,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, cfg: BlockConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         self.residual = cfg.residual
-        self.relu = nn.ReLU()
+        self.relu = cfg.act()
         self.se: nn.Module | None = None  # squeeze-and-excitation (SE-ResNets), set by blocks that have one
         # Stochastic depth (Huang et al. 2016): the branch is dropped per sample in training, kept in eval;
         # ``make_stage`` gives each block its drop probability.
@@ -140,7 +141,7 @@ class BasicBlock(ResidualBlock):
         self.se = make_attention(cfg.attn_layer, planes)
         self.add_shortcut(in_chans, planes, stride, cfg)
 
-    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, outer: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
@@ -185,7 +186,7 @@ class Bottleneck(ResidualBlock):
         self.se = make_attention(cfg.attn_layer, out_chans)
         self.add_shortcut(in_chans, out_chans, stride, cfg)
 
-    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, outer: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
@@ -240,7 +241,7 @@ class PreActBasicBlock(PreActBlock):
         self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.add_shortcut(in_chans, planes, stride, cfg)
 
-    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, outer: torch.Tensor | None = None) -> torch.Tensor:
         pre = self.preact(x)
         out = self.conv1(pre)
         out = self.bn2(out)
@@ -273,7 +274,7 @@ class PreActBottleneck(PreActBlock):
         self.conv3 = conv1x1(width, out_chans)
         self.add_shortcut(in_chans, out_chans, stride, cfg)
 
-    def forward(self, x: torch.Tensor, *, outer: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, outer: torch.Tensor | None = None) -> torch.Tensor:
         pre = self.preact(x)
         out = self.conv1(pre)
         out = self.bn2(out)

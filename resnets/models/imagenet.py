@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
 from .base import ResNetBase, check_positive_int
 from .blocks import BasicBlock, BlockConfig, Bottleneck, PreActBasicBlock, PreActBottleneck, ResidualBlock
 from .layers import ATTN_LAYERS, SHORTCUT_OPTIONS, check_choice
-from .norms import norm_factory
+from .norms import act_factory, norm_factory
 from .registry import build_model, register_family, register_model
 from .stems import StemConfig
 
@@ -51,8 +53,9 @@ class ResNet(ResNetBase):
         in_chans: int = 3, shortcut: str = "B", stride_in_1x1: bool = False, zero_init_last: bool = False,
         residual: bool = True, groups: int = 1, width_per_group: int = 64,
         replace_stride_with_dilation: Sequence[bool] | None = None, output_stride: int = 32,
-        norm_layer: object = "batchnorm", stem_type: str = "", stem_width: int = 64, stem_norm: bool = True,
-        avg_down: bool = False, attn_layer: str | None = None, drop_path_rate: float = 0.0,
+        norm_layer: object = "batchnorm", act_layer: object = "relu", stem_type: str = "",
+        stem_width: int = 64, stem_norm: bool = True, avg_down: bool = False, attn_layer: str | None = None,
+        drop_path_rate: float = 0.0,
         features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
     ) -> None:
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
@@ -75,7 +78,7 @@ class ResNet(ResNetBase):
         dilate = dilation_choice(replace_stride_with_dilation, output_stride)
         cfg = BlockConfig(shortcut=shortcut, residual=residual, groups=groups, base_width=width_per_group,
                           stride_in_1x1=stride_in_1x1, norm=norm_factory(norm_layer), attn_layer=attn_layer,
-                          avg_down=avg_down)
+                          avg_down=avg_down, act=act_factory(act_layer))
         stem = StemConfig(imagenet=True, stem_type=stem_type, width=stem_width, norm_act=stem_norm)
         super().__init__(
             block, layers, (64, 128, 256, 512), cfg, num_classes=num_classes, in_chans=in_chans, stem=stem,
@@ -84,10 +87,30 @@ class ResNet(ResNetBase):
         )
 
 
+class TimmResNet(ResNet):
+    """A ResNet that torchvision does not have, under timm's name: timm's module names for the stem's
+    activation (``act1``) and the pool (``global_pool``), as timm's own model has them."""
+
+    stem_act_name, pool_name = "act1", "global_pool"
+    foreign_names = {"relu": "act1", "avgpool": "global_pool"}
+
+    def stem_act(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.global_pool is None else self.global_pool(x).flatten(1)
+
+
 def _resnet(
     kwargs: dict[str, Any], block: type[ResidualBlock], layers: Sequence[int], **fixed: Any
 ) -> ResNet:
     return build_model(ResNet, kwargs, block=block, layers=tuple(layers), **{"residual": True, **fixed})
+
+
+def _timm(
+    kwargs: dict[str, Any], block: type[ResidualBlock], layers: Sequence[int], **fixed: Any
+) -> TimmResNet:
+    return build_model(TimmResNet, kwargs, block=block, layers=tuple(layers), **{"residual": True, **fixed})
 
 
 _NO_RESIDUALS = "plain nets have no residual branches and no shortcuts"
@@ -139,8 +162,8 @@ def resnet152(**kwargs: Any) -> ResNet:
 
 
 @register_model
-def resnet200(**kwargs: Any) -> ResNet:  # Identity Mappings Table 5
-    return _resnet(kwargs, Bottleneck, (3, 24, 36, 3))
+def resnet200(**kwargs: Any) -> ResNet:  # Identity Mappings Table 5; timm's (torchvision has none)
+    return _timm(kwargs, Bottleneck, (3, 24, 36, 3))
 
 
 # --- plain baselines --------------------------------------------------------------------------------
@@ -229,137 +252,137 @@ def preact_resnet200(**kwargs: Any) -> ResNet:
 # --- "Bag of Tricks" (He et al. 2019) ResNet-C/D, with timm's names and keys -----------------------------
 @register_model
 def resnet18d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, BasicBlock, (2, 2, 2, 2), **RESNET_D)
+    return _timm(kwargs, BasicBlock, (2, 2, 2, 2), **RESNET_D)
 
 
 @register_model
 def resnet34d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, BasicBlock, (3, 4, 6, 3), **RESNET_D)
+    return _timm(kwargs, BasicBlock, (3, 4, 6, 3), **RESNET_D)
 
 
 @register_model
 def resnet26(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (2, 2, 2, 2))
+    return _timm(kwargs, Bottleneck, (2, 2, 2, 2))
 
 
 @register_model
 def resnet26d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (2, 2, 2, 2), **RESNET_D)
+    return _timm(kwargs, Bottleneck, (2, 2, 2, 2), **RESNET_D)
 
 
 @register_model
 def resnet50c(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_C)
+    return _timm(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_C)
 
 
 @register_model
 def resnet50d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_D)
+    return _timm(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_D)
 
 
 @register_model
 def resnet50s(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_S)
+    return _timm(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_S)
 
 
 @register_model
 def resnet50t(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_T)
+    return _timm(kwargs, Bottleneck, (3, 4, 6, 3), **RESNET_T)
 
 
 @register_model
 def resnet101c(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 23, 3), **RESNET_C)
+    return _timm(kwargs, Bottleneck, (3, 4, 23, 3), **RESNET_C)
 
 
 @register_model
 def resnet101d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 23, 3), **RESNET_D)
+    return _timm(kwargs, Bottleneck, (3, 4, 23, 3), **RESNET_D)
 
 
 @register_model
 def resnet152c(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 8, 36, 3), **RESNET_C)
+    return _timm(kwargs, Bottleneck, (3, 8, 36, 3), **RESNET_C)
 
 
 @register_model
 def resnet152d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 8, 36, 3), **RESNET_D)
+    return _timm(kwargs, Bottleneck, (3, 8, 36, 3), **RESNET_D)
 
 
 @register_model
 def resnet200d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 24, 36, 3), **RESNET_D)
+    return _timm(kwargs, Bottleneck, (3, 24, 36, 3), **RESNET_D)
 
 
 # --- GroupNorm (Wu & He 2018), timm's resnet50_gn -----------------------------------------------------------
 @register_model
 def resnet50_gn(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 6, 3), norm_layer="groupnorm")
+    return _timm(kwargs, Bottleneck, (3, 4, 6, 3), norm_layer="groupnorm")
 
 
 # --- Squeeze-and-Excitation (Hu et al. 2018): SE-ResNet, SE-ResNeXt -----------------------------------------
 @register_model
 def seresnet18(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, BasicBlock, (2, 2, 2, 2), **SE)
+    return _timm(kwargs, BasicBlock, (2, 2, 2, 2), **SE)
 
 
 @register_model
 def seresnet34(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, BasicBlock, (3, 4, 6, 3), **SE)
+    return _timm(kwargs, BasicBlock, (3, 4, 6, 3), **SE)
 
 
 @register_model
 def seresnet50(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 6, 3), **SE)
+    return _timm(kwargs, Bottleneck, (3, 4, 6, 3), **SE)
 
 
 @register_model
 def seresnet101(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 23, 3), **SE)
+    return _timm(kwargs, Bottleneck, (3, 4, 23, 3), **SE)
 
 
 @register_model
 def seresnet152(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 8, 36, 3), **SE)
+    return _timm(kwargs, Bottleneck, (3, 8, 36, 3), **SE)
 
 
 @register_model
 def seresnet152d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 8, 36, 3), **SE, **RESNET_D)
+    return _timm(kwargs, Bottleneck, (3, 8, 36, 3), **SE, **RESNET_D)
 
 
 @register_model
 def seresnext26d_32x4d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (2, 2, 2, 2), **SE, **RESNEXT_32X4D, **RESNET_D)
+    return _timm(kwargs, Bottleneck, (2, 2, 2, 2), **SE, **RESNEXT_32X4D, **RESNET_D)
 
 
 @register_model
 def seresnext50_32x4d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 6, 3), **SE, **RESNEXT_32X4D)
+    return _timm(kwargs, Bottleneck, (3, 4, 6, 3), **SE, **RESNEXT_32X4D)
 
 
 @register_model
 def seresnext101_32x4d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, Bottleneck, (3, 4, 23, 3), **SE, **RESNEXT_32X4D)
+    return _timm(kwargs, Bottleneck, (3, 4, 23, 3), **SE, **RESNEXT_32X4D)
 
 
 # --- timm's pre-activation ResNet v2 (its resnetv2_* keys load through interop.py) -------------------------
 @register_model
 def resnetv2_50(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, PreActBottleneck, (3, 4, 6, 3), **RESNET_V2)
+    return _timm(kwargs, PreActBottleneck, (3, 4, 6, 3), **RESNET_V2)
 
 
 @register_model
 def resnetv2_50d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, PreActBottleneck, (3, 4, 6, 3), **RESNET_V2, **RESNET_D)
+    return _timm(kwargs, PreActBottleneck, (3, 4, 6, 3), **RESNET_V2, **RESNET_D)
 
 
 @register_model
 def resnetv2_101(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, PreActBottleneck, (3, 4, 23, 3), **RESNET_V2)
+    return _timm(kwargs, PreActBottleneck, (3, 4, 23, 3), **RESNET_V2)
 
 
 @register_model
 def resnetv2_101d(**kwargs: Any) -> ResNet:
-    return _resnet(kwargs, PreActBottleneck, (3, 4, 23, 3), **RESNET_V2, **RESNET_D)
+    return _timm(kwargs, PreActBottleneck, (3, 4, 23, 3), **RESNET_V2, **RESNET_D)

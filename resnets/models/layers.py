@@ -115,7 +115,16 @@ def make_drop_path(drop_prob: float) -> nn.Module:
     """Stochastic depth (Huang et al. 2016): in training, each sample's residual branch is dropped with
     probability ``drop_prob`` (kept ones are scaled by 1 / survival probability, so evaluation is the
     identity instead of the paper's test-time scaling; same expectation)."""
-    return StochasticDepth(drop_prob, mode="row") if drop_prob > 0 else nn.Identity()
+    return StochasticDepth(drop_prob, mode="row") if drop_prob > 0 else NoDropPath()
+
+
+class NoDropPath(nn.Module):
+    """The identity, where a block drops no paths. Unlike ``nn.Identity`` it is no leaf of torch.fx, so a
+    traced block has torchvision's graph (no ``drop_path`` node), while a forward hook on it still sees
+    the branch (the refinement analysis records it there)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 class ShortcutMerge(nn.Module):

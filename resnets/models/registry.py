@@ -106,17 +106,53 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
+# timm's create_model keywords that change nothing here (no weights are fetched, nothing is scripted)
+_NO_OP_OPTIONS = ("cache_dir", "scriptable", "exportable", "no_jit", "progress")
+
+
+def no_pretrained_weights(name: str, what: str) -> ConfigError:
+    return ConfigError(f"{name}: {what} asks for published weights, and resnets has no weights registry: "
+                       "load a torchvision or timm weights file with checkpoint_path=<file> "
+                       "(resnets.create_model) or resnets.weights.load_weights_into")
+
+
+def check_pretrained(
+    name: str, pretrained: object = False, weights: object = None, pretrained_cfg: object = None
+) -> None:
+    """timm's ``pretrained`` / ``pretrained_cfg`` and torchvision's ``weights``: False / None are accepted;
+    a request for published weights is an error that says what to do instead."""
+    if pretrained not in (False, None, 0):
+        raise no_pretrained_weights(name, f"pretrained={pretrained!r}")
+    if weights is not None:
+        raise no_pretrained_weights(name, f"weights={weights!r}")
+    if pretrained_cfg is not None and not isinstance(pretrained_cfg, Mapping):
+        raise no_pretrained_weights(name, f"pretrained_cfg={pretrained_cfg!r}")
+
+
 def create_model(
-    name: str, *, num_classes: int | None = None, in_chans: int = 3, **overrides: Any
+    name: str, pretrained: bool | str = False, *, num_classes: int | None = None, in_chans: int = 3,
+    pretrained_cfg: Mapping[str, Any] | None = None, pretrained_cfg_overlay: Mapping[str, Any] | None = None,
+    weights: object = None, **overrides: Any
 ) -> nn.Module:
     """Build a registered model. ``num_classes=None`` keeps the family default (1000 ImageNet, 10 CIFAR);
     0 builds no classifier (timm's convention: the model returns its pooled features).
+
+    timm's and torchvision's keywords: ``pretrained=False`` / ``weights=None`` (published weights raise:
+    there are none), ``pretrained_cfg`` / ``pretrained_cfg_overlay`` (dicts updating
+    ``model.pretrained_cfg``), and ``progress``, ``cache_dir``, ``scriptable``, ``exportable``,
+    ``no_jit`` (no effect). ``checkpoint_path`` is ``resnets.create_model``'s (it loads a file).
 
     Raises ConfigError for an unknown name (with the closest names), an unknown option (with the valid
     ones) or an invalid value.
     """
     if name not in _MODELS:
         raise unknown_name("model", name, _MODELS)
+    check_pretrained(name, pretrained, weights, pretrained_cfg)
+    for option in _NO_OP_OPTIONS:
+        overrides.pop(option, None)
+    if overrides.get("checkpoint_path") is not None:
+        raise ConfigError(f"{name}: checkpoint_path loads a file: use resnets.create_model")
+    overrides.pop("checkpoint_path", None)
     kwargs = dict(overrides, in_chans=in_chans)
     if overrides.get("features_only") and num_classes:
         raise ConfigError(f"{name}: features_only=True builds no classifier; leave out "
@@ -124,9 +160,13 @@ def create_model(
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     try:
-        return _MODELS[name](**kwargs)
+        model = _MODELS[name](**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+    for cfg in (pretrained_cfg, pretrained_cfg_overlay):
+        if cfg:
+            model.pretrained_cfg.update(cfg)
+    return model
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

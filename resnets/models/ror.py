@@ -29,7 +29,7 @@ from .layers import SHORTCUT_OPTIONS, check_choice, make_shortcut
 from .registry import build_model, register_family, register_model
 from .stems import StemConfig
 
-# The base nets' own blocks: their keyword-only ``outer`` input (so that a lesion patch of the block
+# The base nets' own blocks: their ``outer`` input (passed by keyword, so that a lesion patch of the block
 # refuses it loudly) joins the last block's addition, before its final ReLU in post-activation nets.
 ROR_BLOCKS = {
     ("original", "basic"): BasicBlock,

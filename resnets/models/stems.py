@@ -4,6 +4,7 @@ ResNet-C/D ("Bag of Tricks", He et al. 2019, Sec. 4.1), with timm's names so tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -36,7 +37,9 @@ class StemConfig:
                               "the 7x7 stem is 64 wide")
 
 
-def make_stem_conv(cfg: StemConfig, in_chans: int, norm: Norm) -> nn.Module:
+def make_stem_conv(
+    cfg: StemConfig, in_chans: int, norm: Norm, act: Callable[[], nn.Module] = nn.ReLU
+) -> nn.Module:
     """``conv1``: a single conv, or (deep stems) three 3x3 convs with BN-ReLU between them.
 
     ResNet-C replaces the 7x7 conv by three 3x3 convs of widths w, w, 2w, the first of stride 2 (Bag of
@@ -50,7 +53,7 @@ def make_stem_conv(cfg: StemConfig, in_chans: int, norm: Norm) -> nn.Module:
     first = 3 * (cfg.width // 4) if cfg.stem_type == "deep_tiered" else cfg.width
     second = cfg.width
     return nn.Sequential(
-        conv3x3(in_chans, first, stride=2), norm(first), nn.ReLU(),
-        conv3x3(first, second), norm(second), nn.ReLU(),
+        conv3x3(in_chans, first, stride=2), norm(first), act(),
+        conv3x3(first, second), norm(second), act(),
         conv3x3(second, cfg.out_chans),
     )
