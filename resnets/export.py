@@ -2,21 +2,29 @@
 
 Both exporters keep the batch dimension dynamic, and every file is checked after writing:
 ONNX by running it in onnxruntime, .pt2 by reloading it, each against eager PyTorch.
+
+Exported files describe themselves (``export_metadata``): ONNX ``metadata_props`` and the .pt2 archive's
+extra files hold the model name, input size and layout, the preprocessing (pixel / 255, then
+(x - mean) / std), the class names, and the whole data record ``resnets predict`` needs
+(``read_export_metadata``, ``load_exported``).
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import json
 import os
+import zipfile
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .errors import ResnetsError, first_line
+from .errors import CheckpointError, ResnetsError, first_line
 from .io import write_atomic, write_bytes
 
 _CONV_OPS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
@@ -107,14 +115,100 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
+# -- metadata ---------------------------------------------------------------------------------
+METADATA_KEYS = ("model_name", "input_size", "layout", "input_scale", "normalization", "mean", "std",
+                 "resize", "crop", "interpolation", "class_names", "resnets_data")
+
+
+def export_metadata(
+    model_name: str, input_size: tuple[int, int, int], data: Mapping | None
+) -> dict[str, str]:
+    """The strings an exported file carries about itself (ONNX ``metadata_props``, .pt2 extra files).
+
+    ``model_name``; ``input_size`` (JSON [C, H, W]) and ``layout`` ("NCHW", float32); ``input_scale``
+    ("1/255": pixels become [0, 1]), then ``normalization`` ("per_channel": ``mean`` and ``std`` JSON lists of
+    C numbers; "per_pixel": C x H x W lists) gives the input (pixel / 255 - mean) / std; ``resize`` (shorter
+    side, bilinear), ``crop`` (centre); ``class_names`` (JSON list, logit order); ``resnets_data`` (the
+    checkpoint's whole data record, JSON). Without a data record only the first three are written.
+    """
+    meta = {"model_name": model_name, "input_size": json.dumps(list(input_size)), "layout": "NCHW"}
+    if not data:
+        return meta
+    norm = data.get("normalization") or {}
+    mean, std = norm.get("mean"), norm.get("std")
+    if norm.get("mode") == "per_channel":  # stored as C x 1 x 1
+        mean, std = torch.tensor(mean).flatten().tolist(), torch.tensor(std).flatten().tolist()
+    prep = data.get("eval_preprocess") or {}
+    classes = data.get("classes") or [str(i) for i in range(int(data.get("num_classes") or 0))]
+    meta.update({
+        "input_scale": "1/255", "normalization": str(norm.get("mode")), "mean": json.dumps(mean),
+        "std": json.dumps(std), "resize": str(prep.get("resize")), "crop": str(prep.get("crop")),
+        "interpolation": str(prep.get("interpolation", "bilinear")), "class_names": json.dumps(list(classes)),
+        "resnets_data": json.dumps(data),
+    })
+    return meta
+
+
+def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of an exported .onnx or .pt2 file (``export_metadata``'s keys; {} if it has none)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".onnx":
+            import onnx  # the exporter's own dependency; imported only to read an exported file
+
+            proto = onnx.load(str(path), load_external_data=False)
+            return {p.key: p.value for p in proto.metadata_props}
+        with zipfile.ZipFile(path) as archive:  # a .pt2 file: extra files are <archive>/extra/<name>
+            return {name.rsplit("/", 1)[-1]: archive.read(name).decode()
+                    for name in archive.namelist() if "/extra/" in name
+                    and name.rsplit("/", 1)[-1] in METADATA_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"cannot read exported model {path}: {first_line(exc)}") from None
+
+
+def load_exported(path: str | os.PathLike) -> tuple[Callable[[Tensor], Tensor], dict[str, str]]:
+    """A function images -> logits running an exported .onnx (onnxruntime, CPU) or .pt2 file, and its
+    metadata."""
+    path = Path(path)
+    metadata = read_export_metadata(path)
+    if path.suffix == ".onnx":
+        import onnxruntime  # optional extra ('resnets[export]'), imported only to run an exported file
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def run_onnx(images: Tensor) -> Tensor:
+            return torch.from_numpy(session.run(None, {input_name: images.cpu().float().numpy()})[0])
+
+        return run_onnx, metadata
+    try:
+        module = torch.export.load(str(path)).module()
+    except Exception as exc:
+        raise CheckpointError(f"cannot load exported program {path}: {first_line(exc)}") from None
+
+    def run_pt2(images: Tensor) -> Tensor:
+        return module(images.cpu().float())
+
+    return run_pt2, metadata
+
+
+def _write_onnx_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    import onnx  # the exporter's own dependency; imported only when there is metadata to add
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, dict(metadata))
+    onnx.save(proto, str(path))
+
+
 # -- ONNX -------------------------------------------------------------------------------------
 def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
-                tolerance: float = ONNX_TOLERANCE) -> float:
+                tolerance: float = ONNX_TOLERANCE, metadata: Mapping[str, str] | None = None) -> float:
     """Write ``model`` (put in eval mode on the CPU) as ONNX, dynamic batch, checked in onnxruntime.
 
     Returns the max absolute difference between onnxruntime's and eager PyTorch's logits on a
     batch of another size than ``example`` (which checks that the batch really is dynamic).
-    A difference above ``tolerance`` is an error and no file is left behind.
+    A difference above ``tolerance`` is an error and no file is left behind. ``metadata``
+    (``export_metadata``) goes into the file's ``metadata_props``.
     """
     model = model.eval().cpu()
     example = example.cpu()
@@ -128,6 +222,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
         except Exception as exc:
             raise ResnetsError(f"ONNX export of {type(model).__name__} failed: {first_line(exc)}; "
                                "--format pt2 may still work") from None
+        if metadata:
+            _write_onnx_metadata(tmp, metadata)
         diffs.append(onnx_max_abs_diff(tmp, model, _check_batch(example)))
         if not diffs[0] <= tolerance:
             raise ResnetsError(f"ONNX file differs from PyTorch by {diffs[0]:.3g} (max abs logit difference, "
@@ -151,9 +247,10 @@ def onnx_max_abs_diff(onnx_path: str | os.PathLike, model: nn.Module, images: Te
 
 # -- torch.export -----------------------------------------------------------------------------
 def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
-               tolerance: float = ONNX_TOLERANCE) -> float:
+               tolerance: float = ONNX_TOLERANCE, metadata: Mapping[str, str] | None = None) -> float:
     """Save ``model`` (put in eval mode on the CPU) as a ``torch.export`` program (.pt2, dynamic batch),
-    reload it and compare with eager PyTorch.
+    reload it and compare with eager PyTorch. ``metadata`` (``export_metadata``) goes into the archive's
+    extra files, one per key (``torch.export.load(path, extra_files={key: ""})`` reads them back).
 
     Returns the max absolute logit difference of the reloaded program on a batch of another size.
     """
@@ -165,7 +262,7 @@ def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
     except Exception as exc:
         raise ResnetsError(f"torch.export of {type(model).__name__} failed: {first_line(exc)}") from None
     buffer = io.BytesIO()  # torch.export.save wants a buffer or a name ending in .pt2, not a temp name
-    torch.export.save(program, buffer)
+    torch.export.save(program, buffer, extra_files=dict(metadata or {}))
     diff = pt2_max_abs_diff(io.BytesIO(buffer.getvalue()), model, _check_batch(example))
     if not diff <= tolerance:
         raise ResnetsError(f"reloaded .pt2 program differs from PyTorch by {diff:.3g} "

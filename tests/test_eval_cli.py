@@ -41,14 +41,20 @@ def test_eval_reproduces_the_training_runs_val_and_test_metrics(run_dir, run_met
     assert val["loss"] == pytest.approx(float(row["val_loss"]), rel=1e-4)
     assert {"top1_error", "top5_error", "loss", "images", "model", "dataset", "split", "tta"} <= set(val)
     assert (val["model"], val["dataset"], val["split"]) == ("resnet_cifar", "fashion-mnist", "val")
-    assert "top-1 error" in out and "top-5 error" in out
+    assert json.loads(out) == val  # --json: stdout is the JSON object alone
 
-    status, out, _ = run_cli(["eval", "--checkpoint", ckpt, "--subset", str(recipe["test_subset"]),
+    status, out, _ = run_cli(["eval", "--checkpoint", ckpt, "--test-subset", str(recipe["test_subset"]),
                               "--tta", recipe["tta"], "--json"], capsys)
     test = last_json(out)
     assert status == 0 and test["images"] == recipe["test_subset"]
     assert test["top1_error"] == pytest.approx(float(row["test_error"]), abs=1e-3)
     assert test["loss"] == pytest.approx(float(row["test_loss"]), rel=1e-4)
+
+    # train's flag name, and the old spelling still works (with a note); without --json, the table
+    status, out, err = run_cli(["eval", "--checkpoint", ckpt, "--subset", str(recipe["test_subset"]),
+                                "--tta", recipe["tta"], "-b", "16"], capsys)
+    assert status == 0 and "--subset is deprecated" in err and "--test-subset" in err
+    assert "top-1 error" in out and "top-5 error" in out and f"{test['top1_error']:6.2f} %" in out
 
 
 @pytest.mark.parametrize("tta,extra,sizes", [
@@ -57,7 +63,7 @@ def test_eval_reproduces_the_training_runs_val_and_test_metrics(run_dir, run_met
     ("multiscale", ["--scales", "24", "36"], {"scales": [24, 36]}),
 ])
 def test_eval_10crop_and_multiscale_scale_the_paper_sizes(run_dir, capsys, tta, extra, sizes):
-    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--subset", "32", "--tta", tta, *extra,
+    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--test-subset", "32", "--tta", tta, *extra,
             "--json"]
     status, out, err = run_cli(argv, capsys)
     assert status == 0, err
@@ -69,7 +75,7 @@ def test_eval_10crop_and_multiscale_scale_the_paper_sizes(run_dir, capsys, tta, 
 
 def test_per_class_accuracy_and_confusion_matrix(run_dir, tmp_path, capsys):
     png = tmp_path / "cm.png"
-    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--subset", "40", "--per-class",
+    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--test-subset", "40", "--per-class",
             "--confusion-matrix", str(png), "--json"]
     status, out, err = run_cli(argv, capsys)
     assert status == 0, err
@@ -81,15 +87,15 @@ def test_per_class_accuracy_and_confusion_matrix(run_dir, tmp_path, capsys):
     mean_acc = sum(row["accuracy"] for row in result["per_class"]) / len(classes)
     assert 100 - mean_acc == pytest.approx(result["top1_error"])
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert "Ankle boot" in out  # the per-class table
+    assert json.loads(out) == result and f"wrote {png}" in err  # stdout: the JSON alone; notes: stderr
 
 
 def test_options_that_do_not_apply_are_errors(run_dir, capsys):
     ckpt = str(run_dir / "last.pt")
     status, _, err = run_cli(["eval", "--checkpoint", ckpt, "--scales", "32"], capsys)
     assert status == 2 and "--scales applies to --tta multiscale" in err
-    status, _, err = run_cli(["eval", "--checkpoint", ckpt, "--split", "val", "--subset", "10"], capsys)
-    assert status == 2 and "--subset" in err
+    status, _, err = run_cli(["eval", "--checkpoint", ckpt, "--split", "val", "--test-subset", "10"], capsys)
+    assert status == 2 and "--test-subset" in err
 
 
 def write_image_folder(root, classes: int, per_class: int = 4, size: int = 28):
@@ -172,7 +178,7 @@ def test_eval_uses_the_runs_autocast_so_its_numbers_match_the_log(tmp_path, caps
     with open(out_dir / "metrics.csv") as f:
         row = list(csv.DictReader(f))[-1]
     recipe = json.loads((out_dir / "config.json").read_text())["recipe"]
-    base = ["eval", "--checkpoint", str(out_dir / "last.pt"), "--subset", str(recipe["test_subset"]),
+    base = ["eval", "--checkpoint", str(out_dir / "last.pt"), "--test-subset", str(recipe["test_subset"]),
             "--tta", recipe["tta"], "--json"]
     status, out, err = run_cli(base, capsys)
     as_run = last_json(out)

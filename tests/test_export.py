@@ -135,3 +135,72 @@ def test_export_of_a_foreign_checkpoint_is_an_error(tmp_path, capsys):
     torch.save(resnets.create_model("resnet_cifar", depth=8).state_dict(), path)
     status, _, err = run_cli(["export", "--checkpoint", str(path), "--format", "onnx"], capsys)
     assert status == 2 and "state_dict.pth" in err and "not a resnets checkpoint" in err
+
+
+# -- exports that describe themselves (issue 27) ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def gray_images(tmp_path_factory):
+    """Two 28x28 grey PNGs: Fashion-MNIST's size, so no resizing is involved."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("gray")
+    rng = np.random.default_rng(1)
+    paths = [folder / f"{i}.png" for i in range(2)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(path)
+    return paths
+
+
+def test_onnx_metadata_alone_reproduces_predicts_top1(checkpoint, onnx_export, gray_images, capsys):
+    import json
+
+    import numpy as np
+    import onnx
+    from PIL import Image
+
+    _, path, _ = onnx_export
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}  # plain onnx, no resnets
+    assert props["model_name"] == "resnet_cifar" and props["layout"] == "NCHW"
+    assert json.loads(props["input_size"]) == [1, 28, 28] and props["input_scale"] == "1/255"
+    classes, mean, std = (json.loads(props[k]) for k in ("class_names", "mean", "std"))
+    assert len(classes) == 10 and len(mean) == len(std) == 1 and props["normalization"] == "per_channel"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    files = [str(p) for p in gray_images]
+    for command in (["--checkpoint", str(checkpoint)], ["--checkpoint", str(path)]):
+        status, out, err = run_cli(["predict", *command, *files, "--json"], capsys)
+        assert status == 0, err
+        result = json.loads(out)  # --json: stdout is the JSON object alone
+        for file, prediction in zip(files, result["predictions"], strict=True):
+            pixels = np.asarray(Image.open(file), dtype=np.float32)[None, None]
+            x = ((pixels / 255 - np.float32(mean[0])) / np.float32(std[0])).astype(np.float32)
+            (logits,) = session.run(None, {session.get_inputs()[0].name: x})
+            assert prediction["top"][0]["class"] == classes[int(logits.argmax())]
+        assert result["model"] == "resnet_cifar"
+
+
+def test_pt2_extra_files_carry_the_metadata_and_predict_uses_them(checkpoint, tmp_path, gray_images, capsys):
+    import json
+
+    from resnets.export import METADATA_KEYS
+
+    path = tmp_path / "model.pt2"
+    status, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "pt2", "--output",
+                              str(path)], capsys)
+    assert status == 0, err
+    extra = dict.fromkeys(METADATA_KEYS, "")
+    torch.export.load(str(path), extra_files=extra)
+    _, ckpt = load_model(checkpoint, "cpu")
+    assert extra["model_name"] == "resnet_cifar"
+    assert json.loads(extra["class_names"]) == ckpt["data"]["classes"]
+    assert json.loads(extra["resnets_data"]) == ckpt["data"]
+    files = [str(p) for p in gray_images]
+    outputs = []
+    for source in (checkpoint, path):
+        status, out, err = run_cli(["predict", "--checkpoint", str(source), *files, "--json"], capsys)
+        assert status == 0, err
+        outputs.append(json.loads(out)["predictions"])
+    for ours, reference in zip(*outputs, strict=True):
+        assert [e["index"] for e in ours["top"]] == [e["index"] for e in reference["top"]]
+        assert [e["probability"] for e in ours["top"]] == pytest.approx(
+            [e["probability"] for e in reference["top"]], abs=1e-5)

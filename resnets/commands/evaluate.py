@@ -17,6 +17,7 @@ how it accepted its inputs), so that it reproduces the numbers the run reported.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -44,17 +45,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=None, metavar="SIDE",
                         help="multi-scale shorter sides in pixels (default: the paper's, scaled to the "
                         "image size)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
-    parser.add_argument("--subset", type=int, default=None, metavar="N",
+    parser.add_argument("-b", "--batch-size", type=int, default=256, help="images per batch (default 256)")
+    parser.add_argument("--test-subset", type=int, default=None, metavar="N",
                         help="test on a seeded stratified subset of N images (the one `resnets train "
                         "--test-subset N` used)")
+    parser.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)  # deprecated spelling
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
     parser.add_argument("--workers", type=int, default=None, help="image folders: DataLoader workers")
     parser.add_argument("--precision", choices=("run", "float32"), default="run",
                         help="run (default): the autocast the training run evaluated with, so the numbers "
                         "match its metrics.csv; float32: full precision")
     parser.add_argument("--json", action="store_true",
-                        help="also print the results as one JSON object on the last line")
+                        help="print the results as one JSON object and nothing else on stdout")
     parser.add_argument("--per-class", action="store_true", help="print the accuracy of every class")
     parser.add_argument("--confusion-matrix", default=None, metavar="PNG",
                         help="write a confusion-matrix figure")
@@ -63,6 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     inputs = input_options(args)
+    if args.subset is not None:
+        print("note: eval --subset is deprecated; its name is --test-subset, as in resnets train",
+              file=sys.stderr)
+        args.test_subset = args.test_subset if args.test_subset is not None else args.subset
     _check_args(args)
     if args.confusion_matrix is not None:  # before any work, and never over the checkpoint it reads
         check_output_file(args.confusion_matrix, "--confusion-matrix", reads=[args.checkpoint, args.data_dir])
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tta == "run":  # what the run evaluated with, so that the numbers match its metrics.csv
         args.tta = recipe.get("tta") if recipe.get("tta") in TTA_NAMES else "none"
     data = evaluation_data(ckpt, args.checkpoint, device, split=args.split, dataset=args.dataset,
-                           data_dir=args.data_dir, subset=args.subset, batch_size=args.batch_size,
+                           data_dir=args.data_dir, subset=args.test_subset, batch_size=args.batch_size,
                            workers=args.workers, tta=args.tta, inputs=inputs)
     dataset, classes = data.dataset, data.classes
     tta = make_tta(args.tta, image_size=data.image_size, scales=args.scales)
@@ -95,14 +101,17 @@ def run(args: argparse.Namespace) -> int:
         record["ten_crop"] = dict(tta.keywords)
     elif args.tta == "multiscale":
         record["scales"] = list(tta.keywords["scales"])
-    print(f"{name} on {dataset} {args.split} ({result['images']} images, tta {args.tta}"
+    # --json: stdout carries the JSON object alone; the table is left out, notes go to stderr
+    say = functools.partial(print, file=sys.stderr) if args.json else print
+    table = (lambda *_: None) if args.json else print
+    table(f"{name} on {dataset} {args.split} ({result['images']} images, tta {args.tta}"
           f"{_tta_sizes(record)}, {record['precision']})")
-    print(f"top-1 error  {result['top1_error']:6.2f} %")
+    table(f"top-1 error  {result['top1_error']:6.2f} %")
     k = result["top5_k"]
     label = "top-5 error " if k == 5 else f"top-{k} error "
     clamped = "" if k == 5 else f"  (only {k} classes: top-5 is top-{k})"
-    print(f"{label} {result['top5_error']:6.2f} %{clamped}")
-    print(f"loss         {result['loss']:.4f}")
+    table(f"{label} {result['top5_error']:6.2f} %{clamped}")
+    table(f"loss         {result['loss']:.4f}")
 
     if want_confusion:
         confusion = result["confusion"]
@@ -112,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
         record["per_class"] = rows  # a list: ImageNet has duplicate readable names ("crane", "maillot")
         if args.per_class:
             width = max(len(c) for c in classes)
-            print(f"{'class':<{width}}  accuracy  images")
+            table(f"{'class':<{width}}  accuracy  images")
             for row in rows:
                 accuracy = "   -   " if row["accuracy"] is None else f"{row['accuracy']:6.2f} %"
-                print(f"{row['class']:<{width}}  {accuracy}  {row['images']:6d}")
+                table(f"{row['class']:<{width}}  {accuracy}  {row['images']:6d}")
         if args.confusion_matrix:
             confusion_matrix_figure(confusion, classes, args.confusion_matrix,
                                     title=f"{name} on {dataset} {args.split} (tta {args.tta})")
-            print(f"wrote {args.confusion_matrix}")
+            say(f"wrote {args.confusion_matrix}")
             record["confusion_matrix"] = str(args.confusion_matrix)
     if args.json:
         print(json.dumps(record))
@@ -129,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
 def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.subset is not None and (args.subset < 1 or args.split != "test"):
-        raise ConfigError(f"--subset N takes N >= 1 and applies to the test split, got {args.subset} "
-                          f"with --split {args.split}")
+    if args.test_subset is not None and (args.test_subset < 1 or args.split != "test"):
+        raise ConfigError(f"--test-subset N takes N >= 1 and applies to the test split, got "
+                          f"{args.test_subset} with --split {args.split}")
     if args.scales is not None:
         if args.tta != "multiscale":  # no silently ignored option
             raise ConfigError("--scales applies to --tta multiscale only")

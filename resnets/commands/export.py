@@ -2,7 +2,8 @@
 
 ONNX goes through ``torch.onnx.export(dynamo=True)`` and is run in onnxruntime against eager
 PyTorch; .pt2 is a ``torch.export`` program, reloaded and compared the same way. The batch
-dimension is dynamic in both. ``--fold-bn`` folds BatchNorm into the convolutions first.
+dimension is dynamic in both. ``--fold-bn`` folds BatchNorm into the convolutions first. Both files
+carry the model name, input size, layout, mean/std and class names (``resnets.export.export_metadata``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from ..checkpoints import load_model
 from ..errors import ConfigError
-from ..export import conv_bn_pairs, export_onnx, export_pt2, fold_bn
+from ..export import conv_bn_pairs, export_metadata, export_onnx, export_pt2, fold_bn
 from ._common import check_output_file
 
 
@@ -24,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="ONNX or a torch.export program")
     parser.add_argument("--fold-bn", action="store_true",
                         help="fold BatchNorm into the preceding convolutions (inference only)")
-    parser.add_argument("--output", default=None,
+    parser.add_argument("-o", "--output", default=None,
                         help="file to write (default: the checkpoint's path with .onnx / .pt2)")
     parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
                         help="example input size (default: the checkpoint's channels and image size)")
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
                           f"{model.in_chans} input channels and positive sizes")
     example = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(0))
     name = ckpt["model"].get("name", type(model).__name__)
+    # The file describes itself: name, input size, layout, mean/std, class names (resnets predict reads them)
+    metadata = export_metadata(name, (channels, height, width), ckpt.get("data"))
 
     if args.fold_bn:
         folded_pairs = len(conv_bn_pairs(model))
@@ -59,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
         model = folded
 
     if args.format == "onnx":
-        diff = export_onnx(model, output, example)
+        diff = export_onnx(model, output, example, metadata=metadata)
         print(f"wrote {output} ({name}, input N x {channels} x {height} x {width}, dynamic batch); "
               f"onnxruntime vs PyTorch max abs diff: {diff:.3g}")
     else:
-        diff = export_pt2(model, output, example)
+        diff = export_pt2(model, output, example, metadata=metadata)
         print(f"wrote {output} ({name}, input N x {channels} x {height} x {width}, dynamic batch); "
               f"reloaded program vs PyTorch max abs diff: {diff:.3g}")
     return 0
