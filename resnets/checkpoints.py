@@ -13,6 +13,7 @@ entry, never a crash somewhere later.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -24,7 +25,7 @@ import torch
 
 from .data import Normalization
 from .data.images import MAX_SIDE, check_preprocess
-from .errors import CheckpointError, ResnetsError
+from .errors import CheckpointError, ResnetsError, first_line
 from .models.registry import create_model_from_spec
 
 FORMAT = "resnets"
@@ -243,6 +244,17 @@ def load_state_into(model: torch.nn.Module, state_dict: Mapping[str, Any],
                     source: str = "checkpoint") -> None:
     """``model.load_state_dict`` (strict) with a CheckpointError listing what does not match."""
     state_dict = clean_state_dict(state_dict)
+    check_fits(model, state_dict, source)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, TypeError) as exc:  # e.g. a complex tensor where the model has floats
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise CheckpointError(f"{source} does not fit the model: {reason}") from None
+
+
+def check_fits(model: torch.nn.Module, state_dict: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """A CheckpointError listing the missing, unexpected and mis-shaped keys of ``state_dict`` (cleaned)
+    against ``model``'s, which may live on the meta device (nothing allocated)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -255,27 +267,44 @@ def load_state_into(model: torch.nn.Module, state_dict: Mapping[str, Any],
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts))
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except (RuntimeError, TypeError) as exc:  # e.g. a complex tensor where the model has floats
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise CheckpointError(f"{source} does not fit the model: {reason}") from None
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint was trained with and load its weights (EMA weights when the
     run used EMA, since those are what it evaluated). Returns ``(model in eval mode, checkpoint)``."""
     ckpt = load_checkpoint(path, map_location="cpu")
+    check_classifier(ckpt, path)
+    weights = ckpt["state_dict"]
+    if ckpt.get("ema") and ckpt.get("eval_weights") == "ema":
+        weights = ema_model_weights(ckpt["ema"])
+    source = f"checkpoint {str(path)!r}"
+    # The spec's sizes bounded before memory is allocated for them: the model built on the meta device
+    # first (no storage) must fit the weights the file holds (num_classes=20,000,000 would take 5 GB).
+    skeleton = None
+    with contextlib.suppress(Exception), torch.device("meta"):
+        skeleton = create_model_from_spec(ckpt["model"])
+    if skeleton is not None:
+        check_fits(skeleton, clean_state_dict(weights), source)
     try:
         model = create_model_from_spec(ckpt["model"])
     except Exception as exc:  # a spec we cannot rebuild is the checkpoint's fault, not a bug here
         raise CheckpointError(f"checkpoint {str(path)!r} holds a model spec this resnets cannot build "
-                              f"({ckpt['model']!r}): {exc}") from None
-    weights = ckpt["state_dict"]
-    if ckpt.get("ema") and ckpt.get("eval_weights") == "ema":
-        weights = ema_model_weights(ckpt["ema"])
-    load_state_into(model, weights, source=f"checkpoint {str(path)!r}")
+                              f"({first_line(exc)})") from None
+    load_state_into(model, weights, source=source)
     return model.to(device).eval(), ckpt
+
+
+DETECTORS = ("faster_rcnn",)  # model names of resnets.detection's checkpoints (``resnets detect``)
+
+
+def check_classifier(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """A ``CheckpointError`` saying to use ``resnets detect`` for a detector's checkpoint."""
+    model, config = ckpt.get("model"), ckpt.get("config")
+    name = model.get("name") if isinstance(model, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if task == "detection" or name in DETECTORS:
+        raise CheckpointError(f"checkpoint {str(path)!r} is an object detector's ({name}), not a "
+                              f"classifier's; use `resnets detect eval|predict|export` for it")
 
 
 def ema_model_weights(ema_state: Mapping[str, Any]) -> dict[str, Any]:

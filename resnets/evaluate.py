@@ -107,6 +107,9 @@ def fully_convolutional_scores(model: nn.Module, images: Tensor) -> Tensor:
     return F.conv2d(features, fc.weight[:, :, None, None], fc.bias)
 
 
+MULTISCALE_ELEMENTS = 1 << 23  # input values resized at once (32 MB in float32; the net's maps are ~20x)
+
+
 def multiscale_logits(model: nn.Module, images: Tensor, *, scales: Sequence[int] = PAPER_SCALES,
                       flip: bool = True, position_average: str = "softmax") -> Tensor:
     """Multi-scale fully-convolutional testing (paper Sec. 3.4, from VGG/OverFeat).
@@ -122,6 +125,12 @@ def multiscale_logits(model: nn.Module, images: Tensor, *, scales: Sequence[int]
         raise ConfigError("multi-scale testing needs at least one scale")
     if position_average not in ("softmax", "logits"):
         raise ConfigError(f"position_average must be 'softmax' or 'logits', got {position_average!r}")
+    side = max(int(s) for s in scales) * max(images.shape[-2:]) / max(min(images.shape[-2:]), 1)
+    chunk = max(1, int(MULTISCALE_ELEMENTS // (images.shape[1] * side * max(int(s) for s in scales))))
+    if chunk < images.shape[0]:  # large scales: a few images at a time, so memory stays bounded
+        return torch.cat([multiscale_logits(model, part, scales=scales, flip=flip,
+                                            position_average=position_average)
+                          for part in images.split(chunk)])
     views = []
     for size in scales:
         resized = resize_shorter_side(images, int(size))

@@ -6,7 +6,10 @@ and measure its peak RSS; none allocates more than a few MB of real data (sparse
 from __future__ import annotations
 
 import fcntl
+import gzip
+import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -43,20 +46,29 @@ def folder_argv(data: Path, out: Path, *extra: str) -> list[str]:
             "--output", str(out), *extra]
 
 
-def child(code: str, *args: str, timeout: float = 120) -> tuple[int, str, int]:
-    """``python -c CODE ARGS`` in a child process: (exit status, stderr, its peak RSS in bytes)."""
+def child(code: str, *args: str, limit_as: int | None = None, timeout: float = 120) -> dict:
+    """``python -c CODE ARGS`` in a child process (address space capped at ``limit_as`` bytes, so that
+    a regression fails instead of taking the machine's memory): its exit status ``rc``, ``stdout``,
+    ``stderr`` and ``peak`` RSS in bytes, measured by a small parent without torch."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    wrapper = ("import resource, subprocess, sys\n"
-               "p = subprocess.run([sys.executable, '-c', sys.argv[1], *sys.argv[2:]], capture_output=True, "
-               "text=True)\n"
-               "sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024))\n"
-               "sys.stderr.write(p.stderr)\nsys.exit(p.returncode)\n")
-    done = subprocess.run([sys.executable, "-c", wrapper, code, *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
-    return done.returncode, done.stderr, int(done.stdout or 0)
-
-
-CLI = "import sys; from resnets.cli import main; sys.exit(main(sys.argv[1:]))"
+    wrapper = ("import json, resource, subprocess, sys\n"
+               "limit, timeout = int(sys.argv[1]), float(sys.argv[2])\n"
+               "def cap():\n"
+               "    if limit:\n"
+               "        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+               "try:\n"
+               "    p = subprocess.run([sys.executable, '-c', *sys.argv[3:]], capture_output=True, "
+               "text=True, preexec_fn=cap, timeout=timeout)\n"
+               "    rc, out, err = p.returncode, p.stdout, p.stderr\n"
+               "except subprocess.TimeoutExpired as exc:\n"
+               "    out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ''\n"
+               "    rc, err = 'timeout', 'killed after the timeout (a hang)'\n"
+               "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+               "print(json.dumps({'rc': rc, 'stdout': out, 'stderr': err, 'peak': peak}))\n")
+    done = subprocess.run([sys.executable, "-c", wrapper, str(limit_as or 0), str(timeout), code, *args],
+                          capture_output=True, text=True, env=env, timeout=timeout + 30, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +163,159 @@ def test_04_no_writer_enters_a_run_folder_another_process_holds(run, live, capsy
     with pytest.raises(OSError, match="being written by process 4242"):  # every io writer asks too
         io.write_text(live / "notes.txt", "x")
     assert tree(live) == before
+
+
+# --- 5-11: small inputs that took gigabytes or hung: refused from their headers, in one child ----
+
+def gif_bomb(path: Path, side: int = 2000, frames: int = 300) -> Path:
+    """A GIF of a few KB: a side x side canvas and ``frames`` frames of one pixel each. A decoder that
+    composes every frame (torchvision's) holds frames x side x side x 3 bytes: 3.6 GB here."""
+    lsd = struct.pack("<HHBBB", side, side, 0xF0, 0, 0) + bytes(6)  # 2-colour global table
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # one pixel, colour 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"GIF89a" + lsd + frame * frames + b"\x3b")
+    return path
+
+
+def gz_bomb(path: Path) -> Path:
+    """A train-images-idx3-ubyte.gz of about 1.4 MB that unpacks to 1.3 GB of 28x28 images, its header
+    consistent with its length (gzip members concatenated: one compressed block repeated)."""
+    block = 784 * 65536  # 51 MB of zeros per member
+    members = 26
+    header = struct.pack(">BBBBIII", 0, 0, 8, 3, members * 65536, 28, 28)
+    zeros = gzip.compress(bytes(block), compresslevel=9, mtime=0)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(header, mtime=0))
+        for _ in range(members):
+            f.write(zeros)
+    return path
+
+
+CHILD = r"""
+import contextlib, io, json, sys
+from resnets.cli import main
+from resnets.data.images import decode_image_file, load_image
+from resnets.errors import ResnetsError
+cases, out = json.loads(sys.argv[1]), {}
+for name, kind, args in cases:
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            if kind == "cli":
+                out[name] = [main(args), err.getvalue()]
+            else:
+                image = (decode_image_file if kind == "decode" else load_image)(args)
+                out[name] = [0, str(tuple(image.shape) if hasattr(image, "shape") else image.size)]
+    except ResnetsError as exc:
+        out[name] = [2, str(exc)]
+    except BaseException as exc:  # today's main: record what went wrong, go on with the next case
+        out[name] = [-1, f"{type(exc).__name__}: {exc}"[:300]]
+    print(json.dumps({name: out[name]}), flush=True)  # case by case: a hang leaves the others' results
+"""
+
+
+@pytest.fixture(scope="module")
+def refused(run, data, folder_run, tmp_path_factory) -> tuple[dict, int, dict]:
+    """Every memory and hang case run by one child process (one interpreter start): (results by case,
+    the child's peak RSS in bytes, the paths)."""
+    tmp = tmp_path_factory.mktemp("refused")
+    bomb_dir = tmp / "bomb_data"
+    bomb_dir.mkdir()
+    for f in data.iterdir():
+        if not f.name.startswith("train-images"):
+            (bomb_dir / f.name).write_bytes(f.read_bytes())
+    gz_bomb(bomb_dir / "train-images-idx3-ubyte.gz")
+    import torch
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["model"]["kwargs"]["num_classes"] = 20_000_000
+    torch.save(ckpt, tmp / "huge_head.pt")
+    sparse = tmp / "big.png"
+    with open(sparse, "wb") as f:
+        f.truncate(3 * GB)  # 3 GB of zeros, none of them on disk
+    padded = tmp / "padded.png"
+    Image.new("RGB", (32, 32)).save(padded)
+    os.truncate(padded, 3 * GB)  # a valid 32 x 32 header, then 3 GB
+    fifo = tmp / "f.jpg"
+    os.mkfifo(fifo)
+    gif = gif_bomb(tmp / "bomb.gif")
+    best = str(folder_run / "best.pt")
+    paths = {"bomb_out": tmp / "bomb_run", "tmp": tmp}
+    cases = [
+        ("gif_decode", "decode", str(gif)), ("gif_load", "load", str(gif)),
+        ("gz_unverified", "cli", train_argv(bomb_dir, paths["bomb_out"])),
+        ("gz_verified", "cli", [a for a in train_argv(bomb_dir, paths["bomb_out"])
+                                if a != "--no-verify-checksums"]),
+        ("huge_head", "cli", ["eval", "--checkpoint", str(tmp / "huge_head.pt")]),
+        ("sparse_predict", "cli", ["predict", "--checkpoint", best, str(sparse)]),
+        ("sparse_decode", "decode", str(sparse)), ("padded_decode", "decode", str(padded)),
+        ("padded_load", "load", str(padded)),
+        ("scales", "cli", ["eval", "--checkpoint", best, "--tta", "multiscale", "--scales", "20000"]),
+        ("fifo_predict", "cli", ["predict", "--checkpoint", best, str(fifo)]),
+        ("fifo_decode", "decode", str(fifo)),
+    ]
+    done = child(CHILD, json.dumps(cases), limit_as=6 * GB, timeout=120)
+    results = {name: [None, f"not reached: {done['stderr'][-300:]}"] for name, _, _ in cases}
+    for line in done["stdout"].splitlines():
+        if line.startswith("{"):
+            results |= json.loads(line)
+    return results, done["peak"], paths
+
+
+def test_05_an_animated_gif_decodes_its_first_frame_only(refused):
+    results, peak, _ = refused
+    assert results["gif_decode"] == [0, "(3, 2000, 2000)"], results["gif_decode"]
+    assert results["gif_load"] == [0, "(2000, 2000)"], results["gif_load"]
+    assert peak < GB, f"peak RSS {peak / GB:.2f} GB"
+
+
+def test_06_a_gzip_bomb_is_refused_from_its_header(refused):
+    results, peak, paths = refused
+    for case in ("gz_verified", "gz_unverified"):
+        status, err = results[case]
+        assert status == 2 and "train-images-idx3-ubyte.gz: its header declares" in err, (case, err)
+    assert "--no-verify-checksums" in results["gz_verified"][1]
+    assert not paths["bomb_out"].exists()  # nothing written
+    assert peak < GB, f"peak RSS {peak / GB:.2f} GB"
+
+
+def test_07_a_checkpoint_asking_for_a_huge_head_is_refused_before_allocation(refused):
+    results, peak, _ = refused
+    status, err = results["huge_head"]
+    assert status == 2 and "does not fit the model" in err and "fc.weight" in err, err
+    assert peak < GB, f"peak RSS {peak / GB:.2f} GB"
+
+
+def test_08_a_3_gb_file_named_png_is_refused_without_reading_it(refused):
+    results, peak, _ = refused
+    status, err = results["sparse_predict"]
+    assert status == 2 and "big.png is not a readable image" in err and "\n" not in err.strip(), err
+    assert results["sparse_decode"][0] == 2 and "big.png" in results["sparse_decode"][1]
+    for case in ("padded_decode", "padded_load"):
+        status, err = results[case]
+        assert status == 2 and "is far more than a 32 x 32 image takes" in err, (case, err)
+    assert peak < GB, f"peak RSS {peak / GB:.2f} GB"
+
+
+def test_09_multiscale_sizes_are_bounded(refused):
+    results, peak, _ = refused
+    status, err = results["scales"]
+    assert status == 2 and "--scales takes shorter sides of 1 to 2048 pixels" in err and "20000" in err, err
+    assert peak < GB, f"peak RSS {peak / GB:.2f} GB"
+
+
+def test_10_workers_are_bounded_by_the_machine(imgs, tmp_path, capsys):
+    from resnets.data import DataConfig
+    from resnets.errors import ConfigError
+    with pytest.raises(ConfigError, match="workers=10000 is more DataLoader processes"):
+        DataConfig(dataset="imagefolder", data_dir=str(imgs), workers=10000)
+    status, _, err = cli(folder_argv(imgs, tmp_path / "out", "--workers", "10000"), capsys)
+    line = one_line_error(err)
+    assert status == 2 and "CPU cores; use at most" in line and "--workers" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_11_a_pipe_named_jpg_is_refused_not_read(refused):
+    results, _, paths = refused
+    for case in ("fifo_predict", "fifo_decode"):
+        status, err = results[case]
+        assert status == 2 and "f.jpg is not a regular file" in err, (case, err)

@@ -31,6 +31,8 @@ from ..runs import evaluation_data
 from ..runtime import autocast, autocast_dtype, precision_name, select_device
 from ._common import add_input_flags, check_output_file, input_options
 
+MAX_SCALE = 2048  # pixels: --scales is bounded before any image is resized (3.2 x the paper's 640)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a resnets training checkpoint (.pt)")
@@ -144,8 +146,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.scales is not None:
         if args.tta != "multiscale":  # no silently ignored option
             raise ConfigError("--scales applies to --tta multiscale only")
-        if any(s < 1 for s in args.scales):
-            raise ConfigError(f"--scales must be positive pixel sizes, got {args.scales}")
+        if any(not 1 <= s <= MAX_SCALE for s in args.scales):
+            raise ConfigError(f"--scales takes shorter sides of 1 to {MAX_SCALE} pixels (the paper's largest "
+                              f"is 640), got {' '.join(map(str, args.scales))}")
 
 
 def _progress(batches, args):

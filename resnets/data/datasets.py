@@ -12,6 +12,7 @@ folder that is verified before anything is moved into the first search root.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -215,9 +216,13 @@ _KNOWN_MD5 = {md5: (spec.name, name) for spec in ARRAY_DATASETS.values()
               for name, md5 in files}
 
 
-def read_verified(path: Path, md5: str, dataset: str, verify: bool) -> bytes:
-    """The file's (decompressed) bytes, checked against the official contents' MD5."""
-    data = formats.read_file_bytes(path)
+def read_verified(path: Path, md5: str, dataset: str, verify: bool, idx: bool = False) -> bytes:
+    """The file's (decompressed) bytes, checked against the official contents' MD5. Bounded before it is
+    read: no more than any official file (unchecked copies: ``formats.MAX_FILE_BYTES``), nor than an IDX
+    header declares."""
+    limit = formats.MAX_OFFICIAL_BYTES if verify else formats.MAX_FILE_BYTES
+    declared = functools.partial(formats.idx_length, path=path) if idx else None
+    data = formats.read_file_bytes(path, limit, declared)
     if verify and (got := formats.md5_hex(data)) != md5:
         other = _KNOWN_MD5.get(got)
         hint = f" (it is {other[0]}'s {other[1]}, not {dataset}'s)" if other else ""
@@ -232,14 +237,21 @@ def read_verified(path: Path, md5: str, dataset: str, verify: bool) -> bytes:
 def _load_idx(spec: ArraySpec, folder: Path, split: str, verify: bool) -> ArrayDataset:
     (images_name, images_md5), (labels_name, labels_md5) = spec.files[split]
     images_path, labels_path = _existing(folder, images_name), _existing(folder, labels_name)
-    images = formats.parse_idx(read_verified(images_path, images_md5, spec.name, verify), images_path)
-    labels = formats.parse_idx(read_verified(labels_path, labels_md5, spec.name, verify), labels_path)
+    images = formats.parse_idx(read_verified(images_path, images_md5, spec.name, verify, True), images_path)
+    labels = formats.parse_idx(read_verified(labels_path, labels_md5, spec.name, verify, True), labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"{images_path}: expected uint8 images N x H x W, found {images.dtype} of shape "
                         f"{images.shape}")
+    if 0 in images.shape:
+        count, height, width = images.shape
+        raise DataError(f"{images_path} holds {count} images of {height} x {width} pixels; a dataset needs "
+                        f"at least one image of at least 1 x 1 pixel")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{labels_path} holds {labels.shape} labels but {images_path} holds {len(images)} "
                         f"images; they must match one to one")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{labels_path} stores its labels as {labels.dtype}; class labels are whole numbers "
+                        f"(an IDX file of type 0x08 ubyte, as MNIST's): labels such as 3.7 would be cut to 3")
     images_t = torch.from_numpy(images.copy()).unsqueeze(1)  # copy: frombuffer arrays are read-only
     return ArrayDataset(images_t, torch.from_numpy(labels.astype(np.int64)), list(spec.classes),
                         source=str(labels_path))

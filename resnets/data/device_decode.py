@@ -17,10 +17,10 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..errors import DataError
-from .images import check_pixels, decode_image_file, header_size
+from .images import check_regular, decode_image_file, read_image_bytes
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
@@ -45,17 +45,16 @@ def read_for_device(path: str | os.PathLike) -> tuple[torch.Tensor, bool]:
     decoded here (3 x H x W uint8). A file that does not start like a JPEG is a ``DataError``."""
     if not str(path).lower().endswith(JPEG_EXTENSIONS):
         return decode_image_file(path), False
+    check_regular(path)  # a pipe would block
     try:
-        with _torchvision_io():
-            data = read_file(str(path))
-    except RuntimeError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-    if data.numel() < 4 or data[0].item() != 0xFF or data[1].item() != 0xD8:  # the JPEG SOI marker
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if len(start) < 4 or start[:2] != b"\xff\xd8":  # the JPEG SOI marker
         raise DataError(f"cannot read image {path}: not a JPEG file (no start-of-image marker)")
-    size = header_size(data.numpy().tobytes())  # the same pixel limit as every decode on the CPU
-    if size is not None:
-        check_pixels(*size, path)
-    return data, True
+    raw = read_image_bytes(path)  # the same bounds as every decode on the CPU (pixels, length)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8), True
 
 
 def seeded(transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,

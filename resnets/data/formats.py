@@ -13,9 +13,11 @@ import codecs
 import gzip
 import hashlib
 import io
+import math
 import pickle
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,32 +35,76 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def read_file_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when it ends in ``.gz``; a damaged archive names the file."""
+MAX_FILE_BYTES = 1 << 30  # the most one dataset file may hold unpacked (MNIST's training images: 47 MB)
+MAX_OFFICIAL_BYTES = 256 << 20  # more than any official file unpacks to (CIFAR-100's train batch: 155 MB)
+_HEAD_BYTES = 1024  # the longest IDX header (255 dimensions)
+
+
+def read_file_bytes(path: Path, limit: int = MAX_FILE_BYTES,
+                    declared: Callable[[bytes], int] | None = None) -> bytes:
+    """The file's bytes, decompressed when it ends in ``.gz``, read within bounds: a regular file, at
+    most ``limit`` bytes unpacked, and at most what its header declares (``declared(first bytes)`` ->
+    length in bytes, for formats that say it). Reading stops at the bound, so an archive that unpacks
+    to gigabytes costs no more memory than the bound; a damaged archive names the file."""
     try:
-        raw = path.read_bytes()
+        if not path.is_file():
+            raise DataError(f"{path} is not a regular file (a folder, a pipe or a device); give the dataset "
+                            f"file itself")
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            head = f.read(_HEAD_BYTES)
+            cap = limit if declared is None else declared(head)
+            if cap > limit:
+                raise DataError(f"{path}: its header declares {cap:,} bytes, more than the {limit:,} a "
+                                f"dataset file may hold{_unverified_hint(limit)}; the file is damaged or not "
+                                f"this dataset")
+            data = head + f.read(max(cap + 1 - len(head), 0))
     except OSError as exc:
+        if isinstance(exc, gzip.BadGzipFile) or path.suffix == ".gz" and not exc.strerror:
+            raise _bad_archive(path, exc) from None
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if path.suffix != ".gz":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"{path} is truncated or not a valid gzip archive ({exc}); delete it and get the "
-                        f"file again (--download, or reinstall the package it came from)") from None
+    except (EOFError, zlib.error) as exc:
+        raise _bad_archive(path, exc) from None
+    if len(data) > cap:
+        what = ("is longer than its header says" if declared is not None
+                else "holds more than the most a dataset file may hold")
+        raise DataError(f"{path} {what} ({cap:,} bytes unpacked){_unverified_hint(limit)}; the file is "
+                        f"damaged or not this dataset: delete it and get the file again")
+    return data
+
+
+def _unverified_hint(limit: int) -> str:
+    return " (any official file; --no-verify-checksums for copies meant to differ)" \
+        if limit == MAX_OFFICIAL_BYTES else ""
+
+
+def _bad_archive(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{path} is truncated or not a valid gzip archive ({exc}); delete it and get the "
+                     f"file again (--download, or reinstall the package it came from)")
+
+
+def idx_length(head: bytes, path: Path) -> int:
+    """The length in bytes an IDX file's header declares (exact integers: no int64 wrap-around)."""
+    _idx_header(head, path)
+    dtype, ndim = _IDX_DTYPES[head[2]], head[3]
+    dims = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
+    return 4 + 4 * ndim + math.prod(dims) * dtype.itemsize
+
+
+def _idx_header(data: bytes, path: Path) -> None:
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES or data[3] == 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'none'}); "
+                        f"expected the MNIST-format files such as train-images-idx3-ubyte.gz")
+    if len(data) < 4 + 4 * data[3]:
+        raise DataError(f"{path} is truncated: its header is incomplete ({len(data)} bytes)")
 
 
 def parse_idx(data: bytes, path: Path) -> np.ndarray:
     """An IDX file's contents as an array of the shape its header declares."""
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES or data[3] == 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'none'}); "
-                        f"expected the MNIST-format files such as train-images-idx3-ubyte.gz")
+    _idx_header(data, path)
     dtype, ndim = _IDX_DTYPES[data[2]], data[3]
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is truncated: its header is incomplete ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python integers: a product cannot wrap
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise DataError(f"{path} is {what}: the header declares shape {tuple(dims)} ({expected} bytes) "

@@ -11,6 +11,7 @@ hold 20000 x 20000 pixels).
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -25,7 +26,9 @@ from ..errors import DataError
 from .augment import Normalization
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-_TORCHVISION_FORMATS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
+_TORCHVISION_FORMATS = (".jpg", ".jpeg", ".png", ".webp")  # GIF through PIL: its first frame only
+HEADER_BYTES = 1 << 16  # read first: enough for a PNG's or a JPEG's size in nearly every file
+SLACK_BYTES = 64 << 20  # metadata (ICC profiles, EXIF, text chunks) an image file may carry beside pixels
 MAX_SIDE = 4096  # the largest crop (pixels) a data record may ask for; its resize up to twice that
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS (a decompression-bomb guard)
 _max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -73,16 +76,72 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def check_regular(path: str | os.PathLike) -> int:
+    """The size in bytes of ``path``, a regular file; a ``DataError`` for a pipe, a device or a socket
+    (reading one blocks or never ends) and for a file that is missing or is a folder."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable image ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{path} is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path} is not a regular file (a pipe, a device or a socket); give an image file")
+    return info.st_size
+
+
+def check_file_size(path: str | os.PathLike, length: int, width: int, height: int) -> None:
+    """A ``DataError`` when a file is far longer than a ``width`` x ``height`` image can be (8 bytes a
+    pixel, 16-bit RGBA uncompressed, plus ``SLACK_BYTES`` of metadata): a damaged or padded file,
+    refused before it is read."""
+    if length > 8 * width * height + SLACK_BYTES:
+        raise DataError(f"{path}: {length:,} bytes is far more than a {width} x {height} image takes; "
+                        f"the file is damaged or is not an image")
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, read within bounds: a regular file, its pixel count (from its header)
+    within the limit, and its length within what those pixels can take. Nothing is read past the
+    header of a file that fails."""
+    length = check_regular(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+            size = header_size(head)
+            if size is None:
+                size = header_size_pil(path)
+            if size is None:
+                raise DataError(f"{path} is not a readable image (no image header PIL recognises)")
+            check_pixels(*size, path)
+            check_file_size(path, length, *size)
+            return head + f.read()
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable image ({exc.strerror or exc})") from None
+
+
+def header_size_pil(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from the header PIL reads lazily (nothing decoded), or None if it cannot."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """A fully decoded PIL image, or a ``DataError`` naming the file when it cannot be read."""
+    length = check_regular(path)  # a pipe would block, a device never end
     try:
         with Image.open(path) as image:
             check_pixels(*image.size, path)  # from the header, before any decoding
-            image.load()  # decode now: a truncated file fails here, not later in a transform
+            check_file_size(path, length, *image.size)
+            image.load()  # decode now (the first frame of an animation): a truncated file fails here
             return image
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
@@ -119,14 +178,7 @@ def pil_to_uint8(image: Image.Image, in_chans: int) -> torch.Tensor:
 def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
     """3 x H x W uint8 RGB of an image file, or a ``DataError`` naming it."""
     if str(path).lower().endswith(_TORCHVISION_FORMATS):
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            data = None  # load_image names the file and the reason
-        size = header_size(data) if data else None
-        if size is not None:
-            check_pixels(*size, path)
+        data = read_image_bytes(path)  # bounded: a regular file, its pixels and length checked first
         if data:
             try:
                 with warnings.catch_warnings():
@@ -134,23 +186,13 @@ def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
                     # the project pins 0.29, whose libjpeg-turbo decoder is faster than PIL's.
                     warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
                     warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)
-                    if size is None:  # WebP, GIF ...: PIL reads the size from the header
-                        load_size(path)
                     image = decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+                if image.dim() == 4:  # an animation (WebP): its first frame, as PIL and predict give
+                    image = image[0]
                 return image if image.dtype == torch.uint8 else to_uint8(image)
             except RuntimeError:
                 pass  # unusual encodings PIL may still read; a damaged file fails there with a clear reason
     return pil_to_uint8(load_image(path), 3)
-
-
-def load_size(path: str | os.PathLike) -> None:
-    """Check an image's size against the pixel limit from its header (PIL, lazy: nothing decoded)."""
-    try:
-        with Image.open(path) as image:
-            size = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return  # unreadable: the decoders say why
-    check_pixels(*size, path)
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:

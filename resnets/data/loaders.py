@@ -118,6 +118,10 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.workers is not None and self.workers > max_workers():  # each one a process
+            raise ConfigError(f"workers={self.workers} is more DataLoader processes than this machine can "
+                              f"use: it has {os.cpu_count() or 1} CPU cores; use at most {max_workers()} "
+                              f"(--workers)")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction must lie between 0 and 1, got {self.test_fraction!r}")
         # 0 (no pad-and-crop, as fast-cpu sets it) is true of folders too; a padding is not
@@ -127,6 +131,11 @@ class DataConfig:
         if self.dataset not in FOLDER_DATASETS and self.train_transform != "paper":
             raise ConfigError(f"train_transform={self.train_transform!r} applies to image folders; "
                               f"{self.dataset} uses the paper's pad-and-crop (see crop_padding, hflip)")
+
+
+def max_workers() -> int:
+    """The most DataLoader workers a run may ask for: four per CPU core, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
 
 
 class Loader(Protocol):
