@@ -5,7 +5,8 @@
 
 Keywords are the model's options (``resnets.create_model``). ``weights`` is a weights file (a torchvision
 or timm state dict, a resnets checkpoint or weights file), checked key by key as ``resnets import-weights``
-does; resnets publishes no pretrained weights, so ``pretrained=True`` is an error that says so.
+does; resnets publishes no pretrained weights, so ``pretrained=True`` is an error that says so (as
+``resnets.create_model`` says it).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def _entrypoint(name: str) -> _Callable[..., _nn.Module]:
     def entrypoint(
         pretrained: bool = False, weights: str | _os.PathLike | None = None, **kwargs: _Any
     ) -> _nn.Module:
-        if pretrained:
-            raise _ConfigError("resnets publishes no pretrained weights: pass weights=<path of a torchvision "
-                               "or timm weights file> instead of pretrained=True")
-        model = _create_model(name, **kwargs)
+        if weights is not None and not isinstance(weights, str | _os.PathLike):
+            raise _ConfigError(f"{name}: weights={weights!r} names published weights, and resnets has none: "
+                               "pass weights=<path of a torchvision or timm weights file>")
+        model = _create_model(name, pretrained, **kwargs)
         if weights is not None:
             _load_weights_into(model, weights)
         return model

@@ -90,7 +90,7 @@ class CifarResNet(ResNetBase):
         )
         self.share_weights = share_weights
         # alias state-dict key -> the key it shares its tensor with (empty without share_weights)
-        self.shared_keys: dict[str, str] = share_stage_weights(self) if share_weights else {}
+        self.shared_keys = share_stage_weights(self) if share_weights else {}
         if share_weights:
             self.register_state_dict_post_hook(_drop_shared_keys)
             self.register_load_state_dict_pre_hook(_fill_shared_keys)

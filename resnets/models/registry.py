@@ -111,9 +111,9 @@ _NO_OP_OPTIONS = ("cache_dir", "scriptable", "exportable", "no_jit", "progress")
 
 
 def no_pretrained_weights(name: str, what: str) -> ConfigError:
-    return ConfigError(f"{name}: {what} asks for published weights, and resnets has no weights registry: "
-                       "load a torchvision or timm weights file with checkpoint_path=<file> "
-                       "(resnets.create_model) or resnets.weights.load_weights_into")
+    return ConfigError(f"{name}: {what} asks for published weights; resnets has no pretrained weights (no "
+                       "weights registry): load a torchvision or timm weights file with "
+                       "checkpoint_path=<file> (resnets.create_model) or resnets.weights.load_weights_into")
 
 
 def check_pretrained(
