@@ -45,7 +45,7 @@ from .data.datasets import FOLDER_DATASETS
 from .data.folders import FolderDataset, FolderLoader
 from .data.images import resize_center_crop
 from .data.loaders import TensorLoader
-from .errors import CheckpointError, ConfigError, DataError, os_error
+from .errors import CheckpointError, ConfigError, DataError, first_line, os_error
 from .io import LOCK_NAME, commit, fault_point, hold_folder, lock_holder, staged, torch_writer
 
 CONFIG = "config.json"
@@ -115,10 +115,10 @@ class RunFolder:
 
     def config(self) -> dict[str, Any]:
         """``config.json`` as a plain dict (``{"recipe": {...}, "run": {...}}``); {} when absent."""
-        return json.loads(self.config_path.read_text()) if self.config_path.is_file() else {}
+        return read_json(self.config_path, "run configuration") if self.config_path.is_file() else {}
 
     def summary(self) -> dict[str, Any] | None:
-        return json.loads(self.summary_path.read_text()) if self.finished else None
+        return read_json(self.summary_path, "run summary") if self.finished else None
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.metrics_path)
@@ -393,14 +393,26 @@ def load_for_resume(path: str | os.PathLike, log: Callable[[str], None] = print,
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a metrics.csv with numbers as floats (ints for epoch/iteration), blanks as None."""
+    """Rows of a metrics.csv with numbers as floats (ints for epoch/iteration), blanks as None; a
+    ``DataError`` naming the file when it is not such a table (binary garbage, no epoch column)."""
     path = Path(path)
     if not path.exists():
         return []
     out = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            out.append({k: _parse_cell(k, v) for k, v in row.items()})
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row or reader.fieldnames is None or "epoch" not in reader.fieldnames:
+                    raise ValueError(f"line {reader.line_num} does not match the header")
+                out.append({k: _parse_cell(k, v) for k, v in row.items()})
+                if not isinstance(out[-1]["epoch"], int):
+                    raise ValueError(f"line {reader.line_num} has no epoch number")
+    except (UnicodeDecodeError, csv.Error, ValueError, OverflowError) as exc:
+        raise DataError(f"{path} is not a run's metrics table ({first_line(exc)}); move it away (the run's "
+                        f"checkpoints do not need it) or restore it") from None
+    except OSError as exc:
+        raise os_error(exc, "read") from None
     return out
 
 
@@ -416,17 +428,34 @@ def _parse_cell(column: str, value: str | None) -> Any:
 
 
 def read_steps(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a steps.jsonl, up to the first line a crash cut short."""
+    """The records of a steps.jsonl, up to the first line a crash cut short (or that is no record)."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise os_error(exc, "read") from None
+    for line in text.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             break  # a line cut by a crash: everything before it is good
+        if not isinstance(record, dict) or not isinstance(record.get("iteration", 0), int | float):
+            break
+        records.append(record)
     return records
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """A run's JSON file (``config.json``, ``summary.json``), or a ``DataError`` naming it when it is
+    cut short or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a readable {what} ({first_line(exc)}): it was cut short or "
+                        f"damaged; move it away, or run again") from None
 
 
 @dataclass

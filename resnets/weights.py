@@ -189,11 +189,18 @@ def _check_values(path, state: Mapping[str, torch.Tensor], target: Mapping[str, 
         raise CheckpointError(f"weights file {path} holds non-floating-point tensors where the model has "
                               f"weights: {', '.join(kinds[:_LIST_LIMIT])}{_more(kinds)}; it is not a weights "
                               f"file of this model (or it was damaged)")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
     if bad:
         raise CheckpointError(f"weights file {path} holds NaN or infinite values in {len(bad)} tensor(s): "
                               f"{', '.join(bad[:_LIST_LIMIT])}{_more(bad)}; these weights are unusable "
                               f"(a diverged run?): use an earlier checkpoint")
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """Every value finite; float8 tensors (no ``isfinite`` kernel) are checked in float32."""
+    if tensor.element_size() == 1:
+        tensor = tensor.float()
+    return bool(torch.isfinite(tensor).all())
 
 
 def _map_key_names(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], int]:

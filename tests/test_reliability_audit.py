@@ -319,3 +319,151 @@ def test_11_a_pipe_named_jpg_is_refused_not_read(refused):
     for case in ("fifo_predict", "fifo_decode"):
         status, err = results[case]
         assert status == 2 and "f.jpg is not a regular file" in err, (case, err)
+
+
+# --- 12-20: tracebacks, now one line that says what to do (or correct behaviour) ------------------
+
+def idx(path: Path, dims: tuple[int, ...], payload: bytes = b"", code: int = 8) -> Path:
+    path.write_bytes(struct.pack(f">BBBB{len(dims)}I", 0, 0, code, len(dims), *dims) + payload)
+    return path
+
+
+def test_12_an_animated_gif_in_an_image_folder_trains_and_evaluates(tmp_path, capsys):
+    root = images(tmp_path / "IMGS")
+    frames = [Image.new("RGB", (20, 20), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(root / "cat" / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    status, _, err = cli(folder_argv(root, tmp_path / "run", "--strict-data"), capsys)
+    assert status == 0 and "Traceback" not in err, err
+    argv = ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--strict-data"]
+    status, out, err = cli(argv, capsys)
+    assert status == 0 and "top-1 error" in out, err
+
+
+def float8_file(path: Path, name: str, **options) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from resnets import create_model
+    state = create_model(name, num_classes=10, in_chans=1, **options).state_dict()
+    save_file({k: (v.to(torch.float8_e4m3fn) if v.is_floating_point() else v) for k, v in state.items()},
+              str(path))
+    return path
+
+
+def test_13_float8_weights_import_and_initialise(data, tmp_path, capsys):
+    out = tmp_path / "out.safetensors"
+    weights = float8_file(tmp_path / "r20.safetensors", "resnet20")
+    status, _, err = cli(["import-weights", str(weights), "--model", "resnet20", "--output", str(out)],
+                         capsys)
+    assert status == 0 and out.is_file(), err
+    depth8 = float8_file(tmp_path / "d8.safetensors", "resnet_cifar", depth=8)
+    status, _, err = cli(train_argv(data, tmp_path / "run", "--init-weights", str(depth8)), capsys)
+    assert status == 0, err
+
+
+def test_13_nan_in_float8_weights_is_refused(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(float8_file(tmp_path / "r20.safetensors", "resnet20")))
+    state["conv1.weight"] = state["conv1.weight"].float().fill_(float("nan")).to(torch.float8_e4m3fn)
+    bad = tmp_path / "nan8.safetensors"
+    save_file(state, str(bad))
+    status, _, err = cli(["import-weights", str(bad), "--model", "resnet20", "--output",
+                          str(tmp_path / "out.safetensors")], capsys)
+    line = one_line_error(err)
+    assert status == 2 and "NaN or infinite" in line and "conv1.weight" in line, line
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def copy_data(data: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for f in data.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    return folder
+
+
+def test_14_an_idx_header_whose_size_wraps_in_int64_is_refused(data, tmp_path, capsys):
+    bad = copy_data(data, tmp_path / "wrap")
+    idx(bad / "train-images-idx3-ubyte", (1 << 22, 1 << 21, 1 << 21))  # 2^64 bytes: 0 in int64
+    status, _, err = cli(train_argv(bad, tmp_path / "run"), capsys)
+    line = one_line_error(err)
+    assert status == 2 and "idx3-ubyte: its header declares 18,446,744,073,709,551,632" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_15_idx_images_of_0_x_0_pixels_are_refused_naming_the_file(data, tmp_path, capsys):
+    bad = copy_data(data, tmp_path / "empty_images")
+    idx(bad / "train-images-idx3-ubyte", (64, 0, 0))
+    idx(bad / "t10k-images-idx3-ubyte", (32, 0, 0))
+    status, _, err = cli(train_argv(bad, tmp_path / "run"), capsys)
+    line = one_line_error(err)
+    assert status == 2 and "train-images-idx3-ubyte holds 64 images of 0 x 0 pixels" in line, line
+    assert "per_pixel" not in line
+
+
+def test_16_model_kwargs_may_repeat_the_datas_channels_and_classes(data, tmp_path, capsys):
+    same = '--set=model_kwargs={"depth": 8, "in_chans": 1, "num_classes": 10}'
+    status, _, err = cli(train_argv(data, tmp_path / "same", same), capsys)
+    assert status == 0, err
+    other = '--set=model_kwargs={"depth": 8, "in_chans": 3}'
+    status, _, err = cli(train_argv(data, tmp_path / "other", other), capsys)
+    line = one_line_error(err)
+    assert status == 2 and "in_chans=3 but the data has 1 channels; drop in_chans" in line, line
+
+
+def test_17_garbage_metrics_stop_a_resume_before_anything_is_written(run, tmp_path, capsys):
+    copy = tmp_path / "R"
+    copy.mkdir()
+    for name, content in snapshot(run).items():
+        (copy / name).write_bytes(content)
+    (copy / "metrics.csv").write_bytes(bytes(range(256)) * 4)
+    before = tree(copy)
+    status, _, err = cli(["train", "--resume", str(copy), "--epochs", "2", "--progress", "none"], capsys)
+    line = one_line_error(err)
+    assert status == 2 and "metrics.csv is not a run's metrics table" in line, line
+    assert tree(copy) == before  # config.json not rewritten
+    (copy / "metrics.csv").write_text("epoch,iteration\nx,y,z\n")
+    from resnets.errors import DataError
+    with pytest.raises(DataError, match="metrics.csv is not a run's metrics table"):  # what reproduce reads
+        runs.RunFolder(copy).metrics()
+
+
+def test_18_a_truncated_summary_is_named(run, tmp_path):
+    from resnets.errors import DataError
+    folder = tmp_path / "R"
+    folder.mkdir()
+    (folder / "summary.json").write_text((run / "summary.json").read_text()[:20])
+    with pytest.raises(DataError, match="summary.json is not a readable run summary"):
+        runs.RunFolder(folder).summary()
+    (folder / "config.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(DataError, match="config.json is not a readable run configuration"):
+        runs.RunFolder(folder).config()
+
+
+def test_19_a_coco_file_with_a_bad_channel_count_is_named(tmp_path):
+    from resnets.detection.data import open_detection_data
+    from resnets.errors import DataError
+    root = tmp_path / "C"
+    images(root / "train", classes=("",), n=1)
+    (root / "annotations").mkdir()
+    document = {"info": {"channels": "gray"}, "categories": [{"id": 1, "name": "thing"}],
+                "images": [{"id": 1, "file_name": "0.png", "width": 32, "height": 32}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64,
+                                 "iscrowd": 0}]}
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(document))
+    with pytest.raises(DataError, match=r'instances_train.json: "info": \{"channels": \'gray\'\} must be 1'):
+        open_detection_data(root, "train")
+
+
+def test_20_sizes_from_flags_are_bounded_before_allocation(run, tmp_path, capsys):
+    # 1 x 50000 x 1: the bound of the audit's 50000 x 50000, which today's main would try to allocate
+    status, _, err = cli(["export", "--checkpoint", str(run / "best.pt"), "--format", "pt2", "--input-size",
+                          "1", "50000", "1", "--output", str(tmp_path / "m.pt2")], capsys)
+    line = one_line_error(err)
+    assert status == 2 and "sizes of 1 to 4096 pixels" in line, line
+    status, _, err = cli(["import-weights", str(run / "model.safetensors"), "--model", "resnet_cifar",
+                          "--num-classes", "100000000000", "--output", str(tmp_path / "w.safetensors")],
+                         capsys)
+    line = one_line_error(err)
+    assert status == 2 and "--num-classes must be from 1 to 100,000" in line, line
+    assert not list(tmp_path.iterdir())

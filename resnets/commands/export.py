@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import load_model
+from ..data.images import MAX_SIDE
 from ..errors import ConfigError
 from ..export import conv_bn_pairs, export_metadata, export_onnx, export_pt2, fold_bn
 from ._common import check_output_file
@@ -40,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"checkpoint {args.checkpoint} does not record its image size; "
                           "pass --input-size C H W")
     channels, height, width = size
-    if channels != model.in_chans or height < 1 or width < 1:
+    if channels != model.in_chans or not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise ConfigError(f"--input-size {channels} {height} {width} does not fit the model: it takes "
-                          f"{model.in_chans} input channels and positive sizes")
+                          f"{model.in_chans} input channels and sizes of 1 to {MAX_SIDE} pixels")
     example = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(0))
     name = ckpt["model"].get("name", type(model).__name__)
     # The file describes itself: name, input size, layout, mean/std, class names (resnets predict reads them)

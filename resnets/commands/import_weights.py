@@ -14,6 +14,9 @@ from ..errors import ConfigError
 from ..weights import load_weights_into, read_state_dict, save_weights
 from ._common import check_output_file
 
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; a 2048-feature head of 100,000 classes is 800 MB
+MAX_IN_CHANS = 64
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="state dict from torchvision or timm (.pth, .pt, .bin, "
@@ -28,10 +31,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag in ("num_classes", "in_chans"):
+    for flag, most in (("num_classes", MAX_CLASSES), ("in_chans", MAX_IN_CHANS)):
         value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+        if value is not None and not 1 <= value <= most:  # bounded before a head of that size is allocated
+            raise ConfigError(f"--{flag.replace('_', '-')} must be from 1 to {most:,}, got {value:,}")
     check_output_file(args.output, "--output", reads=[args.file])  # before any work
     state = read_state_dict(args.file)
     num_classes = args.num_classes or _file_classes(state)

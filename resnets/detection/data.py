@@ -361,7 +361,11 @@ def read_coco(
     names = _category_names(annotations, document["categories"])
     class_names, label_of = _label_map(names, classes, annotations)
     info = document.get("info") if isinstance(document.get("info"), dict) else {}
-    channels = in_chans or int(info.get("channels", 3))
+    channels = in_chans or info.get("channels", 3)
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise DataError(f"{annotations}: \"info\": {{\"channels\": {channels!r}}} must be 1 (grayscale) or 3 "
+                        f"(colour)")
+    channels = int(channels)
 
     images: dict[int, dict] = {}
     for entry in document["images"]:

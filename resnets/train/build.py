@@ -77,8 +77,13 @@ def build_data_bundle(recipe: Recipe, run: RunOptions, device: torch.device, inf
 def build_model(recipe: Recipe, run: RunOptions, data: DataBundle, device: torch.device,
                 log: Callable[[str], None]) -> nn.Module:
     """The recipe's model for the data's classes and channels, optionally from pretrained weights."""
-    model = create_model(recipe.model, num_classes=len(data.classes), in_chans=data.in_chans,
-                         **recipe.model_options)
+    options = dict(recipe.model_options)
+    for key, value in (("num_classes", len(data.classes)), ("in_chans", data.in_chans)):
+        if key in options and options.pop(key) != value:  # the data sets them; an equal value is harmless
+            what = "classes" if key == "num_classes" else "channels"
+            raise ConfigError(f"model_kwargs sets {key}={recipe.model_options[key]!r} but the data has "
+                              f"{value} {what}; drop {key} from model_kwargs (the data sets it)")
+    model = create_model(recipe.model, num_classes=len(data.classes), in_chans=data.in_chans, **options)
     if run.init_weights:
         report = load_weights_into(model, run.init_weights, replace_head=True)
         for line in report.lines():

@@ -99,6 +99,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         resume_path, resume = runs.load_for_resume(run.resume, log=progress.message, skipped=damaged)
         check_resume_entries(resume, resume_path)
         check_same_model(resume, resume_path, recipe.model, recipe.model_options)
+        folder.metrics()  # the logs that resuming trims: validated before anything is written
         if info.is_main:  # out of the rotation, so that no damaged file ever moves over a good one
             for moved in folder.set_aside(damaged):
                 progress.message(f"set the damaged checkpoint aside as {moved}")
