@@ -203,7 +203,7 @@ def test_callable_act_layer_matches_timm():
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated, still used to deploy
 @pytest.mark.parametrize("name, kwargs", [
     ("resnet18", {}), ("resnet50d", {"drop_path_rate": 0.1}), ("seresnet18", {}), ("resnetv2_50", {}),
-    ("resnet20", {}), ("preact_resnet110", {}), ("wrn16_8", {}),
+    ("resnet20", {}), ("preact_resnet_cifar", {"depth": 11}), ("wrn16_8", {}),
     ("resnet18", {"features_only": True, "out_indices": (1, 3)}),
 ])
 def test_torchscript_computes_what_eager_does(name, kwargs):
@@ -217,3 +217,16 @@ def test_torchscript_computes_what_eager_does(name, kwargs):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     with pytest.raises(torch.jit.Error, match="expects input of shape"):
         scripted(x[:, :1])
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("name, side", [("vgg11_bn", 32), ("densenet121", 32), ("inception_v4", 75),
+                                        ("inception_resnet_v2", 75)])
+def test_torchscript_of_the_survey_nets_torchvision_and_timm_script(name, side):
+    # Their reference's forward under torch.jit.is_scripting(); the other survey families do not script
+    # (docs/models.md says why).
+    model = randomize_bn(resnets.create_model(name, num_classes=10)).eval()
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)

@@ -75,6 +75,10 @@ class Classifier(nn.Module):
     selected map are still built (their names are the reference's).
     """
 
+    # TorchScript compiles properties unless listed here; a family that scripts (VGG, DenseNet) has its
+    # reference's forward in ``forward`` under ``torch.jit.is_scripting()``.
+    __jit_unused_properties__ = ["fc", "default_cfg", "head_features"]
+
     family = "survey"
     # The head's pooling: global average ("avg"), or none ("", with num_classes=0: the unpooled map).
     global_pools: tuple[str, ...] = ("avg", "")

@@ -54,7 +54,7 @@ class DenseLayer(nn.Module):
         if self.conv2 is not None:
             out = self.conv2(self.relu2(self.norm2(out)))
         # torchvision's dropout after the layer's last conv (Sec. 4.2: 0.2 on CIFAR without augmentation).
-        return F.dropout(out, p=self.drop_rate, training=self.training) if self.drop_rate else out
+        return F.dropout(out, p=self.drop_rate, training=self.training) if self.drop_rate > 0 else out
 
 
 class DenseBlock(nn.ModuleDict):
@@ -164,6 +164,17 @@ class DenseNet(Classifier):
     def final_act(self, x: torch.Tensor) -> torch.Tensor:
         """The ReLU after the last BN (torchvision's ``F.relu`` after ``features``)."""
         return self.relu(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if torch.jit.is_scripting():  # torchvision's forward (TorchScript takes no views, no super())
+            x = self.relu(self.features(x))
+            if self.global_pool is not None:
+                x = torch.flatten(self.global_pool(x), 1)
+            return self.classifier(x)
+        if self.features_only:
+            maps = self.feature_maps(x)
+            return [maps[i] for i in self.out_indices]
+        return self.forward_head(self.forward_features(x))
 
 
 def _imagenet(kwargs: dict[str, Any], growth_rate: int, block_config: tuple[int, ...], init: int) -> DenseNet:

@@ -237,6 +237,17 @@ class InceptionV4(InceptionClassifier):
         self.finish_inception(stem=f[:3], stages=stages, feature_info=info, num_features=1536,
                               classifier="last_linear", first_conv="features.0.conv")
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if torch.jit.is_scripting():  # timm's forward (TorchScript takes no views, no super())
+            x = self.features(x)
+            if self.global_pool is not None:
+                x = torch.flatten(self.global_pool(x), 1)
+            return self.last_linear(self.head_drop(x))
+        if self.features_only:
+            maps = self.feature_maps(x)
+            return [maps[i] for i in self.out_indices]
+        return self.forward_head(self.forward_features(x))
+
 
 @register_model
 def inception_v4(**kwargs: Any) -> InceptionV4:

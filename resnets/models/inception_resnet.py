@@ -109,9 +109,17 @@ class Block8(InceptionResidual):
         # timm's name for this ReLU is ``relu`` (None in the last module)
         self.relu = None if no_relu else nn.ReLU()
 
+    __jit_unused_properties__ = ["act"]
+
     @property
     def act(self) -> nn.Module | None:
         return self.relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # as InceptionResidual's, for TorchScript (no act)
+        out = self.conv2d(self.branch(x))
+        out = out * self.scale
+        out = out + self.forward_shortcut(x)
+        return out if self.relu is None else self.relu(out)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat((self.branch0(x), self.branch1(x)), 1)
@@ -203,6 +211,20 @@ class InceptionResNetV2(InceptionResNetBase):
                               feature_info=info, num_features=1536, classifier="classif",
                               first_conv="conv2d_1a.conv")
         self.pretrained_cfg["crop_pct"] = 0.8975  # timm's evaluation crop for this net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if torch.jit.is_scripting():  # timm's forward (TorchScript takes no views, no super())
+            x = self.maxpool_3a(self.conv2d_2b(self.conv2d_2a(self.conv2d_1a(x))))
+            x = self.maxpool_5a(self.conv2d_4a(self.conv2d_3b(x)))
+            x = self.repeat_1(self.mixed_6a(self.repeat(self.mixed_5b(x))))
+            x = self.conv2d_7b(self.block8(self.repeat_2(self.mixed_7a(x))))
+            if self.global_pool is not None:
+                x = torch.flatten(self.global_pool(x), 1)
+            return self.classif(self.head_drop(x))
+        if self.features_only:
+            maps = self.feature_maps(x)
+            return [maps[i] for i in self.out_indices]
+        return self.forward_head(self.forward_features(x))
 
 
 @register_family

@@ -120,6 +120,14 @@ class VGG(Classifier):
         super().reset_classifier(num_classes, "avg" if global_pool is None else global_pool)
         self.global_pool = None  # VGG pools to 7x7 in forward_head, never globally
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if torch.jit.is_scripting():  # torchvision's forward (TorchScript takes no views, no super())
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+        if self.features_only:
+            maps = self.feature_maps(x)
+            return [maps[i] for i in self.out_indices]
+        return self.forward_head(self.forward_features(x))
+
 
 def _vgg(kwargs: dict[str, Any], config: str, batch_norm: bool) -> VGG:
     return build_model(VGG, kwargs, config=VGG_CONFIGS[config], batch_norm=batch_norm)
