@@ -190,3 +190,28 @@ def test_eval_uses_the_runs_autocast_so_its_numbers_match_the_log(tmp_path, caps
     assert status == 0 and full["precision"] == "float32"
     assert full["loss"] != as_run["loss"]  # really computed in another precision
     assert full["loss"] == pytest.approx(as_run["loss"], rel=0.05)
+
+
+def test_one_flag_vocabulary_across_the_commands():
+    from resnets.cli import build_parser
+    from resnets.commands.detect import _resolve_checkpoint
+
+    parser = build_parser()
+    ev = parser.parse_args(["eval", "--checkpoint", "r.pt", "--test-subset", "8", "-b", "4"])
+    tr = parser.parse_args(["train", "--model", "resnet20", "--test-subset", "8", "-b", "4", "-o", "out"])
+    assert (ev.test_subset, ev.batch_size) == (tr.test_subset, tr.batch_size) == (8, 4)
+    ex = parser.parse_args(["export", "--checkpoint", "r.pt", "--format", "onnx", "-o", "m.onnx"])
+    assert ex.output == "m.onnx" and tr.output == "out"
+    pr = parser.parse_args(["predict", "--checkpoint", "m.onnx", "a.png"])
+    assert pr.checkpoint == "m.onnx" and pr.images == ["a.png"]
+    for argv, images in ((["detect", "predict", "--checkpoint", "run", "a.png", "b.png"], ["a.png", "b.png"]),
+                         (["detect", "predict", "run", "a.png"], ["a.png"])):
+        args = parser.parse_args(argv)
+        _resolve_checkpoint(args)
+        assert (args.checkpoint, args.images) == ("run", images)
+    args = parser.parse_args(["detect", "eval", "--checkpoint", "run", "--eval-subset", "3", "-b", "2"])
+    _resolve_checkpoint(args)
+    assert (args.checkpoint, args.subset, args.batch_size) == ("run", 3, 2)
+    args = parser.parse_args(["detect", "export", "--checkpoint", "run", "-o", "d.onnx"])
+    _resolve_checkpoint(args)
+    assert (args.checkpoint, args.output) == ("run", "d.onnx")

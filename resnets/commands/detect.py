@@ -149,18 +149,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(_detect=run_train)
 
     p = sub.add_parser("eval", help="COCOeval AP, AP50, AP75, APs/m/l and AR of a detection run")
-    p.add_argument("checkpoint", metavar="RUN|FILE")
+    _add_checkpoint(p)
     p.add_argument("--data-dir", help="default: the run's")
     p.add_argument("--split", help="default: the run's validation split")
-    p.add_argument("--subset", type=int, metavar="N", help="the first N images")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--eval-subset", "--subset", dest="subset", type=int, metavar="N",
+                   help="the first N images (train's --eval-subset)")
+    p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--device")
     p.add_argument("--strict-data", action="store_true")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(_detect=run_eval)
 
     p = sub.add_parser("predict", help="boxes, class names and scores in images")
-    p.add_argument("checkpoint", metavar="RUN|FILE")
+    _add_checkpoint(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--score", type=float, default=0.5, help="keep boxes of at least this score (default 0.5)")
     p.add_argument(
@@ -170,8 +171,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(_detect=run_predict)
 
     p = sub.add_parser("export", help="an ONNX file of a detector, checked in onnxruntime")
-    p.add_argument("checkpoint", metavar="RUN|FILE")
-    p.add_argument("--output", metavar="FILE", help="default: the checkpoint's path with .onnx")
+    _add_checkpoint(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="default: the checkpoint's path with .onnx")
     p.add_argument(
         "--image",
         action="append",
@@ -182,9 +183,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(_detect=run_export)
 
 
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    # As `resnets eval/predict/export --checkpoint`; the positional spelling stays.
+    p.add_argument("checkpoint", nargs="?", metavar="RUN|FILE", help="a detection run or checkpoint")
+    p.add_argument("--checkpoint", dest="checkpoint_option", metavar="RUN|FILE", help="the same, as a flag")
+
+
+def _resolve_checkpoint(args: argparse.Namespace) -> None:
+    if "checkpoint_option" not in vars(args):  # make-data, train
+        return
+    option = args.checkpoint_option
+    if option is not None and args.checkpoint is not None:
+        if getattr(args, "images", None) is None:
+            raise ConfigError("give the checkpoint once: as RUN|FILE or as --checkpoint")
+        args.images = [args.checkpoint, *args.images]  # predict: the first image was read as the checkpoint
+        args.checkpoint = None
+    args.checkpoint = args.checkpoint or option
+    if args.checkpoint is None:
+        raise ConfigError("give a detection run or checkpoint: RUN|FILE or --checkpoint RUN|FILE")
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "_detect", None) is None:
         raise ConfigError("name what to do: resnets detect make-data|train|eval|predict|export (see --help)")
+    _resolve_checkpoint(args)
     return args._detect(args)
 
 
