@@ -18,7 +18,7 @@ import resnets
 import resnets.experiments as experiments
 from resnets.errors import ConfigError
 from resnets.experiments.base import recipe_dict
-from resnets.experiments.degradation import degradation_runs
+from resnets.experiments.degradation import degradation_nets
 from resnets.experiments.plans import cifar_run, params_cifar
 from resnets.experiments.recurrent import DEPTH, SHALLOW, Recurrent, recurrent_runs
 from resnets.experiments.runner import ReproduceOptions, make_context, plan, reproduce
@@ -221,18 +221,16 @@ def test_the_deep_net_is_degradations_run_and_the_three_train_alike(tmp_path, bu
     ctx = make_context(experiment, ReproduceOptions(budget=budget, output=tmp_path))
     runs = recurrent_runs(ctx)
     assert [s.name for s in plan(experiment, ctx)] == [runs[k].name for k in ("deep", "shared", "shallow")]
-    assert runs["deep"] == degradation_runs(make_context(experiments.get_experiment("degradation"),
+    assert runs["deep"] == degradation_nets(make_context(experiments.get_experiment("degradation"),
                                                          ReproduceOptions(budget=budget, output=tmp_path)))[
-        ("resnet", 56)]  # one run folder for both experiments
+        ("resnet", 56)].specs[0]  # one run folder for both experiments (degradation's first seed)
     recipes = {k: recipe_dict(s) for k, s in runs.items()}
-    init = {"zero_init_last": True} if budget == "cpu" else {}
     assert [(r["model"], r["model_kwargs"]) for r in recipes.values()] == [
-        ("resnet56", init), ("resnet56", {**init, "share_weights": True}),
-        ("resnet_cifar", {**init, "depth": 14}),
-    ]
-    assert runs["shallow"] == cifar_run(ctx, "resnet", SHALLOW[budget], model_kwargs=init)
-    if budget == "cpu":
-        assert all(r["iterations"] == 900 and r["dataset"] == "fashion-mnist" for r in recipes.values())
+        ("resnet56", {}), ("resnet56", {"share_weights": True}), ("resnet_cifar", {"depth": 14}),
+    ]  # the paper's initialisation for all three
+    assert runs["shallow"] == cifar_run(ctx, "resnet", SHALLOW[budget])
+    if budget == "cpu":  # the converging budget's recipe, for all three alike
+        assert all(r["name"] == "reproduce-cpu" and r["dataset"] == "fashion-mnist" for r in recipes.values())
     else:  # the paper's CIFAR-10 schedule, as degradation's ResNet-56
         for r in recipes.values():
             assert r["dataset"] == "cifar10" and r["iterations"] == 64_000 and r["test_subset"] is None

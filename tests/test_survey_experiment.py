@@ -80,8 +80,9 @@ def test_cpu_and_paper_budgets_plan_the_paper_sized_nets():
         assert [(r["model"], r["model_kwargs"]) for _, _, r in runs] == expected
         for _, _, recipe in runs:  # trained alike: one recipe, one length (Highway: its authors' lr)
             assert recipe["dataset"] == dataset and recipe["iterations"] == iterations
-            assert recipe["lr"] == {"highway19": 0.025, "fractalnet20": 0.02}.get(recipe["model"], 0.1)
-            assert recipe["batch_size"] == 128 and recipe["momentum"] == 0.9
+            budget_lr, batch = (0.1, 128) if budget == "paper" else (0.2, 256)  # paper-cifar / reproduce-cpu
+            assert recipe["lr"] == {"highway19": 0.025, "fractalnet20": 0.02}.get(recipe["model"], budget_lr)
+            assert recipe["batch_size"] == batch and recipe["momentum"] == 0.9
             # on CPU only DenseNet trains in NCHW, the layout it is faster in
             if budget == "cpu":
                 assert recipe["channels_last"] == (recipe["model"] != "densenet_bc100_k12")
@@ -139,7 +140,8 @@ def test_lesion_plans_the_vgg_contrast():
     cpu = _plan("lesion", "cpu")
     assert [(r["model"], r["model_kwargs"]) for _, _, r in cpu] == [
         ("resnet56", {}), ("plain56", {}), ("vgg20_cifar", {})]
-    assert cpu[2][1] == "VGG-20" and cpu[2][2]["iterations"] == 900
+    assert cpu[2][1] == "VGG-20" and cpu[2][2]["iterations"] is None  # the budget's epochs, as the others
+    assert {r["name"] for _, _, r in cpu} == {"reproduce-cpu"}
     assert [(r["model"], r["model_kwargs"]) for _, _, r in _plan("lesion", "smoke")][2] == (
         "vgg_cifar", {"depth": 8})
 

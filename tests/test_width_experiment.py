@@ -91,8 +91,8 @@ def test_cpu_plan_is_the_width_series_and_two_equal_parameter_pairs():
     for (depth, k), spec in runs.items():
         recipe = recipe_dict(spec)
         assert recipe["model"] == "wrn" and recipe["model_kwargs"] == {"depth": depth, "widen_factor": k}
-        assert recipe["dataset"] == "fashion-mnist" and recipe["iterations"] == 900
-        assert recipe["batch_size"] == 128 and recipe["channels_last"]
+        assert recipe["dataset"] == "fashion-mnist" and recipe["name"] == "reproduce-cpu"
+        assert recipe["iterations"] is None and recipe["channels_last"]  # the budget's epochs for all
     for deep, wide in (((40, 1), (16, 2)), ((28, 2), (16, 3))):
         small, large = sorted((_params(runs[deep]), _params(runs[wide])))
         assert large / small <= 1 + PARAMS_TOLERANCE

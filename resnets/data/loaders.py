@@ -60,6 +60,9 @@ class DataConfig:
     data_dir: str | None = None
     download: bool = False
     val_split: int = 0  # images held out of the training set (seeded, stratified); 0 = none
+    # seed of the held-out split and the subsets; None: ``seed``. Fixed, it keeps one validation set
+    # for runs of several seeds (the reproductions' paired comparisons).
+    split_seed: int | None = None
     batch_size: int = 128
     eval_batch_size: int = 512
     crop_padding: int | None = None  # zero padding of the random crop: 4 at 32x32 (paper), 3 at 28x28
@@ -259,15 +262,16 @@ def _select(cfg: DataConfig, train_labels: torch.Tensor,
     """Indices of (train, held-out validation or None, test) after ``val_split`` and the subsets.
     The validation split comes first, so it does not change with ``train_subset``."""
     train_idx, val_idx = torch.arange(len(train_labels)), None
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     if cfg.val_split:
-        train_idx, val_idx = stratified_split(train_labels, cfg.val_split, seed_for(cfg.seed, _VAL_SPLIT),
+        train_idx, val_idx = stratified_split(train_labels, cfg.val_split, seed_for(split_seed, _VAL_SPLIT),
                                               "val_split")
     if cfg.train_subset:
-        seed = seed_for(cfg.seed, _TRAIN_SUBSET)
+        seed = seed_for(split_seed, _TRAIN_SUBSET)
         train_idx = train_idx[stratified_subset(train_labels[train_idx], cfg.train_subset, seed)]
     test_idx = torch.arange(len(test_labels))
     if cfg.test_subset:
-        test_idx = stratified_subset(test_labels, cfg.test_subset, seed_for(cfg.seed, _TEST_SUBSET))
+        test_idx = stratified_subset(test_labels, cfg.test_subset, seed_for(split_seed, _TEST_SUBSET))
     return train_idx, val_idx, test_idx
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,13 @@ class Budget:
     # Recipe fields every run of this budget sets (subsets, batch size, speed options).
     settings: Mapping[str, Any]
     description: str
-    # Linear lr warm-up over this fraction of each shortened run (from lr/10), 0 for none.
+    # Linear lr warm-up over this fraction of a run whose length an experiment sets in iterations
+    # (from lr/10), 0 for none; runs of the recipe's own length keep the recipe's warm-up.
     warmup_fraction: float = 0.0
+    # Seeds of every network whose comparison decides a verdict (``--seeds`` replaces it); a third is
+    # added where a deciding gap is within twice its standard error (stats.seeds_needed).
+    seeds: int = 2
+    adaptive_seeds: bool = True  # False: no third seed (the smoke budget, whose gaps are all noise)
 
 
 BUDGETS: dict[str, Budget] = {
@@ -45,40 +50,38 @@ BUDGETS: dict[str, Budget] = {
         "fashion-mnist",
         "paper-cifar",
         # 64 images at batch 32: the 4 iterations of a smoke run make 2 epochs, so curves have 2 points.
-        {"train_subset": 64, "test_subset": 64, "val_split": 0, "batch_size": 32, "eval_batch_size": 64},
+        {
+            "train_subset": 64,
+            "test_subset": 64,
+            "val_split": 0,
+            "split_seed": 0,
+            "batch_size": 32,
+            "eval_batch_size": 64,
+        },
         "seconds: 64 training and 64 test images, 4 iterations; checks the machinery, shows nothing",
+        adaptive_seeds=False,
     ),
     "cpu": Budget(
-        # 12,800 training images = 100 iterations per epoch at batch 128, so a run of N00 iterations
-        # has N test-error points on its curve; 2,000 test images keep each evaluation a few seconds.
-        # channels_last: oneDNN's preferred layout for CPU convolutions. amp "auto": bfloat16 autocast
-        # only where the CPU computes bfloat16 natively, float32 where it would be emulated (slower).
+        # The reproduce-cpu recipe (train/recipes.py): every net of a comparison trained alike to
+        # convergence on this hardware, choices made on a fixed validation split, the whole test set
+        # read once at the end. channels_last and bfloat16 ("auto": only where the CPU computes it).
         "cpu",
         "fashion-mnist",
-        "paper-cifar",
-        {
-            "train_subset": 12_800,
-            "test_subset": 2_000,
-            "val_split": 0,
-            "batch_size": 128,
-            "channels_last": True,
-            "amp": "auto",
-        },
-        "at most 30 minutes per experiment on a 2-core CPU: the paper's recipe (SGD, momentum 0.9, "
-        "weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of training) on a fixed, class-balanced "
-        "12,800 of the Fashion-MNIST training images, tested on a fixed, class-balanced 2,000 test images, "
-        "with a linear lr warm-up over the first sixth of training and bfloat16 autocast where the CPU "
-        "has bfloat16 arithmetic",
-        # Without a warm-up, lr 0.1 from the first step sends the deep nets' loss up, and a run 100x
-        # shorter than the paper's never recovers (docs/reproduce.md). The paper warms up its 110-layer
-        # net for the same reason (He et al. 2015, Sec. 4.2); runs this short need it at every depth.
-        warmup_fraction=1 / 6,
+        "reproduce-cpu",
+        {"channels_last": True, "amp": "auto"},
+        "the main job's recipe on a 2-core CPU (reproduce-cpu: Nesterov SGD, one-cycle lr 0.2 with a fixed "
+        "one-epoch warm-up, label smoothing 0.1, weight decay 5e-4, flip, batch 256, 3 epochs) on the "
+        "55,000 Fashion-MNIST training images outside a fixed, class-balanced 5,000-image validation split "
+        "(every choice of the budget was made on it), the paper's initialisation, tested once on all "
+        "10,000 test images; two seeds per compared network (three where a deciding gap is within twice "
+        "its standard error); bfloat16 autocast where the CPU has bfloat16 arithmetic",
+        warmup_fraction=1 / 3,
     ),
     "paper": Budget(
         "paper",
         "cifar10",
         "paper-cifar",
-        {},
+        {"split_seed": 0},  # one validation split for every seed of a network
         "the papers' schedules on CIFAR-10 for a GPU: 64k iterations at batch 128, lr 0.1 divided by 10 "
         "at 32k and 48k, 4-pixel pad-and-crop and flip, the full test set (each run's exact recipe is in "
         "its command below)",
@@ -149,6 +152,10 @@ class Context:
     device: torch.device
     command: str  # the reproduce command, for the report
     iterations: int | None = None  # replaces every run's planned iterations (``--iterations``)
+    seeds: int = 1  # seeds of each compared network (``--seeds``; the budget's by default)
+    # More seeds for some networks (by ``Net.key``), asked for by the runner where a deciding gap is
+    # within twice its standard error.
+    extra_seeds: dict[str, int] = field(default_factory=dict)
     detection_data: Path | None = None  # a VOC or COCO folder (``--detection-data``)
 
     @property
@@ -159,6 +166,10 @@ class Context:
     def results_dir(self) -> Path:
         return self.output / self.experiment
 
+    def seeds_for(self, key: str) -> int:
+        """How many seeds the network ``key`` is trained with."""
+        return max(self.seeds, self.extra_seeds.get(key, 0))
+
     def run(
         self,
         model: str,
@@ -167,12 +178,14 @@ class Context:
         iterations: int | None,
         recipe: str | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
+        seed: int = 0,
         **settings: Any,
     ) -> RunSpec:
         """A run of ``model`` under this budget; ``iterations`` None keeps the recipe's own schedule.
 
         A shortened schedule keeps the paper's shape: lr divided by 10 at 50% and 75% of the
         iterations (32k and 48k of 64k in Sec. 4.2). The context's ``iterations`` wins when set.
+        ``seed`` seeds the run's initialisation and data order (the validation split stays fixed).
         """
         if self.iterations is not None:
             iterations = self.iterations
@@ -189,6 +202,8 @@ class Context:
                 warmup = round(iterations * self.budget.warmup_fraction)
                 overrides.update(warmup=warmup, warmup_shape="linear")
         overrides.update(settings)
+        if seed:
+            overrides["seed"] = seed
         recipe_name = recipe or self.budget.recipe
         parts = [model] + [f"{k}={_slug(v)}" for k, v in sorted((model_kwargs or {}).items())]
         parts += [f"{k}={_slug(v)}" for k, v in sorted(settings.items())]
@@ -197,6 +212,8 @@ class Context:
         parts += [self.dataset, self.budget.name]
         if iterations is not None:
             parts.append(f"{iterations}it")
+        if seed:
+            parts.append(f"seed{seed}")
         return RunSpec("-".join(parts), label, recipe_name, overrides)
 
 
@@ -236,15 +253,42 @@ Runs = Mapping[str, RunRecord]  # an experiment's finished runs by run name
 
 
 def error_curves(record: RunRecord) -> dict[str, tuple[list[float], list[float]]]:
-    """Training error (per logged step, or per epoch for short runs) and test error against iterations."""
+    """Training error (per logged step, or per epoch for short runs), and validation and test error
+    (where evaluated) against iterations."""
     steps = [s for s in record.steps if s.get("error") is not None]
     if len(steps) >= 2:
         train = ([s["iteration"] for s in steps], [s["error"] for s in steps])
     else:
         rows = [r for r in record.metrics if r.get("train_error") is not None]
         train = ([r["iteration"] for r in rows], [r["train_error"] for r in rows])
-    tested = [r for r in record.metrics if r.get("test_error") is not None]
-    return {"train": train, "test": ([r["iteration"] for r in tested], [r["test_error"] for r in tested])}
+    curves = {"train": train}
+    for split in ("val", "test"):
+        rows = [r for r in record.metrics if r.get(f"{split}_error") is not None]
+        if rows:
+            curves[split] = ([r["iteration"] for r in rows], [r[f"{split}_error"] for r in rows])
+    curves.setdefault("test", ([], []))
+    return curves
+
+
+SeedCurve = tuple[list[float], list[float], list[float], list[float]]  # iterations, mean, min, max
+
+
+def seed_curves(records: Sequence[RunRecord]) -> dict[str, SeedCurve]:
+    """``error_curves`` of several seeds of one net: (iterations, mean, min, max) per curve, over the
+    iterations every seed logged."""
+    per_seed = [error_curves(record) for record in records]
+    out = {}
+    for key in per_seed[0]:
+        tables = [dict(zip(*curves[key], strict=True)) for curves in per_seed if key in curves]
+        shared = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
+        values = [[t[i] for t in tables] for i in shared]
+        out[key] = (
+            shared,
+            [sum(v) / len(v) for v in values],
+            [min(v) for v in values],
+            [max(v) for v in values],
+        )
+    return out
 
 
 def config_differences(wanted: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
@@ -267,6 +311,8 @@ class Analysis:
     shows: bool | None  # does the paper's finding show? None: not decidable at this budget
     tables: list[tuple[str, Table]] = field(default_factory=list)  # (caption, table)
     notes: list[str] = field(default_factory=list)
+    # The two-sided verdict ("shows", "contradicts", "cannot be judged") where the experiment gives one.
+    verdict: str | None = None
 
 
 class Experiment:
@@ -283,6 +329,11 @@ class Experiment:
 
     def runs(self, ctx: Context) -> list[RunSpec]:
         """The training runs this experiment needs at ``ctx.budget`` (none by default)."""
+        return []
+
+    def comparisons(self, ctx: Context) -> list[Any]:
+        """The paired comparisons (``paired.Comparison``) whose verdicts decide the experiment's; the
+        runner gives their nets a third seed where a gap is within twice its standard error."""
         return []
 
     def settings(self, ctx: Context) -> dict[str, Any]:

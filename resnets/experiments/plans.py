@@ -13,11 +13,12 @@ from typing import Any
 
 from ..models.registry import create_model, list_models
 from .base import Context, RunSpec
+from .paired import Net, seeded_net
 
 # One training length per budget, for every run, so that experiments needing the same network share
-# its run; 900 iterations fit each cpu-budget experiment in about 30 minutes (timings:
-# docs/reproduce.md). None keeps the recipe's own schedule (the paper's 64k iterations).
-ITERATIONS: dict[str, int | None] = {"smoke": 4, "cpu": 900, "paper": None}
+# its run. None keeps the recipe's own schedule: the cpu budget's reproduce-cpu epochs (chosen on the
+# validation split: docs/reproduce.md), the paper's 64k iterations.
+ITERATIONS: dict[str, int | None] = {"smoke": 4, "cpu": None, "paper": None}
 
 
 def cifar_model(kind: str, depth: int) -> tuple[str, dict[str, Any]]:
@@ -43,6 +44,7 @@ def cifar_run(
     recipe: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     iterations: int | None = None,
+    seed: int = 0,
 ) -> RunSpec:
     """The run of a 6n+2 CIFAR net of ``kind`` and ``depth`` at the budget's ``ITERATIONS`` (or
     ``iterations``, which then names a run of its own); ``label``
@@ -54,20 +56,27 @@ def cifar_run(
         iterations=ITERATIONS[ctx.budget.name] if iterations is None else iterations,
         recipe=recipe,
         model_kwargs={**kwargs, **(model_kwargs or {})},
+        seed=seed,
     )
 
 
-# Budgets whose ResNets start with the last BN scale of every residual branch at zero (Goyal et al.
-# 2017; timm's default), so that each unit starts as the identity: at the cpu budget's 900 iterations
-# paper-init ResNets do not yet sort by depth (the paper's curves separate only after thousands of
-# iterations; measured: docs/reproduce.md). degradation's ResNets, and the nets that share or match them
-# (recurrent); the other experiments compare the paper's units as the paper built them.
-ZERO_INIT_BUDGETS = ("cpu",)
+def cifar_net(
+    ctx: Context,
+    kind: str,
+    depth: int,
+    *,
+    label: str | None = None,
+    recipe: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Net:
+    """``cifar_run`` once per seed: the net as experiments compare it (``Net.key`` its first run's name,
+    so experiments sharing the network ask for the same seeds)."""
 
+    def make(seed: int) -> RunSpec:
+        return cifar_run(ctx, kind, depth, label=label, recipe=recipe, model_kwargs=model_kwargs, seed=seed)
 
-def zero_init_kwargs(ctx: Context) -> dict[str, Any]:
-    """The ResNets' initialisation option as ``degradation`` plans it at this budget."""
-    return {"zero_init_last": True} if ctx.budget.name in ZERO_INIT_BUDGETS else {}
+    first = make(0)
+    return seeded_net(ctx, first.name, first.label, make)
 
 
 # The lesion study's nets (Veit et al. 2016), shared by ``lesion`` and ``ensembles``: a ResNet and a plain

@@ -47,48 +47,60 @@ def _finish(fig: Figure, path: str | Path, title: str, title_axes: Axes | None =
 
 
 def plot_error_curves(
-    panels: Mapping[str, Mapping[str, Mapping[str, Series]]],
+    panels: Mapping[str, Mapping[str, Mapping[str, Sequence[Sequence[float]]]]],
     path: str | Path,
     *,
     title: str = "",
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
-    """Paper Fig. 1 / Fig. 6: one panel per family (e.g. plain | ResNet), training error dashed and
-    test error bold against iterations, one colour per network.
+    """Paper Fig. 1 / Fig. 6: one panel per family (e.g. plain | ResNet), training error dashed,
+    validation error (or test error, where the epochs were tested) bold, and a final test error a star,
+    against iterations, one colour per network.
 
-    ``panels[panel][network]`` maps ``"train"`` and/or ``"test"`` to ``(iterations, error %)``.
-    Networks with the same name share a colour across panels; all panels share the y axis.
+    ``panels[panel][network]`` maps ``"train"``, ``"val"`` and/or ``"test"`` to ``(iterations, error %)``
+    or, over seeds, ``(iterations, mean, min, max)``: the mean drawn, the seed range shaded. Networks with
+    the same name share a colour across panels; all panels share the y axis (``ylim``: its range).
     """
     networks = list(dict.fromkeys(name for nets in panels.values() for name in nets))
     color = dict(zip(networks, _colors(len(networks)), strict=True))
-    fig = _figure(figsize=(5.2 * len(panels), 4.2))
+    fig = _figure(figsize=(5.2 * len(panels), 4.4))
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    styles = {  # (line, marker, width, label suffix)
+        "train": ("--", None, 1.0, "train"),
+        "val": ("-", "o", 2.2, "validation"),
+        "test": ("-", "o", 2.2, "test"),
+    }
     for ax, (panel, nets) in zip(axes, panels.items(), strict=True):
         for name, series in nets.items():
-            if "train" in series:
-                few = len(series["train"][0]) < 3  # a marker, or a lone point would not show
+            tested_per_epoch = len(series.get("test", ((),))[0]) > 1
+            for key, (line, marker, width, suffix) in styles.items():
+                if key not in series or not len(series[key][0]):
+                    continue
+                xs, ys = series[key][0], series[key][1]
+                if key == "test" and not tested_per_epoch:  # read once, at the end
+                    line, marker, width = "none", "*", 0
+                few = len(xs) < 3
                 ax.plot(
-                    *series["train"],
-                    "--",
-                    marker="." if few else None,
+                    xs,
+                    ys,
+                    line,
+                    marker=marker or ("." if few else None),
+                    markersize=8 if marker == "*" else 3,
                     color=color[name],
-                    linewidth=1.0,
-                    label=f"{name} train",
+                    linewidth=width,
+                    label=f"{name} {suffix}",
                 )
-            if "test" in series:  # evaluated once per epoch: few points, each marked
-                ax.plot(
-                    *series["test"],
-                    "-",
-                    marker="o",
-                    markersize=3,
-                    color=color[name],
-                    linewidth=2.2,
-                    label=f"{name} test",
-                )
+                if len(series[key]) == 4 and len(xs) > 1:
+                    ax.fill_between(
+                        xs, series[key][2], series[key][3], color=color[name], alpha=0.2, linewidth=0
+                    )
         ax.set_title(panel)
         ax.set_xlabel("iterations")
         ax.grid(True, alpha=0.3)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         if ax.lines:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 8 else 1)
     axes[0].set_ylabel("error (%)")
     return _finish(fig, path, title)
 
@@ -128,23 +140,132 @@ def plot_ours_vs_paper(
     return _finish(fig, path, title, ax)
 
 
-def plot_responses(series: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "") -> Path:
-    """Paper Fig. 7: std of each 3x3 layer's response, in layer order (top) and sorted descending (bottom).
+Differences = Mapping[str, tuple[float, float, float]]  # comparison name -> (B - A, low, high), points
+
+
+def _seed_points(
+    ax: Axes, labels: Sequence[str], per_seed: Mapping[str, Sequence[float]], color: Any
+) -> None:
+    """Each label's mean over seeds with its seed range as an error bar, and every seed as a dot."""
+    for x, label in enumerate(labels):
+        values = list(per_seed[label])
+        mean = sum(values) / len(values)
+        ax.errorbar(
+            [x],
+            [mean],
+            yerr=[[mean - min(values)], [max(values) - mean]],
+            fmt="o",
+            color=color,
+            capsize=4,
+            markersize=6,
+            zorder=3,
+        )
+        ax.scatter([x] * len(values), values, s=10, color="black", alpha=0.6, zorder=4)
+
+
+def _label_axis(ax: Axes, labels: Sequence[str]) -> None:
+    long = len(labels) > 4 or max(len(label) for label in labels) > 12
+    ax.set_xticks(
+        range(len(labels)),
+        labels=list(labels),
+        rotation=35 if long else 0,
+        ha="right" if long else "center",
+        fontsize=8,
+    )
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+
+
+def plot_differences(ax: Axes, differences: Differences) -> None:
+    """A forest plot: each comparison's paired difference with its interval, and the zero line."""
+    names = list(differences)
+    for y, name in enumerate(names):
+        diff, low, high = differences[name]
+        ax.errorbar([diff], [y], xerr=[[diff - low], [high - diff]], fmt="s", color="tab:red", capsize=4)
+    ax.axvline(0.0, color="gray", linewidth=1)
+    ax.set_yticks(range(len(names)), labels=names, fontsize=8)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference B - A (points, 95% interval)")
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def plot_seeded_comparison(
+    per_seed: Mapping[str, Sequence[float]],
+    differences: Differences,
+    paper: Mapping[str, float | None],
+    path: str | Path,
+    *,
+    title: str = "",
+    ylabel: str = "test error (%)",
+    paper_title: str = "the paper's numbers",
+    paper_ylabel: str = "test error (%)",
+) -> Path:
+    """Ours (mean over seeds, seed range as error bars, each seed a dot; the axis fits our values), the
+    paired differences that decide the verdict, and the paper's numbers in a panel of their own."""
+    labels = list(per_seed)
+    published = [(label, value) for label, value in paper.items() if value is not None]
+    panels = 2 + bool(published)
+    fig = _figure(figsize=(4.2 * panels + 1.2, 4.4))
+    axes = fig.subplots(1, panels, gridspec_kw={"width_ratios": [1.2, 1.0] + [0.9] * bool(published)})
+    ours = axes[0]
+    _seed_points(ours, labels, per_seed, "tab:blue")
+    _label_axis(ours, labels)
+    ours.set_ylabel(ylabel)
+    ours.set_title("ours: mean, seed range, seeds", fontsize=9)
+    ours.grid(True, axis="y", alpha=0.3)
+    plot_differences(axes[1], differences)
+    axes[1].set_title("paired comparisons (decide the verdict)", fontsize=9)
+    if published:
+        ax = axes[2]
+        ax.bar(range(len(published)), [v for _, v in published], 0.6, color="tab:gray")
+        _label_axis(ax, [label for label, _ in published])
+        ax.set_ylabel(paper_ylabel)
+        ax.set_title(paper_title, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    return _finish(fig, path, title)
+
+
+def plot_responses(
+    series: Mapping[str, Sequence[Sequence[float]]],
+    path: str | Path,
+    *,
+    differences: Differences | None = None,
+    title: str = "",
+) -> Path:
+    """Paper Fig. 7: std of each 3x3 layer's response, in layer order (top) and sorted descending
+    (middle), each the mean over seeds with the seed range shaded (``series[net]``: seeds x layers);
+    below, the comparisons that decide the verdict with their intervals.
 
     Plain nets dashed, residual nets solid, as the paper draws them (labels starting "plain" are plain).
     """
-    fig = _figure(figsize=(7.5, 6.4))
-    top, bottom = fig.subplots(2, 1)
-    for (label, stds), color in zip(series.items(), _colors(len(series)), strict=True):
+    rows = 3 if differences else 2
+    fig = _figure(figsize=(7.5, 3.2 * rows))
+    axes = fig.subplots(rows, 1)
+    top, middle = axes[0], axes[1]
+    for (label, per_seed), color in zip(series.items(), _colors(len(series)), strict=True):
         style = "--" if label.lower().startswith("plain") else "-"
-        top.plot(range(1, len(stds) + 1), stds, style, color=color, label=label)
-        bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), style, color=color, label=label)
+        for ax, seeds in ((top, per_seed), (middle, [sorted(s, reverse=True) for s in per_seed])):
+            layers = range(1, len(seeds[0]) + 1)
+            mean = [sum(v) / len(v) for v in zip(*seeds, strict=True)]
+            ax.plot(layers, mean, style, color=color, label=label)
+            if len(seeds) > 1:
+                ax.fill_between(
+                    layers,
+                    [min(v) for v in zip(*seeds, strict=True)],
+                    [max(v) for v in zip(*seeds, strict=True)],
+                    color=color,
+                    alpha=0.2,
+                    linewidth=0,
+                )
     top.set_xlabel("layer index (original order)")
-    bottom.set_xlabel("layer index (sorted by magnitude)")
-    for ax in (top, bottom):
+    middle.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, middle):
         ax.set_ylabel("std")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
+    if differences:
+        plot_differences(axes[2], differences)
+        axes[2].set_xlabel("difference of mean std, B - A (95% interval over seeds and layers)")
     return _finish(fig, path, title, top)
 
 
@@ -166,8 +287,13 @@ def plot_lesion(
     colors = dict(zip(deleted, _colors(len(deleted)), strict=True))
     for i, down in enumerate(downsampling):
         if down:
-            axes[0].axvspan(i + 0.5, i + 1.5, color="0.85", zorder=0,
-                            label="downsampling unit" if i == downsampling.index(True) else None)
+            axes[0].axvspan(
+                i + 0.5,
+                i + 1.5,
+                color="0.85",
+                zorder=0,
+                label="downsampling unit" if i == downsampling.index(True) else None,
+            )
     for ax, data, xlabel in (
         (axes[0], deleted, "deleted unit"),
         *(((axes[1], swapped, "swapped pair (unit i with i+1)"),) if swapped else ()),
@@ -221,18 +347,30 @@ def plot_path_lengths(
 
 
 def plot_loss_curves(
-    curves: Mapping[str, Sequence[float]],
+    curves: Mapping[str, Sequence[Sequence[float]]],
     path: str | Path,
     *,
     thresholds: Sequence[float] = (),
     title: str = "",
 ) -> Path:
-    """Loss against steps on a log scale (the identity toy); plain curves dashed, thresholds dotted."""
+    """Loss against steps on a log scale (the identity toy): ``curves[label]`` is seeds x steps, drawn as
+    the median with the seed range shaded; plain curves dashed, thresholds dotted."""
     fig = _figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    for (label, losses), color in zip(curves.items(), _colors(len(curves)), strict=True):
+    for (label, per_seed), color in zip(curves.items(), _colors(len(curves)), strict=True):
         style = "--" if label.lower().startswith("plain") else "-"
-        ax.semilogy(range(1, len(losses) + 1), losses, style, color=color, label=label)
+        steps = range(1, len(per_seed[0]) + 1)
+        by_step = list(zip(*per_seed, strict=True))
+        ax.semilogy(steps, [sorted(v)[len(v) // 2] for v in by_step], style, color=color, label=label)
+        if len(per_seed) > 1:
+            ax.fill_between(
+                steps,
+                [min(v) for v in by_step],
+                [max(v) for v in by_step],
+                color=color,
+                alpha=0.15,
+                linewidth=0,
+            )
     for t in thresholds:
         ax.axhline(t, linestyle=":", color="gray", linewidth=0.8)
     ax.set_xlabel("steps")
@@ -264,8 +402,9 @@ def plot_error_vs_cost(
         paper_ax = by_params.twinx()
         for label, (params, error) in published.items():
             paper_ax.plot([params], [error], "s", markerfacecolor="none", color="0.55", markersize=5)
-            paper_ax.annotate(label, (params, error), textcoords="offset points", xytext=(4, -8), fontsize=6,
-                              color="0.45")
+            paper_ax.annotate(
+                label, (params, error), textcoords="offset points", xytext=(4, -8), fontsize=6, color="0.45"
+            )
         paper_ax.set_ylabel("published CIFAR-10 test error (%), open squares", color="0.45")
     by_params.set_xscale("log")
     by_params.set_xlabel("parameters (CIFAR-10 network)")
@@ -274,6 +413,7 @@ def plot_error_vs_cost(
         ax.set_ylabel("our test error (%)")
         ax.grid(True, alpha=0.3)
     return _finish(fig, path, title)
+
 
 def plot_ensembles(
     deletions: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
@@ -291,8 +431,9 @@ def plot_ensembles(
     left, right = fig.subplots(1, 2)
     colors = dict(zip(deletions, _colors(len(deletions)), strict=True))
     for label, (ks, means, stds) in deletions.items():
-        left.errorbar(ks, means, yerr=stds, fmt="o-", markersize=4, capsize=3, color=colors[label],
-                      label=label)
+        left.errorbar(
+            ks, means, yerr=stds, fmt="o-", markersize=4, capsize=3, color=colors[label], label=label
+        )
     left.set_xlabel("units deleted at random")
     left.set_title("(a) deleting units")
     for label, result in reorderings.items():
@@ -314,6 +455,7 @@ def plot_ensembles(
     left.xaxis.get_major_locator().set_params(integer=True)
     return _finish(fig, path, title)
 
+
 def plot_recurrent(
     points: Mapping[str, tuple[float, float, float]],
     curves: Mapping[str, Mapping[str, Series]],
@@ -330,8 +472,13 @@ def plot_recurrent(
     for index, (label, (params, error, noise)) in enumerate(points.items()):
         by_params.errorbar([params], [error], yerr=[noise], fmt="o", color=colors[label], capsize=3)
         # the shared and the shallow net sit at about the same x: labels above and below alternately
-        by_params.annotate(label, (params, error), textcoords="offset points",
-                           xytext=(5, 5 if index % 2 == 0 else -12), fontsize=8)
+        by_params.annotate(
+            label,
+            (params, error),
+            textcoords="offset points",
+            xytext=(5, 5 if index % 2 == 0 else -12),
+            fontsize=8,
+        )
     by_params.set_xscale("log")
     by_params.set_xlabel("parameters (CIFAR-10 network)")
     by_params.set_ylabel("test error (%)")
@@ -339,8 +486,16 @@ def plot_recurrent(
         for kind, style, width in (("train", "--", 1.0), ("test", "-", 2.2)):
             xs, ys = _points(series.get(kind))
             if xs:
-                by_time.plot(xs, ys, style, marker="o" if kind == "test" else None, markersize=3,
-                             color=colors.get(label), linewidth=width, label=f"{label} {kind}")
+                by_time.plot(
+                    xs,
+                    ys,
+                    style,
+                    marker="o" if kind == "test" else None,
+                    markersize=3,
+                    color=colors.get(label),
+                    linewidth=width,
+                    label=f"{label} {kind}",
+                )
     by_time.set_xlabel("iterations")
     by_time.set_ylabel("error (%)")
     if by_time.lines:
@@ -376,15 +531,28 @@ def plot_width(
         for i, (d, w) in enumerate(pairs):
             color = colors[i + 1]
             ax.plot([points[d][index], points[w][index]], [points[d][2], points[w][2]], ":", color=color)
-            ax.plot([points[d][index]], [points[d][2]], "^", color=color, markersize=8,
-                    label=f"{d} (deep-thin)")
-            ax.plot([points[w][index]], [points[w][2]], "s", color=color, markersize=8,
-                    markerfacecolor="none", label=f"{w} (shallow-wide)")
+            ax.plot(
+                [points[d][index]], [points[d][2]], "^", color=color, markersize=8, label=f"{d} (deep-thin)"
+            )
+            ax.plot(
+                [points[w][index]],
+                [points[w][2]],
+                "s",
+                color=color,
+                markersize=8,
+                markerfacecolor="none",
+                label=f"{w} (shallow-wide)",
+            )
         for label, (params, seconds, error) in points.items():
             if label not in series and label not in deep | wide:
                 ax.plot([(params, seconds)[index]], [error], "o", color="0.5")
-            ax.annotate(label, ((params, seconds)[index], error), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+            ax.annotate(
+                label,
+                ((params, seconds)[index], error),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
         ax.set_ylabel("test error (%)")
         ax.grid(True, alpha=0.3)
     by_params.set_xscale("log")
@@ -395,7 +563,10 @@ def plot_width(
 
 
 def plot_identity_1000(
-    nets: Mapping[str, Mapping[str, Series]], path: str | Path, *, threshold: float | None = None,
+    nets: Mapping[str, Mapping[str, Series]],
+    path: str | Path,
+    *,
+    threshold: float | None = None,
     title: str = "",
 ) -> Path:
     """Fig. 1 of Identity Mappings: training loss (left axis; logged points faint, smoothed solid) and
@@ -408,8 +579,14 @@ def plot_identity_1000(
     for color, (label, series) in zip(_colors(len(nets)), nets.items(), strict=True):
         few = len(series["smoothed"][0]) < 3  # a marker, or a lone point would not show
         ax.plot(*series["loss"], "-", color=color, alpha=0.3, linewidth=0.8)
-        ax.plot(*series["smoothed"], "-", color=color, linewidth=1.6, marker="." if few else None,
-                label=f"{label}: training loss")
+        ax.plot(
+            *series["smoothed"],
+            "-",
+            color=color,
+            linewidth=1.6,
+            marker="." if few else None,
+            label=f"{label}: training loss",
+        )
         if series.get("test") and series["test"][0]:
             right.plot(*series["test"], "o", color=color, markersize=3.5, label=f"{label}: test error")
     if threshold is not None:
@@ -418,8 +595,10 @@ def plot_identity_1000(
     ax.set_ylabel("training loss")
     right.set_ylabel("test error (%)")
     ax.grid(True, alpha=0.3)
-    (left_lines, left_labels), (right_lines, right_labels) = (ax.get_legend_handles_labels(),
-                                                               right.get_legend_handles_labels())
+    (left_lines, left_labels), (right_lines, right_labels) = (
+        ax.get_legend_handles_labels(),
+        right.get_legend_handles_labels(),
+    )
     ax.legend(left_lines + right_lines, left_labels + right_labels, fontsize=8, loc="upper right")
     return _finish(fig, path, title, ax)
 
@@ -442,21 +621,42 @@ def plot_refinement(
         low = [max(r - s, 0.0) for r, s in zip(m.ratio, m.ratio_std, strict=True)]
         high = [r + s for r, s in zip(m.ratio, m.ratio_std, strict=True)]
         for k, idx in enumerate(m.stage_units().values()):  # one line per stage: units of one estimate
-            ratio_ax.fill_between([xs[i] for i in idx], [low[i] for i in idx], [high[i] for i in idx],
-                                  color=color, alpha=0.2, linewidth=0)
-            ratio_ax.plot([xs[i] for i in idx], [m.ratio[i] for i in idx], "o-", markersize=3, color=color,
-                          label=label if k == 0 else None)
+            ratio_ax.fill_between(
+                [xs[i] for i in idx],
+                [low[i] for i in idx],
+                [high[i] for i in idx],
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+            )
+            ratio_ax.plot(
+                [xs[i] for i in idx],
+                [m.ratio[i] for i in idx],
+                "o-",
+                markersize=3,
+                color=color,
+                label=label if k == 0 else None,
+            )
         projected = [(x, r) for x, r, p in zip(xs, m.ratio, m.projected, strict=True) if p]
         if projected:
-            ratio_ax.plot(*zip(*projected, strict=True), "s", markersize=7, markerfacecolor="none", color="k",
-                          label="shortcut not the identity")
+            ratio_ax.plot(
+                *zip(*projected, strict=True),
+                "s",
+                markersize=7,
+                markerfacecolor="none",
+                color="k",
+                label="shortcut not the identity",
+            )
         ratio_ax.axhline(threshold, linestyle="--", color="gray", linewidth=0.8)
         ratio_ax.set_ylim(bottom=0)
         ratio_ax.set_ylabel("||F(x)|| / ||x||")
         index = {name: i for i, name in enumerate(m.names)}
         for stage in dict.fromkeys(m.stages):
-            pairs = [(index[p.split("->")[0]] + 1.5, c) for p, c in zip(m.pairs, m.cosine, strict=True)
-                     if stage_of(p.split("->")[0]) == stage]
+            pairs = [
+                (index[p.split("->")[0]] + 1.5, c)
+                for p, c in zip(m.pairs, m.cosine, strict=True)
+                if stage_of(p.split("->")[0]) == stage
+            ]
             if pairs:
                 cos_ax.plot(*zip(*pairs, strict=True), "o-", markersize=3, color=color)
         cos_ax.axhline(0.0, color="gray", linewidth=0.8)

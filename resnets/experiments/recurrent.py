@@ -17,7 +17,7 @@ from typing import Any
 
 from .base import Analysis, Context, Experiment, Runs, RunSpec, error_curves
 from .paper_numbers import CIFAR_TABLE6
-from .plans import cifar_run, net_label, params_cifar, zero_init_kwargs
+from .plans import cifar_run, net_label, params_cifar
 from .plots import plot_recurrent
 from .stats import evaluated_images, gap_noise, sampling_noise, strength
 from .tables import Table
@@ -49,13 +49,13 @@ NOISE_FACTOR = 1.0
 
 def recurrent_runs(ctx: Context) -> dict[str, RunSpec]:
     """The deep, the shared (recurrent) and the shallow net's runs, by ``KEYS``."""
-    depth, shallow, init = DEPTH[ctx.budget.name], SHALLOW[ctx.budget.name], zero_init_kwargs(ctx)
+    depth, shallow = DEPTH[ctx.budget.name], SHALLOW[ctx.budget.name]
     return {
-        # exactly degradation_runs' ("resnet", depth) where degradation trains that depth
-        "deep": cifar_run(ctx, "resnet", depth, model_kwargs=init),
+        # exactly degradation's ResNet of that depth (seed 0) where degradation trains that depth
+        "deep": cifar_run(ctx, "resnet", depth),
         "shared": cifar_run(ctx, "resnet", depth, label=f"{net_label('resnet', depth)} shared",
-                            model_kwargs={**init, "share_weights": True}),
-        "shallow": cifar_run(ctx, "resnet", shallow, model_kwargs=init),
+                            model_kwargs={"share_weights": True}),
+        "shallow": cifar_run(ctx, "resnet", shallow),
     }
 
 
@@ -82,14 +82,12 @@ class Recurrent(Experiment):
 
     def settings(self, ctx: Context) -> dict[str, Any]:
         specs = recurrent_runs(ctx)
-        init = zero_init_kwargs(ctx)
         return {
             "networks": ", ".join(spec.label for spec in specs.values()),
             "weight sharing": "within each stage, units 2..n use unit 2's convolutions; every unit keeps its "
                               "own BN (time-specific batch normalization)",
             "shallow net": "the 6n+2 ResNet whose parameter count is closest to the shared net's",
-            "initialisation": "zero-init residual branches (degradation's cpu-budget ResNets)" if init
-                              else "the paper's",
+            "initialisation": "the paper's",
         }
 
     def analyze(self, ctx: Context, runs: Runs) -> Analysis:

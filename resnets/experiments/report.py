@@ -63,14 +63,15 @@ def results_document(experiment: Experiment, ctx: Context, runs: Runs, analysis:
                 for name, record in runs.items()
             },
             "results": analysis.results,
-            "finding": {"shows": analysis.shows, "text": analysis.finding},
+            "finding": {"shows": analysis.shows, "verdict": analysis.verdict, "text": analysis.finding},
         }
     )
 
 
 def report_markdown(experiment: Experiment, ctx: Context, runs: Runs, analysis: Analysis) -> str:
     """report.md: the claim, our finding, tables beside the paper's, figures, the budget and the commands."""
-    verdict = {True: "shows", False: "does not show", None: "cannot be judged at this budget"}[analysis.shows]
+    one_sided = {True: "shows", False: "does not show", None: "cannot be judged at this budget"}
+    verdict = analysis.verdict or one_sided[analysis.shows]
     lines = [
         f"# {experiment.title}",
         "",

@@ -213,6 +213,61 @@ def paired_bootstrap(
     )
 
 
+def bootstrap_difference(
+    values_a: Sequence[Sequence[float]],
+    values_b: Sequence[Sequence[float]],
+    *,
+    paired: bool,
+    resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Hierarchical bootstrap of B's mean minus A's for real-valued measurements of units (e.g. each
+    layer's response std), seeds x units per net, in the values' own units.
+
+    Each resample draws each net's seeds with replacement, then units with replacement: one set of unit
+    indices shared by both nets when ``paired`` (the same layers of two nets of one architecture), else
+    drawn for each net separately (nets of different depths). Percentile interval at ``level``.
+    """
+    a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or 0 in a.shape or 0 in b.shape:
+        raise ValueError("values_a and values_b must be non-empty seeds x units arrays")
+    if paired and a.shape[1] != b.shape[1]:
+        raise ValueError(f"paired values need the same units: {a.shape[1]} against {b.shape[1]}")
+    if not 0 < level < 1 or resamples < 2:
+        raise ValueError("level must lie in (0, 1) and resamples be at least 2")
+    rng = np.random.default_rng(seed)
+
+    def draw(values: np.ndarray, units: np.ndarray) -> np.ndarray:  # resamples of the mean
+        seeds = rng.integers(0, len(values), size=(resamples, len(values)))
+        return values[seeds[:, :, None], units[:, None, :]].mean(axis=(1, 2))
+
+    units_a = rng.integers(0, a.shape[1], size=(resamples, a.shape[1]))
+    units_b = units_a if paired else rng.integers(0, b.shape[1], size=(resamples, b.shape[1]))
+    diffs = draw(b, units_b) - draw(a, units_a)
+    tail = (1 - level) / 2
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    return Interval(float(b.mean() - a.mean()), float(low), float(high), float(diffs.std(ddof=1)), level)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (ties left out): p of ``wins`` against ``losses`` under a fair coin."""
+    n = wins + losses
+    return 1.0 if n == 0 else min(1.0, 2 * _binomial_lower_tail(min(wins, losses), n))
+
+
+def sign_verdict(differences: Sequence[float], expected: Direction, *, alpha: float = 0.05) -> Verdict:
+    """Two-sided verdict from paired differences (B - A, one per seed): "shows" when more go the
+    paper's way and the sign test rejects a fair coin at ``alpha``, "contradicts" when more go the other
+    way and it rejects, else "cannot be judged"."""
+    sign = 1.0 if expected == "higher" else -1.0
+    wins = sum(sign * d > 0 for d in differences)
+    losses = sum(sign * d < 0 for d in differences)
+    if sign_test(wins, losses) >= alpha:
+        return "cannot be judged"
+    return "shows" if wins > losses else "contradicts"
+
+
 def detectable_effect(standard_error: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest true difference (points) a two-sided z-test at ``alpha`` detects with probability
     ``power`` (a standard power analysis, Cohen 1988): (z_{1-alpha/2} + z_{power}) * SE, 2.80 SE at

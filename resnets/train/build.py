@@ -65,7 +65,8 @@ def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
         train_subset=recipe.train_subset, test_subset=recipe.test_subset, image_size=recipe.image_size,
         train_transform=recipe.train_transform, workers=run.workers, channels_last=recipe.channels_last,
         device_decode=run.device_decode,
-        seed=recipe.seed, strict_data=run.strict_data, verify_checksums=run.verify_checksums,
+        seed=recipe.seed, split_seed=recipe.split_seed, strict_data=run.strict_data,
+        verify_checksums=run.verify_checksums,
         follow_links=run.follow_links, max_image_pixels=run.max_image_pixels,
     )
 

@@ -275,8 +275,10 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
         row = {"epoch": state.epoch, "iteration": state.iteration, "lr": schedule.lr,
                "train_loss": loss_sum / max(images, 1), "train_error": 100 * errors / max(images, 1),
                "images_per_s": images / max(epoch_time, 1e-9), "epoch_time_s": epoch_time}
-        if state.epoch % recipe.eval_every == 0 or state.epoch >= epochs or state.iteration >= total_steps:
-            row.update(evaluate_splits(training.evaluated, data, recipe.tta, device, amp_dtype))
+        last = state.epoch >= epochs or state.iteration >= total_steps
+        if state.epoch % recipe.eval_every == 0 or last:
+            splits = ("val", "test") if last or not recipe.final_test_only else ("val",)
+            row.update(evaluate_splits(training.evaluated, data, recipe.tta, device, amp_dtype, splits))
         schedule.step_epoch(row.get("val_error", row.get("test_error")))
         update_best(state, row)
         state.elapsed_s = row["elapsed_s"] = time.perf_counter() - start
@@ -342,10 +344,11 @@ def _same_folder(a: Any, b: Any) -> bool:  # or the same file
 
 
 def evaluate_splits(model: nn.Module, data: DataBundle, tta: str, device: torch.device,
-                    amp_dtype: torch.dtype | None) -> dict[str, float]:
+                    amp_dtype: torch.dtype | None,
+                    splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:
     """Validation and test error (%) and loss, reduced over processes as counts."""
     out = {}
-    for split in ("val", "test"):
+    for split in splits:
         loader = getattr(data, split)
         if loader is None:
             continue
