@@ -244,11 +244,10 @@ def test_cpu_budget_plans():
     differing = recipe_summary(specs[:1] + [other])
     assert differing[1] == "differs: lr in ['0.1', '0.2']"
     assert [r["seed"] for r in recipes if r["model"] == "resnet32"] == [0]
-    # --iterations replaces the budget's length; the warm-up keeps its share (a third, the recipe's one epoch
-    # of three)
+    # --iterations replaces the budget's length; the warm-up keeps its share (the recipe's one epoch of four)
     shorter = plan(experiment, make_context(experiment, budget="cpu", output="unused", iterations=300))
     assert all("-300it" in s.name and recipe_dict(s)["iterations"] == 300 for s in shorter)
-    assert all(recipe_dict(s)["warmup"] == 100 for s in shorter)
+    assert all(recipe_dict(s)["warmup"] == 75 for s in shorter)
     with pytest.raises(ConfigError, match="trains no networks"):
         make_context(get_experiment("identity-toy"), iterations=300)
     with pytest.raises(ConfigError, match="positive integer"):
