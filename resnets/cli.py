@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from .commands import detect, evaluate, export, import_weights, models, predict, reproduce, summary, train
-from .errors import ResnetsError, os_error
+from .errors import ResnetsError, Terminated, os_error
 
 # name -> (its module, one-line help)
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -49,8 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        with plain_warnings(args.command):
+        with plain_warnings(args.command), terminated_as_exception():
             return int(args._run(args) or 0)
+    except Terminated:
+        print(f"resnets {args.command}: terminated (SIGTERM); files being written were removed, finished "
+              "ones kept", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except ResnetsError as exc:
         print(f"resnets {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -68,6 +74,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def one_line(exc: BaseException) -> str:
     """The message on one line (a file name may hold a newline: shown as \\n)."""
     return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+
+
+@contextlib.contextmanager
+def terminated_as_exception() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` (training installs its own handler: it saves a checkpoint first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

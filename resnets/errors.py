@@ -28,6 +28,11 @@ class CheckpointError(ResnetsError):
     """A checkpoint or weights file that is unreadable, truncated, or for another model."""
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command was (as ``KeyboardInterrupt`` is for SIGINT), so that every
+    ``finally`` runs: temporary files are removed, nothing half-written stays."""
+
+
 def closest_names(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     """The choices most similar to ``name`` (for 'did you mean' messages)."""
     choices = list(choices)

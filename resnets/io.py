@@ -13,8 +13,8 @@ Fault injection (test-only, docs/reliability.md): ``RESNETS_FAULT="NAME:PHASE:N:
 N-th time this process reaches PHASE while writing a file called NAME (``*``: any) do ACTION. Phases:
 ``write`` (``ACTION@BYTE`` acts once BYTE bytes are written), ``fsync``, ``rotate`` (before each step
 of a checkpoint rotation), ``replace``, ``link``; actions: ``kill`` (SIGKILL itself), ``enospc``
-(an ``OSError`` "No space left on device"), ``sigint2`` (two SIGINTs, a user's double Ctrl-C). Unset,
-it costs one dictionary lookup per phase.
+(an ``OSError`` "No space left on device"), ``sigint2`` (two SIGINTs, a user's double Ctrl-C),
+``sigterm`` (one SIGTERM). Unset, it costs one dictionary lookup per phase.
 """
 
 from __future__ import annotations
@@ -290,6 +290,9 @@ def fault_point(phase: str, path: str | os.PathLike, start: int = 0, end: int = 
         time.sleep(60)  # never reached: SIGKILL cannot be handled
     elif action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    elif action == "sigterm":  # a service manager's stop, or `kill PID`
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
     elif action == "sigint2":
         for _ in range(2):
             os.kill(os.getpid(), signal.SIGINT)

@@ -9,6 +9,7 @@ import fcntl
 import gzip
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -467,3 +468,117 @@ def test_20_sizes_from_flags_are_bounded_before_allocation(run, tmp_path, capsys
     line = one_line_error(err)
     assert status == 2 and "--num-classes must be from 1 to 100,000" in line, line
     assert not list(tmp_path.iterdir())
+
+
+# --- 21-30: wrong or unclear messages, silent behaviour ------------------------------------------
+
+def test_21_onnx_export_compares_logits_relative_to_their_scale(run, tmp_path, capsys):
+    import torch
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    ckpt["state_dict"]["fc.weight"] *= 3e4  # logits of ~26,000: float32 rounding differs by ~0.004
+    ckpt["state_dict"]["fc.bias"] += 2.6e4
+    ckpt["ema"], ckpt["eval_weights"] = None, "model"
+    torch.save(ckpt, tmp_path / "big.pt")
+    out = tmp_path / "big.onnx"
+    status, _, err = cli(["export", "--checkpoint", str(tmp_path / "big.pt"), "--format", "onnx", "--output",
+                          str(out)], capsys)
+    assert status == 0 and out.is_file(), err
+
+
+def test_22_a_full_disk_at_the_first_checkpoint_says_to_run_again(data, tmp_path, capsys, monkeypatch):
+    argv = train_argv(data, tmp_path / "run")
+    monkeypatch.setenv(io.FAULT_ENV, "last.pt:write:1:enospc@0")
+    status, _, err = cli(argv, capsys)
+    line = one_line_error(err)
+    assert status == 2 and "no checkpoint was saved yet" in line and "--resume" not in line, line
+    monkeypatch.delenv(io.FAULT_ENV)
+    status, _, err = cli(argv, capsys)  # what the message says: the same command again
+    assert status == 0, err
+
+
+def test_23_an_idx_file_of_0_images_is_named(data, tmp_path, capsys):
+    bad = copy_data(data, tmp_path / "none")
+    idx(bad / "train-images-idx3-ubyte", (0, 28, 28))
+    idx(bad / "train-labels-idx1-ubyte", (0,))
+    status, _, err = cli(train_argv(bad, tmp_path / "run"), capsys)
+    line = one_line_error(err)
+    assert status == 2 and "train-images-idx3-ubyte holds 0 images" in line, line
+
+
+def test_24_a_detectors_checkpoint_is_sent_to_resnets_detect(run, tmp_path, capsys):
+    import torch
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    ckpt["model"] = {"name": "faster_rcnn", "kwargs": {"backbone": "resnet50", "num_classes": 3}}
+    ckpt["config"]["task"] = "detection"
+    torch.save(ckpt, tmp_path / "det.pt")
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(image)
+    for argv in (["eval"], ["predict", str(image)], ["export", "--format", "pt2"]):
+        status, _, err = cli([*argv, "--checkpoint", str(tmp_path / "det.pt")], capsys)
+        line = one_line_error(err)
+        assert status == 2 and "use `resnets detect" in line and "Known" not in line, line
+
+
+def test_25_training_images_that_are_all_unreadable_are_named(tmp_path, capsys):
+    root = tmp_path / "IMGS"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            (root / c / f"{i}.png").write_bytes(b"")
+    status, _, err = cli(folder_argv(root, tmp_path / "run"), capsys)
+    line = one_line_error(err)
+    assert status == 2 and ".png is not a readable image" in line and "training images sampled" in line, line
+
+
+def test_26_sigterm_during_import_or_export_says_so_and_leaves_no_temporary_file(run, tmp_path, capsys,
+                                                                                 monkeypatch):
+    from resnets import create_model
+    from resnets.weights import save_weights
+    weights = save_weights(create_model("resnet20", num_classes=10, in_chans=1), tmp_path / "r20.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, argv in (("w.safetensors", ["import-weights", str(weights), "--model", "resnet20"]),
+                       ("m.pt2", ["export", "--checkpoint", str(run / "best.pt"), "--format", "pt2"])):
+        monkeypatch.setenv(io.FAULT_ENV, f"{name}:write:1:sigterm@0")  # at the first byte of the output
+        status, _, err = cli([*argv, "--output", str(out / name)], capsys)
+        assert status == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err
+        assert not list(out.iterdir())  # neither the output nor a temporary file
+
+
+def test_27_sigterm_during_the_last_save_still_stops_the_caller(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(io.FAULT_ENV, "last.pt:replace:1:sigterm")  # as `resnets reproduce` runs it
+    status, _, err = cli(train_argv(data, tmp_path / "run"), capsys)
+    assert status == 143 and "terminated (SIGTERM)" in err, err
+    assert runs.RunFolder(tmp_path / "run").finished  # the run itself completed
+
+
+def test_28_idx_labels_stored_as_floats_are_refused(data, tmp_path, capsys):
+    bad = copy_data(data, tmp_path / "float_labels")
+    labels = (np.arange(64) % 10 + 0.7).astype(">f8")
+    idx(bad / "train-labels-idx1-ubyte", (64,), labels.tobytes(), code=0x0E)
+    status, _, err = cli(train_argv(bad, tmp_path / "run"), capsys)
+    line = one_line_error(err)
+    assert status == 2 and "train-labels-idx1-ubyte stores its labels as >f8" in line, line
+
+
+def test_29_class_names_with_a_newline_cannot_fake_result_lines(tmp_path, capsys):
+    root = images(tmp_path / "IMGS", classes=("cat\n  fake  99.99 %", "dog"))
+    assert cli(folder_argv(root, tmp_path / "run"), capsys)[0] == 0
+    best = str(tmp_path / "run" / "best.pt")
+    status, out, err = cli(["eval", "--checkpoint", best, "--per-class"], capsys)
+    assert status == 0 and "cat\\n  fake" in out, err
+    assert not any(line.startswith("  fake") for line in out.splitlines())
+    status, out, err = cli(["predict", "--checkpoint", best, str(root / "dog" / "0.png")], capsys)
+    assert status == 0 and "cat\\n  fake" in out, err
+    assert not any(line.startswith("  fake") for line in out.splitlines())
+
+
+def test_30_a_folder_of_mostly_empty_images_stops_at_once_saying_why(tmp_path, capsys):
+    root = images(tmp_path / "IMGS", n=2)
+    for c in ("cat", "dog"):
+        for i in range(30):
+            (root / c / f"empty{i}.png").write_bytes(b"")
+    status, _, err = cli(folder_argv(root, tmp_path / "run"), capsys)
+    line = one_line_error(err)
+    assert status == 2 and re.search(r"\d+ of \d+ training images sampled are unreadable", line), line
+    assert not (tmp_path / "run").exists()

@@ -60,3 +60,9 @@ def check_output_file(path: str | os.PathLike, flag: str,
                       reads: Sequence[str | os.PathLike | None] = ()) -> Path:
     """Before any work: ``runs.check_output``, the one check of every output path."""
     return check_output(path, flag, reads=reads)
+
+
+def printable(name: object) -> str:
+    """A name (a class folder, a file) as one printable line: control characters such as a newline are
+    shown escaped (``\\n``), so that a crafted name cannot fake lines of a result table."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))

@@ -29,7 +29,7 @@ from ..evaluate import TTA_NAMES, evaluate, make_tta, per_class_accuracy
 from ..plots import confusion_matrix_figure
 from ..runs import evaluation_data
 from ..runtime import autocast, autocast_dtype, precision_name, select_device
-from ._common import add_input_flags, check_output_file, input_options
+from ._common import add_input_flags, check_output_file, input_options, printable
 
 MAX_SCALE = 2048  # pixels: --scales is bounded before any image is resized (3.2 x the paper's 640)
 
@@ -122,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
                                    strict=True)]
         record["per_class"] = rows  # a list: ImageNet has duplicate readable names ("crane", "maillot")
         if args.per_class:
-            width = max(len(c) for c in classes)
+            width = max(len(printable(c)) for c in classes)
             table(f"{'class':<{width}}  accuracy  images")
             for row in rows:
                 accuracy = "   -   " if row["accuracy"] is None else f"{row['accuracy']:6.2f} %"
-                table(f"{row['class']:<{width}}  {accuracy}  {row['images']:6d}")
+                table(f"{printable(row['class']):<{width}}  {accuracy}  {row['images']:6d}")
         if args.confusion_matrix:
             confusion_matrix_figure(confusion, classes, args.confusion_matrix,
                                     title=f"{name} on {dataset} {args.split} (tta {args.tta})")

@@ -22,7 +22,7 @@ from ..data.images import set_max_image_pixels
 from ..errors import CheckpointError, ConfigError
 from ..export import load_exported
 from ..runtime import select_device
-from ._common import add_pixel_flag
+from ._common import add_pixel_flag, printable
 
 _CHUNK = 64  # images per forward pass
 
@@ -77,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": name, "checkpoint": str(args.checkpoint), "predictions": predictions}))
         return 0
-    width = max(len(c) for c in classes)
+    width = max(len(printable(c)) for c in classes)
     for prediction in predictions:
-        print(prediction["image"])
+        print(printable(prediction["image"]))
         for entry in prediction["top"]:
-            print(f"  {entry['class']:<{width}}  {100 * entry['probability']:6.2f} %")
+            print(f"  {printable(entry['class']):<{width}}  {100 * entry['probability']:6.2f} %")
     return 0
 
 

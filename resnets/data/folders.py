@@ -35,6 +35,7 @@ from .policies import ERASING_STREAM, per_sample
 from .splits import repeated_shard_indices, seed_for, shard_indices, shard_size, stratified_split
 
 Sample = tuple[str, int]
+MIN_SAMPLED = 20  # images sampled before "most are unreadable" stops a run
 MAX_SUBSTITUTES = 10  # unreadable training images in a row before giving up on a sample (timm: 20)
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")  # ImageNet wnid -> readable names
 
@@ -465,14 +466,18 @@ def fit_folder_normalization(samples: list[Sample], mode: str, size: int, seed: 
     """Normalisation statistics from a seeded sample of up to ``limit`` training images, prepared
     as for evaluation (decoding a whole folder would cost an epoch)."""
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed_for(seed, 3)))
-    transform, images = eval_transform(size), []
+    transform, images, unreadable = eval_transform(size), [], {}
     for i in order.tolist():
         try:
             images.append(transform(decode_image_file(samples[i][0])))
-        except DataError:
-            continue  # counted and reported by the loaders
-        if len(images) == limit:
+        except DataError as exc:
+            unreadable[samples[i][0]] = str(exc)  # counted and reported by the loaders, if the run goes on
+        if len(images) == limit or len(images) + len(unreadable) == 2 * limit:
             break
-    if not images:
-        raise DataError("no readable training image to compute the normalization from")
+    tried = len(images) + len(unreadable)
+    if not images or (len(unreadable) > len(images) and tried >= MIN_SAMPLED):
+        # most of the folder cannot be read: a run would skip its way through a few iterations
+        example = f" (e.g. {next(iter(unreadable.values()))})" if unreadable else ""
+        raise DataError(f"{len(unreadable)} of {tried} training images sampled are unreadable{example}; fix "
+                        f"or remove the damaged files (zero-byte files, say) before training")
     return Normalization.fit(torch.stack(images), mode)

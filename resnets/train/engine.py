@@ -83,9 +83,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         info, device = distributed.setup(config.run.device)
         try:
             with StopRequest().installed() as stop:
-                return _train(config, info, device, stop)
+                result = _train(config, info, device, stop)
         finally:
             distributed.cleanup()
+    if stop.signum is not None and not result.get("interrupted"):
+        # the signal came while the last epoch was evaluated or saved: the run is complete, and the
+        # caller (the command line, a reproduction's next run) still stops, as it was asked to
+        signal.raise_signal(stop.signum)
+    return result
 
 
 def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device,
@@ -160,6 +165,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device
             try:
                 save_checkpoint(folder, ckpt, run.keep_last)
             except OSError as exc:  # a full disk: nothing was replaced, the previous checkpoint stays
+                if not folder.checkpoints():  # the first one: there is nothing to resume from
+                    raise os_error(exc, "write the checkpoint", "no checkpoint was saved yet: free some "
+                                   "space, then run the same command again (it starts over)") from None
                 raise os_error(exc, "write the checkpoint", "nothing was lost (the previous checkpoint is "
                                f"kept): free some space, then continue with: resnets train --resume "
                                f"{folder.path}") from None
