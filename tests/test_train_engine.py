@@ -170,3 +170,27 @@ def test_amp_auto_resolves_at_run_time_and_the_summary_says_to_what(tmp_path, mo
     summary = json.loads((out / "summary.json").read_text())
     assert summary["precision"] == "float32"
     assert ck.load_checkpoint(out / "last.pt")["config"]["recipe"]["amp"] == "auto"
+
+
+def test_final_test_only_reads_the_test_split_once_at_the_end(tmp_path):
+    # the reproductions' recipe: epochs evaluated on the validation split, the test set after the last
+    code, out = train(tmp_path, "--iterations", "6", "--val-split", "64", "--set", "final_test_only=True")
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["val_error"] != "" for r in rows] == [True, True]
+    assert [r["test_error"] != "" for r in rows] == [False, True]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_test_error"] == pytest.approx(float(rows[-1]["test_error"]), abs=1e-3)
+    assert main(["train", *TINY, "--set", "final_test_only=True", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_split_seed_keeps_one_validation_split_across_seeds():
+    from resnets.data.loaders import DataConfig, _select
+
+    labels = torch.arange(1000) % 10
+    def held_out(**kwargs):
+        return _select(DataConfig(val_split=100, **kwargs), labels, labels)[1].tolist()
+
+    assert held_out(seed=0, split_seed=0) == held_out(seed=1, split_seed=0)  # fixed: paired runs
+    assert held_out(seed=0) != held_out(seed=1)  # None: the run's seed, as before
+    assert sorted(torch.bincount(labels[held_out(seed=3, split_seed=0)]).tolist()) == [10] * 10  # balanced
