@@ -23,7 +23,7 @@ from ..experiments.runner import (
     reproduce,
     reproduce_all,
 )
-from ._common import check_writable_folder
+from ._common import check_output
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 for spec in specs:
                     print(spec.train_command(ctx.runs_dir / spec.name, ctx.data_dir))
             return 0
-        check_writable_folder(options.output, "--output")  # before any training
+        check_output(options.output, "--output", folder=True, reads=[options.data_dir])  # before any work
         for paths in reproduce_all(options).values():
             print(paths["report"])
         return 0
@@ -138,6 +138,6 @@ def run(args: argparse.Namespace) -> int:
         if not specs:
             print("# no training runs: the analysis runs by itself")
         return 0
-    check_writable_folder(options.output, "--output")  # before any training
+    check_output(options.output, "--output", folder=True, reads=[options.data_dir])  # before any work
     print(reproduce(args.experiment, options)["report"])
     return 0
