@@ -67,6 +67,18 @@ def test_manual_forward_and_avgpool_surgery_as_in_torchvision():
     assert set(block_children) == {n for n, _ in theirs.layer2[0].named_children()} | {"drop_path"}
 
 
+def test_fine_tuning_surgery_is_recorded_in_the_spec():
+    model = resnets.create_model("resnet18")
+    model.fc = nn.Linear(model.fc.in_features, 10)  # torchvision's fine-tuning recipe
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)  # grey images
+    spec = model_spec(model)
+    assert (spec["kwargs"]["num_classes"], spec["kwargs"]["in_chans"]) == (10, 1) == (model.num_classes,
+                                                                                     model.in_chans)
+    rebuilt = create_model_from_spec(spec)  # what eval and export do with a checkpoint
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert model(X[:, :1]).shape == (2, 10)
+
+
 @pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d", "wide_resnet50_2"])
 def test_graph_node_names_equal_torchvisions(name):
     with torch.device("meta"):
@@ -137,6 +149,13 @@ def test_layer_decay_groups_equal_timms(name):
     assert groups == _groups(theirs)
     assert len({scale for scale, _, _ in groups}) == 18  # stem, 16 blocks, head
     assert ours.group_matcher() == theirs.group_matcher() or name == "resnetv2_50"
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "densenet121", "inception_v4", "inception_resnet_v2"])
+def test_layer_decay_groups_of_the_survey_nets_equal_timms(name):
+    with torch.device("meta"):
+        ours, theirs = resnets.create_model(name), timm.create_model(name)
+    assert _groups(ours) == _groups(theirs)
 
 
 def test_grad_checkpointing_gives_equal_gradients():
@@ -230,3 +249,5 @@ def test_torchscript_of_the_survey_nets_torchvision_and_timm_script(name, side):
     scripted = torch.jit.script(model)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-5)
+    classifier = {"vgg11_bn": "classifier.6", "densenet121": "classifier", "inception_v4": "last_linear"}
+    assert model.get_classifier(name_only=True) == classifier.get(name, "classif")

@@ -231,6 +231,19 @@ class ResNetBase(nn.Module):
                                  f"{'torchvision' if self.pool_name == 'avgpool' else 'timm'} does): "
                                  f"assign model.{self.foreign_names[name]} instead of model.{name}")
         super().__setattr__(name, value)
+        if getattr(self, "resnets_spec", None) is not None:  # surgery after construction: keep the spec true
+            self._follow_surgery(name, value)
+
+    def _follow_surgery(self, name: str, value: object) -> None:
+        """torchvision's fine-tuning lines (``model.fc = nn.Linear(model.fc.in_features, 10)``,
+        ``model.conv1 = nn.Conv2d(1, 64, ...)``) change the classes or channels; the recorded spec (and so
+        checkpoints, eval and export) follows them."""
+        if name == "fc" and isinstance(value, nn.Linear | nn.Identity):
+            self.num_classes = value.out_features if isinstance(value, nn.Linear) else 0
+            self.resnets_spec["kwargs"]["num_classes"] = self.pretrained_cfg["num_classes"] = self.num_classes
+        elif name == "conv1" and isinstance(value, nn.Conv2d):
+            self.in_chans = self.resnets_spec["kwargs"]["in_chans"] = value.in_channels
+            self.default_input_size = (value.in_channels, *self.default_input_size[1:])
 
     def stem_act(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's activation (also the final one of pre-activation nets): ``relu``, timm's ``act1``."""

@@ -224,7 +224,9 @@ class Classifier(nn.Module):
             module = module._modules.get(part) if module is not None else None
         return module
 
-    def get_classifier(self) -> nn.Module | None:
+    def get_classifier(self, name_only: bool = False) -> nn.Module | str | None:
+        if name_only:  # timm's: the classifier's module name (VGG's "classifier.6", timm's "last_linear")
+            return self.classifier_name
         return None if self.features_only else self._resolve(self.classifier_name)
 
     @property

@@ -165,6 +165,13 @@ class DenseNet(Classifier):
         """The ReLU after the last BN (torchvision's ``F.relu`` after ``features``)."""
         return self.relu(x)
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's (its layer-wise lr decay reads it): the stem, one group per dense layer, each transition
+        joining the group before it ((99999,) is timm's MATCH_PREV_GROUP)."""
+        blocks: str | list = r"^features\.(?:denseblock|transition)(\d+)" if coarse else [
+            (r"^features\.denseblock(\d+)\.denselayer(\d+)", None), (r"^features\.transition(\d+)", (99999,))]
+        return {"stem": r"^features\.conv[012]|features\.norm[012]|features\.pool[012]", "blocks": blocks}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if torch.jit.is_scripting():  # torchvision's forward (TorchScript takes no views, no super())
             x = self.relu(self.features(x))

@@ -237,6 +237,10 @@ class InceptionV4(InceptionClassifier):
         self.finish_inception(stem=f[:3], stages=stages, feature_info=info, num_features=1536,
                               classifier="last_linear", first_conv="features.0.conv")
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's (its layer-wise lr decay reads it): the three stem convs, then one group per module."""
+        return {"stem": r"^features\.[012]\.", "blocks": r"^features\.(\d+)"}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if torch.jit.is_scripting():  # timm's forward (TorchScript takes no views, no super())
             x = self.features(x)

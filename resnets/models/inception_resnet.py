@@ -22,7 +22,7 @@ to 1536 maps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -211,6 +211,30 @@ class InceptionResNetV2(InceptionResNetBase):
                               feature_info=info, num_features=1536, classifier="classif",
                               first_conv="conv2d_1a.conv")
         self.pretrained_cfg["crop_pct"] = 0.8975  # timm's evaluation crop for this net
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], float]:
+        """timm's (its layer-wise lr decay reads it): a function of the parameter name, one group per
+        top-level module (each of ``repeat*``'s blocks its own), conv2d_1/2 and conv2d_3/4 grouped, block8
+        and conv2d_7b last."""
+        order: dict[tuple[str, ...], int] = {}
+        for name, module in self.named_children():
+            if isinstance(module, nn.Sequential):  # timm's flatten_modules, one level deep
+                for child, _ in module.named_children():
+                    order[(name, child)] = len(order)
+            elif name not in ("classif", "global_pool", "head_drop"):
+                order[(name,)] = len(order)
+
+        def matcher(name: str) -> float:
+            if name.startswith(("conv2d_1", "conv2d_2")):
+                return 0
+            if name.startswith(("conv2d_3", "conv2d_4")):
+                return 1
+            if name.startswith(("block8", "conv2d_7")):
+                return len(order) + 1
+            parts = tuple(name.split("."))
+            return next((i for key, i in order.items() if parts[:len(key)] == key), float("inf"))
+
+        return matcher
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if torch.jit.is_scripting():  # timm's forward (TorchScript takes no views, no super())

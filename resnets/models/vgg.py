@@ -120,6 +120,10 @@ class VGG(Classifier):
         super().reset_classifier(num_classes, "avg" if global_pool is None else global_pool)
         self.global_pool = None  # VGG pools to 7x7 in forward_head, never globally
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's (its layer-wise lr decay reads it): the first conv, then one group per feature layer."""
+        return {"stem": r"^features\.0", "blocks": r"^features\.(\d+)"}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if torch.jit.is_scripting():  # torchvision's forward (TorchScript takes no views, no super())
             return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
