@@ -112,6 +112,15 @@ class Compared:
         }
 
 
+def _load_cache(path: Path) -> dict[str, Any] | None:
+    """A cached scoring, or None where there is none or it is unreadable (then it is scored again)."""
+    try:
+        stored = torch.load(path, weights_only=True) if path.is_file() else None
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -134,7 +143,7 @@ class Scores:
         record = self.runs[spec.name]
         digest = _digest(RunFolder(record.folder).weights_path)
         cache = self._cache(spec)
-        stored = torch.load(cache, weights_only=True) if cache.is_file() else None
+        stored = _load_cache(cache)
         if stored is not None and stored.get("weights_sha256") == digest:
             errors = stored["errors"].numpy()
         else:

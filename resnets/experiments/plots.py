@@ -65,34 +65,38 @@ def plot_error_curves(
     color = dict(zip(networks, _colors(len(networks)), strict=True))
     fig = _figure(figsize=(5.2 * len(panels), 4.4))
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    styles = {  # (line, marker, width, label suffix)
-        "train": ("--", None, 1.0, "train"),
+    styles = {  # (line, marker, width, what)
+        "train": ("--", None, 1.0, "training"),
         "val": ("-", "o", 2.2, "validation"),
         "test": ("-", "o", 2.2, "test"),
     }
+    shown: dict[str, tuple[str, str | None, float]] = {}  # the curve kinds drawn: one legend entry each
     for ax, (panel, nets) in zip(axes, panels.items(), strict=True):
         for name, series in nets.items():
             tested_per_epoch = len(series.get("test", ((),))[0]) > 1
-            for key, (line, marker, width, suffix) in styles.items():
+            named = False  # the network's name goes on its first curve only; the style legend says which
+            for key, (line, marker, width, what) in styles.items():
                 if key not in series or not len(series[key][0]):
                     continue
                 xs, ys = series[key][0], series[key][1]
                 if key == "test" and not tested_per_epoch:  # read once, at the end
-                    line, marker, width = "none", "*", 0
+                    line, marker, width, what = "none", "*", 0, "test (once, at the end)"
                 few = len(xs) < 3
                 ax.plot(
                     xs,
                     ys,
                     line,
                     marker=marker or ("." if few else None),
-                    markersize=8 if marker == "*" else 3,
+                    markersize=9 if marker == "*" else 3,
                     color=color[name],
                     linewidth=width,
-                    label=f"{name} {suffix}",
+                    label=None if named else name,
                 )
+                named = True
+                shown[what] = (line, marker, width)
                 if len(series[key]) == 4 and len(xs) > 1:
                     ax.fill_between(
-                        xs, series[key][2], series[key][3], color=color[name], alpha=0.2, linewidth=0
+                        xs, series[key][2], series[key][3], color=color[name], alpha=0.12, linewidth=0
                     )
         ax.set_title(panel)
         ax.set_xlabel("iterations")
@@ -100,7 +104,26 @@ def plot_error_curves(
         if ylim is not None:
             ax.set_ylim(*ylim)
         if ax.lines:
-            ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 8 else 1)
+            ax.legend(fontsize=7, loc="upper right")
+    if shown:
+        from matplotlib.lines import Line2D  # heavy: imported when a figure is drawn
+
+        handles = [
+            Line2D(
+                [],
+                [],
+                linestyle=line,
+                marker=marker,
+                linewidth=max(width, 1.0),
+                color="gray",
+                markersize=9 if marker == "*" else 4,
+                label=what,
+            )
+            for what, (line, marker, width) in shown.items()
+        ]
+        axes[0].add_artist(axes[0].legend(handles=handles, fontsize=7, loc="upper center"))
+        if axes[0].lines:
+            axes[0].legend(fontsize=7, loc="upper right")
     axes[0].set_ylabel("error (%)")
     return _finish(fig, path, title)
 

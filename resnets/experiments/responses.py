@@ -111,7 +111,8 @@ class Responses(Experiment):
             {net_label(k, d): stds for (k, d), stds in measured.items()},
             figure,
             differences={
-                n: (j.interval.difference, j.interval.low, j.interval.high) for n, j in judged.items()
+                f"{n}\n(paper: B lower)": (j.interval.difference, j.interval.low, j.interval.high)
+                for n, j in judged.items()
             },
             title=f"layer responses on {ctx.dataset} (Fig. 7)",
         )

@@ -227,11 +227,12 @@ ALL_ORDER = (
     "identity-1000",
     "detection",
 )
-# The rough cost of a training image on a 2-core CPU with bfloat16 (Intel Xeon with AMX, batch 256,
-# channels-last; 2026-12-07: ResNet-20 1,189 and ResNet-56 600 images/s at 28x28): a fixed cost per image
-# and one per million multiply-adds of the forward pass. Float32 on an AVX2-only CPU: about 4x.
-SECONDS_PER_IMAGE = 0.44e-3
-SECONDS_PER_MEGA_MAC = 1.28e-5
+# The rough cost of a training image on a 2-core CPU with bfloat16, fitted to the cpu budget's runs
+# (Intel Xeon with AMX, batch 256, channels-last, 2026-12-07: plain and ResNet 20-56 at 28x28, 520-1,555
+# images/s): a fixed cost per image and one per million multiply-adds of the forward pass. Float32 on an
+# AVX2-only CPU: about 4x.
+SECONDS_PER_IMAGE = 0.19e-3
+SECONDS_PER_MEGA_MAC = 1.71e-5
 DATASET_SHAPES = {
     "fashion-mnist": ((1, 28, 28), 60_000),
     "mnist": ((1, 28, 28), 60_000),
