@@ -15,7 +15,8 @@ from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.experiments import EXPERIMENTS, get_experiment
 from resnets.experiments.base import RunRecord, RunSpec, recipe_dict
-from resnets.experiments.runner import make_context, plan, recipe_summary, reproduce
+from resnets.experiments.runner import make_context, plan, reproduce
+from resnets.experiments.zoo import recipe_summary
 from resnets.train.recipes import get_recipe
 
 ORDER = ["degradation", "depth", "shortcuts", "identity-mappings", "responses", "lesion", "identity-toy"]
@@ -272,7 +273,7 @@ def test_cpu_budget_plans():
 
 
 def test_all_plans_every_experiment_once_with_an_estimate(capsys):
-    from resnets.experiments.runner import ALL_ORDER, plan_all, plan_lines
+    from resnets.experiments.zoo import ALL_ORDER, plan_all, plan_lines
 
     assert sorted(ALL_ORDER) == sorted(EXPERIMENTS)
     planned = plan_all(budget="smoke", output="unused")
@@ -289,7 +290,7 @@ def test_all_plans_every_experiment_once_with_an_estimate(capsys):
 
 
 def test_time_estimate_follows_depth_and_length():
-    from resnets.experiments.runner import estimate_seconds
+    from resnets.experiments.zoo import estimate_seconds
 
     ctx = make_context(get_experiment("depth"), budget="cpu", output="unused")
     macs: dict[str, float] = {}

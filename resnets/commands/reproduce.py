@@ -12,17 +12,8 @@ import argparse
 
 from ..errors import ConfigError
 from ..experiments import BUDGETS, DEFAULT_BUDGET, get_experiment, list_experiments
-from ..experiments.runner import (
-    DEFAULT_OUTPUT,
-    ReproduceOptions,
-    make_context,
-    plan,
-    plan_all,
-    plan_lines,
-    recipe_summary,
-    reproduce,
-    reproduce_all,
-)
+from ..experiments.runner import DEFAULT_OUTPUT, ReproduceOptions, make_context, plan, reproduce
+from ..experiments.zoo import plan_all, plan_lines, recipe_summary, reproduce_all
 from ._common import check_output
 
 
