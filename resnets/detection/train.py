@@ -227,7 +227,8 @@ def train_detector(config: DetectionConfig) -> dict[str, Any]:
         )
     writer = distributed.env_info().is_main
     with runs.RunFolder(config.run.output).lock() if writer else nullcontext():
-        check_output(config)
+        if writer:  # the other ranks write nothing, and would find rank 0's lock held
+            check_output(config)
         info, device = distributed.setup(config.run.device)
         try:
             with StopRequest().installed() as stop:

@@ -79,7 +79,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                                                      output=default_output(config.recipe)))
     writer = distributed.env_info().is_main
     with runs.RunFolder(config.run.output).lock() if writer else contextlib.nullcontext():
-        check_output(config)
+        if writer:  # the other ranks write nothing, and would find rank 0's lock held
+            check_output(config)
         info, device = distributed.setup(config.run.device)
         try:
             with StopRequest().installed() as stop:
