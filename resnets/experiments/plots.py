@@ -187,7 +187,7 @@ def _seed_points(
 
 
 def _label_axis(ax: Axes, labels: Sequence[str]) -> None:
-    long = len(labels) > 4 or max(len(label) for label in labels) > 12
+    long = len(labels) > 4 or max(len(label) for label in labels) > 9
     ax.set_xticks(
         range(len(labels)),
         labels=list(labels),

@@ -156,7 +156,7 @@ class Shortcuts(Experiment):
         plot_seeded_comparison(
             per_seed,
             differences_of(decided + described),
-            {nets[k].label: IMAGENET_TABLE3[k][0] for k in nets},
+            {("plain-34" if k == "plain" else f"ResNet-34 {k}"): IMAGENET_TABLE3[k][0] for k in nets},
             figure,
             title="test error by shortcut option",
             paper_title="paper: ImageNet top-1, 34 layers (Table 3)",
