@@ -27,7 +27,7 @@ from .paired import (
     verdict_sentence,
 )
 from .paper_numbers import CIFAR_TABLE6
-from .plans import cifar_net, cifar_run, net_label, params_cifar
+from .plans import cifar_net, net_label, params_cifar
 from .plots import plot_error_curves, plot_seeded_comparison
 from .tables import Table
 
@@ -47,11 +47,7 @@ def degradation_nets(ctx: Context) -> dict[tuple[str, int], Net]:
     nets = {}
     for kind in KINDS:
         for depth in depths:
-            if depth in (depths[0], depths[-1]):
-                nets[(kind, depth)] = cifar_net(ctx, kind, depth)
-            else:
-                spec = cifar_run(ctx, kind, depth)
-                nets[(kind, depth)] = Net(spec.name, spec.label, (spec,))
+            nets[(kind, depth)] = cifar_net(ctx, kind, depth, seeded=depth in (depths[0], depths[-1]))
     return nets
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from .base import Analysis, Context, Experiment, Runs, RunSpec
 from .paired import Comparison, Net, Scores, compare, differences_of, shows_flag, spread_cell
 from .paper_numbers import CIFAR_TABLE6
-from .plans import cifar_net, cifar_run, net_label, params_cifar
+from .plans import cifar_net, net_label, params_cifar
 from .plots import plot_seeded_comparison
 from .stats import rank_correlation
 from .tables import Table
@@ -35,11 +35,7 @@ def depth_nets(ctx: Context) -> dict[int, Net]:
     deciding = (depths[0], max(d for d in depths if d <= 110))
     nets = {}
     for depth in depths:
-        if depth in deciding:
-            nets[depth] = cifar_net(ctx, "resnet", depth)
-        else:
-            spec = cifar_run(ctx, "resnet", depth)
-            nets[depth] = Net(spec.name, spec.label, (spec,))
+        nets[depth] = cifar_net(ctx, "resnet", depth, seeded=depth in deciding)
     return nets
 
 

@@ -68,15 +68,19 @@ def cifar_net(
     label: str | None = None,
     recipe: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    seeded: bool = True,
 ) -> Net:
     """``cifar_run`` once per seed: the net as experiments compare it (``Net.key`` its first run's name,
-    so experiments sharing the network ask for the same seeds)."""
+    so experiments sharing the network ask for the same seeds); ``seeded=False``: seed 0 only, for nets
+    that are drawn but decide nothing."""
 
     def make(seed: int) -> RunSpec:
         return cifar_run(ctx, kind, depth, label=label, recipe=recipe, model_kwargs=model_kwargs, seed=seed)
 
     first = make(0)
-    return seeded_net(ctx, first.name, first.label, make)
+    return (
+        seeded_net(ctx, first.name, first.label, make) if seeded else Net(first.name, first.label, (first,))
+    )
 
 
 # The lesion study's nets (Veit et al. 2016), shared by ``lesion`` and ``ensembles``: a ResNet and a plain
