@@ -11,6 +11,7 @@ import torch
 from resnets.experiments.stats import (
     Interval,
     detectable_effect,
+    image_blocks,
     judge,
     mcnemar,
     paired_bootstrap,
@@ -202,3 +203,13 @@ def test_seed_spread():
 
 def test_sampling_noise_unchanged():
     assert sampling_noise(50.0, 10_000) == pytest.approx(0.5)
+
+
+def test_image_blocks_keep_the_mean_and_fall_back_to_single_images():
+    values = np.arange(2 * 10_000, dtype=float).reshape(2, 10_000)
+    blocks = image_blocks(values, 100)
+    assert blocks.shape == (2, 100)
+    assert blocks.mean(axis=1) == pytest.approx(values.mean(axis=1))
+    assert blocks[0, 3] == pytest.approx(values[0, 3::100].mean())  # interleaved: i % 100 == 3
+    few = np.random.default_rng(0).random((3, 64))
+    assert np.array_equal(image_blocks(few, 100), few)  # fewer images than blocks: one image a block

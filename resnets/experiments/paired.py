@@ -20,7 +20,6 @@ import torch
 
 from ..io import save_torch
 from ..runs import RunFolder
-from ..runtime import autocast
 from .base import Context, RunRecord, Runs, RunSpec
 from .stats import (
     Direction,
@@ -37,6 +36,12 @@ from .stats import (
 from .trained import TrainedNets
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def run_precision(record: RunRecord) -> torch.dtype | None:
+    """The autocast dtype a run evaluated in (its summary says "bfloat16 autocast", "float32", ...);
+    None for float32."""
+    return PRECISIONS.get(str(record.summary.get("precision")).removesuffix(" autocast"))
 
 
 @dataclass(frozen=True)
@@ -153,10 +158,11 @@ class Scores:
         return errors
 
     def _score(self, record: RunRecord) -> np.ndarray:
-        # The engine's own evaluation precision, so the mean equals the run's logged test error.
-        dtype = PRECISIONS.get(str(record.summary.get("precision")))
+        # float32, whatever precision the run trained and logged its test error in: the per-image errors
+        # (and the cache) then do not depend on the scoring CPU's bfloat16 arithmetic. Their mean can
+        # differ from a bfloat16 run's logged test error by a few images (docs/reproduce.md).
         model, out = self.nets.model(record), []
-        with torch.no_grad(), autocast(self.ctx.device, dtype):
+        with torch.no_grad():
             for x, y in self.nets.test_loader(record):
                 out.append((model(x).float().argmax(1) != y).cpu())
         return torch.cat(out).numpy().astype(np.uint8)

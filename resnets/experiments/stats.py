@@ -250,6 +250,19 @@ def bootstrap_difference(
     return Interval(float(b.mean() - a.mean()), float(low), float(high), float(diffs.std(ddof=1)), level)
 
 
+def image_blocks(values: ArrayLike, blocks: int) -> np.ndarray:
+    """Seeds x images -> seeds x blocks: the mean of each interleaved block of images (image i in block
+    i % blocks; one image a block where there are fewer images than blocks).
+
+    ``bootstrap_difference`` holds a resamples x seeds x units array, too large with 10,000 images as
+    units; with independent images the block means are independent, so resampling them gives the mean's
+    sampling variance as resampling single images would. The blocks are the same for every net of a
+    comparison, so the pairing holds."""
+    array = np.asarray(values, dtype=np.float64)
+    count = min(blocks, array.shape[1])
+    return np.stack([array[:, b::count].mean(axis=1) for b in range(count)], axis=1)
+
+
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test (ties left out): p of ``wins`` against ``losses`` under a fair coin."""
     n = wins + losses
