@@ -1,5 +1,6 @@
 """``resnets reproduce survey``: the smoke budget end to end, the cpu and paper budgets' plans (resolved, not
-trained), the verdict computed from the numbers, and the lesion study's VGG contrast."""
+trained) and the verdict computed from the numbers (the lesion study's VGG contrast is tested in
+test_lesion_experiment)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from resnets.analysis.lesion import LesionResult
 from resnets.cli import main
 from resnets.experiments import get_experiment
 from resnets.experiments.base import recipe_dict
@@ -131,32 +131,3 @@ def test_survey_finding_text_counts_the_pairs():
     text = Survey._finding(results, found, None, True, Ctx)
     assert "A tests best (10.00%" in text and "1 come out in the same order" in text
     assert text.endswith("The papers' ordering shows at this budget.")
-
-
-# --- the lesion study's VGG contrast -----------------------------------------------------------------------
-
-
-def test_lesion_plans_the_vgg_contrast():
-    cpu = _plan("lesion", "cpu")
-    assert [(r["model"], r["model_kwargs"]) for _, _, r in cpu] == [
-        ("resnet56", {}), ("plain56", {}), ("vgg20_cifar", {})]
-    assert cpu[2][1] == "VGG-20" and cpu[2][2]["iterations"] is None  # the budget's epochs, as the others
-    assert {r["name"] for _, _, r in cpu} == {"reproduce-cpu"}
-    assert [(r["model"], r["model_kwargs"]) for _, _, r in _plan("lesion", "smoke")][2] == (
-        "vgg_cifar", {"depth": 8})
-
-
-def test_lesion_verdict_with_the_vgg_contrast():
-    from resnets.experiments.lesion import Lesion
-
-    paths = {"central_90": [2, 9], "num_blocks": 27, "share_below_half": 0.8, "paths_below_half": 0.43}
-    res = LesionResult(8.0, ["a", "b"], [9.0, 11.0], ["a<->b"], [8.5], [False, True])
-    plain = LesionResult(9.0, ["a", "b"], [88.0, 90.0], ["a<->b"], [85.0])
-    vgg = LesionResult(7.0, ["a", "b"], [85.0, 89.0], ["a<->b"], [80.0])
-    lesions = {"resnet": ("ResNet-56", res), "plain": ("plain-56", plain), "vgg": ("VGG-20", vgg)}
-    text, shows = Lesion._finding(lesions, paths)
-    assert shows and "Deleting one layer of VGG-20, the VGG-style net, changes its error by +80.00" in text
-    assert "the plain net and the VGG-style net break" in text
-    robust = LesionResult(7.0, ["a", "b"], [8.0, 9.0], ["a<->b"], [8.0])
-    text, shows = Lesion._finding({**lesions, "vgg": ("VGG-20", robust)}, paths)
-    assert not shows and "the VGG-style net each lose at least 10 points" in text

@@ -9,6 +9,9 @@ Sec. 4.3 goes further: delete k blocks drawn at random (Fig. 5(a), ``deletion_cu
 blocks by random swaps of equal-shape blocks, measured by the Kendall tau of the new order against the
 original (Fig. 5(b), ``reordering_curve``); an ensemble's error grows smoothly under both.
 
+``unit_lesions``, ``deletion_curve`` and ``reordering_curve`` keep every image's error (``image_errors``),
+so that two networks scored on the same images can be compared image by image.
+
 The patches work on any model of the zoo through the block contract (``residual_blocks()``,
 ``forward_shortcut``) and are undone on exit, even after an exception.
 """
@@ -18,16 +21,19 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..evaluate import evaluate
+from ..runtime import autocast
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # re-iterable (x, y) batches on the model's device
 
 
 @contextmanager
@@ -70,6 +76,7 @@ def block_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[tuple[in
     """(input shape, output shape) of every block of ``model`` on ``example`` (one forward pass)."""
     blocks = [block for _, block in model.residual_blocks()]
     shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
     def recorder(i: int):
         def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             shapes[i] = (tuple(inputs[0].shape), tuple(output.shape))
@@ -119,8 +126,11 @@ class LesionResult:
     def mean_increase(self, downsampling: bool | None = None) -> float | None:
         """Mean error increase over all blocks, or over the (non-)downsampling ones only; None if none."""
         flags = self.downsampling or [False] * len(self.deleted_errors)
-        values = [inc for inc, down in zip(self.deletion_increase, flags, strict=True)
-                  if downsampling is None or down is downsampling]
+        values = [
+            inc
+            for inc, down in zip(self.deletion_increase, flags, strict=True)
+            if downsampling is None or down is downsampling
+        ]
         return sum(values) / len(values) if values else None
 
     def to_dict(self) -> dict:
@@ -129,14 +139,55 @@ class LesionResult:
         return out
 
 
-def top1_error(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def top1_error(model: nn.Module, loader: Batches) -> float:
     """Top-1 error (percent) of ``model`` on ``loader`` (the project's ``evaluate``, no test-time tricks)."""
     return float(evaluate(model, loader)["top1_error"])
 
 
+def image_errors(model: nn.Module, loader: Batches, *, dtype: torch.dtype | None = None) -> np.ndarray:
+    """1 where ``model`` misclassifies an image, 0 where it is right, in ``loader``'s order (uint8): eval
+    mode, no gradients, under ``dtype`` autocast (None: float32; a run's own evaluation precision makes the
+    intact net's mean the run's test error)."""
+    device = next(model.parameters()).device
+    restore = _eval_mode(model)
+    wrong = []
+    try:
+        with torch.no_grad(), autocast(device, dtype):
+            for x, y in loader:
+                wrong.append((model(x).float().argmax(1) != y).cpu())
+    finally:
+        restore()
+    return torch.cat(wrong).numpy().astype(np.uint8)
+
+
+Score = Callable[[nn.Module, Batches], np.ndarray]  # per-image 0/1 errors, as ``image_errors``
+
+
+def _eval_mode(model: nn.Module) -> Callable[[], None]:
+    was_training = model.training
+    model.eval()
+    return lambda: model.train(was_training)
+
+
+def _named_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    named = list(model.residual_blocks())
+    if not named:
+        raise ConfigError(f"{type(model).__name__} has no residual blocks to delete or re-order")
+    return named
+
+
+def _each_deleted(model: nn.Module, loader: Batches, measure: Callable[[nn.Module, Batches], object]) -> list:
+    """``measure`` of the intact model, then with each block deleted in turn (model in eval mode)."""
+    out = [measure(model, loader)]
+    for _, block in _named_blocks(model):
+        with blocks_deleted([block]):
+            out.append(measure(model, loader))
+    return out
+
+
 def lesion_study(
     model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loader: Batches,
     *,
     swaps: bool = True,
     error_fn: Callable[[nn.Module, Iterable], float] = top1_error,
@@ -146,17 +197,10 @@ def lesion_study(
     ``loader`` yields ``(x, y)`` batches on the model's device and must be re-iterable (a list or a
     project loader). The model is left exactly as it was.
     """
-    named = list(model.residual_blocks())
-    if not named:
-        raise ConfigError(f"{type(model).__name__} has no residual blocks to delete")
-    was_training = model.training
-    model.eval()
+    named = _named_blocks(model)
+    restore = _eval_mode(model)
     try:
-        baseline = error_fn(model, loader)
-        deleted = []
-        for _, block in named:
-            with blocks_deleted([block]):
-                deleted.append(error_fn(model, loader))
+        baseline, *deleted = _each_deleted(model, loader, error_fn)
         pair_names: list[str] = []
         pair_errors: list[float] = []
         changes = shape_changing(model, next(iter(loader))[0][:1])
@@ -168,8 +212,55 @@ def lesion_study(
                     pair_errors.append(error_fn(model, loader))
                 pair_names.append(f"{named[i][0]}<->{named[i + 1][0]}")
     finally:
-        model.train(was_training)
+        restore()
     return LesionResult(baseline, [name for name, _ in named], deleted, pair_names, pair_errors, changes)
+
+
+@dataclass
+class UnitLesions:
+    """Every image's error with the net intact and with each unit deleted alone (Veit et al. Sec. 4.1)."""
+
+    block_names: list[str]
+    downsampling: list[bool]  # per unit: does it change its input's shape?
+    intact: np.ndarray  # images (1: misclassified)
+    deleted: np.ndarray  # units x images
+
+    @property
+    def intact_error(self) -> float:
+        """The intact net's error, percent."""
+        return 100 * float(self.intact.mean())
+
+    @property
+    def deleted_errors(self) -> list[float]:
+        """The error with each unit deleted, percent."""
+        return [100 * float(e) for e in self.deleted.mean(axis=1)]
+
+    def image_costs(self, units: Sequence[int] | None = None) -> np.ndarray:
+        """Per image, the error after deleting a unit minus the intact net's, averaged over ``units`` (all by
+        default): values in [-1, 1], whose mean is the mean cost of a deletion as a fraction."""
+        chosen = self.deleted if units is None else self.deleted[list(units)]
+        return chosen.mean(axis=0) - self.intact
+
+    def to_dict(self) -> dict:
+        return {
+            "block_names": self.block_names,
+            "downsampling": self.downsampling,
+            "intact_error": self.intact_error,
+            "deleted_errors": self.deleted_errors,
+        }
+
+
+def unit_lesions(model: nn.Module, loader: Batches, *, score: Score = image_errors) -> UnitLesions:
+    """Score every image with the net intact and with each unit deleted in turn (its branch removed, its
+    shortcut kept). The model is left exactly as it was."""
+    restore = _eval_mode(model)
+    try:
+        intact, *deleted = _each_deleted(model, loader, score)
+        changes = shape_changing(model, next(iter(loader))[0][:1])
+    finally:
+        restore()
+    names = [name for name, _ in _named_blocks(model)]
+    return UnitLesions(names, changes, np.asarray(intact), np.stack(deleted))
 
 
 # --- many units at once: random deletions and random re-orderings (Veit et al. Sec. 4.3, Fig. 5) ---------
@@ -248,159 +339,181 @@ def random_order(groups: Sequence[Sequence[int]], n: int, swaps: int, rng: rando
     return order
 
 
-def _spread(values: Sequence[float]) -> float:
-    return statistics.stdev(values) if len(values) >= 2 else 0.0
-
-
 @dataclass
 class DeletionCurve:
-    """Test errors (percent) with ``ks[i]`` blocks deleted at random (Veit et al. Fig. 5(a)): ``errors[i]``
-    one error per draw, ``deleted[i]`` the blocks of each draw (indices into ``block_names``), drawn from
-    ``candidates``. k = 0 is the intact net."""
+    """Every image's error with ``ks[i]`` blocks deleted at random (Veit et al. Fig. 5(a)): ``wrong[i]`` is
+    draws x images (1: misclassified), ``deleted[i]`` the blocks of each draw (indices into
+    ``block_names``), drawn from ``candidates``; ``intact`` the images' errors with nothing deleted (k = 0,
+    when asked for, is that one draw)."""
 
-    baseline_error: float
     block_names: list[str]
     candidates: list[int]
+    intact: np.ndarray
     ks: list[int]
-    errors: list[list[float]]
     deleted: list[list[list[int]]]
+    wrong: list[np.ndarray]
 
     @property
-    def mean_errors(self) -> list[float]:
-        return [statistics.mean(e) for e in self.errors]
+    def baseline_error(self) -> float:
+        return 100 * float(self.intact.mean())
 
     @property
-    def std_errors(self) -> list[float]:
-        """The spread over draws: the sample standard deviation (0 for a single draw)."""
-        return [_spread(e) for e in self.errors]
+    def errors(self) -> list[list[float]]:
+        """Each draw's error (percent), per k."""
+        return [[100 * float(e) for e in w.mean(axis=1)] for w in self.wrong]
 
-    def mean_at(self, k: int) -> float | None:
-        """Mean error with ``k`` blocks deleted; None where k was not measured."""
-        return self.mean_errors[self.ks.index(k)] if k in self.ks else None
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out.update(mean_errors=self.mean_errors, std_errors=self.std_errors)
-        return out
-
-
-@dataclass
-class ReorderingResult:
-    """Test errors (percent) of random re-orderings (Veit et al. Fig. 5(b)): sample i made ``swaps[i]``
-    random swaps, giving ``orders[i]`` (position -> block) with Kendall tau ``taus[i]``."""
-
-    baseline_error: float
-    swaps: list[int]
-    orders: list[list[int]]
-    taus: list[float]
-    errors: list[float]
-
-    def by_swaps(self) -> list[tuple[int, float, float, float]]:
-        """(swaps, mean tau, mean error, spread of the error) per number of swaps, in increasing order."""
-        out = []
-        for s in sorted(set(self.swaps)):
-            idx = [i for i, v in enumerate(self.swaps) if v == s]
-            errors = [self.errors[i] for i in idx]
-            taus = [self.taus[i] for i in idx]
-            out.append((s, statistics.mean(taus), statistics.mean(errors), _spread(errors)))
-        return out
+    def image_costs(self, k: int) -> np.ndarray:
+        """Per image, the error with ``k`` blocks deleted (mean over the draws) minus the intact net's."""
+        return self.wrong[self.ks.index(k)].mean(axis=0) - self.intact
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        out["by_swaps"] = [dict(zip(("swaps", "mean_tau", "mean_error", "std_error"), row, strict=True))
-                           for row in self.by_swaps()]
-        return out
-
-
-def _eval_mode(model: nn.Module) -> Callable[[], None]:
-    was_training = model.training
-    model.eval()
-    return lambda: model.train(was_training)
+        return {
+            "block_names": self.block_names,
+            "candidates": self.candidates,
+            "ks": self.ks,
+            "deleted": self.deleted,
+            "errors": self.errors,
+            "baseline_error": self.baseline_error,
+        }
 
 
 def deletion_curve(
     model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loader: Batches,
     ks: Sequence[int],
     *,
     draws: int,
     seed: int = 0,
     candidates: Sequence[int] | None = None,
-    baseline_error: float | None = None,
-    error_fn: Callable[[nn.Module, Iterable], float] = top1_error,
+    intact: np.ndarray | None = None,
+    score: Score = image_errors,
 ) -> DeletionCurve:
     """Delete ``k`` blocks drawn at random, ``draws`` times for each k of ``ks`` (distinct sets, seeded by
-    ``seed``), and measure the error each time: Veit et al.'s Fig. 5(a). ``candidates`` (block indices)
+    ``seed``), and score every image each time: Veit et al.'s Fig. 5(a). ``candidates`` (block indices)
     defaults to the blocks that keep their input's shape (deleting a downsampling unit is the single-
     deletion study's question); ks beyond the candidates are left out (``ks`` records those measured).
-    ``baseline_error`` (the intact net's, when already measured) saves one evaluation. The model is left
-    exactly as it was."""
-    named = list(model.residual_blocks())
-    if not named:
-        raise ConfigError(f"{type(model).__name__} has no residual blocks to delete")
+    ``intact`` (the images' errors with nothing deleted, when already scored) saves one evaluation. The
+    model is left exactly as it was."""
+    named = _named_blocks(model)
     restore = _eval_mode(model)
     try:
         if candidates is None:
             changes = shape_changing(model, next(iter(loader))[0][:1])
             candidates = [i for i, changed in enumerate(changes) if not changed]
         candidates = sorted(set(candidates))
-        baseline = error_fn(model, loader) if baseline_error is None else baseline_error
+        intact = score(model, loader) if intact is None else intact
         rng = random.Random(seed)
-        measured, errors, deleted = [], [], []
+        measured, deleted, wrong = [], [], []
         for k in sorted(set(ks)):
             if k > len(candidates):
                 continue
             subsets = random_subsets(candidates, k, draws, rng) if k else [[]]
-            row = []
+            rows = []
             for subset in subsets:
-                if not subset:
-                    row.append(baseline)
-                    continue
                 with blocks_deleted(named[i][1] for i in subset):
-                    row.append(error_fn(model, loader))
+                    rows.append(score(model, loader) if subset else intact)
             measured.append(k)
-            errors.append(row)
             deleted.append(subsets)
+            wrong.append(np.stack(rows))
     finally:
         restore()
-    return DeletionCurve(baseline, [name for name, _ in named], candidates, measured, errors, deleted)
+    names = [name for name, _ in named]
+    return DeletionCurve(names, candidates, np.asarray(intact), measured, deleted, wrong)
+
+
+# Swaps per random re-ordering, taken in turn (Veit et al. Fig. 5(b) spans mild to strong re-orderings):
+# one swap moves the order's Kendall tau a little below 1; a few dozen make a random order of each group.
+SWAP_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+
+def orders_by_tau(
+    groups: Sequence[Sequence[int]],
+    n: int,
+    *,
+    bins: int,
+    per_bin: int,
+    rng: random.Random,
+    ladder: Sequence[int] = SWAP_LADDER,
+) -> tuple[list[list[int]], list[int]]:
+    """``bins * per_bin`` random re-orderings of ``n`` blocks (the i-th made by ``ladder[i % len(ladder)]``
+    random swaps within ``groups``) sorted from the highest Kendall tau to the lowest, so that consecutive
+    runs of ``per_bin`` are equal-count bins of tau; and the swaps each order took."""
+    made = []
+    for i in range(bins * per_bin):
+        swaps = ladder[i % len(ladder)]
+        made.append((random_order(groups, n, swaps, rng), swaps))
+    made.sort(key=lambda pair: -kendall_tau(pair[0]))
+    return [order for order, _ in made], [swaps for _, swaps in made]
+
+
+@dataclass
+class ReorderingResult:
+    """Every image's error under random re-orderings of the blocks (Veit et al. Fig. 5(b)): order i (position
+    -> block, ``swaps[i]`` random swaps, Kendall tau ``taus[i]``) misclassifies the images where
+    ``wrong[i]`` is 1; the orders run from the highest tau to the lowest, ``per_bin`` to a bin."""
+
+    intact: np.ndarray
+    orders: list[list[int]]
+    swaps: list[int]
+    taus: list[float]
+    wrong: np.ndarray  # orders x images
+    per_bin: int
+
+    @property
+    def baseline_error(self) -> float:
+        return 100 * float(self.intact.mean())
+
+    @property
+    def errors(self) -> list[float]:
+        """Each order's error, percent."""
+        return [100 * float(e) for e in self.wrong.mean(axis=1)]
+
+    def bins(self) -> list[list[int]]:
+        """The orders of each tau bin (indices), from the least re-ordered bin to the most."""
+        return [
+            list(range(i, min(i + self.per_bin, len(self.orders))))
+            for i in range(0, len(self.orders), self.per_bin)
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "baseline_error": self.baseline_error,
+            "orders": self.orders,
+            "swaps": self.swaps,
+            "taus": self.taus,
+            "errors": self.errors,
+            "bins": self.bins(),
+        }
 
 
 def reordering_curve(
     model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    swaps: Sequence[int],
+    loader: Batches,
     *,
-    draws: int,
+    bins: int,
+    per_bin: int,
     seed: int = 0,
-    baseline_error: float | None = None,
-    error_fn: Callable[[nn.Module, Iterable], float] = top1_error,
+    intact: np.ndarray | None = None,
+    score: Score = image_errors,
 ) -> ReorderingResult:
-    """Re-order the blocks by ``s`` random swaps of equal-shape blocks, ``draws`` times for each ``s`` of
-    ``swaps`` (seeded by ``seed``), and measure the error against the Kendall tau of each order: Veit et
-    al.'s Fig. 5(b). An order drawn twice is evaluated once. The model is left exactly as it was."""
-    named = list(model.residual_blocks())
-    if not named:
-        raise ConfigError(f"{type(model).__name__} has no residual blocks to re-order")
-    blocks = [block for _, block in named]
+    """Re-order the blocks by random swaps of equal-shape blocks (``orders_by_tau``: ``bins`` equal-count
+    bins of ``per_bin`` orders by Kendall tau, seeded by ``seed``) and score every image under each order:
+    Veit et al.'s Fig. 5(b). An order drawn twice is evaluated once. The model is left exactly as it was."""
+    blocks = [block for _, block in _named_blocks(model)]
     restore = _eval_mode(model)
     try:
         groups = interchangeable_groups(model, next(iter(loader))[0][:1])
-        baseline = error_fn(model, loader) if baseline_error is None else baseline_error
-        rng = random.Random(seed)
-        cache: dict[tuple[int, ...], float] = {tuple(range(len(blocks))): baseline}
-        result = ReorderingResult(baseline, [], [], [], [])
-        for s in swaps:
-            for _ in range(draws):
-                order = random_order(groups, len(blocks), s, rng)
-                key = tuple(order)
-                if key not in cache:
-                    with blocks_permuted(blocks, order):
-                        cache[key] = error_fn(model, loader)
-                result.swaps.append(s)
-                result.orders.append(order)
-                result.taus.append(kendall_tau(order))
-                result.errors.append(cache[key])
+        intact = score(model, loader) if intact is None else intact
+        orders, swaps = orders_by_tau(
+            groups, len(blocks), bins=bins, per_bin=per_bin, rng=random.Random(seed)
+        )
+        cache: dict[tuple[int, ...], np.ndarray] = {tuple(range(len(blocks))): np.asarray(intact)}
+        for order in orders:
+            if tuple(order) not in cache:
+                with blocks_permuted(blocks, order):
+                    cache[tuple(order)] = score(model, loader)
     finally:
         restore()
-    return result
+    wrong = np.stack([cache[tuple(order)] for order in orders])
+    taus = [kendall_tau(order) for order in orders]
+    return ReorderingResult(np.asarray(intact), orders, swaps, taus, wrong, per_bin)

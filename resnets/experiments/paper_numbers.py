@@ -69,15 +69,21 @@ SURVEY_CIFAR10: dict[str, dict[str, float | str | None]] = {
     "Highway-19": {"params_m": 2.3, "error": 7.72, "source": "He et al. 2015, Table 6 (best 7.54)"},
     "ResNet-110": {"params_m": 1.7, "error": 6.61, "source": "He et al. 2015, Table 6 (best 6.43)"},
     "ResNet-1202": {"params_m": 19.4, "error": 7.93, "source": "He et al. 2015, Table 6"},
-    "pre-act ResNet-164": {"params_m": 1.7, "error": 5.46,
-                           "source": "He et al. 2016 (Identity Mappings), Table 2"},
+    "pre-act ResNet-164": {
+        "params_m": 1.7,
+        "error": 5.46,
+        "source": "He et al. 2016 (Identity Mappings), Table 2",
+    },
     "pre-act ResNet-1001": {"params_m": 10.2, "error": 4.92, "source": "Identity Mappings, Table 4"},
     "WRN-40-4": {"params_m": 8.9, "error": 4.53, "source": "Zagoruyko and Komodakis 2016"},
     "WRN-16-8": {"params_m": 11.0, "error": 4.27, "source": "Zagoruyko and Komodakis 2016"},
     "WRN-28-10": {"params_m": 36.5, "error": 4.00, "source": "Zagoruyko and Komodakis 2016"},
-    "FractalNet-20": {"params_m": 38.6, "error": 4.60,
-                      "source": "Larsson et al. 2017, Table 1, drop-path + dropout (5.22 without; 4.68 "
-                                "deepest column alone)"},
+    "FractalNet-20": {
+        "params_m": 38.6,
+        "error": 4.60,
+        "source": "Larsson et al. 2017, Table 1, drop-path + dropout (5.22 without; 4.68 "
+        "deepest column alone)",
+    },
     "DenseNet-40 (k=12)": {"params_m": 1.0, "error": 5.24, "source": "Huang et al. 2017, Table 2"},
     "DenseNet-BC-100 (k=12)": {"params_m": 0.8, "error": 4.51, "source": "Huang et al. 2017, Table 2"},
     "DenseNet-BC-250 (k=24)": {"params_m": 15.3, "error": 3.62, "source": "Huang et al. 2017, Table 2"},
@@ -94,4 +100,46 @@ RESNEXT_TABLE3: dict[tuple[int, int], float] = {
     (4, 24): 22.6,
     (8, 14): 22.3,
     (32, 4): 22.2,
+}
+
+# Zagoruyko and Komodakis 2016 (Wide Residual Networks), Table 4 (as the lecture reprints it): (depth, k)
+# -> parameters (M) and CIFAR-10 test error (%), no dropout, standard augmentation.
+WRN_TABLE4: dict[tuple[int, int], dict[str, float]] = {
+    (40, 1): {"params_m": 0.6, "error": 6.85},
+    (40, 2): {"params_m": 2.2, "error": 5.33},
+    (40, 4): {"params_m": 8.9, "error": 4.97},
+    (40, 8): {"params_m": 35.7, "error": 4.66},
+    (28, 10): {"params_m": 36.5, "error": 4.17},
+    (28, 12): {"params_m": 52.5, "error": 4.33},
+    (22, 8): {"params_m": 17.2, "error": 4.38},
+    (22, 10): {"params_m": 26.8, "error": 4.44},
+    (16, 8): {"params_m": 11.0, "error": 4.81},
+    (16, 10): {"params_m": 17.1, "error": 4.56},
+}
+
+# He et al. 2016 (Identity Mappings), Table 3: CIFAR-10 test error (%) of the bottleneck ResNets with the
+# original and with the full pre-activation unit; parameters (millions) from Table 4 (ResNet-1001, 10.2M)
+# and Table 2 (ResNet-164, 1.7M). Table 4 also gives ResNet-1001's pre-activation mean over 5 runs,
+# 4.89 +- 0.14. (CIFAR-100, Table 3: ResNet-164 25.16 / 24.33, ResNet-1001 27.82 / 22.71.) The basic-unit
+# ResNet-110 pair is Table 2's (UNITS_TABLE2: 6.61 / 6.37).
+IDENTITY_1000_TABLE3: dict[int, dict[str, float]] = {
+    164: {"params_m": 1.7, "original": 5.93, "preact": 5.46},
+    1001: {"params_m": 10.2, "original": 7.61, "preact": 4.92},
+}
+
+# Veit, Wilber and Belongie 2016 ("Residual Networks Behave Like Ensembles of Relatively Shallow Networks"):
+# no table; what their figures show, read off them. Fig. 3 (CIFAR-10): deleting any one layer of a VGG net
+# drops it to chance (90% error on 10 classes), deleting one unit of ResNet-110 (54 units) changes its error
+# by about a point or less, the downsampling units somewhat more. Fig. 5(a): deleting up to 20 units at
+# random raises ResNet-110's error smoothly; Fig. 5(b): so does re-ordering them as the Kendall tau falls.
+# "cost_gap" is the gap their Fig. 3 implies between a VGG layer's deletion cost and a ResNet unit's, in
+# points: the VGG net from about 8% to chance against about a point (approximate, read off the plot).
+VEIT_2016: dict[str, float | int | str] = {
+    "network": "ResNet-110",
+    "dataset": "CIFAR-10",
+    "units": 54,
+    "chance_error": 90.0,
+    "vgg_one_deletion_error": 90.0,
+    "deleted_up_to": 20,
+    "cost_gap": 80.0,
 }

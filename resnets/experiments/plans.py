@@ -90,11 +90,17 @@ LESION_VGG_DEPTH = {"smoke": 8, "cpu": 20, "paper": 20}
 LESION_KINDS = ("resnet", "plain")
 
 
-def lesion_runs(ctx: Context) -> dict[str, RunSpec]:
-    """The lesion study's runs by kind: "resnet", "plain" (paper init) and "vgg"."""
-    specs = {kind: cifar_run(ctx, kind, LESION_DEPTH[ctx.budget.name]) for kind in LESION_KINDS}
-    specs["vgg"] = vgg_cifar_run(ctx, LESION_VGG_DEPTH[ctx.budget.name])
-    return specs
+def lesion_nets(ctx: Context) -> dict[str, Net]:
+    """The lesion study's nets by kind, each with the budget's seeds: "resnet" and "plain" (paper init, the
+    runs of ``degradation``) and "vgg" (the VGG-style contrast)."""
+    nets = {kind: cifar_net(ctx, kind, LESION_DEPTH[ctx.budget.name]) for kind in LESION_KINDS}
+    nets["vgg"] = vgg_cifar_net(ctx, LESION_VGG_DEPTH[ctx.budget.name])
+    return nets
+
+
+def lesion_runs(ctx: Context) -> list[RunSpec]:
+    """Every run of ``lesion_nets``, seed by seed (``lesion`` and ``ensembles`` train exactly these)."""
+    return [spec for net in lesion_nets(ctx).values() for spec in net.specs]
 
 
 def params_cifar(spec: RunSpec) -> int:
@@ -104,9 +110,17 @@ def params_cifar(spec: RunSpec) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def vgg_cifar_run(ctx: Context, depth: int) -> RunSpec:
+def vgg_cifar_run(ctx: Context, depth: int, *, seed: int = 0) -> RunSpec:
     """The run of the VGG-style CIFAR net (3n+2 layers, max-pool downsampling, no shortcuts) at the
     budget's ``ITERATIONS``: the lesion study's VGG contrast (Veit et al. 2016, Fig. 3)."""
     name = f"vgg{depth}_cifar"
     model, kwargs = (name, {}) if name in list_models() else ("vgg_cifar", {"depth": depth})
-    return ctx.run(model, f"VGG-{depth}", iterations=ITERATIONS[ctx.budget.name], model_kwargs=kwargs)
+    return ctx.run(
+        model, f"VGG-{depth}", iterations=ITERATIONS[ctx.budget.name], model_kwargs=kwargs, seed=seed
+    )
+
+
+def vgg_cifar_net(ctx: Context, depth: int) -> Net:
+    """``vgg_cifar_run`` once per seed (``Net.key`` its first run's name, as ``cifar_net``)."""
+    first = vgg_cifar_run(ctx, depth)
+    return seeded_net(ctx, first.name, first.label, lambda seed: vgg_cifar_run(ctx, depth, seed=seed))

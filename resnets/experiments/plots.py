@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..analysis.lesion import ReorderingResult
 from ..analysis.refinement import Refinement, stage_of
 from ..io import save_figure
 
@@ -126,41 +125,6 @@ def plot_error_curves(
             axes[0].legend(fontsize=7, loc="upper right")
     axes[0].set_ylabel("error (%)")
     return _finish(fig, path, title)
-
-
-def plot_ours_vs_paper(
-    labels: Sequence[str],
-    ours: Sequence[float | None],
-    paper: Sequence[float | None],
-    path: str | Path,
-    *,
-    ylabel: str = "test error (%)",
-    title: str = "",
-    ours_label: str = "ours",
-    paper_label: str = "paper",
-) -> Path:
-    """Grouped bars: our number beside the paper's for each entry (a missing value leaves a gap)."""
-    fig = _figure(figsize=(max(5.0, 0.9 * len(labels) + 2), 4.2))
-    ax = fig.subplots()
-    width = 0.4
-    xs = range(len(labels))
-    for offset, values, name, color in (
-        (-width / 2, ours, ours_label, "tab:blue"),
-        (width / 2, paper, paper_label, "tab:gray"),
-    ):
-        pts = [(x + offset, v) for x, v in zip(xs, values, strict=True) if v is not None]
-        if pts:
-            ax.bar([p[0] for p in pts], [p[1] for p in pts], width, label=name, color=color)
-    ax.set_xticks(
-        list(xs),
-        labels=list(labels),
-        rotation=30 if len(labels) > 5 else 0,
-        ha="right" if len(labels) > 5 else "center",
-    )
-    ax.set_ylabel(ylabel)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _finish(fig, path, title, ax)
 
 
 Differences = Mapping[str, tuple[float, float, float]]  # comparison name -> (B - A, low, high), points
@@ -292,47 +256,85 @@ def plot_responses(
     return _finish(fig, path, title, top)
 
 
+def _yerr(means: Sequence[float], lows: Sequence[float], highs: Sequence[float]) -> list[list[float]]:
+    """matplotlib's asymmetric error bars from each point's mean and its low and high ends."""
+    return [
+        [m - lo for m, lo in zip(means, lows, strict=True)],
+        [hi - m for m, hi in zip(means, highs, strict=True)],
+    ]
+
+
+_LINE = {"fmt": "o-", "markersize": 4, "capsize": 3}  # a curve of means with error bars
+
+
 def plot_lesion(
-    deleted: Mapping[str, Sequence[float]],
-    baseline: Mapping[str, float],
+    deleted: Mapping[str, Sequence[Sequence[float]]],
+    intact: Mapping[str, Sequence[float]],
+    costs: Sequence[Sequence[float]],
+    differences: Differences,
+    reported: Differences,
     path: str | Path,
     *,
-    swapped: Mapping[str, Sequence[float]] | None = None,
-    downsampling: Sequence[bool] = (),
+    downsampling: Sequence[bool],
+    focus: str,
+    chance: float,
     title: str = "",
 ) -> Path:
-    """Veit et al. Fig. 3/4: test error with each unit deleted (and with adjacent units swapped),
-    the intact network's error as a dotted line of the same colour. Units that downsample
-    (``downsampling[i]`` true) are shaded: Veit et al. single them out as the costly ones."""
-    panels = 2 if swapped else 1
-    fig = _figure(figsize=(6.8 * panels, 4.2))
-    axes = fig.subplots(1, panels, squeeze=False)[0]
+    """Veit et al. Fig. 3: (a) test error with each unit deleted (``deleted[net]``: seeds x units), the mean
+    over seeds with the seed range shaded, the intact net's mean dotted in the same colour, chance dashed;
+    (b) the ``focus`` net's cost of each deletion (``costs``: seeds x units, points), the mean with the seed
+    range as error bars, downsampling units in their own colour (Veit et al. single them out); (c) the
+    paired comparisons that decide the verdict; (d) the one reported beside them."""
+    fig = _figure(figsize=(11.0, 8.2))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.5, 1.0])
+    errors, cost_ax = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     colors = dict(zip(deleted, _colors(len(deleted)), strict=True))
-    for i, down in enumerate(downsampling):
-        if down:
-            axes[0].axvspan(
-                i + 0.5,
-                i + 1.5,
-                color="0.85",
-                zorder=0,
-                label="downsampling unit" if i == downsampling.index(True) else None,
-            )
-    for ax, data, xlabel in (
-        (axes[0], deleted, "deleted unit"),
-        *(((axes[1], swapped, "swapped pair (unit i with i+1)"),) if swapped else ()),
-    ):
-        for label, errors in data.items():
-            if not errors:
-                continue
-            ax.plot(range(1, len(errors) + 1), errors, "o-", markersize=3, color=colors[label], label=label)
-            ax.axhline(baseline[label], linestyle=":", color=colors[label])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test error (%)")
-        ax.set_ylim(0, 100)
+    for label, per_seed in deleted.items():
+        mean, low, high = _seed_band(per_seed)
+        units = range(1, len(mean) + 1)
+        errors.plot(units, mean, "o-", markersize=3, color=colors[label], label=f"{label}, one unit deleted")
+        errors.fill_between(units, low, high, color=colors[label], alpha=0.25, linewidth=0)
+        seeds = list(intact[label])
+        errors.axhline(sum(seeds) / len(seeds), linestyle=":", color=colors[label])
+    errors.axhline(chance, linestyle="--", color="0.4", label="chance")
+    errors.set_xlabel("deleted unit (in forward order)")
+    errors.set_ylabel("test error (%)")
+    errors.set_ylim(0, 100)
+    errors.set_title("(a) error with one unit deleted; dotted: intact", fontsize=10)
+    errors.legend(fontsize=8, loc="center right")
+    mean, low, high = _seed_band(costs)
+    bar_colors = ["tab:purple" if down else colors.get(focus, "tab:blue") for down in downsampling]
+    units = range(1, len(mean) + 1)
+    cost_ax.bar(units, mean, 0.8, color=bar_colors)
+    cost_ax.errorbar(
+        units,
+        mean,
+        yerr=_yerr(mean, low, high),
+        fmt="none",
+        ecolor="black",
+        capsize=2,
+        linewidth=0.8,
+    )
+    if any(downsampling):
+        from matplotlib.patches import Patch  # heavy: imported when a figure is drawn
+
+        cost_ax.legend(handles=[Patch(color="tab:purple", label="downsampling unit")], fontsize=8)
+    cost_ax.axhline(0.0, color="gray", linewidth=1)
+    cost_ax.set_xlabel("deleted unit (1: the first stage's first unit)")
+    cost_ax.set_ylabel("error deleted minus intact (points)")
+    cost_ax.set_title(f"(b) {focus}: cost of each deletion, seed range", fontsize=10)
+    for ax in (errors, cost_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+    panels = (
+        (differences, "(c) deciding: mean cost of a deletion"),
+        (reported, f"(d) {focus}: where the cost sits"),
+    )
+    for i, (data, name) in enumerate(panels):
+        ax = fig.add_subplot(grid[1, i])
+        plot_differences(ax, data)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("cost of B minus A (points, 95% interval)")
     return _finish(fig, path, title)
 
 
@@ -439,228 +441,268 @@ def plot_error_vs_cost(
 
 
 def plot_ensembles(
-    deletions: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
-    reorderings: Mapping[str, ReorderingResult],
+    deletions: Mapping[str, Sequence[tuple[int, float, float, float]]],
+    reordered: Sequence[tuple[float, float, float, float]],
+    intact: float,
+    differences: Differences,
     chance: float,
     path: str | Path,
     *,
+    reordered_label: str,
     title: str = "",
 ) -> Path:
-    """Veit et al. Fig. 5: (a) test error against the units deleted at random, the mean over draws with
-    their spread (standard deviation) as error bars, one colour per net; (b) test error of each random
-    re-ordering against its Kendall tau (points), with the mean per number of swaps (line), tau falling to
-    the right. Dotted: chance."""
-    fig = _figure(figsize=(12.4, 4.4))
-    left, right = fig.subplots(1, 2)
+    """Veit et al. Fig. 5: (a) test error against the units deleted at random (``deletions[net]``: (k, mean,
+    low, high) per k, the mean over seeds and draws with the draws' percentiles as error bars); (b) the
+    ``reordered_label`` net's error under random re-orderings, per Kendall-tau bin ((tau, mean, low, high),
+    tau falling to the right from the intact order's 1); (c) the paired comparisons that decide the
+    verdict. Dotted: chance. Percentiles of error rates stay inside 0-100%."""
+    fig = _figure(figsize=(11.0, 7.6))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.6, 1.0])
+    left, right = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     colors = dict(zip(deletions, _colors(len(deletions)), strict=True))
-    for label, (ks, means, stds) in deletions.items():
-        left.errorbar(
-            ks, means, yerr=stds, fmt="o-", markersize=4, capsize=3, color=colors[label], label=label
-        )
-    left.set_xlabel("units deleted at random")
-    left.set_title("(a) deleting units")
-    for label, result in reorderings.items():
-        color = colors.get(label, "0.3")
-        right.plot(result.taus, result.errors, "o", markersize=3, alpha=0.5, color=color)
-        rows = result.by_swaps()
-        means = sorted([(1.0, result.baseline_error), *((tau, m) for _, tau, m, _ in rows)], reverse=True)
-        right.plot([t for t, _ in means], [m for _, m in means], "-", color=color, label=label)
+    for i, (label, points) in enumerate(deletions.items()):
+        ks, means, lows, highs = zip(*points, strict=True)
+        dodge = 0.12 * (i - (len(deletions) - 1) / 2)  # side by side, so that the error bars do not overlap
+        xs = [k + dodge for k in ks]
+        left.errorbar(xs, means, yerr=_yerr(means, lows, highs), **_LINE, color=colors[label], label=label)
+    left.set_xlabel("units deleted at random (k)")
+    left.set_title("(a) deleting units: mean, central 90% of the draws", fontsize=10)
+    left.xaxis.get_major_locator().set_params(integer=True)
+    taus, means, lows, highs = zip(*[(1.0, intact, intact, intact), *reordered], strict=True)
+    color = colors.get(reordered_label, "tab:blue")
+    right.errorbar(taus, means, yerr=_yerr(means, lows, highs), **_LINE, color=color, label=reordered_label)
     right.set_xlabel("Kendall tau of the re-ordering (1: the original order)")
-    right.set_title("(b) re-ordering units")
-    if right.lines:
-        right.invert_xaxis()
+    right.set_title("(b) re-ordering units: bins of Kendall tau", fontsize=10)
+    right.invert_xaxis()
     for ax in (left, right):
         ax.axhline(chance, linestyle=":", color="0.4", label="chance")
         ax.set_ylabel("test error (%)")
         ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    left.xaxis.get_major_locator().set_params(integer=True)
+    bottom = fig.add_subplot(grid[1, :])
+    plot_differences(bottom, differences)
+    bottom.set_title("(c) deciding: the cost of deleting k units at random", fontsize=10)
+    bottom.set_xlabel("cost of B minus A (points of error, 95% interval)")
     return _finish(fig, path, title)
 
 
-def plot_recurrent(
-    points: Mapping[str, tuple[float, float, float]],
-    curves: Mapping[str, Mapping[str, Series]],
-    path: str | Path,
-    *,
-    title: str = "",
-) -> Path:
-    """Left: test error against parameters, ``points[label] = (parameters, error %, standard error)``, one
-    labelled point with its error bar per net. Right: ``curves[label]`` (``"train"`` dashed, ``"test"`` bold,
-    as ``(iterations, error %)``), one colour per net in both panels."""
-    fig = _figure(figsize=(11.0, 4.4))
-    by_params, by_time = fig.subplots(1, 2)
-    colors = dict(zip(points, _colors(len(points)), strict=True))
-    for index, (label, (params, error, noise)) in enumerate(points.items()):
-        by_params.errorbar([params], [error], yerr=[noise], fmt="o", color=colors[label], capsize=3)
-        # the shared and the shallow net sit at about the same x: labels above and below alternately
-        by_params.annotate(
-            label,
-            (params, error),
-            textcoords="offset points",
-            xytext=(5, 5 if index % 2 == 0 else -12),
-            fontsize=8,
-        )
-    by_params.set_xscale("log")
-    by_params.set_xlabel("parameters (CIFAR-10 network)")
-    by_params.set_ylabel("test error (%)")
-    for label, series in curves.items():
-        for kind, style, width in (("train", "--", 1.0), ("test", "-", 2.2)):
-            xs, ys = _points(series.get(kind))
-            if xs:
-                by_time.plot(
-                    xs,
-                    ys,
-                    style,
-                    marker="o" if kind == "test" else None,
-                    markersize=3,
-                    color=colors.get(label),
-                    linewidth=width,
-                    label=f"{label} {kind}",
-                )
-    by_time.set_xlabel("iterations")
-    by_time.set_ylabel("error (%)")
-    if by_time.lines:
-        by_time.legend(fontsize=7)
-    for ax in (by_params, by_time):
-        ax.grid(True, alpha=0.3)
-    return _finish(fig, path, title)
+def _params_axis(ax: Axes) -> None:
+    """A log-scale axis of parameter counts labelled 0.2M, 0.5M, 1M ... (no crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # heavy: imported when drawn
 
-
-def _points(series: Series | None) -> tuple[Sequence[float], Sequence[float]]:
-    return ((), ()) if series is None else series
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value / 1e6:g}M"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_width(
-    points: Mapping[str, tuple[float, float, float]],
+    points: Mapping[str, tuple[float, Sequence[float]]],
     series: Sequence[str],
     pairs: Sequence[tuple[str, str]],
+    differences: Differences,
+    seconds: Mapping[str, Sequence[float]],
+    paper: Mapping[str, tuple[float, float]],
     path: str | Path,
     *,
     title: str = "",
 ) -> Path:
-    """Test error against parameters (left, log scale) and against training time (right):
-    ``points[label] = (parameters, seconds, error %)``; the ``series`` labels joined by a line, each
-    (deep, wide) pair of ``pairs`` by a dotted one, deep nets as triangles and wide ones as squares."""
-    fig = _figure(figsize=(11.5, 4.6))
-    by_params, by_time = fig.subplots(1, 2)
+    """Wide ResNets: (a) our test error against parameters, ``points[label] = (parameters, per-seed
+    errors)``, the mean with its seed range and each seed a dot, the ``series`` joined by a line, each
+    (deep, wide) pair of ``pairs`` by a dotted one (deep-thin triangles, shallow-wide squares); (b) the
+    paired comparisons; (c) seconds per epoch per net (mean, seed range), a measurement beside the
+    verdict; (d) the paper's ``paper[label] = (parameters, error %)`` in a panel of its own."""
+    fig = _figure(figsize=(11.0, 8.2))
+    (ours, forest), (timing, published) = fig.subplots(2, 2)
     colors = _colors(len(pairs) + 1)
-    deep = {d for d, _ in pairs}
-    wide = {w for _, w in pairs}
-    for ax, index in ((by_params, 0), (by_time, 1)):
-        xs = [points[label][index] for label in series]
-        ax.plot(xs, [points[label][2] for label in series], "-o", color=colors[0], label="width series")
-        for i, (d, w) in enumerate(pairs):
-            color = colors[i + 1]
-            ax.plot([points[d][index], points[w][index]], [points[d][2], points[w][2]], ":", color=color)
-            ax.plot(
-                [points[d][index]], [points[d][2]], "^", color=color, markersize=8, label=f"{d} (deep-thin)"
-            )
-            ax.plot(
-                [points[w][index]],
-                [points[w][2]],
-                "s",
-                color=color,
-                markersize=8,
-                markerfacecolor="none",
-                label=f"{w} (shallow-wide)",
-            )
-        for label, (params, seconds, error) in points.items():
-            if label not in series and label not in deep | wide:
-                ax.plot([(params, seconds)[index]], [error], "o", color="0.5")
-            ax.annotate(
-                label,
-                ((params, seconds)[index], error),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=7,
-            )
-        ax.set_ylabel("test error (%)")
+    means = {label: sum(errors) / len(errors) for label, (_, errors) in points.items()}
+    ours.plot(
+        [points[s][0] for s in series], [means[s] for s in series], "-", color=colors[0], label="width series"
+    )
+    for i, (deep, wide) in enumerate(pairs):
+        color = colors[i + 1]
+        ours.plot([points[deep][0], points[wide][0]], [means[deep], means[wide]], ":", color=color)
+        ours.plot(
+            [points[deep][0]], [means[deep]], "^", color=color, markersize=9, label=f"{deep} (deep-thin)"
+        )
+        ours.plot(
+            [points[wide][0]],
+            [means[wide]],
+            "s",
+            color=color,
+            markersize=9,
+            markerfacecolor="none",
+            label=f"{wide} (shallow-wide)",
+        )
+    for label, (params, errors) in points.items():
+        mean = means[label]
+        ours.errorbar(
+            [params],
+            [mean],
+            yerr=[[mean - min(errors)], [max(errors) - mean]],
+            fmt="o",
+            color="0.25",
+            markersize=3,
+            capsize=4,
+            zorder=3,
+        )
+        ours.scatter([params] * len(errors), errors, s=10, color="black", alpha=0.6, zorder=4)
+        ours.annotate(label, (params, mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    _params_axis(ours)
+    ours.set_xlabel("parameters (CIFAR-10 network)")
+    ours.set_ylabel("test error (%)")
+    ours.set_title("ours: mean, seed range, seeds", fontsize=9)
+    ours.legend(fontsize=7)
+    plot_differences(forest, differences)
+    forest.set_title("paired comparisons (decide the verdict)", fontsize=9)
+    labels = list(seconds)
+    for x, label in enumerate(labels):
+        values = list(seconds[label])
+        mean = sum(values) / len(values)
+        timing.bar([x], [mean], 0.6, color="tab:gray")
+        timing.errorbar(
+            [x], [mean], yerr=[[mean - min(values)], [max(values) - mean]], fmt="none", color="k", capsize=4
+        )
+    _label_axis(timing, labels)
+    timing.set_ylabel("seconds per epoch")
+    timing.set_title("time per epoch on this machine (measured, not judged)", fontsize=9)
+    rows = sorted(paper.items(), key=lambda item: item[1][0])  # by parameters, smallest on top
+    published.plot([error for _, (_, error) in rows], range(len(rows)), "o", color="0.35", markersize=6)
+    published.set_yticks(
+        range(len(rows)), labels=[f"{label} ({params / 1e6:.1f}M)" for label, (params, _) in rows], fontsize=8
+    )
+    published.invert_yaxis()
+    published.set_xlabel("test error (%, CIFAR-10)")
+    published.set_title("paper: Table 4 (CIFAR-10), by parameters", fontsize=9)
+    for ax in (ours, timing, published):
         ax.grid(True, alpha=0.3)
-    by_params.set_xscale("log")
-    by_params.set_xlabel("parameters (CIFAR-10 network)")
-    by_time.set_xlabel("training time (s, steps only)")
-    by_params.legend(fontsize=7)
+    return _finish(fig, path, title)
+
+
+def plot_cardinality(
+    test: Mapping[str, Sequence[float]],
+    train: Mapping[str, Sequence[float]],
+    differences: Differences,
+    paper: Mapping[str, float],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """ResNeXt Table 3 and Fig. 5: our test error (a) and final training error (b) by C x d (mean, seed
+    range, each seed a dot; each axis fits our values), (c) the paired comparisons, (d) the paper's
+    ImageNet top-1 errors ``paper[label]`` in a panel of their own."""
+    fig = _figure(figsize=(10.5, 8.0))
+    (test_ax, train_ax), (forest, published) = fig.subplots(2, 2)
+    for ax, values, what in ((test_ax, test, "test error"), (train_ax, train, "final training error")):
+        _seed_points(ax, list(values), values, "tab:blue")
+        _label_axis(ax, list(values))
+        ax.set_ylabel(f"{what} (%)")
+        ax.set_title(f"ours: {what} (mean, seed range, seeds)", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    plot_differences(forest, differences)
+    forest.set_title("paired comparisons of the series' ends", fontsize=9)
+    labels = list(paper)
+    published.plot(range(len(labels)), [paper[label] for label in labels], "o-", color="0.4")
+    _label_axis(published, labels)
+    published.set_ylabel("top-1 error (%, ImageNet)")
+    published.set_title("paper: Table 3, ResNet-50 template, ImageNet", fontsize=9)
+    published.grid(True, axis="y", alpha=0.3)
     return _finish(fig, path, title)
 
 
 def plot_identity_1000(
-    nets: Mapping[str, Mapping[str, Series]],
-    path: str | Path,
-    *,
-    threshold: float | None = None,
-    title: str = "",
-) -> Path:
-    """Fig. 1 of Identity Mappings: training loss (left axis; logged points faint, smoothed solid) and
-    test error after each epoch (dots, right axis) against iterations, one colour per net.
-
-    ``nets[label]`` maps ``"loss"``, ``"smoothed"`` and ``"test"`` to ``(iterations, values)``."""
-    fig = _figure(figsize=(7.0, 4.4))
-    ax = fig.subplots()
-    right = ax.twinx()
-    for color, (label, series) in zip(_colors(len(nets)), nets.items(), strict=True):
-        few = len(series["smoothed"][0]) < 3  # a marker, or a lone point would not show
-        ax.plot(*series["loss"], "-", color=color, alpha=0.3, linewidth=0.8)
-        ax.plot(
-            *series["smoothed"],
-            "-",
-            color=color,
-            linewidth=1.6,
-            marker="." if few else None,
-            label=f"{label}: training loss",
-        )
-        if series.get("test") and series["test"][0]:
-            right.plot(*series["test"], "o", color=color, markersize=3.5, label=f"{label}: test error")
-    if threshold is not None:
-        ax.axhline(threshold, linestyle=":", color="gray", linewidth=0.8)
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("training loss")
-    right.set_ylabel("test error (%)")
-    ax.grid(True, alpha=0.3)
-    (left_lines, left_labels), (right_lines, right_labels) = (
-        ax.get_legend_handles_labels(),
-        right.get_legend_handles_labels(),
-    )
-    ax.legend(left_lines + right_lines, left_labels + right_labels, fontsize=8, loc="upper right")
-    return _finish(fig, path, title, ax)
-
-
-def plot_refinement(
-    measured: Mapping[str, Refinement],
+    curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
+    crossings: Mapping[str, Sequence[float | None]],
     path: str | Path,
     *,
     threshold: float,
+    chance: float,
     title: str = "",
 ) -> Path:
-    """One row per net: ||F|| / ||x|| per unit (shaded: +- its std over images; squares: units whose
-    shortcut is not the identity) and the cosine between successive units' changes (plotted between the
-    two units, per stage); dotted lines mark stage boundaries."""
-    fig = _figure(figsize=(11.0, 2.9 * len(measured) + 0.6))
-    axes = fig.subplots(len(measured), 2, squeeze=False)
-    colors = _colors(len(measured))
-    for (label, m), (ratio_ax, cos_ax), color in zip(measured.items(), axes, colors, strict=True):
+    """Identity Mappings Fig. 1: training loss (left) and training error (right) against iterations, one
+    colour per net, ``curves[label]["loss" | "error"] = (iterations, mean, min, max)`` over seeds (the
+    range shaded). Dotted: the chance loss (left) and the ``threshold`` error (right), where each seed's
+    first passage (``crossings[label]``, None: never) is marked. The legend sits below the panels, so it
+    hides no point."""
+    fig = _figure(figsize=(11.0, 4.8), layout="constrained")
+    loss_ax, error_ax = fig.subplots(1, 2)
+    for color, (label, series) in zip(_colors(len(curves)), curves.items(), strict=True):
+        for ax, key in ((loss_ax, "loss"), (error_ax, "error")):
+            xs, mean, low, high = series[key]
+            ax.plot(
+                xs, mean, "-", color=color, linewidth=1.6, marker="." if len(xs) < 3 else None, label=label
+            )
+            if len(xs) > 1:
+                ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+        reached = [x for x in crossings.get(label, ()) if x is not None]
+        error_ax.plot(reached, [threshold] * len(reached), "v", color=color, markersize=8)
+    loss_ax.axhline(chance, linestyle=":", color="0.3", linewidth=1.0, label=f"chance (loss {chance:.2f})")
+    error_ax.axhline(threshold, linestyle=":", color="0.3", linewidth=1.0, label=f"{threshold:g}% threshold")
+    loss_ax.set_ylabel("training loss")
+    error_ax.set_ylabel("training error (%)")
+    loss_ax.set_title("training loss (Fig. 1's curves)", fontsize=9)
+    error_ax.set_title(
+        "training error (triangles: each seed's first passage below the threshold)", fontsize=9
+    )
+    for ax in (loss_ax, error_ax):
+        ax.set_xlabel("iterations")
+        ax.grid(True, alpha=0.3)
+    handles, labels = loss_ax.get_legend_handles_labels()
+    extra = error_ax.get_legend_handles_labels()
+    # below the panels (constrained layout makes room), so the legend hides no point
+    fig.legend(
+        handles + extra[0][-1:], labels + extra[1][-1:], loc="outside lower center", ncol=4, fontsize=8
+    )
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def _seed_band(values: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Seeds x points -> (mean, min, max) per point."""
+    columns = list(zip(*values, strict=True))
+    return [sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+
+
+def plot_refinement(
+    measured: Mapping[str, Sequence[Refinement]],
+    differences: Differences,
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """One row per net (``measured[label]``: one measurement per seed): ||F|| / ||h|| per unit and the
+    cosine between successive units' changes (plotted between the two units, per stage), each the mean over
+    seeds with the seed range shaded; squares: units whose shortcut is not the identity; dotted lines: stage
+    boundaries. Below, the stage comparisons (later units' median - first unit) with their intervals."""
+    rows = len(measured)
+    fig = _figure(figsize=(11.0, 2.9 * rows + 0.45 * len(differences) + 1.6))
+    grid = fig.add_gridspec(rows + 1, 2, height_ratios=[2.9] * rows + [0.45 * len(differences) + 0.9])
+    colors = _colors(rows)
+    for row, ((label, seeds), color) in enumerate(zip(measured.items(), colors, strict=True)):
+        ratio_ax, cos_ax = fig.add_subplot(grid[row, 0]), fig.add_subplot(grid[row, 1])
+        m = seeds[0]
         xs = list(range(1, len(m.names) + 1))
-        low = [max(r - s, 0.0) for r, s in zip(m.ratio, m.ratio_std, strict=True)]
-        high = [r + s for r, s in zip(m.ratio, m.ratio_std, strict=True)]
+        mean, low, high = _seed_band([s.ratio for s in seeds])
         for k, idx in enumerate(m.stage_units().values()):  # one line per stage: units of one estimate
             ratio_ax.fill_between(
                 [xs[i] for i in idx],
                 [low[i] for i in idx],
                 [high[i] for i in idx],
                 color=color,
-                alpha=0.2,
+                alpha=0.25,
                 linewidth=0,
             )
             ratio_ax.plot(
                 [xs[i] for i in idx],
-                [m.ratio[i] for i in idx],
+                [mean[i] for i in idx],
                 "o-",
                 markersize=3,
                 color=color,
-                label=label if k == 0 else None,
+                label=f"{label}, {len(seeds)} seeds" if k == 0 else None,
             )
-        projected = [(x, r) for x, r, p in zip(xs, m.ratio, m.projected, strict=True) if p]
+        projected = [(x, r) for x, r, p in zip(xs, mean, m.projected, strict=True) if p]
         if projected:
             ratio_ax.plot(
                 *zip(*projected, strict=True),
@@ -670,18 +712,23 @@ def plot_refinement(
                 color="k",
                 label="shortcut not the identity",
             )
-        ratio_ax.axhline(threshold, linestyle="--", color="gray", linewidth=0.8)
         ratio_ax.set_ylim(bottom=0)
-        ratio_ax.set_ylabel("||F(x)|| / ||x||")
+        ratio_ax.set_ylabel("||F(x)|| / ||h(x)||")
         index = {name: i for i, name in enumerate(m.names)}
+        cos_mean, cos_low, cos_high = _seed_band([s.cosine for s in seeds])
         for stage in dict.fromkeys(m.stages):
-            pairs = [
-                (index[p.split("->")[0]] + 1.5, c)
-                for p, c in zip(m.pairs, m.cosine, strict=True)
-                if stage_of(p.split("->")[0]) == stage
-            ]
-            if pairs:
-                cos_ax.plot(*zip(*pairs, strict=True), "o-", markersize=3, color=color)
+            picks = [j for j, p in enumerate(m.pairs) if stage_of(p.split("->")[0]) == stage]
+            if picks:
+                between = [index[m.pairs[j].split("->")[0]] + 1.5 for j in picks]
+                cos_ax.fill_between(
+                    between,
+                    [cos_low[j] for j in picks],
+                    [cos_high[j] for j in picks],
+                    color=color,
+                    alpha=0.25,
+                    linewidth=0,
+                )
+                cos_ax.plot(between, [cos_mean[j] for j in picks], "o-", markersize=3, color=color)
         cos_ax.axhline(0.0, color="gray", linewidth=0.8)
         cos_ax.set_ylim(-1.05, 1.05)
         cos_ax.set_ylabel("cos(F_i, F_i+1)")
@@ -695,6 +742,11 @@ def plot_refinement(
         ratio_ax.set_title(f"{label}: relative change per unit", fontsize=9)
         cos_ax.set_title(f"{label}: successive changes within a stage", fontsize=9)
         ratio_ax.legend(fontsize=7)
-    axes[-1][0].set_xlabel("unit (forward order)")
-    axes[-1][1].set_xlabel("between units i and i+1")
+        if row == rows - 1:
+            ratio_ax.set_xlabel("unit (forward order)")
+            cos_ax.set_xlabel("between units i and i+1")
+    forest = fig.add_subplot(grid[rows, :])
+    plot_differences(forest, differences)
+    forest.set_xlabel("later units' median - first unit, ||F|| / ||h|| (95% interval over seeds and images)")
+    forest.set_title("each stage: the later units against its first unit (paper: below 0)", fontsize=9)
     return _finish(fig, path, title)
