@@ -1,11 +1,13 @@
 """ResNets in recurrent form (Liao and Poggio 2016): the CIFAR ResNets' ``share_weights`` option (parameter
 counts, what is shared, state dicts, tracing, ONNX, gradients, refusals) and `resnets reproduce recurrent`
-(the smoke budget end to end, the cpu and paper plans, the verdict with made-up numbers)."""
+(the smoke budget end to end, the cpu and paper plans, the two-sided paired verdict on constructed per-image
+errors: shows, contradicts, cannot be judged)."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -16,11 +18,21 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import resnets
 import resnets.experiments as experiments
+from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.experiments.base import recipe_dict
 from resnets.experiments.degradation import degradation_nets
-from resnets.experiments.plans import cifar_run, params_cifar
-from resnets.experiments.recurrent import DEPTH, SHALLOW, Recurrent, recurrent_runs
+from resnets.experiments.paired import Comparison, Net, compare
+from resnets.experiments.plans import cifar_net, params_cifar
+from resnets.experiments.recurrent import (
+    DEPTH,
+    SHALLOW,
+    finding_text,
+    midpoint,
+    recurrent_comparisons,
+    recurrent_nets,
+    recurrent_verdict,
+)
 from resnets.experiments.runner import ReproduceOptions, make_context, plan, reproduce
 from resnets.export import export_onnx, fold_bn
 from resnets.models import create_model_from_spec, model_spec
@@ -33,7 +45,6 @@ WIDTHS = (16, 32, 64)
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
 
 
 # --- the model option ------------------------------------------------------------------------------
@@ -56,8 +67,9 @@ def test_shared_resnet56_parameter_count_by_hand():
     assert min(counts, key=lambda d: abs(counts[d] - shared)) == 14 == SHALLOW["cpu"]
     assert abs(counts[14] - shared) / shared < 0.02  # 172,506 against 175,642
     # pre-activation bottleneck nets share their three convs the same way (9n+2 = 29: n = 3, one reuser)
-    pre, pre_shared = (resnets.create_model("preact_resnet_cifar", depth=29, share_weights=s)
-                       for s in (False, True))
+    pre, pre_shared = (
+        resnets.create_model("preact_resnet_cifar", depth=29, share_weights=s) for s in (False, True)
+    )
     # a reusing unit's convs: 1x1 in (4w -> w), 3x3 (w -> w), 1x1 out (w -> 4w)
     assert n_params(pre) - n_params(pre_shared) == sum(4 * w * w + 9 * w * w + 4 * w * w for w in WIDTHS)
 
@@ -124,8 +136,9 @@ def test_traces_extracts_features_and_cuts_like_the_other_cifar_nets():
     assert calls.count("layer2.1.conv1") == 2  # the shared conv runs at both of its time steps
     extractor = create_feature_extractor(model, return_nodes=["layer1", "layer2", "fc"])
     features = resnets.create_model("resnet20", share_weights=True, features_only=True, out_indices=(1, 2))
-    features.load_state_dict({k: v for k, v in model.state_dict().items()
-                              if not k.startswith(("fc.", "layer3"))})
+    features.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith(("fc.", "layer3"))}
+    )
     features.eval()
     with torch.no_grad():
         logits, stages = model(x), model.forward_stages(x)
@@ -189,7 +202,7 @@ def smoke(tmp_path_factory):
     return output, options, written
 
 
-def test_smoke_writes_its_table_figure_and_results_and_reruns_nothing(smoke):
+def test_smoke_writes_its_table_figures_and_results_and_reruns_nothing(smoke):
     output, options, written = smoke
     results = json.loads(written["results"].read_text())
     nets = {k: v for k, v in results["results"].items() if isinstance(v, dict) and "role" in v}
@@ -199,67 +212,182 @@ def test_smoke_writes_its_table_figure_and_results_and_reruns_nothing(smoke):
     # ResNet-20 shared: one reusing unit a stage, its two convs gone, its two BNs kept
     assert shared["params"] == deep["params"] - sum(2 * 9 * w * w for w in WIDTHS)
     assert shared["params"] == shallow["params"] + sum(2 * 2 * w for w in WIDTHS)
-    for net in nets.values():
-        assert 0 <= net["test_error"] <= 100 and net["train_seconds"] > 0 and net["test_images"] == 64
-        p = net["test_error"] / 100
-        assert net["test_noise"] == pytest.approx(100 * (p * (1 - p) / 64) ** 0.5)
-    assert results["results"]["summary"]["params_shared_over_shallow"] == pytest.approx(
-        shared["params"] / shallow["params"])
+    for net in nets.values():  # the budget's two seeds each, scored on every test image
+        assert net["seeds"] == 2 and len(net["test_error"]) == 2 and all(t > 0 for t in net["train_seconds"])
+        assert all(
+            0 <= e <= 100 and (e * 64 / 100) == pytest.approx(round(e * 64 / 100)) for e in net["test_error"]
+        )
+    got = results["results"]
+    assert set(got["comparisons"]) == {
+        "ResNet-20 vs ResNet-14",
+        "ResNet-20 shared vs ResNet-14",
+        "ResNet-20 shared vs ResNet-20",
+    }
+    middle = got["midpoint"]
+    assert middle["interval"][0] <= middle["difference"] <= middle["interval"][1]
+    assert middle["difference"] == pytest.approx(
+        np.mean(shared["test_error"]) - (np.mean(deep["test_error"]) + np.mean(shallow["test_error"])) / 2
+    )
+    assert got["verdict"] in ("shows", "contradicts", "cannot be judged")
+    assert results["finding"]["shows"] == {"shows": True, "contradicts": False}.get(got["verdict"])
+    assert got["params_shared_over_shallow"] == pytest.approx(shared["params"] / shallow["params"])
     report = written["report"].read_text()
     assert results["finding"]["text"] in report and "| ResNet-20 shared |" in report
-    with Image.open(written["recurrent.png"]) as image:
-        assert image.format == "PNG" and image.size[0] > 600
+    for figure in ("recurrent.png", "recurrent_curves.png"):
+        with Image.open(written[figure]) as image:
+            assert image.format == "PNG" and image.size[0] > 500
     messages: list[str] = []
     reproduce("recurrent", options, log=messages.append)  # the same folder: every run is found finished
-    assert sum("finished run found" in m for m in messages) == 3
+    assert sum("finished run found" in m for m in messages) == 6
     assert not any("training" in m for m in messages)
 
 
 @pytest.mark.parametrize("budget", ["cpu", "paper"])
-def test_the_deep_net_is_degradations_run_and_the_three_train_alike(tmp_path, budget):
+def test_the_deep_net_is_degradations_and_the_three_train_alike(tmp_path, budget, capsys):
     experiment = experiments.get_experiment("recurrent")
     ctx = make_context(experiment, ReproduceOptions(budget=budget, output=tmp_path))
-    runs = recurrent_runs(ctx)
-    assert [s.name for s in plan(experiment, ctx)] == [runs[k].name for k in ("deep", "shared", "shallow")]
-    assert runs["deep"] == degradation_nets(make_context(experiments.get_experiment("degradation"),
-                                                         ReproduceOptions(budget=budget, output=tmp_path)))[
-        ("resnet", 56)].specs[0]  # one run folder for both experiments (degradation's first seed)
-    recipes = {k: recipe_dict(s) for k, s in runs.items()}
-    assert [(r["model"], r["model_kwargs"]) for r in recipes.values()] == [
-        ("resnet56", {}), ("resnet56", {"share_weights": True}), ("resnet_cifar", {"depth": 14}),
+    nets = recurrent_nets(ctx)
+    specs = [spec for k in ("deep", "shared", "shallow") for spec in nets[k].specs]
+    assert [s.name for s in plan(experiment, ctx)] == [s.name for s in specs] and len(specs) == 6
+    degradation = experiments.get_experiment("degradation")
+    shared_with = degradation_nets(
+        make_context(degradation, ReproduceOptions(budget=budget, output=tmp_path))
+    )
+    assert nets["deep"] == shared_with[("resnet", 56)]  # one run folder per seed for both experiments
+    recipes = [recipe_dict(s) for s in specs]
+    assert [(r["model"], r["model_kwargs"], r["seed"]) for r in recipes] == [
+        ("resnet56", {}, 0),
+        ("resnet56", {}, 1),
+        ("resnet56", {"share_weights": True}, 0),
+        ("resnet56", {"share_weights": True}, 1),
+        ("resnet_cifar", {"depth": 14}, 0),
+        ("resnet_cifar", {"depth": 14}, 1),
     ]  # the paper's initialisation for all three
-    assert runs["shallow"] == cifar_run(ctx, "resnet", SHALLOW[budget])
+    assert nets["shallow"] == cifar_net(ctx, "resnet", SHALLOW[budget])
     if budget == "cpu":  # the converging budget's recipe, for all three alike
-        assert all(r["name"] == "reproduce-cpu" and r["dataset"] == "fashion-mnist" for r in recipes.values())
+        assert all(r["name"] == "reproduce-cpu" and r["dataset"] == "fashion-mnist" for r in recipes)
+        assert "about 19 min after degradation" in experiment.settings(ctx)["cost"]
+        # --plan shows one recipe for every compared net
+        assert main(["reproduce", "recurrent", "--budget", "cpu", "--plan", "--output", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "# every run: recipe=reproduce-cpu" in out and "# differs: init" not in out
+        assert [ln for ln in out.splitlines() if ln.startswith("# differs:")] == []
     else:  # the paper's CIFAR-10 schedule, as degradation's ResNet-56
-        for r in recipes.values():
+        for r in recipes:
             assert r["dataset"] == "cifar10" and r["iterations"] == 64_000 and r["test_subset"] is None
             assert r["milestones"] == [32_000, 48_000]
     assert DEPTH[budget] == 56
-    assert params_cifar(runs["shared"]) == 175_642
+    assert params_cifar(nets["shared"].specs[0]) == 175_642
+    # the runner's third seed: the deciding gap gives the deep and the shallow net one alike
+    (gap,) = experiment.comparisons(ctx)
+    assert (gap.a, gap.b, gap.expected) == (nets["shallow"], nets["deep"], "lower")
 
 
-def _measured(deep: float, shared: float, shallow: float, images: int = 2000) -> dict:
-    return {"deep": (deep, images), "shared": (shared, images), "shallow": (shallow, images)}
+# --- the verdict on constructed per-image errors -----------------------------------------------------
+
+IMAGES = 10_000
 
 
+def _errors(rate_pct: float, seed: int, base: np.ndarray) -> np.ndarray:
+    """0/1 errors at ``rate_pct`` sharing most mistakes with ``base`` (nets err on the hard images)."""
+    rng = np.random.default_rng(seed)
+    wanted, out = round(rate_pct * IMAGES / 100), base.copy()
+    wrong, right = np.flatnonzero(out), np.flatnonzero(out == 0)
+    if wanted > len(wrong):
+        out[rng.choice(right, wanted - len(wrong), replace=False)] = 1
+    else:
+        out[rng.choice(wrong, len(wrong) - wanted, replace=False)] = 0
+    return out
+
+
+class FakeScores:
+    """What the verdict reads: seeds x images errors of each net, by key."""
+
+    def __init__(self, rates: dict[str, list[float]]) -> None:
+        base = np.zeros(IMAGES, dtype=np.uint8)
+        base[np.random.default_rng(0).choice(IMAGES, 800, replace=False)] = 1
+        self.errors = {
+            k: np.stack([_errors(r, 7 * i + len(k), base) for i, r in enumerate(v)]) for k, v in rates.items()
+        }
+
+    def net_errors(self, net: Net) -> np.ndarray:
+        return self.errors[net.key]
+
+    def test_errors(self, net: Net) -> list[float]:
+        return [100 * float(row.mean()) for row in self.errors[net.key]]
+
+
+NETS = {
+    k: Net(k, label, (object(), object()))
+    for k, label in (("deep", "ResNet-56"), ("shared", "ResNet-56 shared"), ("shallow", "ResNet-14"))
+}
 PARAMS = {"deep": 853_018, "shared": 175_642, "shallow": 172_506}
-LABELS = {"deep": "ResNet-56", "shared": "ResNet-56 shared", "shallow": "ResNet-14"}
 
 
-@pytest.mark.parametrize("errors, shows", [
-    ((10.0, 10.5, 14.0), True),    # keeps 88% of a 4-point gap; noise of the midpoint distance ~1.7 points
-    ((10.0, 13.8, 14.0), False),   # keeps 5%
-    ((10.0, 12.2, 14.0), None),    # near the midpoint: within the noise
-    ((12.0, 11.0, 12.3), None),    # the deep net does not beat the shallow one beyond the noise
-    ((14.0, 10.0, 12.0), None),    # deeper is worse: nothing to keep
-])
-def test_the_verdict_follows_the_numbers(errors, shows):
-    text, verdict, numbers = Recurrent._finding(_measured(*errors), PARAMS, LABELS)
-    assert verdict is shows
-    deep, shared, shallow = errors
-    assert numbers["gap"] == pytest.approx(shallow - deep)
-    assert numbers["closer"] == pytest.approx(shallow + deep - 2 * shared)
-    assert f"ResNet-56 shared {shared:.2f}%" in text and "21% of ResNet-56's" in text
-    if shows is not None:
-        assert numbers["gap_kept"] == pytest.approx((shallow - shared) / (shallow - deep))
+def _judged(deep: float, shared: float, shallow: float):
+    scores = FakeScores(
+        {"deep": [deep, deep + 0.05], "shared": [shared, shared + 0.05], "shallow": [shallow, shallow + 0.05]}
+    )
+    comparisons = {
+        "gap": ("shallow", "deep", "lower"),
+        "beats": ("shallow", "shared", "lower"),
+        "cost": ("deep", "shared", "higher"),
+    }
+    measured = {
+        k: compare(scores, Comparison(NETS[a], NETS[b], e), resamples=2_000)
+        for k, (a, b, e) in comparisons.items()
+    }
+    middle = midpoint(scores, NETS)
+    verdict = recurrent_verdict(measured["gap"].verdict, middle.judgement.verdict)
+    return measured, middle, verdict
+
+
+@pytest.mark.parametrize(
+    "errors, gap, keeps, verdict",
+    [
+        ((7.0, 7.3, 9.0), "shows", "shows", "shows"),  # keeps 85% of a 2-point gap
+        ((7.0, 8.8, 9.0), "shows", "contradicts", "contradicts"),  # keeps 10%
+        ((7.0, 8.0, 9.0), "shows", "cannot be judged", "cannot be judged"),  # at the midpoint
+        ((8.0, 7.0, 8.0), "cannot be judged", "shows", "cannot be judged"),  # no gap: nothing to keep
+        ((9.0, 7.0, 7.0), "contradicts", "shows", "cannot be judged"),  # deeper is worse: nothing to keep
+    ],
+)
+def test_the_verdict_follows_the_per_image_errors(errors, gap, keeps, verdict):
+    measured, middle, got = _judged(*errors)
+    assert (measured["gap"].verdict, middle.judgement.verdict, got) == (gap, keeps, verdict)
+    deep, shared, shallow = (e + 0.025 for e in errors)  # the mean of the two seeds
+    i = middle.judgement.interval
+    assert i.difference == pytest.approx(shared - (deep + shallow) / 2, abs=1e-6) and i.low <= i.high
+    assert middle.per_seed == pytest.approx((shared - 0.025 - (deep + shallow - 0.05) / 2,) * 2, abs=1e-6)
+    if shallow > deep:
+        assert middle.kept == pytest.approx((shallow - shared) / (shallow - deep))
+    else:
+        assert middle.kept is None
+    text = finding_text(measured, middle, PARAMS, got)
+    assert "21% of ResNet-56's" in text and "midpoint of ResNet-56's and ResNet-14's" in text
+    assert ("no gap for the shared net to keep" in text) == (gap != "shows")
+    assert text.count("Reported:") == 1
+    if verdict == "contradicts":
+        assert "nearer the shallow net" in text
+    if keeps == "cannot be judged":
+        assert "smallest detectable effect" in text
+
+
+def test_a_seed_on_the_other_side_keeps_the_midpoint_from_deciding():
+    scores = FakeScores({"deep": [7.0, 7.0], "shared": [7.3, 8.9], "shallow": [9.0, 9.0]})
+    middle = midpoint(scores, NETS)
+    assert middle.per_seed[0] < 0 < middle.per_seed[1]
+    assert middle.judgement.verdict == "cannot be judged"
+    assert recurrent_verdict("shows", "cannot be judged") == "cannot be judged"
+    assert recurrent_verdict("shows", "contradicts") == "contradicts"
+    assert recurrent_verdict("cannot be judged", "contradicts") == "cannot be judged"
+
+
+def test_the_comparisons_name_the_papers_sides(tmp_path):
+    ctx = make_context(experiments.get_experiment("recurrent"), budget="cpu", output=tmp_path)
+    c = recurrent_comparisons(ctx)
+    assert [(k, v.name, v.expected) for k, v in c.items()] == [
+        ("gap", "ResNet-56 vs ResNet-14", "lower"),
+        ("beats", "ResNet-56 shared vs ResNet-14", "lower"),
+        ("cost", "ResNet-56 shared vs ResNet-56", "higher"),
+    ]

@@ -21,7 +21,6 @@ edited and computes what it computes without them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -85,23 +84,8 @@ class StageRefinement:
     gap_std: float | None
     images: int
 
-    @staticmethod
-    def _se(std: float | None, images: int) -> float | None:
-        if std is None:
-            return None
-        return std / math.sqrt(images) if images > 1 else math.inf
-
-    @property
-    def gap_se(self) -> float | None:
-        """Standard error of ``gap`` (std / sqrt(images); inf with fewer than two images)."""
-        return self._se(self.gap_std, self.images)
-
-    @property
-    def later_median_se(self) -> float | None:
-        return self._se(self.later_median_std, self.images)
-
     def to_dict(self) -> dict:
-        return {**vars(self), "gap_se": self.gap_se, "later_median_se": self.later_median_se}
+        return dict(vars(self))
 
 
 @dataclass
@@ -126,27 +110,50 @@ class Refinement:
             out.setdefault(stage, []).append(i)
         return out
 
+    def stage_images(self, stage: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per image: the stage's first unit's ratio and the median of its later units' ratios (None for
+        a stage of one unit)."""
+        idx = self.stage_units()[stage]
+        first = self.per_image[:, idx[0]]
+        if len(idx) == 1:
+            return first, None
+        # torch.quantile's 0.5 is the true median (torch.median takes the lower middle value).
+        return first, torch.quantile(self.per_image[:, idx[1:]], 0.5, dim=1)
+
     def stage_summaries(self) -> list[StageRefinement]:
         out = []
         for stage, idx in self.stage_units().items():
-            first = self.per_image[:, idx[0]]
+            first, medians = self.stage_images(stage)
             later_median = later_std = gap = gap_std = None
-            if len(idx) > 1:
-                # torch.quantile's 0.5 is the true median (torch.median takes the lower middle value).
-                medians = torch.quantile(self.per_image[:, idx[1:]], 0.5, dim=1)
+            if medians is not None:
                 later_median, later_std = _mean_std(medians)
                 gap, gap_std = _mean_std(first - medians)
-            out.append(StageRefinement(
-                stage, [self.names[i] for i in idx], float(first.mean()), self.projected[idx[0]],
-                later_median, later_std, gap, gap_std, self.per_image.shape[0],
-            ))
+            out.append(
+                StageRefinement(
+                    stage,
+                    [self.names[i] for i in idx],
+                    float(first.mean()),
+                    self.projected[idx[0]],
+                    later_median,
+                    later_std,
+                    gap,
+                    gap_std,
+                    self.per_image.shape[0],
+                )
+            )
         return out
 
     def to_dict(self) -> dict:
         return {
-            "names": self.names, "stages": self.stages, "projected": self.projected, "ratio": self.ratio,
-            "ratio_std": self.ratio_std, "pairs": self.pairs, "cosine": self.cosine,
-            "cosine_std": self.cosine_std, "images": self.images,
+            "names": self.names,
+            "stages": self.stages,
+            "projected": self.projected,
+            "ratio": self.ratio,
+            "ratio_std": self.ratio_std,
+            "pairs": self.pairs,
+            "cosine": self.cosine,
+            "cosine_std": self.cosine_std,
+            "images": self.images,
             "stage_summaries": [s.to_dict() for s in self.stage_summaries()],
         }
 
@@ -168,12 +175,14 @@ class _Recorder:
         def hook(unit: nn.Module, inputs: tuple) -> None:
             self.inputs[i] = inputs[0]
             self.branch[i] = []
+
         return hook
 
     def on_branch(self, i: int):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if i in self.branch:  # only while unit i runs
                 self.branch[i].append(output)
+
         return hook
 
     def post(self, i: int):
@@ -189,8 +198,10 @@ class _Recorder:
             self.projected[i] = h is not x
             h = h.detach().flatten(1).float()
             if f.shape != h.shape:
-                raise ConfigError(f"unit {self.names[i]}: branch {tuple(f.shape)} and shortcut "
-                                  f"{tuple(h.shape)} differ in shape")
+                raise ConfigError(
+                    f"unit {self.names[i]}: branch {tuple(f.shape)} and shortcut "
+                    f"{tuple(h.shape)} differ in shape"
+                )
             norm_f = torch.linalg.vector_norm(f, dim=1).double()
             norm_h = torch.linalg.vector_norm(h, dim=1).double().clamp_min(_TINY)
             self.ratios[i].append((norm_f / norm_h).cpu())
@@ -201,6 +212,7 @@ class _Recorder:
                     cosine = torch.nn.functional.cosine_similarity(f_prev, f, dim=1)
                     self.cosines[j].append(cosine.double().cpu())
             self.previous = (i, f)
+
         return hook
 
 
