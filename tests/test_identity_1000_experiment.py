@@ -1,6 +1,7 @@
 """`resnets reproduce identity-1000` (Identity Mappings Fig. 1, Table 3): the smoke budget writes every
-artefact and reruns nothing, the cpu and paper budgets plan the pairs they say (the paper's depth, recipe
-and parameter counts), the curve arithmetic and the verdict follow the numbers."""
+artefact and reruns nothing; the cpu pair shares depth's ResNet-110 and differs from it only in the unit,
+one recipe and warm-up for both; the paper budget plans Fig. 1's 1001-layer pair with the paper's recipe
+and parameter counts; the curve arithmetic and the verdict rules on constructed cases."""
 
 from __future__ import annotations
 
@@ -13,22 +14,24 @@ from PIL import Image
 
 from resnets.cli import main
 from resnets.experiments import get_experiment
-from resnets.experiments.base import RunRecord
+from resnets.experiments.base import RunRecord, recipe_dict
 from resnets.experiments.identity_1000 import (
-    IDENTITY_1000_TABLE3,
+    CPU_RUN_SECONDS,
     Curve,
-    Identity1000,
-    cpu_seconds,
-    final_loss,
+    Plan,
+    bands,
     first_reaching,
-    identity_1000_runs,
-    interpolate,
-    loss_threshold,
-    moving_average,
+    identity_1000_nets,
+    loss_judgement,
     parameters,
+    start_sentence,
     training_curve,
+    unit_comparison,
 )
-from resnets.experiments.runner import make_context, reproduce
+from resnets.experiments.paired import overall
+from resnets.experiments.paper_numbers import IDENTITY_1000_TABLE3
+from resnets.experiments.runner import make_context, plan, reproduce
+from resnets.experiments.zoo import recipe_summary
 from resnets.models import create_model
 from resnets.train.build import weighted_depth
 
@@ -42,65 +45,83 @@ def smoke(tmp_path_factory):
     return output, written
 
 
-def test_smoke_writes_its_table_figure_and_results_and_reruns_nothing(smoke):
+def test_smoke_writes_its_table_figures_and_results_and_reruns_nothing(smoke):
     output, written = smoke
     document = json.loads(written["results"].read_text())
     results = document["results"]
     orig, pre = results["original"], results["preact"]
-    assert (orig["label"], pre["label"]) == ("original ResNet-11", "pre-act ResNet-11")
-    assert orig["params"] > pre["params"] > 0  # the original's BNs after each conv3 vs one final BN
+    assert (orig["label"], pre["label"]) == ("original ResNet-8", "pre-act ResNet-8")
     for net in (orig, pre):
-        assert set(net["train_loss"]) == {"25%", "50%", "100%"} == set(net["train_error"])
-        assert 0 < net["final_train_loss"] < 10 and net["final_loss_spread"] >= 0
-        assert 0 <= net["test_error"] <= 100 and net["test_images"] == 64
-        assert net["test_noise"] == pytest.approx(
-            100 * math.sqrt(net["test_error"] / 100 * (1 - net["test_error"] / 100) / 64))
-    summary = results["summary"]
-    worse = max(orig["final_train_loss"], pre["final_train_loss"])
-    assert summary["threshold"] == pytest.approx(math.sqrt(math.log(10) * worse))
-    assert summary["loss_gap"] == pytest.approx(orig["final_train_loss"] - pre["final_train_loss"])
-    assert document["finding"]["shows"] in (True, False, None)
+        assert net["seeds"] == 2 and len(net["test_error"]) == 2 and len(net["reaches_threshold_at"]) == 2
+        assert all(0 < loss < 10 for loss in net["final_train_loss"] + net["mean_train_loss"])
+        assert net["params"] > 0 and net["paper_test_error"] is None  # no 8-layer net in the paper
+    comparison = results["comparison"]
+    assert (comparison["a"], comparison["b"], comparison["expected"]) == (
+        "original ResNet-8",
+        "pre-act ResNet-8",
+        "lower",
+    )
+    loss = results["loss_comparison"]
+    assert loss["interval"][0] <= loss["difference"] <= loss["interval"][1] and loss["detectable_effect"] >= 0
+    assert results["threshold_error"] == 20.0 and results["verdict"] == document["finding"]["verdict"]
     report = written["report"].read_text()
     assert document["finding"]["text"] in report
-    assert "| original ResNet-11 (original, f = ReLU) |" in report and "ResNet-164 (%, CIFAR-10)" in report
-    with Image.open(written["identity_1000.png"]) as image:
-        assert image.format == "PNG" and image.size[0] > 300
+    assert "| original ResNet-8 (original, f = ReLU) |" in report and "Training loss (Fig. 1)" in report
+    for figure in ("identity_1000.png", "identity_1000_test.png"):
+        with Image.open(written[figure]) as image:
+            assert image.format == "PNG" and image.size[0] > 800
     messages: list[str] = []
     reproduce("identity-1000", budget="smoke", output=output, device="cpu", log=messages.append)
-    assert sum("finished run found" in m for m in messages) == 2
+    assert sum("finished run found" in m for m in messages) == 4
     assert not any("training" in m for m in messages)
 
 
-def test_the_cpu_pair_is_deep_fits_in_30_minutes_and_differs_only_in_the_unit(tmp_path):
+def test_the_cpu_pair_is_depths_resnet110_against_pre_act_under_one_recipe(tmp_path):
     experiment = get_experiment("identity-1000")
     ctx = make_context(experiment, budget="cpu", output=tmp_path)
-    specs = identity_1000_runs(ctx)
-    orig, pre = (specs[n].resolved() for n in ("original", "preact"))
-    assert orig.model_kwargs == {"depth": 326, "bottleneck": True} and pre.model_kwargs == {"depth": 326}
-    assert (orig.iterations, orig.milestones) == (350, (175, 262))
-    # the same recipe and seed: every field but the model's name and options agree
-    differing = {k for k, v in orig.to_dict().items() if pre.to_dict()[k] != v}
-    assert differing == {"model", "model_kwargs"}
-    assert cpu_seconds(326, 350) == pytest.approx(2 * 350 * 1.50 * 0.76 * 326 / 164 * 1.06)
-    assert cpu_seconds(326, 350) <= 30 * 60 < cpu_seconds(407, 350)  # the next 9n+2 depth would not fit
-    assert "= 28 minutes" in experiment.settings(ctx)["why this pair"]
-    # --iterations still names runs of their own
-    assert identity_1000_runs(make_context(experiment, budget="cpu", output=tmp_path, iterations=40))[
-        "preact"].name.endswith("-40it")
+    nets = identity_1000_nets(ctx)
+    assert [len(net.specs) for net in nets.values()] == [2, 2]
+    # the original nets are depth's runs: shared, not trained again
+    depth = get_experiment("depth")
+    depth_runs = {s.name for s in plan(depth, make_context(depth, budget="cpu", output=tmp_path))}
+    assert {s.name for s in nets["original"].specs} <= depth_runs
+    assert [s.model for s in nets["preact"].specs] == ["preact_resnet110"] * 2
+    orig, pre = (recipe_dict(net.specs[1]) for net in nets.values())
+    differing = {k for k, v in orig.items() if pre[k] != v}
+    assert differing == {"model"}  # the same recipe, seed and warm-up: only the unit differs
+    assert orig["seed"] == 1 and orig["warmup"] == 1.0 and orig["warmup_until_error"] is None
+    (shared,) = recipe_summary(plan(experiment, ctx))
+    assert "recipe=reproduce-cpu" in shared and "warmup=1.0" in shared
+    comparison = unit_comparison(ctx)
+    assert comparison.expected == "lower" and comparison.paper_effect == pytest.approx(6.37 - 6.61)  # Table 2
+    time = experiment.settings(ctx)["time"]
+    assert (
+        2 * CPU_RUN_SECONDS / 60 <= 45 and f"about {2 * CPU_RUN_SECONDS / 60:.0f} minutes after depth" in time
+    )
+    with torch.device("meta"):
+        model = create_model(nets["preact"].specs[0].model)
+    assert weighted_depth(model) == 110 and type(model.layer1[1]).__name__ == "PreActBasicBlock"
 
 
 def test_the_paper_budget_plans_the_1001_layer_pair_with_the_papers_recipe(capsys, tmp_path):
-    specs = identity_1000_runs(make_context(get_experiment("identity-1000"), budget="paper", output=tmp_path))
-    assert (specs["original"].model, specs["preact"].model) == ("resnet_cifar", "preact_resnet1001")
-    for spec in specs.values():
-        recipe = spec.resolved()
+    nets = identity_1000_nets(make_context(get_experiment("identity-1000"), budget="paper", output=tmp_path))
+    assert (nets["original"].specs[0].model, nets["preact"].specs[0].model) == (
+        "resnet_cifar",
+        "preact_resnet1001",
+    )
+    for net in nets.values():
+        recipe = net.specs[0].resolved()
         assert (recipe.dataset, recipe.iterations, recipe.milestones, recipe.batch_size) == (
-            "cifar10", 64_000, (32_000, 48_000), 128)
+            "cifar10",
+            64_000,
+            (32_000, 48_000),
+            128,
+        )
         assert (recipe.lr, recipe.weight_decay, recipe.momentum) == (0.1, 1e-4, 0.9)
         assert (recipe.warmup, recipe.warmup_shape, recipe.warmup_start_factor) == (400, "constant", 0.1)
     assert main(["reproduce", "identity-1000", "--budget", "paper", "--plan", "--output", str(tmp_path)]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("resnets train")]
-    assert len(lines) == 2 and all("dataset=cifar10" in ln and "preact-cifar" in ln for ln in lines)
+    assert len(lines) == 4 and all("dataset=cifar10" in ln and "preact-cifar" in ln for ln in lines)
     assert not (tmp_path / "runs").exists()  # planned, not trained
 
 
@@ -108,63 +129,77 @@ def test_the_paper_budget_plans_the_1001_layer_pair_with_the_papers_recipe(capsy
 def test_parameters_and_depth_match_the_paper(tmp_path, monkeypatch, depth):
     from resnets.experiments import identity_1000
 
-    monkeypatch.setitem(identity_1000.PLANS, "paper", identity_1000.Plan(depth, None, "preact-cifar"))
-    specs = identity_1000_runs(make_context(get_experiment("identity-1000"), budget="paper", output=tmp_path))
+    monkeypatch.setitem(identity_1000.PLANS, "paper", Plan(depth, True, "preact-cifar"))
+    nets = identity_1000_nets(make_context(get_experiment("identity-1000"), budget="paper", output=tmp_path))
     paper = IDENTITY_1000_TABLE3[depth]["params_m"]
-    for net, spec in specs.items():
+    for net, spec in ((n, nets[n].specs[0]) for n in nets):
         # Table 3/4: 1.7M and 10.2M (ours: 1.70M and 10.33M; the paper rounds, and its projections lack BN)
         assert parameters(spec) / 1e6 == pytest.approx(paper, rel=0.02)
         with torch.device("meta"):
             model = create_model(spec.model, **spec.overrides.get("model_kwargs", {}))
         assert weighted_depth(model) == depth
-        unit = type(model.layer1[1]).__name__
-        assert unit == ("Bottleneck" if net == "original" else "PreActBottleneck")
+        assert type(model.layer1[1]).__name__ == ("Bottleneck" if net == "original" else "PreActBottleneck")
 
 
 # --- the curves and the verdict, from made-up numbers -------------------------------------------------
 
 
 def test_curve_arithmetic():
-    assert moving_average([0, 3, 6, 9, 30], 1) == [0, 3, 6, 15, 30]  # the ends keep a symmetric window
-    xs, ys = [50, 100, 150], [2.0, 1.0, 0.5]
-    assert interpolate(75, xs, ys) == pytest.approx(1.5)
-    assert interpolate(10, xs, ys) == 2.0 and interpolate(200, xs, ys) == 0.5
-    assert first_reaching(0.75, xs, ys) == pytest.approx(125)
-    assert first_reaching(3.0, xs, ys) == 50 and first_reaching(0.1, xs, ys) is None
-    curve = Curve(list(range(10, 110, 10)), [2, 1.5, 1, 0.8, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25], [0] * 10)
-    final, spread = final_loss(curve)  # last 10%: the point at 100; last 25%: 80, 90, 100
-    assert final == pytest.approx(0.25)
-    assert spread == pytest.approx(0.05)
-    assert loss_threshold("fashion-mnist", [0.25, 0.4]) == pytest.approx(math.sqrt(math.log(10) * 0.4))
+    xs, ys = [50, 100, 150], [60.0, 30.0, 10.0]
+    assert first_reaching(20.0, xs, ys) == pytest.approx(125)
+    assert first_reaching(70.0, xs, ys) == 50 and first_reaching(5.0, xs, ys) is None
+    a = Curve([50, 100, 150], [2.0, 1.0, 0.5], [60.0, 30.0, 10.0])
+    b = Curve([50, 100], [2.2, 1.4], [70.0, 40.0])
+    assert bands([a, b], "loss") == ([50, 100], [2.1, 1.2], [2.0, 1.0], [2.2, 1.4])  # where both logged
 
 
 def test_short_runs_fall_back_to_the_epochs_metrics(tmp_path):
-    metrics = [{"iteration": 2, "train_loss": 2.1, "train_error": 80.0, "test_error": 85.0},
-               {"iteration": 4, "train_loss": 1.9, "train_error": 70.0, "test_error": 75.0}]
+    metrics = [
+        {"iteration": 2, "train_loss": 2.1, "train_error": 80.0},
+        {"iteration": 4, "train_loss": 1.9, "train_error": 70.0},
+    ]
     record = RunRecord(None, tmp_path, metrics, [], {})  # type: ignore[arg-type]
     assert training_curve(record) == Curve([2, 4], [2.1, 1.9], [80.0, 70.0])
     steps = [{"iteration": 50, "loss": 1.0, "error": 30.0}, {"iteration": 100, "loss": 0.5, "error": 20.0}]
     assert training_curve(RunRecord(None, tmp_path, metrics, steps, {})).loss == [1.0, 0.5]  # type: ignore
 
 
-def _net(final, spread, reached, test_error=8.0):
-    return {"final_train_loss": final, "final_loss_spread": spread, "reaches_threshold_at": reached,
-            "test_error": test_error, "test_images": 10_000}
+def _curves(*shifts: float) -> list[Curve]:
+    """One curve per seed: a loss falling from 2.3, raised by ``shift`` throughout."""
+    xs = list(range(50, 900, 50))
+    return [
+        Curve(xs, [2.3 * 0.8**i + 0.5 + s + 0.01 * (i % 3) for i in range(len(xs))], [0.0] * len(xs))
+        for s in shifts
+    ]
 
 
-@pytest.mark.parametrize("original, preact, shows", [
-    (_net(0.30, 0.01, 900), _net(0.20, 0.01, 300), True),    # lower by 7x the noise, and sooner
-    (_net(0.30, 0.01, None), _net(0.20, 0.01, 300), True),   # the original never gets there
-    (_net(0.20, 0.01, 300), _net(0.30, 0.01, 900), False),   # the opposite
-    (_net(0.30, 0.01, 300), _net(0.20, 0.01, 900), None),    # lower, but later
-    (_net(0.30, 0.08, 900), _net(0.25, 0.08, 300), None),    # sooner, but lower only within the noise
-    (_net(0.25, 0.01, 300), _net(0.25, 0.01, 300), None),    # the same
-])
-def test_the_verdict_follows_the_numbers(original, preact, shows):
-    text, verdict, summary = Identity1000._finding({"original": original, "preact": preact}, threshold=0.9)
-    assert verdict is shows
-    assert summary["loss_gap"] == pytest.approx(original["final_train_loss"] - preact["final_train_loss"])
-    assert summary["loss_noise"] == pytest.approx(math.hypot(original["final_loss_spread"],
-                                                             preact["final_loss_spread"]))
-    pair = f"{preact['final_train_loss']:.3f} against the original unit's {original['final_train_loss']:.3f}"
-    assert pair in text
+def test_the_loss_verdict_is_two_sided_over_seeds_and_windows():
+    slow, fast = _curves(0.2, 0.22), _curves(0.0, 0.01)
+    shows = loss_judgement(slow, fast)  # the pre-activation net's loss lower throughout, both seeds
+    assert shows.verdict == "shows" and shows.interval.difference == pytest.approx(-0.205)
+    assert loss_judgement(fast, slow).verdict == "contradicts"
+    assert loss_judgement(slow, _curves(0.0, 0.4)).verdict == "cannot be judged"  # the seeds disagree
+    # both parts of the claim are needed; one part contradicting with the other undecided is not enough
+    assert overall(["shows", "shows"]) == "shows"
+    assert overall(["shows", "cannot be judged"]) == "cannot be judged"
+    assert overall(["contradicts", "contradicts"]) == "contradicts"
+    assert overall(["contradicts", "shows"]) == "cannot be judged"
+
+
+def test_the_start_names_first_passages_and_blow_ups():
+    results = {
+        "original": {
+            "label": "original ResNet-110",
+            "reaches_threshold_at": [None, 160.0],
+            "peak_loss": [3.1, 2.0],
+        },
+        "preact": {
+            "label": "pre-act ResNet-110",
+            "reaches_threshold_at": [95.0, 100.0],
+            "peak_loss": [1.9, 1.8],
+        },
+    }
+    text = start_sentence(results, math.log(10))
+    assert "original ResNet-110 never, 160; pre-act ResNet-110 95, 100" in text
+    assert "original ResNet-110's loss rose to 3.10, above chance (2.30): a blow-up" in text
+    assert "pre-act ResNet-110's loss rose" not in text

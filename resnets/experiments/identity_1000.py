@@ -1,13 +1,22 @@
-"""1001-layer ResNets, f = ReLU against f = identity: He et al. 2016, "Identity Mappings in Deep Residual
+"""Very deep ResNets, f = ReLU against f = identity: He et al. 2016, "Identity Mappings in Deep Residual
 Networks", Fig. 1 and Table 3 (the lecture's "1001-layer ResNets on CIFAR-10").
 
-Two bottleneck ResNets of the same very large depth differ only in the unit: the original one adds the
-shortcut and then applies a ReLU (f = ReLU, x_{l+1} = ReLU(x_l + F(x_l))), the full pre-activation one
-applies BN and ReLU before the weights and leaves the sum alone (f = identity, x_{l+1} = x_l + F(x_l)).
-The paper (Sec. 4.1, "Ease of optimization"): at 1001 layers the original's training loss falls very
-slowly at the beginning and stays higher, the pre-activation net's falls at once and lower; at 164 layers
-the difference is small (Fig. 6). Both nets train with the same recipe and seed; the analysis compares
-their training-loss curves (steps.jsonl) and their final test errors.
+Two ResNets of the same depth differ only in the unit: the original one adds the shortcut and then
+applies a ReLU (f = ReLU, x_{l+1} = ReLU(x_l + F(x_l))), the full pre-activation one applies BN and ReLU
+before the weights and leaves the sum alone (f = identity, x_{l+1} = x_l + F(x_l)). The paper (Sec. 4.1,
+"Ease of optimization"): at 1001 layers the original's training loss falls very slowly at the beginning
+and stays higher, the pre-activation net's falls at once and lower, and it tests better (4.92% against
+7.61%); at 164 layers the difference is small (5.46% against 5.93%).
+
+Both nets train with one recipe and its fixed warm-up (the paper: lr 0.01 for the first 400 iterations
+for both; the cpu budget: its one linear warm-up epoch), with the budget's seeds. The verdict, fixed before
+the runs, has two parts, each two-sided in the paper's direction; "shows" needs both to show,
+"contradicts" both to contradict (``paired.overall``), anything else "cannot be judged":
+Table 3's test error, a paired bootstrap over seeds and test images (``paired.compare``); and Fig. 1's
+training loss, its mean over the run's logged windows (the area under the curve: a slow start and a
+higher end both raise it), a bootstrap over seeds and windows paired by iteration, every seed pair
+agreeing. Each net's first passage below a fixed training error (20%) and the highest loss it logs
+(above chance is a blow-up, not Fig. 1's slow start) are reported beside them.
 """
 
 from __future__ import annotations
@@ -20,86 +29,119 @@ from typing import Any
 import torch
 
 from .base import Analysis, Context, Experiment, RunRecord, Runs, RunSpec
-from .plans import ITERATIONS, params_cifar
-from .plots import plot_identity_1000
-from .stats import evaluated_images, gap_noise, sampling_noise, strength
+from .paired import (
+    Comparison,
+    Net,
+    Scores,
+    compare,
+    differences_of,
+    overall,
+    seeded_net,
+    shows_flag,
+    spread_cell,
+    verdict_sentence,
+)
+from .paper_numbers import IDENTITY_1000_TABLE3, UNITS_TABLE2
+from .plans import ITERATIONS, cifar_net, params_cifar
+from .plots import plot_identity_1000, plot_seeded_comparison
+from .stats import Judgement, bootstrap_difference, judge
 from .tables import Table
-
-# He et al. 2016 (Identity Mappings), Table 3: CIFAR-10 test error (%) of the bottleneck ResNets with the
-# original and with the full pre-activation unit; parameters (millions) from Table 4 (ResNet-1001, 10.2M)
-# and Table 2 (ResNet-164, 1.7M). Table 4 also gives ResNet-1001's pre-activation mean over 5 runs,
-# 4.89 +- 0.14. (CIFAR-100, Table 3: ResNet-164 25.16 / 24.33, ResNet-1001 27.82 / 22.71.)
-IDENTITY_1000_TABLE3: dict[int, dict[str, float]] = {
-    164: {"params_m": 1.7, "original": 5.93, "preact": 5.46},
-    1001: {"params_m": 10.2, "original": 7.61, "preact": 4.92},
-}
 
 
 @dataclass(frozen=True)
 class Plan:
-    depth: int  # 9n+2 (bottleneck units)
-    iterations: int | None  # None: the recipe's own schedule (64k iterations)
+    depth: int  # 6n+2 (basic units) or 9n+2 (bottleneck units)
+    bottleneck: bool
     recipe: str | None = None  # None: the budget's recipe
 
 
-# cpu: the deepest pair that fits in about 30 minutes with enough iterations for a curve (cpu_seconds);
-# paper: Fig. 1's ResNet-1001 pair with the Identity Mappings appendix's recipe (lr 0.01 for the first
-# 400 iterations, then 0.1, /10 at 32k and 48k, stop at 64k, batch 128, weight decay 1e-4).
+# cpu: the deepest pair of two seeds each that fits the budget: ResNet-110, basic units (54 of them, as
+# many as ResNet-164's bottlenecks), its original net being depth's run (shared, not trained again);
+# bottleneck ResNet-164s would take about 80 minutes. paper: Fig. 1's ResNet-1001 pair with the Identity
+# Mappings appendix's recipe (lr 0.01 for the first 400 iterations, then 0.1, /10 at 32k and 48k, stop at
+# 64k, batch 128, weight decay 1e-4).
 PLANS: dict[str, Plan] = {
-    "smoke": Plan(11, ITERATIONS["smoke"]),
-    "cpu": Plan(326, 350),
-    "paper": Plan(1001, None, "preact-cifar"),
+    "smoke": Plan(8, False),
+    "cpu": Plan(110, False),
+    "paper": Plan(1001, True, "preact-cifar"),
 }
 NETS = ("original", "preact")
+# The zoo's named pre-activation nets, by depth: bottleneck units or not (as the paper builds them).
+PREACT_NAMED = {110: False, 164: True, 1001: True}
 UNITS = {"original": "original, f = ReLU", "preact": "pre-activation, f = identity"}
-
-# The cpu budget's time estimate (measured once on the 2-core development machine: batch 128, bfloat16,
-# channels-last, 2 threads): pre-act ResNet-164 1.50 s a step at 32x32, Fashion-MNIST's 28x28 about
-# 0.76x of that, the time about linear in depth; the test of 2,000 images after every 100 iterations
-# (forward only, about 1/3 of a training step per image) adds about 6%.
-SECONDS_PER_STEP_164 = 1.50
-FASHION_MNIST_FACTOR = 0.76
-EVALUATION_OVERHEAD = 0.06
-CPU_SECONDS = 1800  # the cpu budget's "about 30 minutes"
-
-
-def seconds_per_step(depth: int) -> float:
-    """Estimated seconds of one cpu-budget training step of a bottleneck net of ``depth``."""
-    return SECONDS_PER_STEP_164 * FASHION_MNIST_FACTOR * depth / 164
+# The training error a net must get below to count as started, fixed before the runs: a net that merely
+# leaves chance (90%), or hovers after a blow-up, stays above it; a well-conditioned net passes it within
+# its first (warm-up) epoch at the cpu budget (ResNet-56's logged windows: 52.9%, 22.2%, 16.9% at
+# iterations 50, 100, 150).
+THRESHOLD_ERROR = 20.0
+# The cpu budget's estimate: ResNet-110's measured run (about 850 s on the 2-core Intel Xeon with AMX,
+# docs/reproduce.md); the pre-activation net has the same convolutions and two more BNs.
+CPU_RUN_SECONDS = 870
+SHOWS = (
+    "The paper's finding shows: the pre-activation net trains to a lower loss over the run and tests "
+    "better, each beyond the noise of seeds (and test images)."
+)
 
 
-def cpu_seconds(depth: int, iterations: int) -> float:
-    """Estimated wall time of the pair at the cpu budget: 2 nets x iterations x s/step, plus evaluation."""
-    return 2 * iterations * seconds_per_step(depth) * (1 + EVALUATION_OVERHEAD)
-
-
-def iterations_in(depth: int, seconds: float = CPU_SECONDS) -> float:
-    """Iterations each net of ``depth`` gets when the pair has ``seconds`` at the cpu budget."""
-    return seconds / cpu_seconds(depth, 1)
-
-
-def net_model(net: str, depth: int) -> tuple[str, dict[str, Any]]:
-    """The zoo's name and options of the bottleneck ResNet of ``depth`` with ``net``'s unit."""
+def net_model(net: str, plan: Plan) -> tuple[str, dict[str, Any]]:
+    """The zoo's name and options of the net of ``plan``'s depth and unit kind with ``net``'s unit."""
+    depth = plan.depth
     if net == "original":
-        return "resnet_cifar", {"depth": depth, "bottleneck": True}
-    if depth in (164, 1001):  # the named pre-activation bottleneck nets (preact_resnet110 is basic)
+        return "resnet_cifar", {"depth": depth, "bottleneck": plan.bottleneck}
+    if PREACT_NAMED.get(depth) == plan.bottleneck:
         return f"preact_resnet{depth}", {}
-    return "preact_resnet_cifar", {"depth": depth}
+    return "preact_resnet_cifar", {"depth": depth, "bottleneck": plan.bottleneck}
 
 
 def net_label(net: str, depth: int) -> str:
     return f"{'original' if net == 'original' else 'pre-act'} ResNet-{depth}"
 
 
-def identity_1000_runs(ctx: Context) -> dict[str, RunSpec]:
-    """The pair at ``ctx``'s budget: ``{"original": spec, "preact": spec}``."""
+def seeded_pair_net(ctx: Context, net: str) -> Net:
+    """``net``'s unit at the budget's depth, trained once per seed with the plan's recipe."""
     plan = PLANS[ctx.budget.name]
-    specs = {}
-    for net in NETS:
-        model, kwargs = net_model(net, plan.depth)
-        specs[net] = ctx.run(model, net_label(net, plan.depth), iterations=plan.iterations,
-                             recipe=plan.recipe, model_kwargs=kwargs)
-    return specs
+    model, kwargs = net_model(net, plan)
+    label = net_label(net, plan.depth)
+
+    def make(seed: int) -> RunSpec:
+        iterations = ITERATIONS[ctx.budget.name]
+        return ctx.run(
+            model, label, iterations=iterations, recipe=plan.recipe, model_kwargs=kwargs, seed=seed
+        )
+
+    return seeded_net(ctx, make(0).name, label, make)
+
+
+def identity_1000_nets(ctx: Context) -> dict[str, Net]:
+    """``{"original": Net, "preact": Net}`` with the budget's seeds. A basic original net under the
+    budget's recipe is the zoo's ResNet of that depth (``plans.cifar_net``): the cpu budget's is depth's."""
+    plan = PLANS[ctx.budget.name]
+    if plan.bottleneck or plan.recipe is not None:
+        original = seeded_pair_net(ctx, "original")
+    else:
+        original = cifar_net(ctx, "resnet", plan.depth, label=net_label("original", plan.depth))
+    return {"original": original, "preact": seeded_pair_net(ctx, "preact")}
+
+
+def paper_errors(plan: Plan) -> dict[str, float] | None:
+    """The paper's CIFAR-10 test errors of the two units at this depth (Table 3 for the bottleneck nets,
+    Table 2 for ResNet-110), None where it has none."""
+    if plan.bottleneck and plan.depth in IDENTITY_1000_TABLE3:
+        row = IDENTITY_1000_TABLE3[plan.depth]
+        return {"original": row["original"], "preact": row["preact"]}
+    if not plan.bottleneck and plan.depth == 110:
+        return {
+            "original": UNITS_TABLE2["original"][plan.depth],
+            "preact": UNITS_TABLE2["full_preact"][plan.depth],
+        }
+    return None
+
+
+def unit_comparison(ctx: Context) -> Comparison:
+    """Original (A) against pre-activation (B): the paper's B tests lower."""
+    nets, paper = identity_1000_nets(ctx), paper_errors(PLANS[ctx.budget.name])
+    effect = paper["preact"] - paper["original"] if paper else None
+    return Comparison(nets["original"], nets["preact"], "lower", effect)
 
 
 def parameters(spec: RunSpec) -> int:
@@ -110,6 +152,7 @@ def parameters(spec: RunSpec) -> int:
 
 
 # --- the curves -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Curve:
@@ -126,36 +169,9 @@ def training_curve(record: RunRecord) -> Curve:
     if len(steps) >= 2:
         return Curve([s["iteration"] for s in steps], [s["loss"] for s in steps], [s["error"] for s in steps])
     rows = [r for r in record.metrics if r.get("train_loss") is not None]
-    return Curve([r["iteration"] for r in rows], [r["train_loss"] for r in rows],
-                 [r["train_error"] for r in rows])
-
-
-def smoothing_half_width(points: int) -> int:
-    """Points on each side of the centred moving average: 1% of the curve (the paper budget's 1,280
-    logged steps: +-12, i.e. +-600 iterations); none for short curves, whose points already average
-    50 steps each."""
-    return points // 100
-
-
-def moving_average(values: Sequence[float], half_width: int) -> list[float]:
-    """Centred moving average; the window shrinks symmetrically at the ends, so they are not biased."""
-    out = []
-    for i in range(len(values)):
-        h = min(half_width, i, len(values) - 1 - i)
-        window = values[i - h:i + h + 1]
-        out.append(sum(window) / len(window))
-    return out
-
-
-def interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
-    """ys at x, linear between points, the end values beyond them."""
-    if x <= xs[0]:
-        return ys[0]
-    for i in range(1, len(xs)):
-        if x <= xs[i]:
-            x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return ys[-1]
+    return Curve(
+        [r["iteration"] for r in rows], [r["train_loss"] for r in rows], [r["train_error"] for r in rows]
+    )
 
 
 def first_reaching(threshold: float, xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -169,59 +185,90 @@ def first_reaching(threshold: float, xs: Sequence[float], ys: Sequence[float]) -
     return None
 
 
-def final_loss(curve: Curve) -> tuple[float, float]:
-    """(final training loss, its spread): the mean logged loss over the last 10% of training (at least
-    the last point), and the standard deviation of the logged losses over the last 25%, after the last
-    lr drop (at least the last two points). The spread holds the steps' noise and what is left of the
-    trend there, so it is a generous noise estimate."""
-    total = curve.iterations[-1]
-    points = list(zip(curve.iterations, curve.loss, strict=True))
-    last = [v for x, v in points if x > 0.9 * total] or curve.loss[-1:]
-    tail = [v for x, v in points if x > 0.75 * total]
-    tail = tail if len(tail) >= 2 else curve.loss[-2:]
-    mean = sum(tail) / len(tail)
-    spread = (sum((v - mean) ** 2 for v in tail) / (len(tail) - 1)) ** 0.5 if len(tail) >= 2 else 0.0
-    return sum(last) / len(last), spread
-
-
 def chance_loss(dataset: str) -> float:
     """Cross-entropy of a uniform guess: where every training-loss curve starts."""
     return math.log(100 if dataset == "cifar100" else 10)
 
 
-def loss_threshold(dataset: str, finals: Sequence[float]) -> float:
-    """The level both nets' losses are timed to: the geometric midpoint between the chance loss and the
-    worse net's final loss, so that "sooner" measures the way down, not the end of it."""
-    return math.sqrt(chance_loss(dataset) * max(finals))
+def shared_values(curves: Sequence[Curve], key: str) -> tuple[list[float], list[list[float]]]:
+    """(the iterations every curve logged, each curve's ``key`` values there): seeds x windows."""
+    shared = sorted(set.intersection(*(set(c.iterations) for c in curves)))
+    return shared, [
+        [dict(zip(c.iterations, getattr(c, key), strict=True))[i] for i in shared] for c in curves
+    ]
 
 
-def measure(record: RunRecord, spec: RunSpec, curve: Curve, threshold: float) -> dict[str, Any]:
-    """One net's numbers: training loss and error at 25/50/100% of training, when its smoothed loss
-    reaches ``threshold``, its final test error and that error's sampling noise."""
-    xs, total = curve.iterations, curve.iterations[-1]
-    loss = moving_average(curve.loss, smoothing_half_width(len(xs)))
-    error = moving_average(curve.error, smoothing_half_width(len(xs)))
-    final, spread = final_loss(curve)
-    test_error, images = record.final_value("test_error"), evaluated_images(record)
+def loss_judgement(original: Sequence[Curve], preact: Sequence[Curve]) -> Judgement:
+    """Fig. 1: the pre-activation net's mean training loss over the run minus the original's, a bootstrap
+    over seeds and logged windows paired by iteration, judged two-sided (the paper: lower)."""
+    _, values = shared_values([*original, *preact], "loss")
+    a, b = values[: len(original)], values[len(original) :]
+    per_seed = [sum(vb) / len(vb) - sum(va) / len(va) for va, vb in zip(a, b, strict=False)]
+    return judge(bootstrap_difference(a, b, paired=True), "lower", per_seed_differences=per_seed)
+
+
+def loss_sentence(j: Judgement) -> str:
+    """The training-loss comparison in words (its units are the loss's, not points)."""
+    i = j.interval
+    text = (
+        f"mean training loss over the run, pre-activation minus original: {i.difference:+.3f} (95% interval "
+        f"{i.low:+.3f} to {i.high:+.3f}, bootstrap over seeds and logged windows paired by iteration); "
+    )
+    if j.verdict == "cannot be judged":
+        return (
+            text + f"cannot be judged: the smallest difference this budget could detect is {j.detectable:.3f}"
+        )
+    return text + f"{j.verdict} the paper's direction beyond the noise"
+
+
+def bands(curves: Sequence[Curve], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(iterations, mean, min, max) of ``key`` over seeds at the iterations all logged."""
+    xs, values = shared_values(curves, key)
+    columns = list(zip(*values, strict=True))
+    return xs, [sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+
+
+def describe(records: Sequence[RunRecord], curves: Sequence[Curve], spec: RunSpec) -> dict[str, Any]:
+    """One net's curve numbers, per seed: its first passage below THRESHOLD_ERROR, the highest loss it
+    logs after the first window and where, the final training loss and error, the mean loss over the run."""
+    peaks = [max(zip(c.loss[1:], c.iterations[1:], strict=True), default=(float("nan"), 0)) for c in curves]
     return {
         "label": spec.label,
         "params": parameters(spec),
-        "train_loss": {"25%": interpolate(0.25 * total, xs, loss), "50%": interpolate(0.5 * total, xs, loss),
-                       "100%": final},
-        "train_error": {f"{q:.0%}": interpolate(q * total, xs, error) for q in (0.25, 0.5, 1.0)},
-        "final_train_loss": final,
-        "final_loss_spread": spread,
-        "reaches_threshold_at": first_reaching(threshold, xs, loss),
-        "test_error": test_error,
-        "test_images": images,
-        "test_noise": sampling_noise(test_error, images),
-        "smoothed_loss": loss,
+        "seeds": len(records),
+        "reaches_threshold_at": [first_reaching(THRESHOLD_ERROR, c.iterations, c.error) for c in curves],
+        "peak_loss": [p[0] for p in peaks],
+        "peak_loss_at": [p[1] for p in peaks],
+        "final_train_loss": [r.final_value("train_loss") for r in records],
+        "final_train_error": [r.final_value("train_error") for r in records],
+        "mean_train_loss": [sum(c.loss) / len(c.loss) for c in curves],
     }
+
+
+def start_sentence(results: Mapping[str, Mapping[str, Any]], chance: float) -> str:
+    """When each net first gets below the threshold, and a blow-up (a logged loss above chance after the
+    first window) where there is one."""
+
+    def when(values: Sequence[float | None]) -> str:
+        return ", ".join("never" if v is None else f"{v:.0f}" for v in values)
+
+    text = f"First below {THRESHOLD_ERROR:.0f}% training error at iteration " + "; ".join(
+        f"{results[n]['label']} {when(results[n]['reaches_threshold_at'])}" for n in NETS
+    )
+    text += " (per seed)."
+    for net in NETS:
+        worst = max(results[net]["peak_loss"])
+        if worst > chance:
+            text += (
+                f" {results[net]['label']}'s loss rose to {worst:.2f}, above chance ({chance:.2f}): a "
+                "blow-up, not Fig. 1's slow start."
+            )
+    return text
 
 
 class Identity1000(Experiment):
     name = "identity-1000"
-    title = "1001-layer ResNets: f = ReLU against f = identity"
+    title = "Very deep ResNets: f = ReLU against f = identity"
     paper = "He et al. 2016 (Identity Mappings in Deep Residual Networks), Fig. 1 and Table 3"
     claim = (
         "A 1001-layer bottleneck ResNet with the original unit (ReLU after the addition) is hard to "
@@ -230,22 +277,34 @@ class Identity1000(Experiment):
         "4.92% against 7.61% on CIFAR-10 (10.2M parameters). At 164 layers the difference is small (5.46% "
         "against 5.93%)."
     )
-    figures = (("identity_1000.png", "Training loss of the original and the pre-activation net against "
-                                     "iterations (solid), test error after each epoch (dots, right axis); "
-                                     "the dotted line is the loss threshold of the 'sooner' comparison"),)
+    figures = (
+        (
+            "identity_1000.png",
+            "Training loss (left) and training error (right) of the original and the pre-activation net "
+            "against iterations, the mean over seeds with the seed range shaded; chance dotted on the left, "
+            "the 20% threshold dotted on the right with each seed's first passage marked",
+        ),
+        (
+            "identity_1000_test.png",
+            "Final test error per net (mean, seed range, seeds), the paired comparison, and the paper's "
+            "CIFAR-10 errors in a panel of their own",
+        ),
+    )
 
     def runs(self, ctx: Context) -> list[RunSpec]:
-        return list(identity_1000_runs(ctx).values())
+        return [spec for net in identity_1000_nets(ctx).values() for spec in net.specs]
+
+    def comparisons(self, ctx: Context) -> list[Comparison]:
+        return [unit_comparison(ctx)]
 
     def settings(self, ctx: Context) -> dict[str, Any]:
-        plan = PLANS[ctx.budget.name]
-        specs = identity_1000_runs(ctx)
-        iterations = specs["original"].resolved().iterations or 0
+        plan, nets = PLANS[ctx.budget.name], identity_1000_nets(ctx)
+        kind = "bottleneck" if plan.bottleneck else "basic"
         out = {
-            "networks": f"{specs['original'].label} ({UNITS['original']}) and {specs['preact'].label} "
-                        f"({UNITS['preact']}), bottleneck units, the same recipe and seed",
+            "networks": f"{nets['original'].label} ({UNITS['original']}) and {nets['preact'].label} "
+            f"({UNITS['preact']}), {kind} units, one recipe and warm-up for both",
+            "seeds": ", ".join(f"{net.label} {len(net.specs)}" for net in nets.values()),
             "recipe": plan.recipe or ctx.budget.recipe,
-            "iterations per net": str(iterations),
         }
         if ctx.budget.name == "paper":
             out["schedule"] = (
@@ -254,130 +313,135 @@ class Identity1000(Experiment):
                 "1e-4, the full CIFAR-10 training set"
             )
         if ctx.budget.name == "cpu":
-            step = seconds_per_step(plan.depth)
-            out["why this pair"] = (
-                f"the deepest pair that fits in about 30 minutes: pre-act ResNet-164 takes "
-                f"{SECONDS_PER_STEP_164} s a step at 32x32 on 2 CPU cores (batch 128, bfloat16, "
-                f"channels-last), 28x28 Fashion-MNIST {FASHION_MNIST_FACTOR}x of it, and the time grows "
-                f"about linearly with depth: {step:.2f} s a step at {plan.depth} layers, so 2 nets x "
-                f"{iterations} iterations x {step:.2f} s x {1 + EVALUATION_OVERHEAD:.2f} (test evaluations) "
-                f"= {cpu_seconds(plan.depth, iterations) / 60:.0f} minutes. 1001 layers would leave "
-                f"{iterations_in(1001):.0f} iterations a net, too few for a curve; 164 layers would allow "
-                f"{iterations_in(164):.0f}, but that is the depth where the paper finds the difference small"
+            new = len(nets["preact"].specs)
+            after, scratch = new * CPU_RUN_SECONDS / 60, 2 * new * CPU_RUN_SECONDS / 60
+            out["time"] = (
+                f"about {after:.0f} minutes after depth ({new} pre-act ResNet-110 runs of about "
+                f"{CPU_RUN_SECONDS} s, ResNet-110's measured time at this budget; the original nets are "
+                f"depth's runs), about {scratch:.0f} minutes from scratch; a third seed adds about 15 "
+                "minutes a net. The paper's 1001 layers do not fit: bottleneck ResNet-164s, with as many "
+                "units as ResNet-110, would take about 80 minutes for two seeds each"
             )
         return out
 
     def analyze(self, ctx: Context, runs: Runs) -> Analysis:
-        plan = PLANS[ctx.budget.name]
-        specs = identity_1000_runs(ctx)
-        records = {net: runs[spec.name] for net, spec in specs.items()}
-        curves = {net: training_curve(record) for net, record in records.items()}
-        threshold = loss_threshold(ctx.dataset, [final_loss(c)[0] for c in curves.values()])
+        plan, nets, scores = PLANS[ctx.budget.name], identity_1000_nets(ctx), Scores(ctx, runs)
+        records = {net: [runs[spec.name] for spec in nets[net].specs] for net in NETS}
+        curves = {net: [training_curve(r) for r in records[net]] for net in NETS}
+        paper = paper_errors(plan)
         results: dict[str, Any] = {}
         for net in NETS:
-            results[net] = measure(records[net], specs[net], curves[net], threshold)
-            results[net].update(unit=UNITS[net], depth=plan.depth,
-                                paper_test_error=IDENTITY_1000_TABLE3.get(plan.depth, {}).get(net))
-        smoothed = {net: results[net].pop("smoothed_loss") for net in NETS}
-        finding, shows, summary = self._finding(results, threshold)
-        half_width = smoothing_half_width(len(curves["original"].loss))
-        results["summary"] = {**summary, "smoothing_half_width": half_width}
-        (figure,) = self.figure_paths(ctx)
+            results[net] = describe(records[net], curves[net], nets[net].specs[0])
+            results[net].update(
+                unit=UNITS[net],
+                depth=plan.depth,
+                test_error=scores.test_errors(nets[net]),
+                paper_test_error=paper[net] if paper else None,
+            )
+        test = compare(scores, unit_comparison(ctx))
+        loss = loss_judgement(curves["original"], curves["preact"])
+        verdict = overall([test.verdict, loss.verdict])
+        chance = chance_loss(ctx.dataset)
+        results["comparison"] = test.to_dict()
+        results["loss_comparison"] = {
+            "verdict": loss.verdict,
+            "difference": loss.interval.difference,
+            "interval": [loss.interval.low, loss.interval.high],
+            "standard_error": loss.interval.standard_error,
+            "detectable_effect": loss.detectable,
+        }
+        results["threshold_error"] = THRESHOLD_ERROR
+        results["verdict"] = verdict
+        curve_path, test_path = self.figure_paths(ctx)
         plot_identity_1000(
-            {specs[net].label: {"loss": (curves[net].iterations, curves[net].loss),
-                                "smoothed": (curves[net].iterations, smoothed[net]),
-                                "test": _test_errors(records[net])} for net in NETS},
-            figure, threshold=threshold,
+            {
+                nets[net].label: {"loss": bands(curves[net], "loss"), "error": bands(curves[net], "error")}
+                for net in NETS
+            },
+            {nets[net].label: results[net]["reaches_threshold_at"] for net in NETS},
+            curve_path,
+            threshold=THRESHOLD_ERROR,
+            chance=chance,
             title=f"{plan.depth}-layer ResNets on {ctx.dataset} ({ctx.budget.name} budget)",
         )
-        smoothing = (f"smoothed by a centred moving average of +-{half_width} points" if half_width else
-                     "not smoothed further (under 100 points)")
+        published = {
+            f"110, {n}": UNITS_TABLE2["original" if n == "original" else "full_preact"][110] for n in NETS
+        }
+        published |= {f"{d}, {n}": row[n] for d, row in IDENTITY_1000_TABLE3.items() for n in NETS}
+        plot_seeded_comparison(
+            {nets[net].label: results[net]["test_error"] for net in NETS},
+            differences_of([test]),
+            published,
+            test_path,
+            title=f"{plan.depth}-layer ResNets: final test error on {ctx.dataset}",
+            paper_title="paper: CIFAR-10 (Tables 2, 3)",
+        )
+        finding = (
+            f"Test error (Table 3): {test.sentence()} Training loss (Fig. 1): {loss_sentence(loss)}. "
+            f"{start_sentence(results, chance)} {verdict_sentence(verdict, SHOWS)}"
+        )
         notes = [
-            "Training loss: each logged step's mean over its 50-iteration window (each epoch's for runs too "
-            f"short to log steps), {smoothing}; the final loss is the mean over the last 10% of "
-            "training, +- the standard deviation of the logged losses over the last 25% (the verdict's noise "
-            "estimate). The threshold is the geometric midpoint between the chance loss ln(classes) = "
-            f"{chance_loss(ctx.dataset):.3f} and the worse net's final loss. Test error +- its binomial "
-            "sampling noise on the test images.",
+            "Training loss and error: each logged step's mean over its 50-iteration window (each epoch's for "
+            "runs too short to log steps), with augmentation, as Fig. 1's curves. Errors and losses in the "
+            "table: the mean over seeds with the seed range in brackets; test error on every test image.",
+            f"The threshold, {THRESHOLD_ERROR:.0f}% training error, is fixed in code before the runs; chance "
+            f"is {100 - 100 / (100 if ctx.dataset == 'cifar100' else 10):.0f}% error and a loss of "
+            f"ln(classes) = {chance:.3f}.",
         ]
         if plan.depth != 1001:
             notes.append(
-                f"The paper's nets have 1001 layers; at this budget they have {plan.depth}. The paper finds "
-                "the original unit's difficulty growing with depth: small at 164 layers (Fig. 6, where the "
-                "pre-activation net even ends at a slightly higher training loss, yet tests better), large "
-                "at 1001 (Fig. 1)."
+                f"The paper's Fig. 1 nets have 1001 layers; at this budget the pair has {plan.depth} "
+                f"({'bottleneck' if plan.bottleneck else 'basic'} units). The paper finds the original "
+                "unit's difficulty growing with depth: small at 110 and 164 layers (Table 2; Fig. 6, where "
+                "the pre-activation net even ends at a slightly higher training loss, yet tests better), "
+                "large at 1001 (Fig. 1)."
             )
-        caption = "Training loss, training error and test error of the two units beside Table 3"
-        return Analysis(results, finding, shows, tables=[(caption, _table(results, plan.depth))], notes=notes)
-
-    @staticmethod
-    def _finding(results: Mapping[str, Mapping[str, Any]], threshold: float
-                 ) -> tuple[str, bool | None, dict[str, Any]]:
-        """The verdict: True when the pre-activation net's final training loss is lower than the
-        original's by more than the noise and its loss reaches ``threshold`` no later; False for the
-        opposite; None otherwise."""
-        orig, pre = results["original"], results["preact"]
-        gap = orig["final_train_loss"] - pre["final_train_loss"]  # > 0: pre-activation lower
-        noise = math.hypot(orig["final_loss_spread"], pre["final_loss_spread"])
-        t_orig, t_pre = orig["reaches_threshold_at"], pre["reaches_threshold_at"]
-        never = float("inf")
-        pre_sooner = t_pre is not None and t_pre <= (never if t_orig is None else t_orig)
-        orig_sooner = t_orig is not None and t_orig <= (never if t_pre is None else t_pre)
-        test_gap = orig["test_error"] - pre["test_error"]
-        test_noise = gap_noise(orig["test_error"], orig["test_images"], pre["test_error"], pre["test_images"])
-
-        def when(t: float | None) -> str:
-            return "never" if t is None else f"at iteration {t:.0f}"
-
-        text = (
-            f"The pre-activation net's final training loss is {pre['final_train_loss']:.3f} against the "
-            f"original unit's {orig['final_train_loss']:.3f} ({abs(gap):.3f} "
-            f"{'lower' if gap > 0 else 'higher'}; the noise of the final losses is about {noise:.3f}). Its "
-            f"smoothed loss reaches {threshold:.3f} {when(t_pre)}, the original's {when(t_orig)}. Test "
-            f"error: {pre['test_error']:.2f}% against {orig['test_error']:.2f}% "
-            f"({strength(test_gap, test_noise)}). "
+        caption = "Training loss and error, and test error, of the two units beside the paper"
+        return Analysis(
+            results,
+            finding,
+            shows_flag(verdict),
+            tables=[(caption, _table(results, plan))],
+            notes=notes,
+            verdict=verdict,
         )
-        shows: bool | None
-        if gap > noise and pre_sooner:
-            shows = True
-            text += "The pre-activation net's training loss falls sooner and lower, as in the paper's Fig. 1."
-        elif gap < -noise and orig_sooner:
-            shows = False
-            text += "The original unit's training loss falls sooner and lower here, unlike in Fig. 1."
-        else:
-            shows = None
-            text += ("The curves do not separate both ways (sooner, and lower beyond the noise), so this run "
-                     "cannot tell the two units apart in training.")
-        summary = {"loss_gap": gap, "loss_noise": noise, "threshold": threshold, "preact_sooner": pre_sooner,
-                   "original_sooner": orig_sooner, "test_gap": test_gap, "test_noise": test_noise}
-        return text, shows, summary
 
 
-def _table(results: Mapping[str, Mapping[str, Any]], depth: int) -> Table:
-    """Ours beside Table 3 (its nearest depth, named, where it has none of this one)."""
-    nearest = min(IDENTITY_1000_TABLE3, key=lambda d: abs(d - depth))
-    columns = ["network", "params", "train loss 25%", "train loss 50%", "final train loss",
-               "train error 25 / 50 / 100% (%)", "reaches threshold at", "test error (%)",
-               f"paper, ResNet-{nearest} (%, CIFAR-10)"]
+def _table(results: Mapping[str, Mapping[str, Any]], plan: Plan) -> Table:
+    """Ours beside the paper's errors at this depth (Table 3 at 164 and 1001 layers, Table 2 at 110)."""
+    source = "Table 3" if plan.bottleneck else "Table 2"
+    columns = [
+        "network",
+        "params",
+        "seeds",
+        "mean training loss over the run",
+        "final training loss",
+        "final training error (%)",
+        f"first below {THRESHOLD_ERROR:.0f}% training error (iteration, per seed)",
+        "test error (%)",
+        f"paper test error (%, CIFAR-10, {source})",
+    ]
     rows = []
     for net in NETS:
         r = results[net]
-        reached = r["reaches_threshold_at"]
-        rows.append([
-            f"{r['label']} ({r['unit']})", f"{r['params'] / 1e6:.2f}M", f"{r['train_loss']['25%']:.3f}",
-            f"{r['train_loss']['50%']:.3f}", f"{r['final_train_loss']:.3f} +- {r['final_loss_spread']:.3f}",
-            " / ".join(f"{v:.1f}" for v in r["train_error"].values()),
-            "never" if reached is None else f"{reached:.0f}",
-            f"{r['test_error']:.2f} +- {r['test_noise']:.2f}", IDENTITY_1000_TABLE3[nearest][net],
-        ])
+        reached = ", ".join("never" if v is None else f"{v:.0f}" for v in r["reaches_threshold_at"])
+        rows.append(
+            [
+                f"{r['label']} ({r['unit']})",
+                f"{r['params'] / 1e6:.2f}M",
+                r["seeds"],
+                _cell(r["mean_train_loss"]),
+                _cell(r["final_train_loss"]),
+                spread_cell(r["final_train_error"]),
+                reached,
+                spread_cell(r["test_error"]),
+                r["paper_test_error"],
+            ]
+        )
     return Table(columns, rows)
 
 
-def _test_errors(record: RunRecord) -> tuple[list[float], list[float]]:
-    rows = [r for r in record.metrics if r.get("test_error") is not None]
-    return [r["iteration"] for r in rows], [r["test_error"] for r in rows]
-
-
-# --- the figure -----------------------------------------------------------------------------------
-
-Series = tuple[Sequence[float], Sequence[float]]  # (iterations, values)
+def _cell(values: Sequence[float]) -> str:
+    """A loss cell: the mean over seeds, with the seed range where there are several (three decimals)."""
+    mean = sum(values) / len(values)
+    return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} ({min(values):.3f}-{max(values):.3f})"
