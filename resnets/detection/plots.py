@@ -79,7 +79,8 @@ def detection_grid(
 
     names = list(rows)
     columns = max(len(v) for v in rows.values())
-    fig = Figure(figsize=(2.2 * columns, 2.4 * len(names) + 0.4))
+    # 3 inches a canvas and 8-point labels on a dark band: readable at the README's width.
+    fig = Figure(figsize=(3.0 * columns, 3.1 * len(names) + 0.4))
     axes = fig.subplots(len(names), columns, squeeze=False)
     for r, name in enumerate(names):
         for c in range(columns):
@@ -114,10 +115,16 @@ def detection_grid(
                     Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.2)
                 )
                 ax.text(
-                    x0, y0 - 1, f"{classes[label - 1]} {score:.2f}", color=color, fontsize=5.5, va="bottom"
+                    x0,
+                    y0 - 1,
+                    f"{classes[label - 1]} {score:.2f}",
+                    color=color,
+                    fontsize=8,
+                    va="bottom",
+                    bbox={"facecolor": "black", "alpha": 0.7, "pad": 0.6, "edgecolor": "none"},
                 )
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(name, fontsize=11)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
