@@ -26,8 +26,20 @@ from .width import Width
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
-        Degradation(), Depth(), Shortcuts(), IdentityMappings(), Responses(), Lesion(), IdentityToy(),
-        Survey(), Cardinality(), Width(), Ensembles(), Recurrent(), IterativeRefinement(), Identity1000(),
+        Degradation(),
+        Depth(),
+        Shortcuts(),
+        IdentityMappings(),
+        Responses(),
+        Lesion(),
+        IdentityToy(),
+        Survey(),
+        Cardinality(),
+        Width(),
+        Ensembles(),
+        Recurrent(),
+        IterativeRefinement(),
+        Identity1000(),
     )
 }
 

@@ -56,8 +56,14 @@ NETS: dict[str, tuple[SurveyNet, ...]] = {
         SurveyNet("resnet", "resnet110", "ResNet-110", paper="ResNet-110"),
         SurveyNet("preact", "preact_resnet164", "pre-act ResNet-164", paper="pre-act ResNet-164"),
         SurveyNet("densenet", "densenet_bc100_k12", "DenseNet-BC-100 (k=12)", paper="DenseNet-BC-100 (k=12)"),
-        SurveyNet("fractalnet", "fractalnet20", "FractalNet-20", FRACTAL_DROP_PATH, paper="FractalNet-20",
-                  settings=FRACTAL_SETTINGS),
+        SurveyNet(
+            "fractalnet",
+            "fractalnet20",
+            "FractalNet-20",
+            FRACTAL_DROP_PATH,
+            paper="FractalNet-20",
+            settings=FRACTAL_SETTINGS,
+        ),
         SurveyNet("ror", "ror3_resnet110", "RoR-3-110"),
         SurveyNet("multiresnet", "multiresnet20_k4", "Multi-ResNet-20 (k=4)"),
         SurveyNet("wrn", "wrn", "WRN-16-4", {"depth": 16, "widen_factor": 4}),
@@ -67,8 +73,13 @@ NETS: dict[str, tuple[SurveyNet, ...]] = {
         SurveyNet("resnet", "resnet_cifar", "ResNet-8", {"depth": 8}),
         SurveyNet("preact", "preact_resnet_cifar", "pre-act ResNet-11", {"depth": 11}),
         SurveyNet("densenet", "densenet_cifar", "DenseNet-BC-16 (k=12)", {"depth": 16, "growth_rate": 12}),
-        SurveyNet("fractalnet", "fractalnet_cifar", "FractalNet (C=2, w=8)",
-                  {"columns": 2, "width": 8, **FRACTAL_DROP_PATH}, settings=FRACTAL_SETTINGS),
+        SurveyNet(
+            "fractalnet",
+            "fractalnet_cifar",
+            "FractalNet (C=2, w=8)",
+            {"columns": 2, "width": 8, **FRACTAL_DROP_PATH},
+            settings=FRACTAL_SETTINGS,
+        ),
         SurveyNet("ror", "ror3_resnet_cifar", "RoR-3-8", {"depth": 8}),
         SurveyNet("multiresnet", "multiresnet_cifar", "Multi-ResNet-8 (k=2)", {"depth": 8, "k": 2}),
         SurveyNet("wrn", "wrn", "WRN-10-2", {"depth": 10, "widen_factor": 2}),
@@ -76,8 +87,10 @@ NETS: dict[str, tuple[SurveyNet, ...]] = {
 }
 # On CPU DenseNet is the one net that channels-last slows (3.77 vs 2.35 s a step, docs/reproduce.md); the
 # layout changes the speed, not what the net learns.
-NETS["cpu"] = tuple(replace(net, settings={**net.settings, "channels_last": False}) if net.key == "densenet"
-                    else net for net in NETS["paper"])
+NETS["cpu"] = tuple(
+    replace(net, settings={**net.settings, "channels_last": False}) if net.key == "densenet" else net
+    for net in NETS["paper"]
+)
 
 # The cpu budget's length: the shared 900 iterations take the eight nets about 1.7 hours on two cores,
 # 400 fit in about 50 minutes (docs/reproduce.md); its ResNet-110 is then a run of its own, not depth's.
@@ -95,11 +108,13 @@ def survey_runs(ctx: Context) -> dict[str, tuple[SurveyNet, RunSpec]]:
     iterations = SURVEY_ITERATIONS[ctx.budget.name]
     for net in survey_nets(ctx.budget.name):
         if net.key == "resnet":
-            spec = cifar_run(ctx, "resnet", int(net.kwargs.get("depth", 110)), label=net.label,
-                             iterations=iterations)
+            spec = cifar_run(
+                ctx, "resnet", int(net.kwargs.get("depth", 110)), label=net.label, iterations=iterations
+            )
         else:
-            spec = ctx.run(net.model, net.label, iterations=iterations, model_kwargs=net.kwargs,
-                           **net.settings)
+            spec = ctx.run(
+                net.model, net.label, iterations=iterations, model_kwargs=net.kwargs, **net.settings
+            )
         runs[net.key] = (net, spec)
     return runs
 
@@ -134,11 +149,14 @@ def comparisons(
     labels = [label for label in measured if label in published]
     out = []
     for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
+        for b in labels[i + 1 :]:
             better, worse = (a, b) if published[a] <= published[b] else (b, a)
             (eb, nb), (ew, nw) = measured[better], measured[worse]
-            out.append(Comparison(better, worse, published[worse] - published[better], ew - eb,
-                                  gap_noise(eb, nb, ew, nw)))
+            out.append(
+                Comparison(
+                    better, worse, published[worse] - published[better], ew - eb, gap_noise(eb, nb, ew, nw)
+                )
+            )
     return out
 
 
@@ -158,9 +176,11 @@ def verdict(found: list[Comparison]) -> bool | None:
 class Survey(Experiment):
     name = "survey"
     title = "The survey: ResNet beside Highway, DenseNet, FractalNet, RoR, Multi-ResNet and WRN"
-    paper = ("the lecture's CIFAR-10 comparison: He et al. 2015 (Table 6), Identity Mappings (Tables 2, 4), "
-             "Srivastava et al. 2015, Huang et al. 2017 (Table 2), Larsson et al. 2017 (Table 1), Zhang et "
-             "al. (RoR), Abdi and Nahavandi 2016, Zagoruyko and Komodakis 2016")
+    paper = (
+        "the lecture's CIFAR-10 comparison: He et al. 2015 (Table 6), Identity Mappings (Tables 2, 4), "
+        "Srivastava et al. 2015, Huang et al. 2017 (Table 2), Larsson et al. 2017 (Table 1), Zhang et "
+        "al. (RoR), Abdi and Nahavandi 2016, Zagoruyko and Komodakis 2016"
+    )
     claim = (
         "On CIFAR-10 the nets that followed ResNet improve on ResNet-110's 6.61% (1.7M parameters): "
         "pre-activation ResNet-164 5.46% (1.7M), DenseNet-BC-100 4.51% with half the parameters (0.8M), "
@@ -169,8 +189,11 @@ class Survey(Experiment):
         "and NIN, DSN and FitNet more (8.81%, 8.22%, 8.39%)."
     )
     figures = (
-        ("survey.png", "Test error against parameters (left; the papers' CIFAR-10 errors as open squares) "
-                       "and against training time (right)"),
+        (
+            "survey.png",
+            "Test error against parameters (left; the papers' CIFAR-10 errors as open squares) "
+            "and against training time (right)",
+        ),
     )
 
     def runs(self, ctx: Context) -> list[RunSpec]:
@@ -180,7 +203,7 @@ class Survey(Experiment):
         return {
             "networks": ", ".join(net.label for net in survey_nets(ctx.budget.name)),
             "FractalNet": "drop-path: local 15%, global on half the mini-batches (Larsson et al. Sec. 4); "
-                          "its deepest column is also evaluated alone",
+            "its deepest column is also evaluated alone",
             "Highway": "lr 0.025, its authors' (no BN)",
             "FractalNet lr": "0.02, its paper's (Sec. 4.1); every other net the budget's recipe",
             "length": f"{SURVEY_ITERATIONS[ctx.budget.name] or 'the recipe'} iterations each",
@@ -197,17 +220,30 @@ class Survey(Experiment):
             seconds = float(record.summary.get("elapsed_s") or 0.0)
             paper = SURVEY_CIFAR10.get(net.paper) if net.paper else None
             results[net.label] = {
-                "model": spec.model, "model_kwargs": dict(net.kwargs), "params": params, "mult_adds": macs,
-                "train_seconds": seconds, "test_error": error, "noise": sampling_noise(error, images),
+                "model": spec.model,
+                "model_kwargs": dict(net.kwargs),
+                "params": params,
+                "mult_adds": macs,
+                "train_seconds": seconds,
+                "test_error": error,
+                "noise": sampling_noise(error, images),
                 "final_train_error": record.final_value("train_error"),
                 "paper_params_m": paper["params_m"] if paper else None,
                 "paper_error": paper["error"] if paper else None,
             }
             if net.key == "fractalnet":
                 results[net.label]["deepest_column_error"] = self._deepest_column_error(nets, record)
-            rows.append([net.label, f"{params / 1e6:.2f}M", f"{macs / 1e6:.0f}M", seconds,
-                         f"{error:.2f} +- {sampling_noise(error, images):.2f}",
-                         paper["params_m"] if paper else None, paper["error"] if paper else None])
+            rows.append(
+                [
+                    net.label,
+                    f"{params / 1e6:.2f}M",
+                    f"{macs / 1e6:.0f}M",
+                    seconds,
+                    f"{error:.2f} +- {sampling_noise(error, images):.2f}",
+                    paper["params_m"] if paper else None,
+                    paper["error"] if paper else None,
+                ]
+            )
             points[net.label] = (params, seconds, error)
             measured[net.label] = (error, images)
             if paper:
@@ -219,16 +255,31 @@ class Survey(Experiment):
         rho = rank_correlation(ours, list(published_errors.values())) if len(ours) >= 3 else None
         results["rank_correlation_with_papers"] = rho
         (figure,) = self.figure_paths(ctx)
-        published_points = {label: (float(row["params_m"]) * 1e6, float(row["error"]))
-                            for label, row in SURVEY_CIFAR10.items() if row["params_m"] is not None}
-        plot_error_vs_cost(points, figure, published=published_points,
-                           title=f"the survey on {ctx.dataset} ({ctx.budget.name} budget)")
+        published_points = {
+            label: (float(row["params_m"]) * 1e6, float(row["error"]))
+            for label, row in SURVEY_CIFAR10.items()
+            if row["params_m"] is not None
+        }
+        plot_error_vs_cost(
+            points,
+            figure,
+            published=published_points,
+            title=f"the survey on {ctx.dataset} ({ctx.budget.name} budget)",
+        )
         finding = self._finding(results, found, rho, shows, ctx)
-        columns = ["network", "params (CIFAR-10)", "mult-adds (32x32)", "training time (s)",
-                   "test error (%) +- noise", "paper params (M)", "paper test error (%, CIFAR-10)"]
-        published = Table(["network", "params (M)", "test error (%)", "source"],
-                          [[label, row["params_m"], row["error"], row["source"]]
-                           for label, row in SURVEY_CIFAR10.items()])
+        columns = [
+            "network",
+            "params (CIFAR-10)",
+            "mult-adds (32x32)",
+            "training time (s)",
+            "test error (%) +- noise",
+            "paper params (M)",
+            "paper test error (%, CIFAR-10)",
+        ]
+        published = Table(
+            ["network", "params (M)", "test error (%)", "source"],
+            [[label, row["params_m"], row["error"], row["source"]] for label, row in SURVEY_CIFAR10.items()],
+        )
         notes = [
             "Every net is trained with the same recipe and length (the budget's), not its paper's own "
             "schedule (DenseNet: 300 epochs at batch 64; FractalNet: 400 epochs at lr 0.02), so the "
@@ -243,10 +294,13 @@ class Survey(Experiment):
             "CIFAR-10: elsewhere the orderings are what the verdict tests.",
         ]
         if ctx.budget.name == "smoke":
-            notes.append("The smoke budget trains small stand-ins of each family, so no published row "
-                         "applies.")
-        tables = [("Our nets, trained alike", Table(columns, rows)),
-                  ("The published CIFAR-10 numbers of the lecture's comparison", published)]
+            notes.append(
+                "The smoke budget trains small stand-ins of each family, so no published row applies."
+            )
+        tables = [
+            ("Our nets, trained alike", Table(columns, rows)),
+            ("The published CIFAR-10 numbers of the lecture's comparison", published),
+        ]
         return Analysis(results, finding, shows, tables=tables, notes=notes)
 
     @staticmethod
@@ -257,8 +311,13 @@ class Survey(Experiment):
         return float(evaluate(model, nets.test_loader(record))["top1_error"])
 
     @staticmethod
-    def _finding(results: Mapping[str, Any], found: list[Comparison], rho: float | None, shows: bool | None,
-                 ctx: Context) -> str:
+    def _finding(
+        results: Mapping[str, Any],
+        found: list[Comparison],
+        rho: float | None,
+        shows: bool | None,
+        ctx: Context,
+    ) -> str:
         nets = {label: r for label, r in results.items() if isinstance(r, dict) and "test_error" in r}
         best = min(nets, key=lambda label: nets[label]["test_error"])
         worst = max(nets, key=lambda label: nets[label]["test_error"])
@@ -271,11 +330,15 @@ class Survey(Experiment):
         )
         fractal = next((r for r in nets.values() if "deepest_column_error" in r), None)
         if fractal is not None:
-            text += (f"FractalNet's deepest column alone tests at {fractal['deepest_column_error']:.2f}% "
-                     f"against {fractal['test_error']:.2f}% for the whole fractal. ")
+            text += (
+                f"FractalNet's deepest column alone tests at {fractal['deepest_column_error']:.2f}% "
+                f"against {fractal['test_error']:.2f}% for the whole fractal. "
+            )
         if not found:
-            return text + ("No net of this budget has a published CIFAR-10 error, so the papers' ordering "
-                           "cannot be tested here.")
+            return text + (
+                "No net of this budget has a published CIFAR-10 error, so the papers' ordering "
+                "cannot be tested here."
+            )
         counts = {o: sum(c.outcome == o for c in found) for o in ("agrees", "disagrees", "within noise")}
         text += (
             f"Of the {len(found)} pairs the papers order, {counts['agrees']} come out in the same "
@@ -285,12 +348,14 @@ class Survey(Experiment):
         text += f" (rank correlation with the published errors {rho:+.2f}). " if rho is not None else ". "
         reversed_pairs = [c for c in found if c.outcome == "disagrees"]
         for c in reversed_pairs[:3]:
-            text += (f"{c.worse} beats {c.better} by {-c.gap:.2f} points ({strength(c.gap, c.noise)}), "
-                     f"though the papers put it {c.published_gap:.2f} points behind. ")
+            text += (
+                f"{c.worse} beats {c.better} by {-c.gap:.2f} points ({strength(c.gap, c.noise)}), "
+                f"though the papers put it {c.published_gap:.2f} points behind. "
+            )
         verdict_text = {
             True: "The papers' ordering shows at this budget.",
             False: "The papers' ordering does not show at this budget: more pairs reverse than hold.",
             None: "Too many of the pairs are within the noise (or reversed) to judge the papers' ordering at "
-                  "this budget.",
+            "this budget.",
         }[shows]
         return text + verdict_text

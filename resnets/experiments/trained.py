@@ -27,8 +27,11 @@ class TrainedNets:
         """The run's test split exactly as the engine evaluated it (same subset, same normalisation)."""
         ckpt = load_checkpoint(record.checkpoint)
         recipe = ckpt["config"]["recipe"]
-        options = {"data_dir": self.ctx.data_dir, "subset": recipe["test_subset"],
-                   "batch_size": recipe["eval_batch_size"]}
+        options = {
+            "data_dir": self.ctx.data_dir,
+            "subset": recipe["test_subset"],
+            "batch_size": recipe["eval_batch_size"],
+        }
         key = repr((ckpt["data"], recipe["seed"], options))
         if key not in self._data:
             self._data[key] = evaluation_data(ckpt, record.checkpoint, self.ctx.device, **options).loader
