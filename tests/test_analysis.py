@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import random_batches, small_net
 
 from resnets import create_model
 from resnets.analysis.lesion import blocks_deleted, blocks_swapped, lesion_study, swappable_pairs
@@ -23,23 +24,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(name: str, **kwargs) -> torch.nn.Module:
-    model = create_model(name, num_classes=4, in_chans=1, **kwargs)
-    # Non-trivial BN statistics and affine parameters, so that eval-mode BN is not the identity.
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return small_net(name, **kwargs)
 
 
 def _batches(n: int = 2, size: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(torch.randn(size, 1, 12, 12), torch.randint(0, 4, (size,))) for _ in range(n)]
+    return random_batches(n, size)
 
 
 # --- lesion ------------------------------------------------------------------------------------
+
 
 def test_deleted_unit_computes_its_shortcut_and_is_restored():
     model = _model("resnet_cifar", depth=14)
@@ -136,6 +129,7 @@ def test_lesion_restores_the_model_after_an_error():
 
 # --- responses ---------------------------------------------------------------------------------
 
+
 def test_layer_responses_are_the_std_of_each_bn_output_over_the_loader():
     model = _model("resnet_cifar", depth=8)
     data = _batches(3)
@@ -147,14 +141,22 @@ def test_layer_responses_are_the_std_of_each_bn_output_over_the_loader():
     model.train()  # layer_responses must measure in eval mode and restore train mode
     result = layer_responses(model, data)
     assert model.training
-    assert result.names == ["layer1.0.bn1", "layer1.0.bn2", "layer2.0.bn1", "layer2.0.bn2",
-                            "layer3.0.bn1", "layer3.0.bn2"]
+    assert result.names == [
+        "layer1.0.bn1",
+        "layer1.0.bn2",
+        "layer2.0.bn1",
+        "layer2.0.bn2",
+        "layer3.0.bn1",
+        "layer3.0.bn2",
+    ]
     model.eval()
     captured.clear()
     for x, _ in data:
         model(x)
-    expected = [torch.cat([t.flatten() for t in captured[n]]).double().std(unbiased=False).item()
-                for n in result.names]
+    expected = [
+        torch.cat([t.flatten() for t in captured[n]]).double().std(unbiased=False).item()
+        for n in result.names
+    ]
     assert result.stds == pytest.approx(expected, rel=1e-6)
     assert result.sorted_descending() == pytest.approx(sorted(expected, reverse=True), rel=1e-6)
     assert result.to_dict()["mean"] == pytest.approx(sum(expected) / len(expected))
@@ -181,6 +183,7 @@ def test_layer_responses_errors():
 
 
 # --- paths -------------------------------------------------------------------------------------
+
 
 def test_path_length_distribution_is_binomial():
     assert path_length_counts(3) == [1, 3, 3, 1]
@@ -219,8 +222,10 @@ def _input_grad(model, x, y, configuration=None):
         hook.remove()
 
 
-@pytest.mark.parametrize("name,kwargs", [("resnet_cifar", {"depth": 8}),
-                                         ("preact_resnet_cifar", {"depth": 8, "bottleneck": False})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [("resnet_cifar", {"depth": 8}), ("preact_resnet_cifar", {"depth": 8, "bottleneck": False})],
+)
 def test_path_gradients_sum_to_the_full_gradient(name, kwargs):
     # Unravelled, the network is the sum of its 2^n paths: the gradients of all paths add up to the
     # full gradient, and the gated forward pass computes the same outputs.

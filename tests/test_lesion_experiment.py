@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_batches, small_net
 from PIL import Image
 
 from resnets import create_model
@@ -29,19 +30,11 @@ IMAGES = 2_000
 
 
 def _model(name: str, **kwargs) -> torch.nn.Module:
-    model = create_model(name, num_classes=4, in_chans=1, **kwargs)
-    with torch.no_grad():  # non-trivial BN statistics, so that eval-mode BN is not the identity
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return small_net(name, **kwargs)
 
 
 def _batches(n: int = 2, size: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(torch.randn(size, 1, 12, 12), torch.randint(0, 4, (size,))) for _ in range(n)]
+    return random_batches(n, size)
 
 
 # --- every image, each unit deleted ------------------------------------------------------------------

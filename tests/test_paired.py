@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import image_errors_at
 
 from resnets.experiments.base import BUDGETS, Context
 from resnets.experiments.paired import Comparison, Net, compare, more_seeds, overall, spread_cell
@@ -14,21 +15,7 @@ from resnets.experiments.stats import sign_test, sign_verdict
 IMAGES = 10_000
 
 
-def _errors(rate_pct: float, seed: int, base: np.ndarray | None = None) -> np.ndarray:
-    """Per-image 0/1 errors at ``rate_pct``, sharing most mistakes with ``base`` (nets err on hard images)."""
-    rng = np.random.default_rng(seed)
-    wanted = round(rate_pct * IMAGES / 100)
-    if base is None:
-        out = np.zeros(IMAGES, dtype=np.uint8)
-        out[rng.choice(IMAGES, wanted, replace=False)] = 1
-        return out
-    out = base.copy()
-    wrong, right = np.flatnonzero(out), np.flatnonzero(out == 0)
-    if wanted > len(wrong):
-        out[rng.choice(right, wanted - len(wrong), replace=False)] = 1
-    else:
-        out[rng.choice(wrong, len(wrong) - wanted, replace=False)] = 0
-    return out
+_errors = image_errors_at
 
 
 class FakeScores:

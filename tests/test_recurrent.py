@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import randomize_bn
+from helpers import image_errors_at, randomize_bn
 from PIL import Image
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -288,16 +288,7 @@ def test_the_deep_net_is_degradations_and_the_three_train_alike(tmp_path, budget
 IMAGES = 10_000
 
 
-def _errors(rate_pct: float, seed: int, base: np.ndarray) -> np.ndarray:
-    """0/1 errors at ``rate_pct`` sharing most mistakes with ``base`` (nets err on the hard images)."""
-    rng = np.random.default_rng(seed)
-    wanted, out = round(rate_pct * IMAGES / 100), base.copy()
-    wrong, right = np.flatnonzero(out), np.flatnonzero(out == 0)
-    if wanted > len(wrong):
-        out[rng.choice(right, wanted - len(wrong), replace=False)] = 1
-    else:
-        out[rng.choice(wrong, len(wrong) - wanted, replace=False)] = 0
-    return out
+_errors = image_errors_at
 
 
 class FakeScores:

@@ -274,13 +274,7 @@ class Cardinality(Experiment):
         )
         verdict = cardinality_verdict(test.verdict, spread)
         results["comparison"] = test.to_dict()
-        results["training_error_comparison"] = {
-            "verdict": train.verdict,
-            "difference": train.interval.difference,
-            "interval": [train.interval.low, train.interval.high],
-            "standard_error": train.interval.standard_error,
-            "detectable_effect": train.detectable,
-        }
+        results["training_error_comparison"] = train.to_dict()
         results["summary"] = {"complexity_spread": spread, "spearman_cardinality_error": rho}
         results["verdict"] = verdict
         (figure,) = self.figure_paths(ctx)

@@ -343,13 +343,7 @@ class Identity1000(Experiment):
         verdict = overall([test.verdict, loss.verdict])
         chance = chance_loss(ctx.dataset)
         results["comparison"] = test.to_dict()
-        results["loss_comparison"] = {
-            "verdict": loss.verdict,
-            "difference": loss.interval.difference,
-            "interval": [loss.interval.low, loss.interval.high],
-            "standard_error": loss.interval.standard_error,
-            "detectable_effect": loss.detectable,
-        }
+        results["loss_comparison"] = loss.to_dict()
         results["threshold_error"] = THRESHOLD_ERROR
         results["verdict"] = verdict
         curve_path, test_path = self.figure_paths(ctx)

@@ -305,6 +305,17 @@ class Judgement:
     paper_effect: float | None = None  # the paper's B - A, points (magnitude used)
     expected: Direction = "higher"
 
+    def to_dict(self) -> dict[str, object]:
+        """The verdict with its interval, as results.json stores it."""
+        i = self.interval
+        return {
+            "verdict": self.verdict,
+            "difference": i.difference,
+            "interval": [i.low, i.high],
+            "standard_error": i.standard_error,
+            "detectable_effect": self.detectable,
+        }
+
     def sentence(self) -> str:
         """One sentence stating the difference, its interval and the verdict."""
         i = self.interval
