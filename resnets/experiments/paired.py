@@ -10,7 +10,7 @@ whose direction is the paper's, fixed in code before the runs (``stats.judge``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,11 +226,6 @@ def overall(verdicts: Sequence[str], *, required: int | None = None) -> str:
 def shows_flag(verdict: str) -> bool | None:
     """The report's ``shows`` field: True, False (contradicts) or None (cannot be judged)."""
     return {"shows": True, "contradicts": False}.get(verdict)
-
-
-def spreads_by_label(scores: Scores, nets: Mapping[str, Net]) -> dict[str, Spread]:
-    """Each net's test error over its seeds (mean, min, max), by label."""
-    return {net.label: seed_spread(scores.test_errors(net)) for net in nets.values()}
 
 
 def spread_cell(values: Sequence[float]) -> str:

@@ -15,7 +15,7 @@ budget could detect (:func:`detectable_effect`). All functions here are pure.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -36,24 +36,11 @@ def gap_noise(error_a: float, images_a: int, error_b: float, images_b: int) -> f
     return (sampling_noise(error_a, images_a) ** 2 + sampling_noise(error_b, images_b) ** 2) ** 0.5
 
 
-def pairwise_noise(measured: Iterable[tuple[float, int]]) -> float:
-    """A bound on the standard error of the difference of any two of the ``(error %, images)``
-    measurements: that of two measurements as noisy as the noisiest."""
-    return max(sampling_noise(error, images) for error, images in measured) * 2**0.5
-
-
 def strength(gap: float, noise: float) -> str:
     """How a difference of ``gap`` points compares with ``noise``, its standard error, in words."""
     ratio = abs(gap) / noise if noise > 0 else float("inf")
     where = "well above" if ratio >= 3 else "only a little above" if ratio >= 1 else "within"
     return f"{where} the sampling noise of about {noise:.2f} points"
-
-
-def last_epoch_images(record: RunRecord) -> int:
-    """Training images seen in the last epoch (its training error is measured over them)."""
-    rows = record.metrics
-    start = rows[-2]["iteration"] if len(rows) >= 2 else 0
-    return (rows[-1]["iteration"] - start) * int(recipe_dict(record.spec)["batch_size"])
 
 
 def evaluated_images(record: RunRecord) -> int:
