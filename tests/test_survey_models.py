@@ -149,6 +149,22 @@ def test_highway19_parameters_and_gates():
         torch.testing.assert_close(closed(x), x)
 
 
+def test_highway_cifar_has_the_cifar_resnets_shape():
+    # depth 3n + 5: three plain 3x3 convs opening the stages, 3n highway layers, the 1x1 conv, the classifier
+    model = resnets.create_model("highway_cifar", depth=14, width=16)
+    layers = model.highway_layers()
+    assert len(layers) == 9 and [layer.gate.in_channels for layer in layers] == [16] * 3 + [32] * 3 + [64] * 3
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) - len(layers) + 1 == 14
+    # each highway layer: H and T, 3x3 convs with biases; the head: 1x1 conv to 4 x width maps
+    w = 16
+    highway = sum(2 * (c * c * 9 + c) for c in (w, 2 * w, 4 * w)) * 3
+    plain = (3 * w * 9 + w) + (w * 2 * w * 9 + 2 * w) + (2 * w * 4 * w * 9 + 4 * w) + (4 * w * 4 * w + 4 * w)
+    assert n_params(model) == highway + plain + 4 * w * 10 + 10
+    with pytest.raises(ConfigError, match="3n \\+ 5"):
+        resnets.create_model("highway_cifar", depth=15)
+
+
 # --- RoR: RoR-3 adds level-1 and level-2 shortcuts to its base net ---------------------------------------
 
 

@@ -74,6 +74,11 @@ SURVEY_CIFAR10: dict[str, dict[str, float | str | None]] = {
         "error": 5.46,
         "source": "He et al. 2016 (Identity Mappings), Table 2",
     },
+    "pre-act ResNet-110": {
+        "params_m": 1.7,
+        "error": 6.37,
+        "source": "He et al. 2016 (Identity Mappings), Table 2, full pre-activation",
+    },
     "pre-act ResNet-1001": {"params_m": 10.2, "error": 4.92, "source": "Identity Mappings, Table 4"},
     "WRN-40-4": {"params_m": 8.9, "error": 4.53, "source": "Zagoruyko and Komodakis 2016"},
     "WRN-16-8": {"params_m": 11.0, "error": 4.27, "source": "Zagoruyko and Komodakis 2016"},
@@ -83,6 +88,11 @@ SURVEY_CIFAR10: dict[str, dict[str, float | str | None]] = {
         "error": 4.60,
         "source": "Larsson et al. 2017, Table 1, drop-path + dropout (5.22 without; 4.68 "
         "deepest column alone)",
+    },
+    "FractalNet-20 (no drop-path)": {
+        "params_m": 38.6,
+        "error": 5.22,
+        "source": "Larsson et al. 2017, Table 1, with augmentation, without drop-path or dropout",
     },
     "DenseNet-40 (k=12)": {"params_m": 1.0, "error": 5.24, "source": "Huang et al. 2017, Table 2"},
     "DenseNet-BC-100 (k=12)": {"params_m": 0.8, "error": 4.51, "source": "Huang et al. 2017, Table 2"},

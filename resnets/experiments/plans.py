@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..models.registry import create_model, list_models
+from ..summary import summary
 from .base import Context, RunSpec
 from .paired import Net, seeded_net
 
@@ -108,6 +109,11 @@ def params_cifar(spec: RunSpec) -> int:
     counts them whatever the dataset."""
     model = create_model(spec.model, **spec.overrides.get("model_kwargs", {}))
     return sum(p.numel() for p in model.parameters())
+
+
+def mult_adds_cifar(spec: RunSpec) -> int:
+    """Multiply-adds of the run's network on one 32x32 CIFAR-10 image, as the papers count them."""
+    return summary(spec.model, (3, 32, 32), **spec.overrides.get("model_kwargs", {})).total_mult_adds
 
 
 def vgg_cifar_run(ctx: Context, depth: int, *, seed: int = 0) -> RunSpec:

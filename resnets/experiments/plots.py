@@ -405,41 +405,6 @@ def plot_loss_curves(
     return _finish(fig, path, title, ax)
 
 
-def plot_error_vs_cost(
-    points: Mapping[str, tuple[float, float, float]],
-    path: str | Path,
-    *,
-    published: Mapping[str, tuple[float, float]] | None = None,
-    title: str = "",
-) -> Path:
-    """The survey's figure: test error against parameters (left, log scale) and against training time
-    (right), one labelled point per network; ``points[label] = (parameters, seconds, error %)``.
-    ``published[label] = (parameters, error %)`` adds the papers' (CIFAR-10) numbers to the left panel as
-    open grey markers, on a second y axis: another dataset, so another scale."""
-    fig = _figure(figsize=(11.5, 4.6))
-    by_params, by_time = fig.subplots(1, 2)
-    colors = dict(zip(points, _colors(len(points)), strict=True))
-    for label, (params, seconds, error) in points.items():
-        for ax, x in ((by_params, params), (by_time, seconds)):
-            ax.plot([x], [error], "o", color=colors[label], markersize=6)
-            ax.annotate(label, (x, error), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    if published:
-        paper_ax = by_params.twinx()
-        for label, (params, error) in published.items():
-            paper_ax.plot([params], [error], "s", markerfacecolor="none", color="0.55", markersize=5)
-            paper_ax.annotate(
-                label, (params, error), textcoords="offset points", xytext=(4, -8), fontsize=6, color="0.45"
-            )
-        paper_ax.set_ylabel("published CIFAR-10 test error (%), open squares", color="0.45")
-    by_params.set_xscale("log")
-    by_params.set_xlabel("parameters (CIFAR-10 network)")
-    by_time.set_xlabel("training time (s)")
-    for ax in (by_params, by_time):
-        ax.set_ylabel("our test error (%)")
-        ax.grid(True, alpha=0.3)
-    return _finish(fig, path, title)
-
-
 def plot_ensembles(
     deletions: Mapping[str, Sequence[tuple[int, float, float, float]]],
     reordered: Sequence[tuple[float, float, float, float]],

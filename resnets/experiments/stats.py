@@ -1,9 +1,8 @@
-"""The arithmetic behind the verdicts: the sampling noise of an error rate, how a gap compares with it,
-rank correlation, and the paired statistics a reproducibility report stands on.
+"""The arithmetic behind the verdicts: the sampling noise of an error rate, rank correlation, and the
+paired statistics a reproducibility report stands on.
 
 An error rate measured on n images is a binomial proportion, so its standard error is
-sqrt(p (1 - p) / n); a difference between two independent measurements has the root sum of squares
-of theirs. A finding "shows" only where the gap stands above that noise.
+sqrt(p (1 - p) / n).
 
 Two nets evaluated on the same test images are compared pairedly: McNemar's exact test on the images
 one gets right and the other wrong, and a hierarchical paired bootstrap over seeds and images for an
@@ -22,30 +21,11 @@ from typing import Literal, TypeAlias
 import numpy as np
 import torch
 
-from .base import RunRecord, recipe_dict
-
 
 def sampling_noise(error_pct: float, images: int) -> float:
     """Standard error, in points, of an error rate measured on ``images`` independent images."""
     p = min(max(error_pct / 100, 0.0), 1.0)
     return 100 * (p * (1 - p) / max(images, 1)) ** 0.5
-
-
-def gap_noise(error_a: float, images_a: int, error_b: float, images_b: int) -> float:
-    """Standard error, in points, of the difference of two error rates measured independently."""
-    return (sampling_noise(error_a, images_a) ** 2 + sampling_noise(error_b, images_b) ** 2) ** 0.5
-
-
-def strength(gap: float, noise: float) -> str:
-    """How a difference of ``gap`` points compares with ``noise``, its standard error, in words."""
-    ratio = abs(gap) / noise if noise > 0 else float("inf")
-    where = "well above" if ratio >= 3 else "only a little above" if ratio >= 1 else "within"
-    return f"{where} the sampling noise of about {noise:.2f} points"
-
-
-def evaluated_images(record: RunRecord) -> int:
-    """Test images the run was evaluated on (CIFAR-10 and Fashion-MNIST have 10,000)."""
-    return int(recipe_dict(record.spec).get("test_subset") or 10_000)
 
 
 def rank_correlation(xs: list[float], ys: list[float]) -> float:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models.registry import list_models
-from ..summary import summary
 from .base import Analysis, Context, Experiment, RunRecord, Runs, RunSpec
 from .paired import (
     Compared,
@@ -37,7 +36,7 @@ from .paired import (
     verdict_sentence,
 )
 from .paper_numbers import WRN_TABLE4
-from .plans import ITERATIONS, params_cifar
+from .plans import ITERATIONS, mult_adds_cifar, params_cifar
 from .plots import plot_width
 from .stats import Verdict
 from .tables import Table
@@ -189,11 +188,6 @@ def seconds_per_epoch(record: RunRecord) -> float:
 def cpu_minutes(nets: Mapping[Shape, Net]) -> float:
     """The estimated cpu-budget training time of ``nets`` (every seed), in minutes."""
     return sum(CPU_RUN_SECONDS[net.label] * len(net.specs) for net in nets.values()) / 60
-
-
-def mult_adds_cifar(spec: RunSpec) -> int:
-    """Multiply-adds of the run's network on one 32x32 CIFAR-10 image."""
-    return summary(spec.model, (3, 32, 32), **spec.overrides.get("model_kwargs", {})).total_mult_adds
 
 
 def time_ratio(seconds: Mapping[str, Sequence[float]], deep: str, wide: str) -> float:

@@ -115,3 +115,17 @@ def highway19(**kwargs: Any) -> HighwayNet:
     """Their Table 1's 19-layer CIFAR-10 highway net (~2.3M parameters): 1 + 4, 1 + 5, 1 + 5 convolutional
     layers in the three stages, the 1x1 conv and the classifier."""
     return build_model(HighwayNet, kwargs, layers=(4, 5, 5), widths=(32, 80, 128), head_chans=100)
+
+
+@register_model
+def highway_cifar(*, depth: int = 14, width: int = 16, **kwargs: Any) -> HighwayNet:
+    """A highway net of the CIFAR ResNets' shape: three stages of ``width``, 2x and 4x maps, each a plain
+    3x3 conv and n highway layers, then the 1x1 conv (4x ``width`` maps) and the classifier: depth 3n + 5
+    (14: n = 3, about 0.3M parameters, ResNet-20's size). Srivastava et al.'s design at another size."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 5) % 3:
+        raise ConfigError(f"depth must be 3n + 5 with n >= 1 (8, 11, 14, 17, ...), got {depth!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ConfigError(f"width must be a positive integer, got {width!r}")
+    n = (depth - 5) // 3
+    return build_model(HighwayNet, kwargs, builder_options=("depth", "width"), layers=(n, n, n),
+                       widths=(width, 2 * width, 4 * width), head_chans=4 * width)
