@@ -1,4 +1,7 @@
-"""``python -m benchmarks [names...] [--quick] [--rounds N] ...``: run benchmarks, write results/."""
+"""``python -m benchmarks [names...] [--quick] [--rounds N] ...``: run benchmarks, write results/.
+
+``python -m benchmarks results [--models PATTERN ...]`` is the model zoo's results table
+(docs/results.csv); it has its own options (``--help``) and is not part of the default run."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from .harness import RESULTS_DIR, BenchOptions
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}; "
+                        "`results` alone writes the model zoo's table (see `results --help`)")
     parser.add_argument("--quick", action="store_true",
                         help="a few steps on small inputs, written to results/quick/ (checks that it runs)")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and the peers (>= 1)")
@@ -76,6 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["results"]:  # a table of every model, not a side-by-side: its own options
+        from . import results
+
+        return results.main(argv[1:])
     args = parse_args(argv)
     names = args.names or [n for n in BENCHMARKS if n not in GPU_ONLY or torch.cuda.is_available()]
     if len(names) > 1:

@@ -23,7 +23,7 @@ from .errors import ResnetsError, Terminated, os_error
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "train": (train, "train a model (default: resnet20 on Fashion-MNIST, fast-cpu recipe)"),
     "eval": (evaluate, "evaluate a checkpoint: top-1/top-5 error, 10-crop and multi-scale testing"),
-    "predict": (predict, "top-5 classes of images with a trained checkpoint"),
+    "predict": (predict, "top-5 classes of images with a checkpoint or registered weights"),
     "summary": (summary, "per-stage parameters and multiply-adds of a model (paper Table 1)"),
     "reproduce": (reproduce, "reproduce a paper's experiment as figures and tables"),
     "export": (export, "export a checkpoint to ONNX or torch.export (.pt2), optionally BN-folded"),

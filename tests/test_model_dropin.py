@@ -18,7 +18,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.feature_extraction import get_graph_node_names
 
 import resnets
-from resnets.errors import ConfigError
+from resnets.errors import CheckpointError, ConfigError
 from resnets.models import create_model_from_spec, model_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -118,13 +118,20 @@ def test_resnet_fpn_extractor_takes_our_resnet():
 # --- timm's model API ---------------------------------------------------------------------------------
 
 
-def test_timm_and_torchvision_create_keywords(tmp_path):
+def test_timm_and_torchvision_create_keywords(tmp_path, monkeypatch):
     model = resnets.create_model("resnet18", pretrained=False, weights=None, progress=False, cache_dir=None,
                                  scriptable=True, exportable=True, no_jit=False,
                                  pretrained_cfg_overlay={"mean": (0.5, 0.5, 0.5)})
     assert model.pretrained_cfg["mean"] == (0.5, 0.5, 0.5) and "pretrained" not in model_spec(model)["kwargs"]
-    for request in ({"pretrained": True}, {"pretrained": "a1_in1k"}, {"weights": "IMAGENET1K_V1"}):
-        with pytest.raises(ConfigError, match="no weights registry") as raised:
+    # Weights requests go to the registry (tests/test_pretrained_*.py); offline, with an empty cache, each
+    # says in one line which file to put where.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("RESNETS_OFFLINE", "1")
+    for request, file in (({"pretrained": True}, "resnet18-f37072fd.pth"),
+                          ({"pretrained": "a1_in1k"}, "resnet18.a1_in1k.safetensors"),
+                          ({"weights": "IMAGENET1K_V1"}, "resnet18-f37072fd.pth")):
+        where = tmp_path / "torch/hub/checkpoints" / file
+        with pytest.raises(CheckpointError, match=f"put it at {where}") as raised:
             resnets.create_model("resnet18", **request)
         assert "\n" not in str(raised.value)
     reference = randomize_bn(torchvision.models.resnet18()).eval()

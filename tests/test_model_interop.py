@@ -18,7 +18,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 from torchvision.ops import FrozenBatchNorm2d, StochasticDepth
 
 import resnets
-from resnets.errors import ConfigError
+from resnets.errors import CheckpointError, ConfigError
 from resnets.models import model_spec
 from resnets.models.blocks import ResidualBlock
 from resnets.models.cifar import CifarResNet
@@ -408,7 +408,7 @@ def test_options_a_family_cannot_take(name, kwargs, message):
 # --- torch.hub --------------------------------------------------------------------------------------------
 
 
-def test_torch_hub_local(tmp_path):
+def test_torch_hub_local(tmp_path, monkeypatch):
     reference = randomize_bn(torchvision.models.resnet18(num_classes=10))
     weights = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), weights)
@@ -417,7 +417,9 @@ def test_torch_hub_local(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), reference(x))
     assert model_spec(model) == {"name": "resnet18", "kwargs": {"num_classes": 10, "in_chans": 3}}
-    with pytest.raises(ConfigError, match="no pretrained weights"):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache, no downloads: the one line
+    monkeypatch.setenv("RESNETS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="resnet50-11ad3fa6.pth and put it at"):
         torch.hub.load(str(REPO), "resnet50", source="local", pretrained=True)
     spec = importlib.util.spec_from_file_location("resnets_hubconf", REPO / "hubconf.py")
     hubconf = importlib.util.module_from_spec(spec)

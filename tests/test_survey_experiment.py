@@ -76,7 +76,8 @@ def test_smoke_survey_writes_its_tables_figure_and_paired_comparisons(smoke):
 def test_smoke_survey_shares_the_resnet_and_its_preact_unit(smoke):
     output, _ = smoke
     survey = {s.name for s in plan(get_experiment("survey"), _ctx("smoke", output))}
-    for other, shared in (("degradation", "resnet_cifar-depth=8-"), ("identity-mappings", "unit=full_preact")):
+    shared_runs = (("degradation", "resnet_cifar-depth=8-"), ("identity-mappings", "unit=full_preact"))
+    for other, shared in shared_runs:
         names = {s.name for s in plan(get_experiment(other), _ctx("smoke", output, other))}
         assert any(shared in name for name in survey & names), other
 

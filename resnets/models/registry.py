@@ -110,23 +110,25 @@ def list_models(pattern: str | None = None) -> list[str]:
 _NO_OP_OPTIONS = ("cache_dir", "scriptable", "exportable", "no_jit", "progress")
 
 
-def no_pretrained_weights(name: str, what: str) -> ConfigError:
-    return ConfigError(f"{name}: {what} asks for published weights; resnets has no pretrained weights (no "
-                       "weights registry): load a torchvision or timm weights file with "
-                       "checkpoint_path=<file> (resnets.create_model) or resnets.weights.load_weights_into")
+def weights_load_at_the_top(name: str, what: str) -> ConfigError:
+    return ConfigError(f"{name}: {what} asks for weights, which resnets.models.create_model does not load "
+                       "(it builds the architecture); use resnets.create_model(name, pretrained=...) or "
+                       "resnets.pretrained.load_requested")
 
 
 def check_pretrained(
     name: str, pretrained: object = False, weights: object = None, pretrained_cfg: object = None
 ) -> None:
-    """timm's ``pretrained`` / ``pretrained_cfg`` and torchvision's ``weights``: False / None are accepted;
-    a request for published weights is an error that says what to do instead."""
+    """timm's ``pretrained`` / ``pretrained_cfg`` and torchvision's ``weights``: False / None are accepted
+    here; weights are loaded one layer up, by ``resnets.create_model`` (``resnets.pretrained``), and a
+    request that reaches this function says so."""
     if pretrained not in (False, None, 0):
-        raise no_pretrained_weights(name, f"pretrained={pretrained!r}")
+        raise weights_load_at_the_top(name, f"pretrained={pretrained!r}")
     if weights is not None:
-        raise no_pretrained_weights(name, f"weights={weights!r}")
+        raise weights_load_at_the_top(name, f"weights={weights!r}")
     if pretrained_cfg is not None and not isinstance(pretrained_cfg, Mapping):
-        raise no_pretrained_weights(name, f"pretrained_cfg={pretrained_cfg!r}")
+        raise ConfigError(f"{name}: pretrained_cfg={pretrained_cfg!r} must be a dict (it updates "
+                          "model.pretrained_cfg); choose weights with pretrained='<tag>'")
 
 
 def create_model(
@@ -137,10 +139,11 @@ def create_model(
     """Build a registered model. ``num_classes=None`` keeps the family default (1000 ImageNet, 10 CIFAR);
     0 builds no classifier (timm's convention: the model returns its pooled features).
 
-    timm's and torchvision's keywords: ``pretrained=False`` / ``weights=None`` (published weights raise:
-    there are none), ``pretrained_cfg`` / ``pretrained_cfg_overlay`` (dicts updating
-    ``model.pretrained_cfg``), and ``progress``, ``cache_dir``, ``scriptable``, ``exportable``,
-    ``no_jit`` (no effect). ``checkpoint_path`` is ``resnets.create_model``'s (it loads a file).
+    timm's and torchvision's keywords: ``pretrained=False`` / ``weights=None`` (weights are loaded by
+    ``resnets.create_model``, the layer above: a request here raises, saying so), ``pretrained_cfg`` /
+    ``pretrained_cfg_overlay`` (dicts updating ``model.pretrained_cfg``), and ``progress``, ``cache_dir``,
+    ``scriptable``, ``exportable``, ``no_jit`` (no effect). ``checkpoint_path`` is ``resnets.create_model``'s
+    (it loads a file).
 
     Raises ConfigError for an unknown name (with the closest names), an unknown option (with the valid
     ones) or an invalid value.
