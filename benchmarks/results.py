@@ -40,6 +40,7 @@ import torch
 import resnets
 from resnets.errors import ResnetsError, closest_names
 from resnets.io import write_text
+from resnets.pretrained import get_weights, list_pretrained
 from resnets.runtime import autocast, computes_natively, precision_name
 
 from .harness import cpu_info, markdown_table
@@ -271,11 +272,7 @@ def accuracy_columns(names: Iterable[str]) -> dict[str, dict[str, str]]:
     """Per model: the top-1 of our shipped weights (measured by us: ``metrics["acc@1"]``; several joined
     by ";") and the publisher's stated top-1 of its default published weights (``metadata``; among the
     torchvision/timm entries, the one marked ``default``, else the model's first), from
-    ``resnets.pretrained``; empty where there are none, or no registry."""
-    try:
-        from resnets.pretrained import get_weights, list_pretrained
-    except ImportError:
-        return {}
+    ``resnets.pretrained``; empty where there are none."""
     entries = [get_weights(n) for n in list_pretrained()]
     columns = {}
     for model in names:

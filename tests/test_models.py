@@ -24,7 +24,7 @@ ALL_MODELS = resnets.list_models()
 SURVEY_FORWARD_SKIPS = {
     **dict.fromkeys(["inception_v4", "inception_resnet_v1", "inception_resnet_v2", "polynet"],
                     "needs 75x75 inputs; test_survey_models runs it at 75x75"),
-    **dict.fromkeys(["highway19", "vgg11", "vgg16"],
+    **dict.fromkeys(["highway19", "highway_cifar", "vgg11", "vgg16"],
                     "has no BN layer; test_survey_models runs it (vgg16: against torchvision)"),
     **dict.fromkeys(["vgg13", "vgg13_bn", "vgg16_bn", "vgg19", "vgg19_bn"],
                     "130-144M parameters, the code path of vgg11_bn; test_survey_models checks its keys"),

@@ -462,7 +462,7 @@ def test_family_interface(name):
 
 # The nets test_models.py skips (no BN, or 75x75 inputs): forward and backward here (the VGGs without BN
 # run forward in the torchvision parity test: vgg16).
-FORWARD_BACKWARD = ["highway19", "inception_v4", "inception_resnet_v1",
+FORWARD_BACKWARD = ["highway19", "highway_cifar", "inception_v4", "inception_resnet_v1",
                     "inception_resnet_v2", "polynet"]
 
 
