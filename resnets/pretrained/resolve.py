@@ -63,7 +63,7 @@ def weights_file(entry: WeightsEntry, *, download: bool | None = None, progress:
     if download:
         try:
             return (
-                _download_hf(entry, progress) if entry.hf_hub_id else _download_url(entry, cached, progress)
+                _download_hf(entry) if entry.hf_hub_id else _download_url(entry, cached, progress)
             )
         except _NoDownload as exc:
             reason = str(exc)
@@ -144,7 +144,7 @@ def _hf_cached(entry: WeightsEntry) -> Path | None:
     return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
-def _download_hf(entry: WeightsEntry, progress: bool) -> Path:
+def _download_hf(entry: WeightsEntry) -> Path:
     try:
         from huggingface_hub import hf_hub_download  # optional: only timm's hub files need it
     except ImportError:
