@@ -392,6 +392,25 @@ def load_for_resume(path: str | os.PathLike, log: Callable[[str], None] = print,
     raise CheckpointError("no usable checkpoint to resume from: " + " | ".join(errors))
 
 
+@dataclass
+class Resumed:
+    """A checkpoint chosen for resuming, read once (by the command, which takes the run's config from it)
+    and handed to the training loop; what was skipped on the way is said by the loop, which sets it aside."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+    warnings: list[str]
+    damaged: list[Path]
+
+
+def read_for_resume(path: str | os.PathLike) -> Resumed:
+    """``load_for_resume`` with its warnings and skipped files kept for the loop to report."""
+    warnings: list[str] = []
+    damaged: list[Path] = []
+    found, ckpt = load_for_resume(path, log=warnings.append, skipped=damaged)
+    return Resumed(found, ckpt, warnings, damaged)
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a metrics.csv with numbers as floats (ints for epoch/iteration), blanks as None; a
     ``DataError`` naming the file when it is not such a table (binary garbage, no epoch column)."""

@@ -213,7 +213,7 @@ def default_output(recipe: DetectionRecipe) -> str:
     return os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-detect-{recipe.backbone}-{recipe.head}")
 
 
-def train_detector(config: DetectionConfig) -> dict[str, Any]:
+def train_detector(config: DetectionConfig, resumed: runs.Resumed | None = None) -> dict[str, Any]:
     """Train as ``config`` says; returns the summary (AP, time, throughput, output folder). Rank 0 holds
     the run folder's lock from before any data is read until the run ends."""
     if config.run.freeze_bn:
@@ -232,21 +232,27 @@ def train_detector(config: DetectionConfig) -> dict[str, Any]:
         info, device = distributed.setup(config.run.device)
         try:
             with StopRequest().installed() as stop:
-                return _train(config, info, device, stop)
+                return _train(config, info, device, stop, resumed)
         finally:
             distributed.cleanup()
 
 
 def _train(
-    config: DetectionConfig, info: distributed.DistInfo, device: torch.device, stop: StopRequest
+    config: DetectionConfig,
+    info: distributed.DistInfo,
+    device: torch.device,
+    stop: StopRequest,
+    resumed: runs.Resumed | None,
 ) -> dict[str, Any]:
     recipe, run = config.recipe, config.run
     progress = Progress(run.progress, enabled=info.is_main)
     folder = runs.RunFolder(run.output)
     resume_path, resume = None, None
     if run.resume:
-        damaged: list = []
-        resume_path, resume = runs.load_for_resume(run.resume, log=progress.message, skipped=damaged)
+        resumed = resumed or runs.read_for_resume(run.resume)
+        for warning in resumed.warnings:
+            progress.message(warning)
+        resume_path, resume, damaged = resumed.path, resumed.checkpoint, resumed.damaged
         check_resume_entries(resume, resume_path)
         if (resume.get("config") or {}).get("task") != "detection":
             raise CheckpointError(

@@ -66,8 +66,9 @@ from .state import (
 from .tensorboard import EPOCH_TAGS, STEP_TAGS, TensorBoardLog, check_available
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig, resumed: runs.Resumed | None = None) -> dict[str, Any]:
     """Train as ``config`` says; returns the summary (errors, time, throughput, output folder).
+    ``resumed``: the checkpoint of ``config.run.resume`` when the caller has read it already.
 
     The process that writes (rank 0) holds the run folder's lock from before any data is read until
     the run ends, so that a second writer, or an output that cannot be written, fails at once."""
@@ -84,7 +85,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         info, device = distributed.setup(config.run.device)
         try:
             with StopRequest().installed() as stop:
-                result = _train(config, info, device, stop)
+                result = _train(config, info, device, stop, resumed)
         finally:
             distributed.cleanup()
     if stop.signum is not None and not result.get("interrupted"):
@@ -95,14 +96,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def _train(config: TrainConfig, info: distributed.DistInfo, device: torch.device,
-           stop: StopRequest) -> dict[str, Any]:
+           stop: StopRequest, resumed: runs.Resumed | None) -> dict[str, Any]:
     recipe, run = config.recipe, config.run
     progress = Progress(run.progress, enabled=info.is_main)
     resume_path, resume = None, None
     folder = runs.RunFolder(run.output or default_output(recipe))
     if run.resume:
-        damaged: list = []
-        resume_path, resume = runs.load_for_resume(run.resume, log=progress.message, skipped=damaged)
+        resumed = resumed or runs.read_for_resume(run.resume)
+        for warning in resumed.warnings:
+            progress.message(warning)
+        resume_path, resume, damaged = resumed.path, resumed.checkpoint, resumed.damaged
         check_resume_entries(resume, resume_path)
         check_same_model(resume, resume_path, recipe.model, recipe.model_options)
         folder.metrics()  # the logs that resuming trims: validated before anything is written
