@@ -15,8 +15,8 @@ from resnets.data.mixing import MixupCutmix
 from resnets.data.policies import RandAugmentTimm, auto_augment, per_sample, random_erasing
 from resnets.data.splits import repeated_shard_indices
 from resnets.errors import ConfigError
-from resnets.train.engine import clip_gradients
 from resnets.train.lamb import Lamb
+from resnets.train.loop import clip_gradients
 from resnets.train.losses import binary_cross_entropy, cross_entropy, error_count
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,10 +10,10 @@ import torch
 
 from resnets.checkpoints import load_checkpoint
 from resnets.cli import main
-from resnets.detection import train as detection_train
 from resnets.detection.recipes import DetectionConfig, get_detection_recipe
 from resnets.detection.synthetic import SyntheticSpec, make_fashion_detection
 from resnets.detection.train import train_detector
+from resnets.train.logging import MetricsLog
 from resnets.train.recipes import RunOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,19 +83,19 @@ def test_resume_at_an_epoch_boundary_is_exact(runs):
 def test_sigterm_in_mid_epoch_resumes_exactly(runs, data, tmp_path, monkeypatch):
     straight, _ = runs
     folder = tmp_path / "stopped"
-    log_step = detection_train.DetectionMetricsLog.log_step
+    log_step = MetricsLog.log_step
 
     def signalled(self, record):  # a SIGTERM right after iteration 3: the first step of epoch 2
         log_step(self, record)
         if record["iteration"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(detection_train.DetectionMetricsLog, "log_step", signalled)
+    monkeypatch.setattr(MetricsLog, "log_step", signalled)
     code = main(["detect", "train", *TINY, "--data-dir", str(data), "--epochs", "2", "--output", str(folder)])
     assert code == 128 + signal.SIGTERM
     stopped = load_checkpoint(folder / "last.pt")
     assert (stopped["epoch"], stopped["iteration"], stopped["batch_in_epoch"]) == (1, 3, 1)
-    monkeypatch.setattr(detection_train.DetectionMetricsLog, "log_step", log_step)
+    monkeypatch.setattr(MetricsLog, "log_step", log_step)
     assert main(["detect", "train", "--resume", str(folder), "--progress", "none"]) == 0
     assert_same_weights(load_checkpoint(straight / "last.pt"), load_checkpoint(folder / "last.pt"))
     steps = [json.loads(line)["iteration"] for line in (folder / "steps.jsonl").read_text().splitlines()]

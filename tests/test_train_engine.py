@@ -131,14 +131,14 @@ def test_freeze_bn_and_init_weights_fine_tune(tmp_path, capsys):
 
 def test_out_of_memory_suggests_a_smaller_batch(monkeypatch):
     from resnets.errors import ResnetsError
-    from resnets.train import engine
+    from resnets.train import loop
 
     class Exploding(torch.nn.Module):
         def forward(self, x):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with pytest.raises(ResnetsError, match="smaller --batch-size .e.g. 16"):
-        with engine.explained_failures(torch.device("cpu"), 32):
+        with loop.explained_failures(torch.device("cpu"), 32):
             Exploding()(torch.zeros(32, 1, 8, 8))
 
 

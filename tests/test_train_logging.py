@@ -5,7 +5,8 @@ import json
 
 from resnets.plots import training_curves
 from resnets.runs import RunFolder, read_metrics, read_steps
-from resnets.train.logging import MetricsLog, Progress, summary_lines
+from resnets.train.engine import Classification, summary_lines
+from resnets.train.logging import MetricsLog, Progress
 
 
 def test_metrics_log_writes_csv_and_jsonl_and_trims_on_resume(tmp_path):
@@ -48,14 +49,15 @@ def test_progress_bar_and_lines():
     stream = io.StringIO()
     lines = Progress("auto", stream=stream)  # not a terminal: one line per epoch
     assert lines.mode == "line" and list(lines.epoch(range(2), 1, 1, 2)) == [0, 1]
-    lines.epoch_line({"epoch": 1, "iteration": 2, "lr": 0.1, "train_loss": 0.3, "train_error": 10.0,
-                      "test_error": 12.5, "images_per_s": 99.0, "elapsed_s": 61.0})
+    row = {"epoch": 1, "iteration": 2, "lr": 0.1, "train_loss": 0.3, "train_error": 10.0, "test_error": 12.5,
+           "images_per_s": 99.0, "elapsed_s": 61.0}
+    lines.epoch_line(Classification.epoch_line(None, row))
     assert stream.getvalue().strip() == ("epoch 1 | iter 2 | lr 0.1 | loss 0.3000 | train err 10.00% | "
                                          "test err 12.50% | 99 img/s | 1:01")
 
     quiet, other_rank = Progress("none", stream=io.StringIO()), Progress("line", enabled=False,
                                                                          stream=io.StringIO())
-    quiet.epoch_line({"epoch": 1})  # nothing shown, nothing raised
+    quiet.epoch_line("epoch 1")  # nothing shown in mode "none"
     quiet.message("warning")
     other_rank.message("warning")
     assert quiet.stream.getvalue() == "warning\n" and other_rank.stream.getvalue() == ""

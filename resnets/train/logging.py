@@ -15,8 +15,18 @@ from tqdm import tqdm
 from ..runs import RunFolder
 
 METRIC_COLUMNS = [
-    "epoch", "iteration", "lr", "train_loss", "train_error", "val_loss", "val_error",
-    "test_loss", "test_error", "images_per_s", "epoch_time_s", "elapsed_s",
+    "epoch",
+    "iteration",
+    "lr",
+    "train_loss",
+    "train_error",
+    "val_loss",
+    "val_error",
+    "test_loss",
+    "test_error",
+    "images_per_s",
+    "epoch_time_s",
+    "elapsed_s",
 ]
 
 
@@ -27,9 +37,15 @@ class MetricsLog:
     describe exactly the run that the weights came from.
     """
 
-    def __init__(self, folder: RunFolder, resume_epoch: int | None = None,
-                 resume_iteration: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: RunFolder,
+        columns: list[str] = METRIC_COLUMNS,
+        resume_epoch: int | None = None,
+        resume_iteration: int | None = None,
+    ) -> None:
         folder.path.mkdir(parents=True, exist_ok=True)
+        self.columns = columns  # the task's: a classifier's errors, a detector's AP
         self.csv_path, self.steps_path = folder.metrics_path, folder.steps_path
         if resume_epoch is None:
             self.csv_path.unlink(missing_ok=True)
@@ -47,10 +63,10 @@ class MetricsLog:
     def log_epoch(self, row: dict[str, Any]) -> None:
         new = not self.csv_path.exists()
         with open(self.csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+            writer.writerow({k: _fmt(row.get(k)) for k in self.columns})
 
     def log_step(self, record: dict[str, Any]) -> None:
         with open(self.steps_path, "a") as f:
@@ -89,8 +105,14 @@ class Progress:
         if self.mode != "bar":
             yield from iterable
             return
-        with tqdm(iterable, total=total, desc=f"epoch {epoch}/{epochs}", file=self.stream,
-                  dynamic_ncols=True, leave=False) as bar:
+        with tqdm(
+            iterable,
+            total=total,
+            desc=f"epoch {epoch}/{epochs}",
+            file=self.stream,
+            dynamic_ncols=True,
+            leave=False,
+        ) as bar:
             self._bar = bar
             try:
                 yield from bar
@@ -101,36 +123,15 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
 
-    def epoch_line(self, row: dict[str, Any]) -> None:
-        if self.mode == "none":
-            return
-        parts = [f"epoch {row['epoch']}", f"iter {row['iteration']}", f"lr {row['lr']:.4g}",
-                 f"loss {row['train_loss']:.4f}", f"train err {row['train_error']:.2f}%"]
-        for split in ("val", "test"):
-            if row.get(f"{split}_error") is not None:
-                parts.append(f"{split} err {row[f'{split}_error']:.2f}%")
-        parts += [f"{row['images_per_s']:.0f} img/s", f"{_duration(row['elapsed_s'])}"]
-        self.message(" | ".join(parts))
+    def epoch_line(self, text: str) -> None:
+        """The end of an epoch's line (not in mode "none")."""
+        if self.mode != "none":
+            self.message(text)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     minutes, s = divmod(int(round(seconds)), 60)
     hours, m = divmod(minutes, 60)
     return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
-
-
-def summary_lines(result: dict[str, Any]) -> list[str]:
-    """The final summary: best and final errors, time, throughput, where things are."""
-    lines = [f"finished {result['epochs_done']} epochs ({result['iterations']} iterations) in "
-             f"{_duration(result['elapsed_s'])}, {result['images_per_s']:.0f} train images/s"]
-    for split in ("val", "test"):
-        final = result.get(f"final_{split}_error")
-        if final is not None:
-            best = result.get(f"best_{split}_error")
-            lines.append(f"{split} error: final {final:.2f}% (accuracy {100 - final:.2f}%), best {best:.2f}% "
-                         f"(epoch {result.get(f'best_{split}_epoch')})")
-    if result.get("output"):
-        lines.append(f"outputs in {result['output']}")
-    return lines
