@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from tiny_run import run_cli, trained_run
 
+from resnets.data import DataWarning
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -114,6 +116,17 @@ def test_dataset_with_another_class_count_is_an_error(run_dir, tmp_path, capsys)
                               str(tmp_path / "three"), "--workers", "0"], capsys)
     assert status == 2
     assert "imagefolder has 3 classes" in err and ckpt in err and "has 10" in err
+
+
+def test_dataset_with_other_class_names_warns_and_evaluates(run_dir, tmp_path, capsys):
+    good = torch.load(run_dir / "last.pt", weights_only=True)
+    renamed = dict(good, data={**good["data"], "classes": [f"class{i}" for i in range(10)]})
+    torch.save(renamed, tmp_path / "renamed.pt")
+    argv = ["eval", "--checkpoint", str(tmp_path / "renamed.pt"), "--test-subset", "20", "--json"]
+    with pytest.warns(DataWarning, match="class names of fashion-mnist differ from the checkpoint's"):
+        status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    assert json.loads(out)["images"] == 20  # stdout: the JSON alone, the warning is not in it
 
 
 def test_checkpoints_that_are_not_usable(run_dir, tmp_path, capsys):

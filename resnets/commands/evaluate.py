@@ -24,10 +24,10 @@ import sys
 from tqdm import tqdm
 
 from ..checkpoints import load_model
+from ..data.evaluation import evaluation_data
 from ..errors import ConfigError
 from ..evaluate import TTA_NAMES, evaluate, make_tta, per_class_accuracy
 from ..plots import confusion_matrix_figure
-from ..runs import evaluation_data
 from ..runtime import autocast, autocast_dtype, precision_name, select_device
 from ._common import add_input_flags, check_output_file, input_options, printable
 
