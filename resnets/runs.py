@@ -152,12 +152,12 @@ class RunFolder:
         """
         names = rotated_names(keep)
         with staged(self.last, torch_writer(ckpt, self.last)) as tmp:
-            good = [p for p in self.checkpoints() if _complete(p)][:keep - 1]
+            good = [p for p in self.checkpoints() if _complete(p)][: keep - 1]
             for slot in range(len(good), 0, -1):  # oldest first: a move only overwrites what has moved
                 fault_point("rotate", self.last)
                 _move(good[slot - 1], self.path / names[slot])
             for stale in self.path.glob("last-*.pt"):  # damaged ones left in the slots, or beyond keep
-                index = stale.name[len("last-"):-len(".pt")]
+                index = stale.name[len("last-") : -len(".pt")]
                 if not index.isdigit() or int(index) > len(good):
                     stale.unlink(missing_ok=True)
             commit(tmp, self.last)
@@ -255,8 +255,9 @@ def _acquire(path: Path) -> int:
         os.close(fd)
     command = " ".join(["resnets", *sys.argv[1:]]) if sys.argv else "python"
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')} {command}"
-             .encode())
+    os.write(
+        fd, f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')} {command}".encode()
+    )
     return fd
 
 
@@ -266,19 +267,29 @@ def _locked_message(folder: Path, holder: list[str]) -> str:
         who = f"process {pid} on {host} (since {since}{': ' + holder[3][:120] if len(holder) > 3 else ''})"
     else:
         who = "another process"
-    return (f"run folder {folder} is being written by {who}; two writers would mix their runs: wait for it "
-            f"to finish, stop it, or choose another --output")
+    return (
+        f"run folder {folder} is being written by {who}; two writers would mix their runs: wait for it "
+        f"to finish, stop it, or choose another --output"
+    )
 
 
 def _folder_error(exc: OSError, folder: Path) -> Exception:
     if exc.errno in (errno.EEXIST, errno.ENOTDIR) or (folder.exists() and not folder.is_dir()):
-        return ConfigError(f"cannot use {str(folder)!r} as a run folder: it, or a folder above it, is a "
-                           f"file; choose another --output")
+        return ConfigError(
+            f"cannot use {str(folder)!r} as a run folder: it, or a folder above it, is a "
+            f"file; choose another --output"
+        )
     return os_error(exc, "write the run folder", "choose a writable --output")
 
 
-def check_output(path: str | os.PathLike, flag: str, *, reads: Iterable[Any] = (), folder: bool = False,
-                 own_run: str | os.PathLike | None = None) -> Path:
+def check_output(
+    path: str | os.PathLike,
+    flag: str,
+    *,
+    reads: Iterable[Any] = (),
+    folder: bool = False,
+    own_run: str | os.PathLike | None = None,
+) -> Path:
     """The one check of every output path (docs/architecture.md, "Outputs"), made before any work.
 
     ``path`` (a file; ``folder=True``: a folder to write files into) is refused with a ``ConfigError``
@@ -291,21 +302,33 @@ def check_output(path: str | os.PathLike, flag: str, *, reads: Iterable[Any] = (
         if source is None or source == "":
             continue
         if same_file(out, source):
-            raise ConfigError(f"{flag} {path} is {source}, which this command reads: writing it would "
-                              f"destroy it; choose another {flag}")
+            raise ConfigError(
+                f"{flag} {path} is {source}, which this command reads: writing it would "
+                f"destroy it; choose another {flag}"
+            )
         if Path(source).is_dir() and _inside(out, source):
-            raise ConfigError(f"{flag} {path} lies inside {source}, which this command reads: writing there "
-                              f"would change its input; choose another {flag}")
+            raise ConfigError(
+                f"{flag} {path} lies inside {source}, which this command reads: writing there "
+                f"would change its input; choose another {flag}"
+            )
     target_folder = out if folder else out.parent
     holder = lock_holder(target_folder) if target_folder.is_dir() else None
     if holder is not None:
-        raise ConfigError(f"{flag} {path}: {target_folder} is a run being written by {holder}; wait for it "
-                          f"to finish, or choose another {flag}")
+        raise ConfigError(
+            f"{flag} {path}: {target_folder} is a run being written by {holder}; wait for it "
+            f"to finish, or choose another {flag}"
+        )
     run = RunFolder(out.parent)
-    if (not folder and run.is_run_file(out.name) and run.holds_run()
-            and (own_run is None or not same_file(run.path, own_run))):
-        raise ConfigError(f"{flag} {path} is a file of the run in {run.path}: writing it would destroy that "
-                          f"run's {out.name}; choose another {flag}")
+    if (
+        not folder
+        and run.is_run_file(out.name)
+        and run.holds_run()
+        and (own_run is None or not same_file(run.path, own_run))
+    ):
+        raise ConfigError(
+            f"{flag} {path} is a file of the run in {run.path}: writing it would destroy that "
+            f"run's {out.name}; choose another {flag}"
+        )
     if folder:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{flag} {path} is a file, not a folder; choose another {flag}")
@@ -329,8 +352,9 @@ def check_writable_folder(folder: str | os.PathLike, flag: str, given: object = 
     if not existing.is_dir():
         raise ConfigError(f"{flag} {given}: {existing} is a file, not a folder; choose another {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {given}: the folder {existing} is not writable by this user; choose "
-                          f"another {flag}")
+        raise ConfigError(
+            f"{flag} {given}: the folder {existing} is not writable by this user; choose another {flag}"
+        )
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -366,8 +390,9 @@ def checkpoint_candidates(path: str | os.PathLike) -> list[Path]:
     return [path] + [p for p in siblings if p.resolve() != path.resolve() and p.name != BEST]
 
 
-def load_for_resume(path: str | os.PathLike, log: Callable[[str], None] = print,
-                    skipped: list[Path] | None = None) -> tuple[Path, dict]:
+def load_for_resume(
+    path: str | os.PathLike, log: Callable[[str], None] = print, skipped: list[Path] | None = None
+) -> tuple[Path, dict]:
     """The newest readable, resumable checkpoint among ``checkpoint_candidates(path)``; says which it
     skipped (and appends them to ``skipped``)."""
     errors = []
@@ -421,8 +446,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
                 if not isinstance(out[-1]["epoch"], int):
                     raise ValueError(f"line {reader.line_num} has no epoch number")
     except (UnicodeDecodeError, csv.Error, ValueError, OverflowError) as exc:
-        raise DataError(f"{path} is not a run's metrics table ({first_line(exc)}); move it away (the run's "
-                        f"checkpoints do not need it) or restore it") from None
+        raise DataError(
+            f"{path} is not a run's metrics table ({first_line(exc)}); move it away (the run's "
+            f"checkpoints do not need it) or restore it"
+        ) from None
     except OSError as exc:
         raise os_error(exc, "read") from None
     return out
@@ -466,5 +493,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not a readable {what} ({first_line(exc)}): it was cut short or "
-                        f"damaged; move it away, or run again") from None
+        raise DataError(
+            f"{path} is not a readable {what} ({first_line(exc)}): it was cut short or "
+            f"damaged; move it away, or run again"
+        ) from None
