@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import functools
 import json
 import os
 import socket
@@ -40,11 +39,6 @@ import torch
 from torch import nn
 
 from . import checkpoints
-from .data import ArrayDataset, DataConfig, Normalization, build_data
-from .data.datasets import FOLDER_DATASETS
-from .data.folders import FolderDataset, FolderLoader
-from .data.images import resize_center_crop
-from .data.loaders import TensorLoader
 from .errors import CheckpointError, ConfigError, DataError, first_line, os_error
 from .io import LOCK_NAME, commit, fault_point, hold_folder, lock_holder, staged, torch_writer
 
@@ -60,7 +54,6 @@ LOCK = LOCK_NAME  # held (flock) by the one process writing the run; names it: "
 DAMAGED = ".damaged"  # suffix of a checkpoint resume could not read, set aside out of the rotation
 RUN_FILES = (CONFIG, METRICS, STEPS, LAST, BEST, WEIGHTS, SUMMARY)
 RESULTS = (BEST, WEIGHTS, SUMMARY)  # with the checkpoints: what a run produced, never written over
-INPUT_OPTIONS = ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")  # RunOptions
 
 
 def rotated_names(keep: int) -> list[str]:
@@ -159,12 +152,12 @@ class RunFolder:
         """
         names = rotated_names(keep)
         with staged(self.last, torch_writer(ckpt, self.last)) as tmp:
-            good = [p for p in self.checkpoints() if _complete(p)][:keep - 1]
+            good = [p for p in self.checkpoints() if _complete(p)][: keep - 1]
             for slot in range(len(good), 0, -1):  # oldest first: a move only overwrites what has moved
                 fault_point("rotate", self.last)
                 _move(good[slot - 1], self.path / names[slot])
             for stale in self.path.glob("last-*.pt"):  # damaged ones left in the slots, or beyond keep
-                index = stale.name[len("last-"):-len(".pt")]
+                index = stale.name[len("last-") : -len(".pt")]
                 if not index.isdigit() or int(index) > len(good):
                     stale.unlink(missing_ok=True)
             commit(tmp, self.last)
@@ -262,8 +255,9 @@ def _acquire(path: Path) -> int:
         os.close(fd)
     command = " ".join(["resnets", *sys.argv[1:]]) if sys.argv else "python"
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')} {command}"
-             .encode())
+    os.write(
+        fd, f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')} {command}".encode()
+    )
     return fd
 
 
@@ -273,19 +267,29 @@ def _locked_message(folder: Path, holder: list[str]) -> str:
         who = f"process {pid} on {host} (since {since}{': ' + holder[3][:120] if len(holder) > 3 else ''})"
     else:
         who = "another process"
-    return (f"run folder {folder} is being written by {who}; two writers would mix their runs: wait for it "
-            f"to finish, stop it, or choose another --output")
+    return (
+        f"run folder {folder} is being written by {who}; two writers would mix their runs: wait for it "
+        f"to finish, stop it, or choose another --output"
+    )
 
 
 def _folder_error(exc: OSError, folder: Path) -> Exception:
     if exc.errno in (errno.EEXIST, errno.ENOTDIR) or (folder.exists() and not folder.is_dir()):
-        return ConfigError(f"cannot use {str(folder)!r} as a run folder: it, or a folder above it, is a "
-                           f"file; choose another --output")
+        return ConfigError(
+            f"cannot use {str(folder)!r} as a run folder: it, or a folder above it, is a "
+            f"file; choose another --output"
+        )
     return os_error(exc, "write the run folder", "choose a writable --output")
 
 
-def check_output(path: str | os.PathLike, flag: str, *, reads: Iterable[Any] = (), folder: bool = False,
-                 own_run: str | os.PathLike | None = None) -> Path:
+def check_output(
+    path: str | os.PathLike,
+    flag: str,
+    *,
+    reads: Iterable[Any] = (),
+    folder: bool = False,
+    own_run: str | os.PathLike | None = None,
+) -> Path:
     """The one check of every output path (docs/architecture.md, "Outputs"), made before any work.
 
     ``path`` (a file; ``folder=True``: a folder to write files into) is refused with a ``ConfigError``
@@ -298,21 +302,33 @@ def check_output(path: str | os.PathLike, flag: str, *, reads: Iterable[Any] = (
         if source is None or source == "":
             continue
         if same_file(out, source):
-            raise ConfigError(f"{flag} {path} is {source}, which this command reads: writing it would "
-                              f"destroy it; choose another {flag}")
+            raise ConfigError(
+                f"{flag} {path} is {source}, which this command reads: writing it would "
+                f"destroy it; choose another {flag}"
+            )
         if Path(source).is_dir() and _inside(out, source):
-            raise ConfigError(f"{flag} {path} lies inside {source}, which this command reads: writing there "
-                              f"would change its input; choose another {flag}")
+            raise ConfigError(
+                f"{flag} {path} lies inside {source}, which this command reads: writing there "
+                f"would change its input; choose another {flag}"
+            )
     target_folder = out if folder else out.parent
     holder = lock_holder(target_folder) if target_folder.is_dir() else None
     if holder is not None:
-        raise ConfigError(f"{flag} {path}: {target_folder} is a run being written by {holder}; wait for it "
-                          f"to finish, or choose another {flag}")
+        raise ConfigError(
+            f"{flag} {path}: {target_folder} is a run being written by {holder}; wait for it "
+            f"to finish, or choose another {flag}"
+        )
     run = RunFolder(out.parent)
-    if (not folder and run.is_run_file(out.name) and run.holds_run()
-            and (own_run is None or not same_file(run.path, own_run))):
-        raise ConfigError(f"{flag} {path} is a file of the run in {run.path}: writing it would destroy that "
-                          f"run's {out.name}; choose another {flag}")
+    if (
+        not folder
+        and run.is_run_file(out.name)
+        and run.holds_run()
+        and (own_run is None or not same_file(run.path, own_run))
+    ):
+        raise ConfigError(
+            f"{flag} {path} is a file of the run in {run.path}: writing it would destroy that "
+            f"run's {out.name}; choose another {flag}"
+        )
     if folder:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{flag} {path} is a file, not a folder; choose another {flag}")
@@ -336,8 +352,9 @@ def check_writable_folder(folder: str | os.PathLike, flag: str, given: object = 
     if not existing.is_dir():
         raise ConfigError(f"{flag} {given}: {existing} is a file, not a folder; choose another {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {given}: the folder {existing} is not writable by this user; choose "
-                          f"another {flag}")
+        raise ConfigError(
+            f"{flag} {given}: the folder {existing} is not writable by this user; choose another {flag}"
+        )
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -373,8 +390,9 @@ def checkpoint_candidates(path: str | os.PathLike) -> list[Path]:
     return [path] + [p for p in siblings if p.resolve() != path.resolve() and p.name != BEST]
 
 
-def load_for_resume(path: str | os.PathLike, log: Callable[[str], None] = print,
-                    skipped: list[Path] | None = None) -> tuple[Path, dict]:
+def load_for_resume(
+    path: str | os.PathLike, log: Callable[[str], None] = print, skipped: list[Path] | None = None
+) -> tuple[Path, dict]:
     """The newest readable, resumable checkpoint among ``checkpoint_candidates(path)``; says which it
     skipped (and appends them to ``skipped``)."""
     errors = []
@@ -428,8 +446,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
                 if not isinstance(out[-1]["epoch"], int):
                     raise ValueError(f"line {reader.line_num} has no epoch number")
     except (UnicodeDecodeError, csv.Error, ValueError, OverflowError) as exc:
-        raise DataError(f"{path} is not a run's metrics table ({first_line(exc)}); move it away (the run's "
-                        f"checkpoints do not need it) or restore it") from None
+        raise DataError(
+            f"{path} is not a run's metrics table ({first_line(exc)}); move it away (the run's "
+            f"checkpoints do not need it) or restore it"
+        ) from None
     except OSError as exc:
         raise os_error(exc, "read") from None
     return out
@@ -473,109 +493,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not a readable {what} ({first_line(exc)}): it was cut short or "
-                        f"damaged; move it away, or run again") from None
-
-
-@dataclass
-class EvaluationData:
-    """A split of the data a checkpoint's run was trained on, prepared as that run evaluated it."""
-
-    loader: Any  # yields (normalised images, labels) on the device
-    classes: list[str]
-    dataset: str
-    image_size: int
-
-
-def data_record(ckpt: dict[str, Any], source: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's ``data`` entry (``DataBundle.meta()``), checked for what evaluation needs."""
-    meta = ckpt.get("data") or {}
-    missing = [k for k in ("dataset", "classes", "in_chans", "image_size", "normalization") if k not in meta]
-    if missing:
-        raise CheckpointError(f"checkpoint {source} has no usable data record (missing "
-                              f"{', '.join(missing)}); it was not written by `resnets train`")
-    return meta
-
-
-def evaluation_data(ckpt: dict[str, Any], source: str | os.PathLike, device: torch.device, *,
-                    split: str = "test", dataset: str | None = None, data_dir: str | None = None,
-                    subset: int | None = None, batch_size: int = 256, workers: int | None = None,
-                    tta: str = "none", inputs: dict[str, Any] | None = None) -> EvaluationData:
-    """Rebuild the ``split`` ("test" or "val") of the data a checkpoint was trained on.
-
-    The run's ``val_split`` and seed rebuild the validation images it held out (and its test subset,
-    given the same ``subset``); the images are normalised with the statistics stored in the
-    checkpoint whatever the dataset. ``tta`` ("10crop", "multiscale") prepares image folders for
-    those protocols: the central square of AlexNet's 10-crop, or each image whole at its own
-    aspect ratio (one at a time). ``inputs`` overrides how the run accepted its inputs
-    (``strict_data``, ``verify_checksums``, ``follow_links``, ``max_image_pixels``; None: the run's).
-    """
-    meta = data_record(ckpt, source)
-    config = ckpt.get("config") or {}
-    recipe, run_options = config.get("recipe") or {}, config.get("run") or {}
-    dataset = dataset or meta["dataset"]
-    same = dataset == meta["dataset"]
-    data_dir = data_dir or (run_options.get("data_dir") if same else None)  # where the run found it
-    folder = dataset in FOLDER_DATASETS
-    val_split = int(recipe.get("val_split", 0) or 0) if same else 0
-    if split == "val" and not val_split:
-        raise DataError(f"no validation split: the run of {source} held out no images "
-                        f"(val_split=0) on {dataset}; use --split test")
-    norm_record = meta["normalization"]
-    accepted = {key: run_options[key] for key in INPUT_OPTIONS if run_options.get(key) is not None}
-    accepted |= {key: value for key, value in (inputs or {}).items() if value is not None}
-    resize = (meta.get("eval_preprocess") or {}).get("resize") if folder else None  # the run's own
-    cfg = DataConfig(**accepted, eval_resize=int(resize) if resize else None,
-        dataset=dataset, data_dir=data_dir, val_split=val_split, seed=int(recipe.get("seed", 0) or 0),
-        batch_size=1, eval_batch_size=batch_size, test_subset=subset,
-        normalization=norm_record.get("mode", "per_channel"),
-        crop_padding=None if folder else 0, hflip=False if not folder else None,
-        image_size=int(meta["image_size"]) if folder else None, workers=workers,
-        channels_last=bool(recipe.get("channels_last", False)),
-    )
-    bundle = build_data(cfg, device)
-    _check_compatible(bundle, meta, ckpt["model"].get("kwargs", {}), source, dataset)
-    chosen = bundle.val if split == "val" else bundle.test
-    normalization = Normalization.from_dict(norm_record)  # what the model was trained with
-    size = int(meta["image_size"])
-
-    if not folder:
-        data = ArrayDataset(chosen.images, chosen.labels, bundle.classes, source=dataset)
-        loader = TensorLoader(data, batch_size=batch_size, normalization=normalization, train=False,
-                              channels_last=cfg.channels_last)
-        return EvaluationData(loader, list(bundle.classes), dataset, size)
-    if tta in ("10crop", "multiscale") and normalization.mode == "per_pixel":
-        raise DataError("10-crop and multi-scale testing of image folders need per-channel "
-                        f"normalization; {source} subtracts a {size}x{size} mean image")
-    if tta == "10crop":  # AlexNet's central square; ten_crop_logits crops it
-        resize = round(256 * size / 224)
-        transform, batch = functools.partial(resize_center_crop, resize=resize, crop=resize), batch_size
-    elif tta == "multiscale":  # each image at its own aspect ratio: one at a time
-        transform, batch = _whole_image, 1
-    else:
-        transform, batch = chosen.dataset.transform, batch_size
-    loader = FolderLoader(FolderDataset(chosen.dataset.samples, transform, substitute=False),
-                          batch_size=batch, train=False, normalization=normalization, device=device,
-                          workers=chosen.loader.num_workers if workers is None else workers, seed=0,
-                          channels_last=cfg.channels_last)
-    return EvaluationData(loader, list(bundle.classes), dataset, size)
-
-
-def _check_compatible(bundle: Any, meta: dict, model_kwargs: dict, source: Any, dataset: str) -> None:
-    name = f"checkpoint {source} (trained on {meta['dataset']})"
-    num_classes, in_chans = model_kwargs.get("num_classes"), model_kwargs.get("in_chans")
-    if num_classes is not None and bundle.num_classes != num_classes:
-        raise DataError(f"dataset {dataset} has {bundle.num_classes} classes but {name} has "
-                        f"{num_classes}; evaluate on a dataset with the same classes")
-    if in_chans is not None and bundle.in_chans != in_chans:
-        raise DataError(f"dataset {dataset} has {bundle.in_chans}-channel images but {name} expects "
-                        f"{in_chans} channels")
-    if bundle.image_size != int(meta["image_size"]) and meta["normalization"].get("mode") == "per_pixel":
-        raise DataError(f"dataset {dataset} has {bundle.image_size}-pixel images but {name} subtracts a "
-                        f"{meta['image_size']}-pixel mean image")
-    if list(bundle.classes) != list(meta["classes"]):
-        print(f"note: the class names of {dataset} differ from the checkpoint's; labels are matched by index")
-
-
-def _whole_image(image: torch.Tensor) -> torch.Tensor:  # module level: DataLoader workers pickle it
-    return image
+        raise DataError(
+            f"{path} is not a readable {what} ({first_line(exc)}): it was cut short or "
+            f"damaged; move it away, or run again"
+        ) from None

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from tiny_run import run_cli, trained_run
 
+from resnets.data import DataWarning
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -43,28 +45,63 @@ def test_eval_reproduces_the_training_runs_val_and_test_metrics(run_dir, run_met
     assert (val["model"], val["dataset"], val["split"]) == ("resnet_cifar", "fashion-mnist", "val")
     assert json.loads(out) == val  # --json: stdout is the JSON object alone
 
-    status, out, _ = run_cli(["eval", "--checkpoint", ckpt, "--test-subset", str(recipe["test_subset"]),
-                              "--tta", recipe["tta"], "--json"], capsys)
+    status, out, _ = run_cli(
+        [
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--test-subset",
+            str(recipe["test_subset"]),
+            "--tta",
+            recipe["tta"],
+            "--json",
+        ],
+        capsys,
+    )
     test = last_json(out)
     assert status == 0 and test["images"] == recipe["test_subset"]
     assert test["top1_error"] == pytest.approx(float(row["test_error"]), abs=1e-3)
     assert test["loss"] == pytest.approx(float(row["test_loss"]), rel=1e-4)
 
     # train's flag name, and the old spelling still works (with a note); without --json, the table
-    status, out, err = run_cli(["eval", "--checkpoint", ckpt, "--subset", str(recipe["test_subset"]),
-                                "--tta", recipe["tta"], "-b", "16"], capsys)
+    status, out, err = run_cli(
+        [
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--subset",
+            str(recipe["test_subset"]),
+            "--tta",
+            recipe["tta"],
+            "-b",
+            "16",
+        ],
+        capsys,
+    )
     assert status == 0 and "--subset is deprecated" in err and "--test-subset" in err
     assert "top-1 error" in out and "top-5 error" in out and f"{test['top1_error']:6.2f} %" in out
 
 
-@pytest.mark.parametrize("tta,extra,sizes", [
-    ("10crop", [], {"ten_crop": {"resize": 32, "crop": 28}}),  # 256 and 224 scaled by 28/224
-    ("multiscale", [], {"scales": [28, 32, 48, 60, 80]}),
-    ("multiscale", ["--scales", "24", "36"], {"scales": [24, 36]}),
-])
+@pytest.mark.parametrize(
+    "tta,extra,sizes",
+    [
+        ("10crop", [], {"ten_crop": {"resize": 32, "crop": 28}}),  # 256 and 224 scaled by 28/224
+        ("multiscale", [], {"scales": [28, 32, 48, 60, 80]}),
+        ("multiscale", ["--scales", "24", "36"], {"scales": [24, 36]}),
+    ],
+)
 def test_eval_10crop_and_multiscale_scale_the_paper_sizes(run_dir, capsys, tta, extra, sizes):
-    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--test-subset", "32", "--tta", tta, *extra,
-            "--json"]
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(run_dir / "last.pt"),
+        "--test-subset",
+        "32",
+        "--tta",
+        tta,
+        *extra,
+        "--json",
+    ]
     status, out, err = run_cli(argv, capsys)
     assert status == 0, err
     result = last_json(out)
@@ -75,8 +112,17 @@ def test_eval_10crop_and_multiscale_scale_the_paper_sizes(run_dir, capsys, tta, 
 
 def test_per_class_accuracy_and_confusion_matrix(run_dir, tmp_path, capsys):
     png = tmp_path / "cm.png"
-    argv = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--test-subset", "40", "--per-class",
-            "--confusion-matrix", str(png), "--json"]
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(run_dir / "last.pt"),
+        "--test-subset",
+        "40",
+        "--per-class",
+        "--confusion-matrix",
+        str(png),
+        "--json",
+    ]
     status, out, err = run_cli(argv, capsys)
     assert status == 0, err
     result = last_json(out)
@@ -110,10 +156,33 @@ def write_image_folder(root, classes: int, per_class: int = 4, size: int = 28):
 def test_dataset_with_another_class_count_is_an_error(run_dir, tmp_path, capsys):
     write_image_folder(tmp_path / "three", classes=3)
     ckpt = str(run_dir / "last.pt")
-    status, _, err = run_cli(["eval", "--checkpoint", ckpt, "--dataset", "imagefolder", "--data-dir",
-                              str(tmp_path / "three"), "--workers", "0"], capsys)
+    status, _, err = run_cli(
+        [
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(tmp_path / "three"),
+            "--workers",
+            "0",
+        ],
+        capsys,
+    )
     assert status == 2
     assert "imagefolder has 3 classes" in err and ckpt in err and "has 10" in err
+
+
+def test_dataset_with_other_class_names_warns_and_evaluates(run_dir, tmp_path, capsys):
+    good = torch.load(run_dir / "last.pt", weights_only=True)
+    renamed = dict(good, data={**good["data"], "classes": [f"class{i}" for i in range(10)]})
+    torch.save(renamed, tmp_path / "renamed.pt")
+    argv = ["eval", "--checkpoint", str(tmp_path / "renamed.pt"), "--test-subset", "20", "--json"]
+    with pytest.warns(DataWarning, match="class names of fashion-mnist differ from the checkpoint's"):
+        status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    assert json.loads(out)["images"] == 20  # stdout: the JSON alone, the warning is not in it
 
 
 def test_checkpoints_that_are_not_usable(run_dir, tmp_path, capsys):
@@ -147,10 +216,31 @@ def test_image_folder_checkpoint_with_every_tta(tmp_path, capsys):
                 Image.fromarray(pixels).save(tmp_path / "data" / split / f"c{c}" / f"{i}.jpg")
     run = tmp_path / "run"
     # fast-cpu's crop_padding=0 is for in-memory data; image folders need it unset
-    train = ["train", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}',
-             "--set", "crop_padding=none", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"),
-             "--image-size", "32",
-             "--workers", "0", "--iterations", "1", "-b", "6", "--progress", "none", "--output", str(run)]
+    train = [
+        "train",
+        "--model",
+        "resnet_cifar",
+        "--set",
+        'model_kwargs={"depth": 8}',
+        "--set",
+        "crop_padding=none",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--iterations",
+        "1",
+        "-b",
+        "6",
+        "--progress",
+        "none",
+        "--output",
+        str(run),
+    ]
     status, _, err = run_cli(train, capsys)
     assert status == 0, err
     with open(run / "metrics.csv") as f:
@@ -172,14 +262,23 @@ def test_eval_uses_the_runs_autocast_so_its_numbers_match_the_log(tmp_path, caps
     from tiny_run import TRAIN_ARGS
 
     out_dir = tmp_path / "bf16"
-    status, _, err = run_cli(["train", *TRAIN_ARGS, "--amp", "--amp-dtype", "bfloat16",
-                              "--output", str(out_dir)], capsys)
+    status, _, err = run_cli(
+        ["train", *TRAIN_ARGS, "--amp", "--amp-dtype", "bfloat16", "--output", str(out_dir)], capsys
+    )
     assert status == 0, err
     with open(out_dir / "metrics.csv") as f:
         row = list(csv.DictReader(f))[-1]
     recipe = json.loads((out_dir / "config.json").read_text())["recipe"]
-    base = ["eval", "--checkpoint", str(out_dir / "last.pt"), "--test-subset", str(recipe["test_subset"]),
-            "--tta", recipe["tta"], "--json"]
+    base = [
+        "eval",
+        "--checkpoint",
+        str(out_dir / "last.pt"),
+        "--test-subset",
+        str(recipe["test_subset"]),
+        "--tta",
+        recipe["tta"],
+        "--json",
+    ]
     status, out, err = run_cli(base, capsys)
     as_run = last_json(out)
     assert status == 0, err
@@ -204,8 +303,10 @@ def test_one_flag_vocabulary_across_the_commands():
     assert ex.output == "m.onnx" and tr.output == "out"
     pr = parser.parse_args(["predict", "--checkpoint", "m.onnx", "a.png"])
     assert pr.checkpoint == "m.onnx" and pr.images == ["a.png"]
-    for argv, images in ((["detect", "predict", "--checkpoint", "run", "a.png", "b.png"], ["a.png", "b.png"]),
-                         (["detect", "predict", "run", "a.png"], ["a.png"])):
+    for argv, images in (
+        (["detect", "predict", "--checkpoint", "run", "a.png", "b.png"], ["a.png", "b.png"]),
+        (["detect", "predict", "run", "a.png"], ["a.png"]),
+    ):
         args = parser.parse_args(argv)
         _resolve_checkpoint(args)
         assert (args.checkpoint, args.images) == ("run", images)

@@ -24,10 +24,10 @@ import sys
 from tqdm import tqdm
 
 from ..checkpoints import load_model
+from ..data.evaluation import evaluation_data
 from ..errors import ConfigError
 from ..evaluate import TTA_NAMES, evaluate, make_tta, per_class_accuracy
 from ..plots import confusion_matrix_figure
-from ..runs import evaluation_data
 from ..runtime import autocast, autocast_dtype, precision_name, select_device
 from ._common import add_input_flags, check_output_file, input_options, printable
 
@@ -37,39 +37,65 @@ MAX_SCALE = 2048  # pixels: --scales is bounded before any image is resized (3.2
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a resnets training checkpoint (.pt)")
     parser.add_argument("--dataset", default=None, help="dataset to evaluate on (default: the checkpoint's)")
-    parser.add_argument("--data-dir", default=None,
-                        help="where the dataset lives (default: where the training run found it)")
-    parser.add_argument("--split", choices=("test", "val"), default="test",
-                        help="test set, or the validation images the training run held out")
-    parser.add_argument("--tta", choices=("run", *TTA_NAMES), default="run",
-                        help="test-time augmentation (default run: what the training run evaluated with, "
-                        "e.g. flip for the fast-cpu recipe)")
-    parser.add_argument("--scales", type=int, nargs="+", default=None, metavar="SIDE",
-                        help="multi-scale shorter sides in pixels (default: the paper's, scaled to the "
-                        "image size)")
+    parser.add_argument(
+        "--data-dir", default=None, help="where the dataset lives (default: where the training run found it)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="test set, or the validation images the training run held out",
+    )
+    parser.add_argument(
+        "--tta",
+        choices=("run", *TTA_NAMES),
+        default="run",
+        help="test-time augmentation (default run: what the training run evaluated with, "
+        "e.g. flip for the fast-cpu recipe)",
+    )
+    parser.add_argument(
+        "--scales",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SIDE",
+        help="multi-scale shorter sides in pixels (default: the paper's, scaled to the image size)",
+    )
     parser.add_argument("-b", "--batch-size", type=int, default=256, help="images per batch (default 256)")
-    parser.add_argument("--test-subset", type=int, default=None, metavar="N",
-                        help="test on a seeded stratified subset of N images (the one `resnets train "
-                        "--test-subset N` used)")
+    parser.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="test on a seeded stratified subset of N images (the one `resnets train --test-subset N` used)",
+    )
     parser.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)  # deprecated spelling
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
     parser.add_argument("--workers", type=int, default=None, help="image folders: DataLoader workers")
-    parser.add_argument("--precision", choices=("run", "float32"), default="run",
-                        help="run (default): the autocast the training run evaluated with, so the numbers "
-                        "match its metrics.csv; float32: full precision")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as one JSON object and nothing else on stdout")
+    parser.add_argument(
+        "--precision",
+        choices=("run", "float32"),
+        default="run",
+        help="run (default): the autocast the training run evaluated with, so the numbers "
+        "match its metrics.csv; float32: full precision",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as one JSON object and nothing else on stdout"
+    )
     parser.add_argument("--per-class", action="store_true", help="print the accuracy of every class")
-    parser.add_argument("--confusion-matrix", default=None, metavar="PNG",
-                        help="write a confusion-matrix figure")
+    parser.add_argument(
+        "--confusion-matrix", default=None, metavar="PNG", help="write a confusion-matrix figure"
+    )
     add_input_flags(parser.add_argument_group("inputs"), defaults="the run's")
 
 
 def run(args: argparse.Namespace) -> int:
     inputs = input_options(args)
     if args.subset is not None:
-        print("note: eval --subset is deprecated; its name is --test-subset, as in resnets train",
-              file=sys.stderr)
+        print(
+            "note: eval --subset is deprecated; its name is --test-subset, as in resnets train",
+            file=sys.stderr,
+        )
         args.test_subset = args.test_subset if args.test_subset is not None else args.subset
     _check_args(args)
     if args.confusion_matrix is not None:  # before any work, and never over the checkpoint it reads
@@ -79,13 +105,26 @@ def run(args: argparse.Namespace) -> int:
     recipe = (ckpt.get("config") or {}).get("recipe") or {}
     if args.confusion_matrix is not None and args.data_dir is None:  # nor into the run's data folder
         run_data = ((ckpt.get("config") or {}).get("run") or {}).get("data_dir")
-        check_output_file(args.confusion_matrix, "--confusion-matrix",
-                          reads=[run_data if isinstance(run_data, str) else None])
+        check_output_file(
+            args.confusion_matrix,
+            "--confusion-matrix",
+            reads=[run_data if isinstance(run_data, str) else None],
+        )
     if args.tta == "run":  # what the run evaluated with, so that the numbers match its metrics.csv
         args.tta = recipe.get("tta") if recipe.get("tta") in TTA_NAMES else "none"
-    data = evaluation_data(ckpt, args.checkpoint, device, split=args.split, dataset=args.dataset,
-                           data_dir=args.data_dir, subset=args.test_subset, batch_size=args.batch_size,
-                           workers=args.workers, tta=args.tta, inputs=inputs)
+    data = evaluation_data(
+        ckpt,
+        args.checkpoint,
+        device,
+        split=args.split,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        subset=args.test_subset,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        tta=args.tta,
+        inputs=inputs,
+    )
     dataset, classes = data.dataset, data.classes
     tta = make_tta(args.tta, image_size=data.image_size, scales=args.scales)
     want_confusion = args.per_class or args.confusion_matrix is not None
@@ -97,8 +136,14 @@ def run(args: argparse.Namespace) -> int:
 
     name = ckpt["model"].get("name", type(model).__name__)
     record = {k: result[k] for k in ("top1_error", "top5_error", "top5_k", "loss", "images")}
-    record |= {"model": name, "dataset": dataset, "split": args.split, "tta": args.tta,
-               "precision": precision_name(amp_dtype), "checkpoint": str(args.checkpoint)}
+    record |= {
+        "model": name,
+        "dataset": dataset,
+        "split": args.split,
+        "tta": args.tta,
+        "precision": precision_name(amp_dtype),
+        "checkpoint": str(args.checkpoint),
+    }
     if args.tta == "10crop":
         record["ten_crop"] = dict(tta.keywords)
     elif args.tta == "multiscale":
@@ -106,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
     # --json: stdout carries the JSON object alone; the table is left out, notes go to stderr
     say = functools.partial(print, file=sys.stderr) if args.json else print
     table = (lambda *_: None) if args.json else print
-    table(f"{name} on {dataset} {args.split} ({result['images']} images, tta {args.tta}"
-          f"{_tta_sizes(record)}, {record['precision']})")
+    table(
+        f"{name} on {dataset} {args.split} ({result['images']} images, tta {args.tta}"
+        f"{_tta_sizes(record)}, {record['precision']})"
+    )
     table(f"top-1 error  {result['top1_error']:6.2f} %")
     k = result["top5_k"]
     label = "top-5 error " if k == 5 else f"top-{k} error "
@@ -117,9 +164,12 @@ def run(args: argparse.Namespace) -> int:
 
     if want_confusion:
         confusion = result["confusion"]
-        rows = [{"class": c, "accuracy": None if a != a else 100 * a, "images": n}  # a != a: NaN, no images
-                for c, a, n in zip(classes, per_class_accuracy(confusion).tolist(), confusion.sum(1).tolist(),
-                                   strict=True)]
+        rows = [
+            {"class": c, "accuracy": None if a != a else 100 * a, "images": n}  # a != a: NaN, no images
+            for c, a, n in zip(
+                classes, per_class_accuracy(confusion).tolist(), confusion.sum(1).tolist(), strict=True
+            )
+        ]
         record["per_class"] = rows  # a list: ImageNet has duplicate readable names ("crane", "maillot")
         if args.per_class:
             width = max(len(printable(c)) for c in classes)
@@ -128,8 +178,12 @@ def run(args: argparse.Namespace) -> int:
                 accuracy = "   -   " if row["accuracy"] is None else f"{row['accuracy']:6.2f} %"
                 table(f"{printable(row['class']):<{width}}  {accuracy}  {row['images']:6d}")
         if args.confusion_matrix:
-            confusion_matrix_figure(confusion, classes, args.confusion_matrix,
-                                    title=f"{name} on {dataset} {args.split} (tta {args.tta})")
+            confusion_matrix_figure(
+                confusion,
+                classes,
+                args.confusion_matrix,
+                title=f"{name} on {dataset} {args.split} (tta {args.tta})",
+            )
             say(f"wrote {args.confusion_matrix}")
             record["confusion_matrix"] = str(args.confusion_matrix)
     if args.json:
@@ -141,14 +195,18 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.test_subset is not None and (args.test_subset < 1 or args.split != "test"):
-        raise ConfigError(f"--test-subset N takes N >= 1 and applies to the test split, got "
-                          f"{args.test_subset} with --split {args.split}")
+        raise ConfigError(
+            f"--test-subset N takes N >= 1 and applies to the test split, got "
+            f"{args.test_subset} with --split {args.split}"
+        )
     if args.scales is not None:
         if args.tta != "multiscale":  # no silently ignored option
             raise ConfigError("--scales applies to --tta multiscale only")
         if any(not 1 <= s <= MAX_SCALE for s in args.scales):
-            raise ConfigError(f"--scales takes shorter sides of 1 to {MAX_SCALE} pixels (the paper's largest "
-                              f"is 640), got {' '.join(map(str, args.scales))}")
+            raise ConfigError(
+                f"--scales takes shorter sides of 1 to {MAX_SCALE} pixels (the paper's largest "
+                f"is 640), got {' '.join(map(str, args.scales))}"
+            )
 
 
 def _progress(batches, args):

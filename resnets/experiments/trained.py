@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from ..checkpoints import load_checkpoint, load_model
-from ..runs import evaluation_data
+from ..data.evaluation import evaluation_data
 from .base import Context, RunRecord
 
 
