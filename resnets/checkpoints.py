@@ -238,6 +238,9 @@ def check_rng(state: Any, path: Path, key: str) -> None:
     if cuda is not None and not (isinstance(cuda, (list, tuple)) and
                                  all(isinstance(c, torch.Tensor) and c.dtype == torch.uint8 for c in cuda)):
         raise _bad(path, f"{key}['cuda'] is not a list of CUDA generator states")
+    mps = state.get("mps")
+    if mps is not None and not (isinstance(mps, torch.Tensor) and mps.dtype == torch.uint8):
+        raise _bad(path, f"{key}['mps'] is not an MPS generator state")
 
 
 def load_state_into(model: torch.nn.Module, state_dict: Mapping[str, Any],

@@ -10,15 +10,24 @@ from .errors import ConfigError
 
 
 def select_device(name: str | None = None) -> torch.device:
-    """``None``/"auto": CUDA when present, else CPU. Otherwise the named device, checked."""
+    """``None``/"auto": CUDA when present, else Apple's MPS, else CPU. Otherwise the named device, checked."""
     if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise ConfigError(f"invalid device {name!r}: {exc}. Use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
+        raise ConfigError(
+            f"invalid device {name!r}: {exc}. Use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"device {name!r} requested but MPS (Apple silicon, macOS 12.3+) is not available here; "
+            f"use --device cpu."
+        )
     return device
 
 

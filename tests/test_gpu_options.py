@@ -54,3 +54,39 @@ def test_cudnn_benchmark_follows_deterministic(monkeypatch):
     configure_determinism(True, torch.device("cuda"))
     assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
     configure_determinism(False, torch.device("cpu"))
+
+
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    """Apple silicon's MPS is chosen at run time as CUDA is (availability stubbed: no Mac here)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device(None) == torch.device("mps") and select_device("auto").type == "mps"
+    assert select_device("mps") == torch.device("mps") and select_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device(None).type == "cuda"  # CUDA first where a machine has both
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device(None) == torch.device("cpu")
+
+
+def test_device_mps_without_mps_is_a_clear_error(capsys):
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ConfigError, match="MPS .* is not available here; use --device cpu"):
+        select_device("mps")
+    assert main(["train", "--device", "mps", "--iterations", "1", "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "MPS" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_operator_mps_lacks_is_one_line_naming_the_fallback():
+    from resnets.errors import ResnetsError
+    from resnets.train.loop import explained_failures
+
+    missing = "The operator 'aten::foo' is not currently implemented for the MPS device. If you want ..."
+    with pytest.raises(ResnetsError, match="aten::foo.*PYTORCH_ENABLE_MPS_FALLBACK=1.*--device cpu"):
+        with explained_failures(torch.device("mps"), 8):
+            raise NotImplementedError(missing)
+    with pytest.raises(NotImplementedError):  # elsewhere it is a bug, and stays a traceback
+        with explained_failures(torch.device("cpu"), 8):
+            raise NotImplementedError(missing)

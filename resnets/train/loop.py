@@ -598,7 +598,8 @@ def check_finite_loss(nonfinite: float, iteration: int, log_every: int, lr: floa
 
 @contextlib.contextmanager
 def explained_failures(device: torch.device, batch: int) -> Iterator[None]:
-    """Out of memory and torch.compile failures as one line that says what to change."""
+    """Out of memory, torch.compile failures and operators MPS lacks as one line that says what to
+    change."""
     try:
         yield
     except torch.OutOfMemoryError:
@@ -606,6 +607,14 @@ def explained_failures(device: torch.device, batch: int) -> Iterator[None]:
             f"out of memory on {device} with {batch} images per step; use a smaller "
             f"--batch-size (e.g. {max(1, batch // 2)} per process), --amp, or a smaller "
             f"model"
+        ) from None
+    except NotImplementedError as exc:
+        if device.type != "mps":
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ResnetsError(
+            f"{first} (on MPS); start again with PYTORCH_ENABLE_MPS_FALLBACK=1 set in the environment "
+            f"(such operators then run on the CPU) or use --device cpu"
         ) from None
     except RuntimeError as exc:
         if "can't allocate memory" in str(exc) or "not enough memory" in str(exc):

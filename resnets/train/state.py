@@ -181,6 +181,8 @@ def rng_state(loader_state: Any = None) -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():  # MPS has a generator of its own (dropout, drop-path there)
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -195,6 +197,8 @@ def set_rng_state(state: Mapping[str, Any]) -> Any:
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+        if "mps" in state and torch.backends.mps.is_available():
+            torch.mps.set_rng_state(state["mps"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         raise CheckpointError(f"the checkpoint's random number generator state does not fit "
                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
