@@ -44,10 +44,18 @@ def test_every_recipe_survives_a_json_round_trip():
 
 
 def test_overrides_are_parsed_by_field_type():
-    r = apply_overrides(get_recipe("wrn"), {
-        "milestones": "10,20", "lr": "1", "iterations": "none", "nesterov": "false",
-        "model_kwargs": '{"shortcut": "B"}', "amp-dtype": "float16", "train_subset": "64",
-    })
+    r = apply_overrides(
+        get_recipe("wrn"),
+        {
+            "milestones": "10,20",
+            "lr": "1",
+            "iterations": "none",
+            "nesterov": "false",
+            "model_kwargs": '{"shortcut": "B"}',
+            "amp-dtype": "float16",
+            "train_subset": "64",
+        },
+    )
     assert r.milestones == (10, 20) and r.lr == 1.0 and isinstance(r.lr, float)
     assert r.iterations is None and r.nesterov is False and r.model_kwargs == {"shortcut": "B"}
     assert r.amp_dtype == "float16" and r.train_subset == 64
@@ -59,17 +67,20 @@ def test_a_literal_choice_named_none_is_the_string_not_none():
     assert apply_overrides(get_recipe("fast-cpu"), {"tta": "flip"}).tta == "flip"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"lrr": "0.1"}, "Did you mean: lr"),
-    ({"epochs": "1.5"}, "epochs='1.5' is not an integer"),
-    ({"amp_dtype": "fp8"}, "one of 'bfloat16', 'float16'"),
-    ({"epochs": "0"}, "epochs must be >= 1"),
-    ({"milestones": "20,10"}, "milestones must increase"),
-    ({"model_kwargs": "shortcut=B"}, "JSON object"),
-    ({"nesterov": True, "momentum": 0.0}, "nesterov needs optimizer 'sgd' with momentum"),
-    ({"optimizer": "adamw"}, "nesterov needs optimizer 'sgd'"),  # fast-cpu uses Nesterov
-    ({"lr": "fast"}, "lr='fast' is not a number"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lrr": "0.1"}, "Did you mean: lr"),
+        ({"epochs": "1.5"}, "epochs='1.5' is not an integer"),
+        ({"amp_dtype": "fp8"}, "one of 'bfloat16', 'float16'"),
+        ({"epochs": "0"}, "epochs must be >= 1"),
+        ({"milestones": "20,10"}, "milestones must increase"),
+        ({"model_kwargs": "shortcut=B"}, "JSON object"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov needs optimizer 'sgd' with momentum"),
+        ({"optimizer": "adamw"}, "nesterov needs optimizer 'sgd'"),  # fast-cpu uses Nesterov
+        ({"lr": "fast"}, "lr='fast' is not a number"),
+    ],
+)
 def test_bad_overrides_raise_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(get_recipe("fast-cpu"), overrides)
@@ -95,10 +106,28 @@ def _config(argv):
 
 
 def test_command_line_flags_then_set_override_the_recipe():
-    config = _config(["--recipe", "wrn", "--epochs", "3", "--lr", "0.05", "--no-nesterov",
-                      "--batch-size", "64", "--set", "lr=0.02", "--set", "milestones=1,2",
-                      "--output", "out", "--freeze-bn",
-                      "--set", "keep_last=3"])
+    config = _config(
+        [
+            "--recipe",
+            "wrn",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.05",
+            "--no-nesterov",
+            "--batch-size",
+            "64",
+            "--set",
+            "lr=0.02",
+            "--set",
+            "milestones=1,2",
+            "--output",
+            "out",
+            "--freeze-bn",
+            "--set",
+            "keep_last=3",
+        ]
+    )
     r = config.recipe
     assert (r.name, r.epochs, r.lr, r.nesterov) == ("wrn", 3, 0.02, False)
     assert r.batch_size == 64 and r.milestones == (1, 2)

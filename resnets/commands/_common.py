@@ -30,34 +30,54 @@ def parse_set_args(items: Sequence[str] | None) -> dict[str, str]:
 def add_input_flags(group: argparse._ActionsContainer, *, defaults: str) -> None:
     """How a command accepts its inputs: the flags that the data's warnings and errors suggest.
     ``defaults`` completes each help text ("off" for train; "the run's" for eval)."""
-    group.add_argument("--strict-data", action="store_true", default=None,
-                       help=f"stop at an unreadable image or an empty class folder instead of skipping it "
-                       f"with a warning (default: {defaults or 'off'})")
-    group.add_argument("--verify-checksums", action=argparse.BooleanOptionalAction, default=None,
-                       help=f"check the MD5 of the official mnist/fashion-mnist/cifar files "
-                       f"(default: {defaults or 'on'}); --no-verify-checksums for copies meant to differ")
-    group.add_argument("--follow-links", action="store_true", default=None,
-                       help=f"image folders: follow symbolic links that point out of --data-dir (default: "
-                       f"{defaults or 'skipped, and counted in a warning'})")
+    group.add_argument(
+        "--strict-data",
+        action="store_true",
+        default=None,
+        help=f"stop at an unreadable image or an empty class folder instead of skipping it "
+        f"with a warning (default: {defaults or 'off'})",
+    )
+    group.add_argument(
+        "--verify-checksums",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"check the MD5 of the official mnist/fashion-mnist/cifar files "
+        f"(default: {defaults or 'on'}); --no-verify-checksums for copies meant to differ",
+    )
+    group.add_argument(
+        "--follow-links",
+        action="store_true",
+        default=None,
+        help=f"image folders: follow symbolic links that point out of --data-dir (default: "
+        f"{defaults or 'skipped, and counted in a warning'})",
+    )
     add_pixel_flag(group, defaults)
 
 
 def add_pixel_flag(group: argparse._ActionsContainer, defaults: str = "") -> None:
-    group.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
-                       help=f"refuse images of more than N pixels, from their header, before decoding "
-                       f"(default: {defaults or f'{DEFAULT_MAX_PIXELS:,}, as PIL'}; 0: no limit)")
+    group.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"refuse images of more than N pixels, from their header, before decoding "
+        f"(default: {defaults or f'{DEFAULT_MAX_PIXELS:,}, as PIL'}; 0: no limit)",
+    )
 
 
 def input_options(args: argparse.Namespace) -> dict[str, object]:
     """The input flags given (the others stay None: the default, or the run's)."""
     if args.max_image_pixels is not None and args.max_image_pixels < 0:
         raise ConfigError(f"--max-image-pixels must be >= 0 (0: no limit), got {args.max_image_pixels}")
-    return {key: getattr(args, key, None) for key in
-            ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")}
+    return {
+        key: getattr(args, key, None)
+        for key in ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")
+    }
 
 
-def check_output_file(path: str | os.PathLike, flag: str,
-                      reads: Sequence[str | os.PathLike | None] = ()) -> Path:
+def check_output_file(
+    path: str | os.PathLike, flag: str, reads: Sequence[str | os.PathLike | None] = ()
+) -> Path:
     """Before any work: ``runs.check_output``, the one check of every output path."""
     return check_output(path, flag, reads=reads)
 

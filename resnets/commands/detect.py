@@ -152,8 +152,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add_checkpoint(p)
     p.add_argument("--data-dir", help="default: the run's")
     p.add_argument("--split", help="default: the run's validation split")
-    p.add_argument("--eval-subset", "--subset", dest="subset", type=int, metavar="N",
-                   help="the first N images (train's --eval-subset)")
+    p.add_argument(
+        "--eval-subset",
+        "--subset",
+        dest="subset",
+        type=int,
+        metavar="N",
+        help="the first N images (train's --eval-subset)",
+    )
     p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--device")
     p.add_argument("--strict-data", action="store_true")

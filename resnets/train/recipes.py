@@ -22,6 +22,7 @@ from ..errors import ConfigError, unknown_name
 
 # --- type checking -------------------------------------------------------------------------------
 
+
 def parse_literal(value: str) -> Any:
     """A --set value as Python would read it: int, float, bool, None, or the string itself."""
     lowered = value.lower()
@@ -76,7 +77,7 @@ def convert(text: str, tp: Any, key: str = "value") -> Any:
         except json.JSONDecodeError:
             value = None
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} expects a JSON object such as '{{\"shortcut\": \"B\"}}', got {text!r}")
+            raise ConfigError(f'{key} expects a JSON object such as \'{{"shortcut": "B"}}\', got {text!r}')
         return value
     value = parse_literal(text)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -231,15 +232,26 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_types(self)
-        problems = [f"{f.name} must be a finite number, got {getattr(self, f.name)}"
-                    for f in dataclasses.fields(self)
-                    if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
+        problems = [
+            f"{f.name} must be a finite number, got {getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))
+        ]
         if self.epochs < 1:
             problems.append("epochs must be >= 1")
         if self.iterations is not None and self.iterations < 1:
             problems.append("iterations must be >= 1")
-        for name in ("batch_size", "eval_batch_size", "eval_every", "warmup_until_error_min_depth",
-                     "image_size", "train_crop_size", "eval_resize", "grad_accum_steps", "ema_every"):
+        for name in (
+            "batch_size",
+            "eval_batch_size",
+            "eval_every",
+            "warmup_until_error_min_depth",
+            "image_size",
+            "train_crop_size",
+            "eval_resize",
+            "grad_accum_steps",
+            "ema_every",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1")
@@ -259,8 +271,10 @@ class Recipe:
                 problems.append(f"{name} must be >= 0 (0: off)")
         if self.drop_path is not None and not 0 <= self.drop_path < 1:
             problems.append("drop_path must be in [0, 1)")
-        if self.drop_path is not None and self.model_kwargs.get("drop_path_rate",
-                                                                self.drop_path) != self.drop_path:
+        if (
+            self.drop_path is not None
+            and self.model_kwargs.get("drop_path_rate", self.drop_path) != self.drop_path
+        ):
             problems.append("drop_path and model_kwargs' drop_path_rate disagree; set one of them")
         if self.bce_target_thresh is not None and not 0 <= self.bce_target_thresh < 1:
             problems.append("bce_target_thresh must be in [0, 1)")
@@ -269,8 +283,10 @@ class Recipe:
         if self.clip_grad is not None and not self.clip_grad > 0:
             problems.append("clip_grad must be > 0 (or None: no clipping)")
         if self.batch_size % self.grad_accum_steps:
-            problems.append(f"batch_size {self.batch_size} does not divide into grad_accum_steps "
-                            f"{self.grad_accum_steps} micro-batches")
+            problems.append(
+                f"batch_size {self.batch_size} does not divide into grad_accum_steps "
+                f"{self.grad_accum_steps} micro-batches"
+            )
         try:
             auto_augment(self.auto_augment)
         except ConfigError as exc:
@@ -282,8 +298,9 @@ class Recipe:
         if self.nesterov and (self.momentum == 0 or self.optimizer != "sgd"):
             problems.append("nesterov needs optimizer 'sgd' with momentum > 0")
         if self.final_test_only and not self.val_split:
-            problems.append("final_test_only needs a validation split (val_split > 0) to evaluate "
-                            "the epochs on")
+            problems.append(
+                "final_test_only needs a validation split (val_split > 0) to evaluate the epochs on"
+            )
         if list(self.milestones) != sorted(self.milestones):
             problems.append(f"milestones must increase, got {list(self.milestones)}")
         for name in ("train_subset", "test_subset"):
@@ -317,26 +334,55 @@ PAPER_CIFAR = Recipe(
     # He et al. 2015, Sec. 4.2: SGD, batch 128, weight decay 1e-4, momentum 0.9, lr 0.1 divided by
     # 10 at 32k and 48k iterations, stop at 64k, 45k/5k train/val split, 4-pixel pad + 32x32 crop +
     # flip; lr 0.01 until training error < 80% (~400 iterations) for 110+ layers, then 0.1.
-    name="paper-cifar", model="resnet20", dataset="cifar10", iterations=64_000, epochs=182,
-    batch_size=128, val_split=5000, normalization="per_pixel", lr=0.1, momentum=0.9, weight_decay=1e-4,
-    schedule="step", schedule_unit="iteration", milestones=(32_000, 48_000), gamma=0.1,
-    warmup_until_error=0.8, warmup_until_error_factor=0.1, warmup_until_error_min_depth=110,
+    name="paper-cifar",
+    model="resnet20",
+    dataset="cifar10",
+    iterations=64_000,
+    epochs=182,
+    batch_size=128,
+    val_split=5000,
+    normalization="per_pixel",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="step",
+    schedule_unit="iteration",
+    milestones=(32_000, 48_000),
+    gamma=0.1,
+    warmup_until_error=0.8,
+    warmup_until_error_factor=0.1,
+    warmup_until_error_min_depth=110,
 )
 
 PAPER_IMAGENET = Recipe(
     # Sec. 3.4: SGD, batch 256, lr 0.1 divided by 10 when the error plateaus, weight decay 1e-4,
     # momentum 0.9, up to 60e4 iterations (~120 epochs; 90 is the common budget), no dropout,
     # scale augmentation, 224 crop, flip, per-pixel mean subtraction, PCA colour lighting.
-    name="paper-imagenet", model="resnet50", dataset="imagenet", epochs=90, batch_size=256,
-    normalization="per_pixel", train_transform="paper",
-    eval_batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="plateau", gamma=0.1,
-    plateau_patience=5, val_split=10_000,
+    name="paper-imagenet",
+    model="resnet50",
+    dataset="imagenet",
+    epochs=90,
+    batch_size=256,
+    normalization="per_pixel",
+    train_transform="paper",
+    eval_batch_size=256,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="plateau",
+    gamma=0.1,
+    plateau_patience=5,
+    val_split=10_000,
 )
 
 PAPER_IMAGENET_STEP = dataclasses.replace(
     # The fixed variant everybody uses (torchvision's reference recipe): /10 every 30 epochs, 90 epochs.
-    PAPER_IMAGENET, name="paper-imagenet-step", schedule="step", schedule_unit="epoch",
-    milestones=(30, 60), val_split=0,
+    PAPER_IMAGENET,
+    name="paper-imagenet-step",
+    schedule="step",
+    schedule_unit="epoch",
+    milestones=(30, 60),
+    val_split=0,
 )
 
 PREACT_CIFAR = dataclasses.replace(
@@ -344,22 +390,42 @@ PREACT_CIFAR = dataclasses.replace(
     # at 32k and 48k, stop at 64k, batch 128, wd 1e-4, momentum 0.9) but "for all CIFAR experiments
     # we warm up ... using a smaller learning rate of 0.01 at the beginning 400 iterations".
     # The authors' Torch code normalises per channel (mean and std).
-    PAPER_CIFAR, name="preact-cifar", model="preact_resnet164", val_split=0, normalization="per_channel",
-    warmup=400, warmup_shape="constant", warmup_start_factor=0.1, warmup_until_error=None,
+    PAPER_CIFAR,
+    name="preact-cifar",
+    model="preact_resnet164",
+    val_split=0,
+    normalization="per_channel",
+    warmup=400,
+    warmup_shape="constant",
+    warmup_start_factor=0.1,
+    warmup_until_error=None,
 )
 
 WRN = Recipe(
     # Zagoruyko and Komodakis 2016, Sec. 3: SGD with Nesterov momentum 0.9, lr 0.1, weight decay
     # 5e-4, lr x0.2 at epochs 60, 120, 160 of 200, batch 128, standard CIFAR augmentation.
-    name="wrn", model="wrn28_10", dataset="cifar10", epochs=200, batch_size=128, lr=0.1,
-    momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="step", schedule_unit="epoch",
-    milestones=(60, 120, 160), gamma=0.2, normalization="per_channel",
+    name="wrn",
+    model="wrn28_10",
+    dataset="cifar10",
+    epochs=200,
+    batch_size=128,
+    lr=0.1,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    schedule="step",
+    schedule_unit="epoch",
+    milestones=(60, 120, 160),
+    gamma=0.2,
+    normalization="per_channel",
 )
 
 FAST_CPU = Recipe(
     # Time-to-accuracy on a 2-core CPU: resnet20 on Fashion-MNIST to >= 92% test accuracy in under
     # 10 minutes (why each value, with its measurements: docs/training.md, "The fast-cpu recipe").
-    name="fast-cpu", model="resnet20", dataset="fashion-mnist",
+    name="fast-cpu",
+    model="resnet20",
+    dataset="fashion-mnist",
     # Few epochs, so that per-epoch evaluation fits in the budget.
     epochs=5,
     # A larger batch keeps both cores busy (larger conv kernels run more efficiently) while still
@@ -370,14 +436,23 @@ FAST_CPU = Recipe(
     val_split=0,
     # Flip only, no translation: a short schedule needs little regularisation, and flipping
     # clothes keeps the class (airbench: flip is the augmentation worth having on short runs).
-    crop_padding=0, hflip=True,
+    crop_padding=0,
+    hflip=True,
     # Nesterov SGD with a one-cycle (linear up, linear down to 0) schedule: the "super-convergence"
     # recipe of Smith & Topin 2017, used by Page's "How to train your ResNet" (DAWNBench) and
     # airbench; a higher peak lr than the paper's 0.1 since the run is short.
-    optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, schedule="onecycle",
-    schedule_unit="epoch", warmup=1.0, warmup_start_factor=0.1, final_lr_factor=0.0,
+    optimizer="sgd",
+    lr=0.2,
+    momentum=0.9,
+    nesterov=True,
+    schedule="onecycle",
+    schedule_unit="epoch",
+    warmup=1.0,
+    warmup_start_factor=0.1,
+    final_lr_factor=0.0,
     # Page used 5e-4 for short runs: stronger decay helps when there are few epochs.
-    weight_decay=5e-4, norm_weight_decay=0.0,
+    weight_decay=5e-4,
+    norm_weight_decay=0.0,
     # Label smoothing 0.1 (Szegedy et al. 2016; airbench uses 0.2): better calibrated and more
     # accurate after few epochs.
     label_smoothing=0.1,
@@ -386,7 +461,8 @@ FAST_CPU = Recipe(
     # channels_last: oneDNN's preferred layout for convolutions on CPU.
     # amp "auto": bfloat16 autocast only where the device has bfloat16 arithmetic (AVX512-BF16 or AMX
     # CPUs, recent GPUs); where it is emulated (Ice Lake) it is slower than float32.
-    channels_last=True, amp="auto",
+    channels_last=True,
+    amp="auto",
 )
 
 # --- modern recipes (docs/training.md, "Modern training") ----------------------------------------
@@ -400,16 +476,40 @@ TORCHVISION_V2 = Recipe(
     # of the two per batch: RandomChoice), TrivialAugmentWide, random erasing 0.1 (torchvision's
     # RandomErasing fills with 0 after normalisation), repeated augmentation x4 (--ra-reps 4),
     # train crop 176 / eval resize 232 and crop 224 (FixRes), EMA.
-    name="torchvision-v2", model="resnet50", dataset="imagenet", epochs=600, batch_size=1024,
-    train_transform="rrc", image_size=224, train_crop_size=176, eval_resize=232,
-    optimizer="sgd", lr=0.5, momentum=0.9, weight_decay=2e-5, norm_weight_decay=0.0, label_smoothing=0.1,
-    schedule="cosine", schedule_unit="epoch", warmup=5, warmup_start_factor=0.01, final_lr_factor=0.0,
-    mixup=0.2, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, auto_augment="ta_wide", reprob=0.1,
-    remode="const", aug_repeats=4,
+    name="torchvision-v2",
+    model="resnet50",
+    dataset="imagenet",
+    epochs=600,
+    batch_size=1024,
+    train_transform="rrc",
+    image_size=224,
+    train_crop_size=176,
+    eval_resize=232,
+    optimizer="sgd",
+    lr=0.5,
+    momentum=0.9,
+    weight_decay=2e-5,
+    norm_weight_decay=0.0,
+    label_smoothing=0.1,
+    schedule="cosine",
+    schedule_unit="epoch",
+    warmup=5,
+    warmup_start_factor=0.01,
+    final_lr_factor=0.0,
+    mixup=0.2,
+    cutmix=1.0,
+    mixup_prob=1.0,
+    mixup_switch_prob=0.5,
+    auto_augment="ta_wide",
+    reprob=0.1,
+    remode="const",
+    aug_repeats=4,
     # --model-ema-steps 32 --model-ema-decay 0.99998, which torchvision rescales by world size x batch x
     # steps / epochs = 8 x 128 x 32 / 600: 1 - 2e-5 x 54.6 = 0.998908 every 32 steps. (torchvision also
     # restarts the average after the warm-up; we do not.)
-    ema=True, ema_every=32, ema_decay=0.998908,
+    ema=True,
+    ema_every=32,
+    ema_decay=0.998908,
 )
 
 
@@ -421,26 +521,68 @@ def _rsb(name: str, **values: Any) -> Recipe:
     # half and half, RandomResizedCrop and flip, test crop ratio 0.95 (resize 235 for a 224 crop),
     # mixed precision, no EMA, no random erasing.
     base = Recipe(
-        name=name, model="resnet50", dataset="imagenet", batch_size=2048, optimizer="lamb",
-        norm_weight_decay=0.0, schedule="cosine", schedule_unit="epoch", warmup=5,
-        warmup_start_factor=0.02, final_lr_factor=2e-4, bce_loss=True, bce_target_thresh=0.2,
-        cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, train_transform="rrc", image_size=224,
-        eval_resize=235, amp=True, label_smoothing=0.0,
+        name=name,
+        model="resnet50",
+        dataset="imagenet",
+        batch_size=2048,
+        optimizer="lamb",
+        norm_weight_decay=0.0,
+        schedule="cosine",
+        schedule_unit="epoch",
+        warmup=5,
+        warmup_start_factor=0.02,
+        final_lr_factor=2e-4,
+        bce_loss=True,
+        bce_target_thresh=0.2,
+        cutmix=1.0,
+        mixup_prob=1.0,
+        mixup_switch_prob=0.5,
+        train_transform="rrc",
+        image_size=224,
+        eval_resize=235,
+        amp=True,
+        label_smoothing=0.0,
     )
     return dataclasses.replace(base, **values)
 
 
 # A1: 600 epochs, lr 5e-3 (warm-up from 1e-4: factor 0.02, cosine to 1e-6), weight decay 0.01, label
 # smoothing 0.1, stochastic depth 0.05, repeated augmentation x3, rand-m7-mstd0.5-inc1, mixup 0.2: 80.4%
-RSB_A1 = _rsb("rsb-a1", epochs=600, lr=5e-3, weight_decay=0.01, label_smoothing=0.1, drop_path=0.05,
-              aug_repeats=3, auto_augment="rand-m7-mstd0.5-inc1", mixup=0.2)
+RSB_A1 = _rsb(
+    "rsb-a1",
+    epochs=600,
+    lr=5e-3,
+    weight_decay=0.01,
+    label_smoothing=0.1,
+    drop_path=0.05,
+    aug_repeats=3,
+    auto_augment="rand-m7-mstd0.5-inc1",
+    mixup=0.2,
+)
 # A2: 300 epochs, weight decay 0.02, no label smoothing, otherwise A1's with mixup 0.1: 79.8%
-RSB_A2 = _rsb("rsb-a2", epochs=300, lr=5e-3, weight_decay=0.02, drop_path=0.05, aug_repeats=3,
-              auto_augment="rand-m7-mstd0.5-inc1", mixup=0.1)
+RSB_A2 = _rsb(
+    "rsb-a2",
+    epochs=300,
+    lr=5e-3,
+    weight_decay=0.02,
+    drop_path=0.05,
+    aug_repeats=3,
+    auto_augment="rand-m7-mstd0.5-inc1",
+    mixup=0.1,
+)
 # A3: 100 epochs at 160 px (tested at 224), lr 8e-3 (warm-up from 1e-4: 0.0125), no stochastic depth, no
 # repeated augmentation, rand-m6-mstd0.5-inc1, mixup 0.1: 78.1%
-RSB_A3 = _rsb("rsb-a3", epochs=100, lr=8e-3, warmup_start_factor=0.0125, final_lr_factor=1.25e-4,
-              weight_decay=0.02, train_crop_size=160, auto_augment="rand-m6-mstd0.5-inc1", mixup=0.1)
+RSB_A3 = _rsb(
+    "rsb-a3",
+    epochs=100,
+    lr=8e-3,
+    warmup_start_factor=0.0125,
+    final_lr_factor=1.25e-4,
+    weight_decay=0.02,
+    train_crop_size=160,
+    auto_augment="rand-m6-mstd0.5-inc1",
+    mixup=0.1,
+)
 
 BAG_OF_TRICKS = Recipe(
     # He et al. 2019, "Bag of tricks for image classification with convolutional neural networks":
@@ -451,16 +593,34 @@ BAG_OF_TRICKS = Recipe(
     # jitter and PCA noise, which this recipe does not). The paper trained in FP16 on V100s; "auto"
     # takes bfloat16 where the device has it (no loss scaling needed). Top-1 79.29% (Table 6, no
     # distillation 79.15% at 120 epochs without mixup).
-    name="bag-of-tricks", model="resnet50d", model_kwargs={"zero_init_last": True}, dataset="imagenet",
-    epochs=200, batch_size=1024, lr=0.4, momentum=0.9, weight_decay=1e-4, norm_weight_decay=0.0,
-    schedule="cosine", schedule_unit="epoch", warmup=5, warmup_start_factor=0.0, final_lr_factor=0.0,
-    label_smoothing=0.1, mixup=0.2, train_transform="rrc", amp="auto",
+    name="bag-of-tricks",
+    model="resnet50d",
+    model_kwargs={"zero_init_last": True},
+    dataset="imagenet",
+    epochs=200,
+    batch_size=1024,
+    lr=0.4,
+    momentum=0.9,
+    weight_decay=1e-4,
+    norm_weight_decay=0.0,
+    schedule="cosine",
+    schedule_unit="epoch",
+    warmup=5,
+    warmup_start_factor=0.0,
+    final_lr_factor=0.0,
+    label_smoothing=0.1,
+    mixup=0.2,
+    train_transform="rrc",
+    amp="auto",
 )
 
 FASHION_LONG = dataclasses.replace(
     # fast-cpu on a 16-epoch one-cycle, with the 2-pixel translation it then has room for: 94.29% in
     # 10m39s on 2026-12-01 (docs/training.md), formerly `--set epochs=16 --set crop_padding=2`.
-    FAST_CPU, name="fashion-long", epochs=16, crop_padding=2,
+    FAST_CPU,
+    name="fashion-long",
+    epochs=16,
+    crop_padding=2,
 )
 
 FASHION_BEST = dataclasses.replace(
@@ -469,7 +629,11 @@ FASHION_BEST = dataclasses.replace(
     # fashion-long's one-cycle on 38 epochs (what fits 30 minutes at ~1,450-1,650 images/s), with
     # random erasing (Zhong et al. 2017 measured its gain on Fashion-MNIST), evaluated every 4 epochs
     # and at the end to leave the time to training; the last epoch's weights are the result.
-    FASHION_LONG, name="fashion-best", epochs=38, reprob=0.25, eval_every=4,
+    FASHION_LONG,
+    name="fashion-best",
+    epochs=38,
+    reprob=0.25,
+    eval_every=4,
 )
 
 REPRODUCE_CPU = dataclasses.replace(
@@ -480,14 +644,34 @@ REPRODUCE_CPU = dataclasses.replace(
     # split, which every epoch is evaluated on; the test set is read once, after the last epoch. Weight
     # decay on every weight, BN scales included, as in the papers (He et al. 2015, Sec. 3.4 and 4.2),
     # since Fig. 7's responses are BN outputs. No test-time augmentation: the papers test single views.
-    FAST_CPU, name="reproduce-cpu", epochs=4, val_split=5000, split_seed=0, final_test_only=True,
-    norm_weight_decay=None, tta="none",
+    FAST_CPU,
+    name="reproduce-cpu",
+    epochs=4,
+    val_split=5000,
+    split_seed=0,
+    final_test_only=True,
+    norm_weight_decay=None,
+    tta="none",
 )
 
 RECIPES: dict[str, Recipe] = {
-    r.name: r for r in (PAPER_CIFAR, PAPER_IMAGENET, PAPER_IMAGENET_STEP, PREACT_CIFAR, WRN, FAST_CPU,
-                        TORCHVISION_V2, RSB_A1, RSB_A2, RSB_A3, BAG_OF_TRICKS, FASHION_LONG, FASHION_BEST,
-                        REPRODUCE_CPU)
+    r.name: r
+    for r in (
+        PAPER_CIFAR,
+        PAPER_IMAGENET,
+        PAPER_IMAGENET_STEP,
+        PREACT_CIFAR,
+        WRN,
+        FAST_CPU,
+        TORCHVISION_V2,
+        RSB_A1,
+        RSB_A2,
+        RSB_A3,
+        BAG_OF_TRICKS,
+        FASHION_LONG,
+        FASHION_BEST,
+        REPRODUCE_CPU,
+    )
 }
 DEFAULT_RECIPE = "fast-cpu"
 
@@ -512,6 +696,7 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
 
 
 # --- run options (do not change the result) ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RunOptions:
