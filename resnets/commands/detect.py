@@ -27,15 +27,13 @@ from ..detection.recipes import (
     DEFAULT_DETECTION_RECIPE,
     DETECTION_RECIPES,
     DetectionConfig,
-    apply_detection_overrides,
-    get_detection_recipe,
 )
 from ..detection.synthetic import SyntheticSpec, make_fashion_detection
 from ..detection.train import train_detector
 from ..errors import ConfigError, ResnetsError, unknown_name
 from ..runs import load_for_resume, run_folder_of
 from ..runtime import select_device
-from ..train.recipes import RunOptions, convert
+from ..train.recipes import RunOptions, apply_overrides, convert, get_recipe
 from ..train.state import check_resume_entries
 from ._common import check_output_file, parse_set_args
 
@@ -237,9 +235,9 @@ def build_config(args: argparse.Namespace) -> DetectionConfig:
     """The recipe (or the resumed run's), then the flags, then --set."""
     sets = parse_set_args(args.set_items)
     run_fields = {f.name for f in dataclasses.fields(RunOptions)}
-    recipe_fields = set(typing.get_type_hints(type(get_detection_recipe(DEFAULT_DETECTION_RECIPE)))) - {
-        "name"
-    }
+    recipe_fields = set(
+        typing.get_type_hints(type(get_recipe(DEFAULT_DETECTION_RECIPE, DETECTION_RECIPES)))
+    ) - {"name"}
     run_values = {RUN_FLAGS[d]: getattr(args, d) for d in RUN_FLAGS if getattr(args, d) is not None}
     recipe_sets = {}
     for key, value in sets.items():
@@ -253,7 +251,7 @@ def build_config(args: argparse.Namespace) -> DetectionConfig:
         path, ckpt = load_for_resume(args.resume, log=lambda m: None)
         check_resume_entries(ckpt, path)
         base = DetectionConfig.from_dict(ckpt["config"])
-        recipe = get_detection_recipe(args.recipe) if args.recipe else base.recipe
+        recipe = get_recipe(args.recipe, DETECTION_RECIPES) if args.recipe else base.recipe
         run_values = {
             **dataclasses.asdict(base.run),
             "init_weights": None,
@@ -263,13 +261,13 @@ def build_config(args: argparse.Namespace) -> DetectionConfig:
         if args.output is None:
             run_values["output"] = str(run_folder_of(args.resume))
     else:
-        recipe = get_detection_recipe(args.recipe or DEFAULT_DETECTION_RECIPE)
+        recipe = get_recipe(args.recipe or DEFAULT_DETECTION_RECIPE, DETECTION_RECIPES)
     flags = {
         field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items() if getattr(args, dest) is not None
     }
     if str(flags.get("eval_split", "")).lower() == "none":
         flags["eval_split"] = None
-    recipe = apply_detection_overrides(apply_detection_overrides(recipe, flags), recipe_sets)
+    recipe = apply_overrides(apply_overrides(recipe, flags), recipe_sets)
     return DetectionConfig(recipe=recipe, run=RunOptions(**run_values))
 
 

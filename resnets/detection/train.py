@@ -62,7 +62,7 @@ from .evaluate import evaluate_detector
 from .loader import DetectionLoader
 from .models import build_detector, detector_from_spec
 from .plots import detection_curves
-from .recipes import DetectionConfig, DetectionRecipe, schedule_recipe
+from .recipes import DetectionConfig, DetectionRecipe
 
 LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 DETECTION_COLUMNS = [
@@ -283,9 +283,8 @@ def _train(
         )
     total_steps = recipe.iterations or recipe.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
-    shared = schedule_recipe(recipe)
-    optimizer = build_optimizer(detector, shared, device)
-    schedule = LRSchedule(optimizer, shared, steps_per_epoch, total_steps)
+    optimizer = build_optimizer(detector, recipe, device)
+    schedule = LRSchedule(optimizer, recipe, steps_per_epoch, total_steps)
     amp_dtype = autocast_dtype(recipe.amp, recipe.amp_dtype, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16 and device.type == "cuda")
     training = Training(detector, optimizer, schedule, scaler, None)

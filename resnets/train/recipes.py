@@ -1,7 +1,8 @@
 """Training recipes: the papers' setups as frozen dataclasses, plus a fast CPU recipe.
 
 A ``Recipe`` holds everything that changes the trained weights (model, data, optimiser,
-schedule, precision, seed). ``RunOptions`` holds where and how a run happens (output folder,
+schedule, precision, seed); its optimiser and schedule fields are ``Optimization``'s, which the
+detection recipes share. ``RunOptions`` holds where and how a run happens (output folder,
 device, resume, logging), which must not change the result. Every recipe field can be set
 from the command line (``--epochs 3`` or ``--set epochs=3``); values are checked against the
 field's type and unknown keys are rejected with the closest names.
@@ -14,8 +15,9 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar
 
 from ..data.policies import auto_augment
 from ..errors import ConfigError, unknown_name
@@ -40,13 +42,20 @@ def parse_literal(value: str) -> Any:
     return value
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's fields and their types (annotations resolved; class variables left out)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _holds_tuple(tp: Any) -> bool:
+    """Whether a value of type ``tp`` may be a tuple (``tuple[int, ...]``, ``tuple[float, ...] | None``)."""
+    return typing.get_origin(tp) is tuple or any(_holds_tuple(a) for a in typing.get_args(tp))
 
 
 def check_types(obj: Any) -> None:
     """Raise ConfigError if a dataclass field holds a value of the wrong type."""
-    for name, tp in _field_types(type(obj)).items():
+    for name, tp in field_types(type(obj)).items():
         value = getattr(obj, name)
         if not _matches(value, tp):
             raise ConfigError(f"{name}={value!r} is not {_describe(tp)}")
@@ -130,22 +139,114 @@ Schedule = Literal["step", "plateau", "onecycle", "cosine", "constant"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
+class ErrorWarmup(NamedTuple):
+    """He et al. 2015, Sec. 4.2: for nets of ``min_depth`` layers or more, the lr is ``factor`` x lr until
+    the training error falls below ``threshold`` (a fraction)."""
+
+    threshold: float
+    factor: float
+    min_depth: int
+
+
 @dataclass(frozen=True)
-class Recipe:
-    """One training setup. Defaults are plain SGD values; the named recipes below set the rest."""
+class Optimization:
+    """What every recipe family shares: the training length, the batch, the optimiser, the learning-rate
+    schedule and the seed, with their checks. ``train.build.build_optimizer`` and
+    ``train.schedule.LRSchedule`` take it; ``Recipe`` (classifiers) and ``detection.recipes.DetectionRecipe``
+    derive from it, each adding its own fields, defaults and checks (``problems``). Defaults are plain SGD
+    values."""
+
+    KIND: ClassVar[str] = "recipe"  # how the error messages name this family
 
     name: str = "custom"
+
+    # length: ``iterations`` wins when set (the CIFAR paper counts iterations, Sec. 4.2)
+    epochs: int = 90
+    iterations: int | None = None
+    batch_size: int = 128  # global batch: divided between the processes of a distributed run
+
+    # optimiser
+    optimizer: Literal["sgd", "adamw", "lamb"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    # None: same as weight_decay. 0 excludes BN weights and all biases from decay (Goyal et al. 2017).
+    norm_weight_decay: float | None = None
+
+    # learning-rate schedule, evaluated every iteration so iteration-based schedules work in an epoch loop
+    schedule: Schedule = "step"
+    schedule_unit: Literal["epoch", "iteration"] = "epoch"  # unit of milestones and warmup
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    plateau_patience: int = 5  # epochs without improvement of the validation error before lr /= 10
+    warmup: float = 0.0  # length of the warm-up, in schedule_unit
+    warmup_shape: Literal["linear", "constant"] = "linear"  # linear: from lr * warmup_start_factor to lr
+    warmup_start_factor: float = 0.1
+    final_lr_factor: float = 0.0  # onecycle/cosine end at lr * final_lr_factor
+
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        problems = self.problems()
+        if problems:
+            raise ConfigError(f"{self.KIND} {self.name!r}: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with the settings (empty: nothing); a subclass adds its own fields' problems."""
+        problems = [
+            f"{f.name} must be a finite number, got {getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))
+        ]
+        for name in ("epochs", "iterations", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be >= 1")
+        if not self.lr > 0:
+            problems.append("lr must be > 0")
+        for name in ("weight_decay", "momentum", "warmup", "final_lr_factor"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0")
+        if self.nesterov and (self.momentum == 0 or self.optimizer != "sgd"):
+            problems.append("nesterov needs optimizer 'sgd' with momentum > 0")
+        if list(self.milestones) != sorted(self.milestones):
+            problems.append(f"milestones must increase, got {list(self.milestones)}")
+        return problems
+
+    @property
+    def error_warmup(self) -> ErrorWarmup | None:
+        """The warm-up until the training error is low enough (``Recipe``'s ``warmup_until_error``); None
+        where the family has none."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON types (tuples as lists): what config.json and checkpoints hold."""
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The recipe of ``to_dict``'s output (JSON's lists back to the tuples of tuple fields)."""
+        types = field_types(cls)
+        return cls(
+            **{
+                k: tuple(v) if isinstance(v, list) and _holds_tuple(types.get(k)) else v
+                for k, v in data.items()
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Recipe(Optimization):
+    """One classifier's training setup; the named recipes below set the values."""
+
     model: str = "resnet20"
     dataset: str = "fashion-mnist"
     # model options passed to create_model (e.g. {"shortcut": "B"}); --set model_kwargs='{"k": v}'
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
-    # length: ``iterations`` wins when set (the CIFAR paper counts iterations, Sec. 4.2)
-    epochs: int = 90
-    iterations: int | None = None
-
     # data
-    batch_size: int = 128  # global batch: divided between the processes of a distributed run
     eval_batch_size: int = 512
     val_split: int = 0  # images held out of the training set for validation
     # seed of the validation split and the subsets (None: ``seed``): fixed, runs of several seeds share
@@ -177,27 +278,8 @@ class Recipe:
     clip_grad: float | None = None  # clip the gradient's global norm (or each value) to this
     clip_mode: Literal["norm", "value"] = "norm"
     grad_accum_steps: int = 1  # micro-batches per update: batch_size / this images per forward
-
-    # optimiser
-    optimizer: Literal["sgd", "adamw", "lamb"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    # None: same as weight_decay. 0 excludes BN weights and all biases from decay (Goyal et al. 2017).
-    norm_weight_decay: float | None = None
     label_smoothing: float = 0.0
 
-    # learning-rate schedule, evaluated every iteration so iteration-based schedules work in an epoch loop
-    schedule: Schedule = "step"
-    schedule_unit: Literal["epoch", "iteration"] = "epoch"  # unit of milestones and warmup
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    plateau_patience: int = 5  # epochs without improvement of the validation error before lr /= 10
-    warmup: float = 0.0  # length of the warm-up, in schedule_unit
-    warmup_shape: Literal["linear", "constant"] = "linear"  # linear: from lr * warmup_start_factor to lr
-    warmup_start_factor: float = 0.1
-    final_lr_factor: float = 0.0  # onecycle/cosine end at lr * final_lr_factor
     # Sec. 4.2: "for 110 layers we use 0.01 to warm up until the training error is below 80%"
     warmup_until_error: float | None = None  # fraction, e.g. 0.8
     warmup_until_error_factor: float = 0.1
@@ -227,22 +309,11 @@ class Recipe:
     compile_mode: CompileMode = "default"
     sync_bn: bool = False  # SyncBatchNorm in distributed runs
 
-    seed: int = 0
     deterministic: bool = False
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        problems = [
-            f"{f.name} must be a finite number, got {getattr(self, f.name)}"
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))
-        ]
-        if self.epochs < 1:
-            problems.append("epochs must be >= 1")
-        if self.iterations is not None and self.iterations < 1:
-            problems.append("iterations must be >= 1")
+    def problems(self) -> list[str]:
+        problems = super().problems()
         for name in (
-            "batch_size",
             "eval_batch_size",
             "eval_every",
             "warmup_until_error_min_depth",
@@ -255,9 +326,7 @@ class Recipe:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1")
-        if not self.lr > 0:
-            problems.append("lr must be > 0")
-        for name in ("weight_decay", "momentum", "val_split", "warmup", "final_lr_factor", "crop_padding"):
+        for name in ("val_split", "crop_padding"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} must be >= 0")
@@ -295,20 +364,23 @@ class Recipe:
             problems.append("ema_decay must be in (0, 1)")
         if self.compile_mode != "default" and not self.compile:
             problems.append(f"compile_mode {self.compile_mode!r} needs compile=True (--compile)")
-        if self.nesterov and (self.momentum == 0 or self.optimizer != "sgd"):
-            problems.append("nesterov needs optimizer 'sgd' with momentum > 0")
         if self.final_test_only and not self.val_split:
             problems.append(
                 "final_test_only needs a validation split (val_split > 0) to evaluate the epochs on"
             )
-        if list(self.milestones) != sorted(self.milestones):
-            problems.append(f"milestones must increase, got {list(self.milestones)}")
         for name in ("train_subset", "test_subset"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1 (or None for the whole set)")
-        if problems:
-            raise ConfigError(f"recipe {self.name!r}: " + "; ".join(problems))
+        return problems
+
+    @property
+    def error_warmup(self) -> ErrorWarmup | None:
+        if self.warmup_until_error is None:
+            return None
+        return ErrorWarmup(
+            self.warmup_until_error, self.warmup_until_error_factor, self.warmup_until_error_min_depth
+        )
 
     @property
     def model_options(self) -> dict[str, Any]:
@@ -321,11 +393,6 @@ class Recipe:
     def micro_batch_size(self) -> int:
         """Images per forward pass (all processes together)."""
         return self.batch_size // self.grad_accum_steps
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["milestones"] = list(self.milestones)
-        return out
 
 
 # --- the papers' recipes -------------------------------------------------------------------------
@@ -676,23 +743,29 @@ RECIPES: dict[str, Recipe] = {
 DEFAULT_RECIPE = "fast-cpu"
 
 
-def get_recipe(name: str) -> Recipe:
+Settings = TypeVar("Settings")
+
+
+def get_recipe(name: str, table: Mapping[str, Settings] = RECIPES) -> Settings:
+    """The recipe called ``name`` in ``table`` (the classification recipes unless another family's table
+    is given, such as ``detection.recipes.DETECTION_RECIPES``), or a ConfigError naming the closest."""
     try:
-        return RECIPES[name]
+        return table[name]
     except KeyError:
-        raise unknown_name("recipe", name, RECIPES) from None
+        raise unknown_name("recipe", name, table) from None
 
 
-def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    """A copy of ``recipe`` with ``overrides`` (strings as from --set, or typed values) applied."""
-    hints = _field_types(Recipe)
+def apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """A copy of ``settings`` (a recipe of either family, or ``RunOptions``) with ``overrides`` applied:
+    strings (as from --set) are parsed by the field's type, other values are taken as they are."""
+    types = {key: tp for key, tp in field_types(type(settings)).items() if key != "name"}
     values = {}
     for key, value in overrides.items():
         key = key.replace("-", "_")
-        if key not in hints or key == "name":
-            raise unknown_name("recipe field", key, [k for k in hints if k != "name"])
-        values[key] = convert(value, hints[key], key) if isinstance(value, str) else value
-    return dataclasses.replace(recipe, **values)
+        if key not in types:
+            raise unknown_name(f"{settings.KIND} field", key, types)
+        values[key] = convert(value, types[key], key) if isinstance(value, str) else value
+    return dataclasses.replace(settings, **values)
 
 
 # --- run options (do not change the result) ------------------------------------------------------
@@ -700,6 +773,8 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
 
 @dataclass(frozen=True)
 class RunOptions:
+    KIND: ClassVar[str] = "run"  # how the error messages name these options
+
     output: str | None = None  # default runs/<time>-<model>-<dataset>
     resume: str | None = None  # a run folder (its newest good checkpoint) or a checkpoint file
     device: str | None = None  # None/"auto": CUDA when present, else CPU
@@ -743,9 +818,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         try:
-            recipe = Recipe(**{**data["recipe"], "milestones": tuple(data["recipe"].get("milestones", ()))})
-            return cls(recipe=recipe, run=RunOptions(**data.get("run", {})))
-        except (KeyError, TypeError) as exc:
+            return cls(recipe=Recipe.from_dict(data["recipe"]), run=RunOptions(**data.get("run", {})))
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"not a resnets training config: {exc}") from None
 
     def to_json(self) -> str:
