@@ -76,12 +76,12 @@ FLAGS = {
 }
 
 COMMAND = TrainingCommand(
-    config=DetectionConfig,
-    recipes=DETECTION_RECIPES,
-    default_recipe=DEFAULT_DETECTION_RECIPE,
-    train=train_detector,
-    groups=FLAGS,
-    set_example="anchor_sizes=16,32,64",
+    DetectionConfig,
+    DETECTION_RECIPES,
+    DEFAULT_DETECTION_RECIPE,
+    train_detector,
+    FLAGS,
+    "anchor_sizes=16,32,64",
 )
 
 

@@ -111,14 +111,7 @@ FLAGS = {
     ),
 }
 
-COMMAND = TrainingCommand(
-    config=TrainConfig,
-    recipes=RECIPES,
-    default_recipe=DEFAULT_RECIPE,
-    train=train,
-    groups=FLAGS,
-    set_example="milestones=30,60",
-)
+COMMAND = TrainingCommand(TrainConfig, RECIPES, DEFAULT_RECIPE, train, FLAGS, set_example="milestones=30,60")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
