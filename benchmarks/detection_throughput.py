@@ -40,10 +40,11 @@ def dataset_root(opts: BenchOptions) -> Path:
 
 
 def bench_recipe(iterations: int, backbone: str):
-    from resnets.detection.recipes import get_detection_recipe
+    from resnets.detection.recipes import DETECTION_RECIPES
+    from resnets.train.recipes import get_recipe
 
     return dataclasses.replace(
-        get_detection_recipe("fashion-cpu"),
+        get_recipe("fashion-cpu", DETECTION_RECIPES),
         backbone=backbone,
         iterations=iterations,
         batch_size=BATCH,

@@ -10,11 +10,11 @@ import torch
 
 from resnets.checkpoints import load_checkpoint
 from resnets.cli import main
-from resnets.detection.recipes import DetectionConfig, get_detection_recipe
+from resnets.detection.recipes import DETECTION_RECIPES, DetectionConfig
 from resnets.detection.synthetic import SyntheticSpec, make_fashion_detection
 from resnets.detection.train import train_detector
 from resnets.train.logging import MetricsLog
-from resnets.train.recipes import RunOptions
+from resnets.train.recipes import RunOptions, get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SPEC = SyntheticSpec(canvas=48, train_images=8, val_images=4, max_items=2, min_scale=14, max_scale=28, seed=1)
@@ -103,7 +103,7 @@ def test_sigterm_in_mid_epoch_resumes_exactly(runs, data, tmp_path, monkeypatch)
 
 
 def test_a_tiny_detector_learns(data, tmp_path):
-    recipe = get_detection_recipe("fashion-cpu")
+    recipe = get_recipe("fashion-cpu", DETECTION_RECIPES)
     recipe = type(recipe)(
         **{
             **recipe.__dict__,

@@ -44,10 +44,18 @@ def test_every_recipe_survives_a_json_round_trip():
 
 
 def test_overrides_are_parsed_by_field_type():
-    r = apply_overrides(get_recipe("wrn"), {
-        "milestones": "10,20", "lr": "1", "iterations": "none", "nesterov": "false",
-        "model_kwargs": '{"shortcut": "B"}', "amp-dtype": "float16", "train_subset": "64",
-    })
+    r = apply_overrides(
+        get_recipe("wrn"),
+        {
+            "milestones": "10,20",
+            "lr": "1",
+            "iterations": "none",
+            "nesterov": "false",
+            "model_kwargs": '{"shortcut": "B"}',
+            "amp-dtype": "float16",
+            "train_subset": "64",
+        },
+    )
     assert r.milestones == (10, 20) and r.lr == 1.0 and isinstance(r.lr, float)
     assert r.iterations is None and r.nesterov is False and r.model_kwargs == {"shortcut": "B"}
     assert r.amp_dtype == "float16" and r.train_subset == 64
@@ -59,17 +67,20 @@ def test_a_literal_choice_named_none_is_the_string_not_none():
     assert apply_overrides(get_recipe("fast-cpu"), {"tta": "flip"}).tta == "flip"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"lrr": "0.1"}, "Did you mean: lr"),
-    ({"epochs": "1.5"}, "epochs='1.5' is not an integer"),
-    ({"amp_dtype": "fp8"}, "one of 'bfloat16', 'float16'"),
-    ({"epochs": "0"}, "epochs must be >= 1"),
-    ({"milestones": "20,10"}, "milestones must increase"),
-    ({"model_kwargs": "shortcut=B"}, "JSON object"),
-    ({"nesterov": True, "momentum": 0.0}, "nesterov needs optimizer 'sgd' with momentum"),
-    ({"optimizer": "adamw"}, "nesterov needs optimizer 'sgd'"),  # fast-cpu uses Nesterov
-    ({"lr": "fast"}, "lr='fast' is not a number"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lrr": "0.1"}, "Did you mean: lr"),
+        ({"epochs": "1.5"}, "epochs='1.5' is not an integer"),
+        ({"amp_dtype": "fp8"}, "one of 'bfloat16', 'float16'"),
+        ({"epochs": "0"}, "epochs must be >= 1"),
+        ({"milestones": "20,10"}, "milestones must increase"),
+        ({"model_kwargs": "shortcut=B"}, "JSON object"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov needs optimizer 'sgd' with momentum"),
+        ({"optimizer": "adamw"}, "nesterov needs optimizer 'sgd'"),  # fast-cpu uses Nesterov
+        ({"lr": "fast"}, "lr='fast' is not a number"),
+    ],
+)
 def test_bad_overrides_raise_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(get_recipe("fast-cpu"), overrides)
@@ -89,16 +100,35 @@ def test_unknown_recipe_names_the_closest():
 
 def _config(argv):
     from resnets.cli import build_parser
-    from resnets.commands.train import build_config
+    from resnets.commands.train import COMMAND
 
-    return build_config(build_parser().parse_args(["train", *argv]))
+    config, _ = COMMAND.resolve(build_parser().parse_args(["train", *argv]))
+    return config
 
 
 def test_command_line_flags_then_set_override_the_recipe():
-    config = _config(["--recipe", "wrn", "--epochs", "3", "--lr", "0.05", "--no-nesterov",
-                      "--batch-size", "64", "--set", "lr=0.02", "--set", "milestones=1,2",
-                      "--output", "out", "--freeze-bn",
-                      "--set", "keep_last=3"])
+    config = _config(
+        [
+            "--recipe",
+            "wrn",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.05",
+            "--no-nesterov",
+            "--batch-size",
+            "64",
+            "--set",
+            "lr=0.02",
+            "--set",
+            "milestones=1,2",
+            "--output",
+            "out",
+            "--freeze-bn",
+            "--set",
+            "keep_last=3",
+        ]
+    )
     r = config.recipe
     assert (r.name, r.epochs, r.lr, r.nesterov) == ("wrn", 3, 0.02, False)
     assert r.batch_size == 64 and r.milestones == (1, 2)
@@ -115,6 +145,93 @@ def test_command_line_rejects_unknown_set_keys_before_any_work():
         _config(["--set", "label_smothing=0.1"])
     with pytest.raises(ConfigError, match="unknown recipe"):
         _config(["--recipe", "fast"])
+
+
+def test_derived_flags_give_the_config_the_hand_written_ones_gave():
+    # timm's aliases, a --no- switch, -b, a Literal's choices, then --set on top
+    config = _config(
+        "--lr 0.05 --sched cosine --opt adamw --no-nesterov -b 64 --aa rand-m9-mstd0.5 "
+        "--set milestones=3,6".split()
+    )
+    assert config.recipe == dataclasses.replace(
+        get_recipe("fast-cpu"),
+        lr=0.05,
+        schedule="cosine",
+        optimizer="adamw",
+        nesterov=False,
+        batch_size=64,
+        auto_augment="rand-m9-mstd0.5",
+        milestones=(3, 6),
+    )
+    assert config.run == RunOptions()
+    # the new spellings are the field's names; a run field's path stays as given; switches; --set reaches runs
+    config = _config(
+        "--optimizer lamb --no-nesterov --auto-augment none --wd 0.01 --smoothing 0.2 --amp --no-hflip "
+        "-o none --strict-data --no-verify-checksums --max-image-pixels 100 --download --set keep_last=3 "
+        "--set lr=0.3".split()
+    )
+    r = config.recipe
+    assert (r.optimizer, r.auto_augment, r.weight_decay, r.label_smoothing) == ("lamb", None, 0.01, 0.2)
+    assert (r.amp, r.hflip, r.lr, r.nesterov) == (True, False, 0.3, False)
+    assert config.run == RunOptions(
+        output="none",
+        strict_data=True,
+        verify_checksums=False,
+        max_image_pixels=100,
+        download=True,
+        keep_last=3,
+    )
+
+
+def test_detection_flags_are_derived_from_the_detection_recipe():
+    from resnets.cli import build_parser
+    from resnets.commands.detect import COMMAND
+    from resnets.detection.recipes import DETECTION_RECIPES
+
+    argv = "detect train --recipe paper-voc --backbone-weights w.pt --eval-split none -b 4 --head fpn --amp "
+    argv += "--no-deterministic --set anchor_sizes=16,32 --set log_every=5"
+    config, resumed = COMMAND.resolve(build_parser().parse_args(argv.split()))
+    assert resumed is None
+    assert config.recipe == dataclasses.replace(
+        get_recipe("paper-voc", DETECTION_RECIPES),
+        eval_split=None,
+        batch_size=4,
+        head="fpn",
+        amp=True,
+        deterministic=False,
+        anchor_sizes=(16, 32),
+    )
+    assert config.run == RunOptions(init_weights="w.pt", log_every=5)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sched", "cosin"], "argument --schedule/--sched: invalid choice: 'cosin' (choose from 'step',"),
+        (["--epochs", "x"], "argument --epochs: epochs='x' is not an integer"),
+        (["--iterations", "none"], "argument --iterations: iterations='none' is not an integer"),
+        (["--lr", "fast"], "argument --lr: lr='fast' is not a number"),
+    ],
+)
+def test_a_bad_flag_value_fails_with_one_line_naming_the_flag(capsys, argv, message):
+    from resnets.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *argv])
+    assert exit_.value.code == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(error) == 1 and error[0].startswith("resnets train: error: ") and message in error[0]
+
+
+def test_detection_refuses_what_the_detector_cannot_use():
+    from resnets.detection.recipes import DETECTION_RECIPES, DetectionRecipe
+
+    with pytest.raises(ConfigError, match="optimizer='lamb' is not one of 'sgd', 'adamw'"):
+        apply_overrides(get_recipe("fashion-cpu", DETECTION_RECIPES), {"optimizer": "lamb"})
+    with pytest.raises(ConfigError, match="detection recipe 'custom': lr must be > 0; box_score_thresh"):
+        DetectionRecipe(lr=0.0, box_score_thresh=1.0)  # the shared checks and the detector's, in one line
+    with pytest.raises(ConfigError, match="unknown recipe 'fashion'. Did you mean: fashion-cpu"):
+        get_recipe("fashion", DETECTION_RECIPES)
 
 
 def test_print_config_prints_the_resolved_json(capsys):

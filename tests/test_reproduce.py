@@ -317,8 +317,7 @@ def test_cli_list_and_errors(capsys):
 
 
 def test_cli_plan_prints_train_commands_that_resolve_to_the_same_runs(capsys):
-    from resnets.commands.train import build_config
-    from resnets.commands.train import configure as configure_train
+    from resnets.commands.train import COMMAND
 
     assert main(["reproduce", "identity-mappings", "--budget", "paper", "--plan", "--output", "out"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("resnets train")]
@@ -328,8 +327,8 @@ def test_cli_plan_prints_train_commands_that_resolve_to_the_same_runs(capsys):
 
     for line, spec in zip(lines, specs, strict=True):
         parser = argparse.ArgumentParser()
-        configure_train(parser)
-        config = build_config(parser.parse_args(shlex.split(line)[2:]))
+        COMMAND.configure(parser)
+        config, _ = COMMAND.resolve(parser.parse_args(shlex.split(line)[2:]))
         assert config.recipe.to_dict() == recipe_dict(spec)
         assert config.run.output == str(Path("out") / "runs" / spec.name)
 

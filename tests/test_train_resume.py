@@ -71,6 +71,21 @@ def test_resume_with_another_model_fails_before_any_work(runs, capsys):
     assert (runs[1] / "last.pt").stat().st_mtime_ns == before
 
 
+def test_resume_reads_the_checkpoint_once(runs, tmp_path, monkeypatch):
+    """The command reads it (for the run's config) and hands it to the loop, which does not read it again."""
+    from resnets import runs as run_folders
+
+    run = tmp_path / "copy"
+    shutil.copytree(runs[1], run)
+    reads, chosen = [], []
+    load, choose = ck.load_checkpoint, run_folders.load_for_resume
+    monkeypatch.setattr(ck, "load_checkpoint", lambda p, *a, **k: reads.append(p) or load(p, *a, **k))
+    monkeypatch.setattr(run_folders, "load_for_resume", lambda *a, **k: chosen.append(a) or choose(*a, **k))
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--progress", "none"]) == 0
+    assert len(chosen) == 1 and reads == [run / "last.pt"]
+    assert ck.load_checkpoint(run / "last.pt")["epoch"] == 3
+
+
 def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     """With every seeded per-sample and per-batch augmentation on, so that the resumed epoch must
     replay RandAugment, random erasing, repeated augmentation, mixup and CutMix as they were."""

@@ -10,6 +10,8 @@ from pathlib import Path
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import ConfigError
 from ..runs import check_output, check_writable_folder, same_file  # noqa: F401 (re-exported)
+from ..train.recipes import RunOptions, field_types
+from ._flags import Flag, add_flags
 
 
 def parse_set_args(items: Sequence[str] | None) -> dict[str, str]:
@@ -27,37 +29,61 @@ def parse_set_args(items: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
+def input_flags(defaults: str) -> tuple[Flag, ...]:
+    """How a command accepts its inputs (``RunOptions``' fields): the flags that the data's warnings and
+    errors suggest. ``defaults`` completes each help text ("" for train's own; "the run's" for eval)."""
+    return (
+        Flag(
+            "strict_data",
+            f"stop at an unreadable image or an empty class folder instead of skipping it with a warning "
+            f"(default: {defaults or 'off'})",
+            switch=True,
+        ),
+        Flag(
+            "verify_checksums",
+            f"check the MD5 of the official mnist/fashion-mnist/cifar files (default: {defaults or 'on'}); "
+            f"--no-verify-checksums for copies meant to differ",
+        ),
+        Flag(
+            "follow_links",
+            f"image folders: follow symbolic links that point out of --data-dir (default: "
+            f"{defaults or 'skipped, and counted in a warning'})",
+            switch=True,
+        ),
+        _pixel_flag(defaults),
+    )
+
+
 def add_input_flags(group: argparse._ActionsContainer, *, defaults: str) -> None:
-    """How a command accepts its inputs: the flags that the data's warnings and errors suggest.
-    ``defaults`` completes each help text ("off" for train; "the run's" for eval)."""
-    group.add_argument("--strict-data", action="store_true", default=None,
-                       help=f"stop at an unreadable image or an empty class folder instead of skipping it "
-                       f"with a warning (default: {defaults or 'off'})")
-    group.add_argument("--verify-checksums", action=argparse.BooleanOptionalAction, default=None,
-                       help=f"check the MD5 of the official mnist/fashion-mnist/cifar files "
-                       f"(default: {defaults or 'on'}); --no-verify-checksums for copies meant to differ")
-    group.add_argument("--follow-links", action="store_true", default=None,
-                       help=f"image folders: follow symbolic links that point out of --data-dir (default: "
-                       f"{defaults or 'skipped, and counted in a warning'})")
-    add_pixel_flag(group, defaults)
+    add_flags(group, input_flags(defaults), field_types(RunOptions))
 
 
 def add_pixel_flag(group: argparse._ActionsContainer, defaults: str = "") -> None:
-    group.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
-                       help=f"refuse images of more than N pixels, from their header, before decoding "
-                       f"(default: {defaults or f'{DEFAULT_MAX_PIXELS:,}, as PIL'}; 0: no limit)")
+    add_flags(group, [_pixel_flag(defaults)], field_types(RunOptions))
+
+
+def _pixel_flag(defaults: str) -> Flag:
+    return Flag(
+        "max_image_pixels",
+        f"refuse images of more than N pixels, from their header, before decoding "
+        f"(default: {defaults or f'{DEFAULT_MAX_PIXELS:,}, as PIL'}; 0: no limit)",
+        metavar="N",
+    )
 
 
 def input_options(args: argparse.Namespace) -> dict[str, object]:
     """The input flags given (the others stay None: the default, or the run's)."""
     if args.max_image_pixels is not None and args.max_image_pixels < 0:
         raise ConfigError(f"--max-image-pixels must be >= 0 (0: no limit), got {args.max_image_pixels}")
-    return {key: getattr(args, key, None) for key in
-            ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")}
+    return {
+        key: getattr(args, key, None)
+        for key in ("strict_data", "verify_checksums", "follow_links", "max_image_pixels")
+    }
 
 
-def check_output_file(path: str | os.PathLike, flag: str,
-                      reads: Sequence[str | os.PathLike | None] = ()) -> Path:
+def check_output_file(
+    path: str | os.PathLike, flag: str, reads: Sequence[str | os.PathLike | None] = ()
+) -> Path:
     """Before any work: ``runs.check_output``, the one check of every output path."""
     return check_output(path, flag, reads=reads)
 

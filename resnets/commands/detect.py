@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import typing
 from pathlib import Path
 
 import torch
@@ -23,52 +22,67 @@ from ..detection.loader import DetectionLoader
 from ..detection.models import class_names, load_detector
 from ..detection.plots import draw_boxes
 from ..detection.predict import predict, read_images
-from ..detection.recipes import (
-    DEFAULT_DETECTION_RECIPE,
-    DETECTION_RECIPES,
-    DetectionConfig,
-    apply_detection_overrides,
-    get_detection_recipe,
-)
+from ..detection.recipes import DEFAULT_DETECTION_RECIPE, DETECTION_RECIPES, DetectionConfig
 from ..detection.synthetic import SyntheticSpec, make_fashion_detection
 from ..detection.train import train_detector
-from ..errors import ConfigError, ResnetsError, unknown_name
-from ..runs import load_for_resume, run_folder_of
+from ..errors import ConfigError, ResnetsError
 from ..runtime import select_device
-from ..train.recipes import RunOptions, convert
-from ..train.state import check_resume_entries
-from ._common import check_output_file, parse_set_args
+from ._common import check_output_file
+from ._config import TrainingCommand
+from ._flags import Flag
 
-# flag dest -> DetectionRecipe field
-RECIPE_FLAGS = {
-    "backbone": "backbone",
-    "head": "head",
-    "epochs": "epochs",
-    "iterations": "iterations",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "seed": "seed",
-    "amp": "amp",
-    "train_split": "train_split",
-    "eval_split": "eval_split",
-    "train_subset": "train_subset",
-    "eval_subset": "eval_subset",
-    "deterministic": "deterministic",
+# The fields with a flag of their own (the others through --set); names, types and choices come from the
+# fields (_flags.py). --backbone-weights is RunOptions.init_weights.
+FLAGS = {
+    "recipe": (
+        Flag("backbone", "a registered model with stage features (resnets models)"),
+        Flag("head", "torchvision's FPN, or the paper's C4 (appendix A)"),
+        Flag(
+            "init_weights",
+            "start the backbone from a resnets classification run, or torchvision/timm weights",
+            name="backbone_weights",
+            metavar="FILE|RUN",
+        ),
+        Flag(
+            "data_dir",
+            "the detection data: a COCO folder (annotations/instances_SPLIT.json and SPLIT/) or a Pascal VOC "
+            "folder",
+        ),
+        Flag("train_split", "default: the recipe's (train)"),
+        Flag("eval_split", "evaluated after each epoch (none: never)"),
+        Flag("train_subset", metavar="N"),
+        Flag("eval_subset", metavar="N"),
+        Flag("epochs"),
+        Flag("iterations"),
+        Flag("batch_size", "global batch of images", aliases=("-b",)),
+        Flag("lr"),
+        Flag("seed"),
+        Flag("amp"),
+        Flag("deterministic"),
+    ),
+    "run": (
+        Flag("device"),
+        Flag("workers", "image-decoding processes"),
+        Flag(
+            "strict_data", "stop at the first bad annotation instead of skipping and counting it", switch=True
+        ),
+        Flag("max_image_pixels", metavar="N"),
+        Flag("output", aliases=("-o",), metavar="DIR"),
+        Flag("resume", metavar="DIR|FILE"),
+        Flag("keep_last"),
+        Flag("log_every"),
+        Flag("progress"),
+    ),
 }
-# flag dest -> RunOptions field
-RUN_FLAGS = {
-    "output": "output",
-    "resume": "resume",
-    "device": "device",
-    "data_dir": "data_dir",
-    "workers": "workers",
-    "backbone_weights": "init_weights",
-    "keep_last": "keep_last",
-    "log_every": "log_every",
-    "progress": "progress",
-    "strict_data": "strict_data",
-    "max_image_pixels": "max_image_pixels",
-}
+
+COMMAND = TrainingCommand(
+    DetectionConfig,
+    DETECTION_RECIPES,
+    DEFAULT_DETECTION_RECIPE,
+    train_detector,
+    FLAGS,
+    "anchor_sizes=16,32,64",
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -93,67 +107,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(_detect=run_make_data)
 
     p = sub.add_parser("train", help="train a detector (a COCO or VOC folder as --data-dir)")
-    g = p.add_argument_group("recipe")
-    g.add_argument(
-        "--recipe",
-        metavar="NAME",
-        help=f"{', '.join(DETECTION_RECIPES)} (default {DEFAULT_DETECTION_RECIPE}, or the resumed run's)",
-    )
-    g.add_argument(
-        "--set",
-        dest="set_items",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any detection recipe field, e.g. --set anchor_sizes=16,32,64 (repeatable)",
-    )
-    g.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    g.add_argument("--backbone", help="a registered model with stage features (resnets models)")
-    g.add_argument("--head", choices=("fpn", "c4"), help="torchvision's FPN, or the paper's C4 (appendix A)")
-    g.add_argument(
-        "--backbone-weights",
-        metavar="FILE|RUN",
-        help="start the backbone from a resnets classification run, or torchvision/timm weights",
-    )
-    g.add_argument(
-        "--data-dir",
-        help="the detection data: a COCO folder (annotations/instances_SPLIT.json "
-        "and SPLIT/) or a Pascal VOC folder",
-    )
-    g.add_argument("--train-split", help="default: the recipe's (train)")
-    g.add_argument("--eval-split", help="evaluated after each epoch (none: never)")
-    g.add_argument("--train-subset", type=int, metavar="N")
-    g.add_argument("--eval-subset", type=int, metavar="N")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--iterations", type=int)
-    g.add_argument("-b", "--batch-size", type=int, help="global batch of images")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
-    g = p.add_argument_group("run")
-    g.add_argument("--device")
-    g.add_argument("--workers", type=int, help="image-decoding processes")
-    g.add_argument(
-        "--strict-data",
-        action="store_true",
-        default=None,
-        help="stop at the first bad annotation instead of skipping and counting it",
-    )
-    g.add_argument("--max-image-pixels", type=int, metavar="N")
-    g.add_argument("--output", "-o", metavar="DIR")
-    g.add_argument("--resume", metavar="DIR|FILE")
-    g.add_argument("--keep-last", type=int)
-    g.add_argument("--log-every", type=int)
-    g.add_argument("--progress", choices=["auto", "bar", "line", "none"])
+    COMMAND.configure(p)
     p.set_defaults(_detect=run_train)
 
     p = sub.add_parser("eval", help="COCOeval AP, AP50, AP75, APs/m/l and AR of a detection run")
     _add_checkpoint(p)
     p.add_argument("--data-dir", help="default: the run's")
     p.add_argument("--split", help="default: the run's validation split")
-    p.add_argument("--eval-subset", "--subset", dest="subset", type=int, metavar="N",
-                   help="the first N images (train's --eval-subset)")
+    p.add_argument(
+        "--eval-subset",
+        "--subset",
+        dest="subset",
+        type=int,
+        metavar="N",
+        help="the first N images (train's --eval-subset)",
+    )
     p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("--device")
     p.add_argument("--strict-data", action="store_true")
@@ -227,55 +195,8 @@ def run_make_data(args: argparse.Namespace) -> int:
 # --- train -----------------------------------------------------------------------------------------
 
 
-def build_config(args: argparse.Namespace) -> DetectionConfig:
-    """The recipe (or the resumed run's), then the flags, then --set."""
-    sets = parse_set_args(args.set_items)
-    run_fields = {f.name for f in dataclasses.fields(RunOptions)}
-    recipe_fields = set(typing.get_type_hints(type(get_detection_recipe(DEFAULT_DETECTION_RECIPE)))) - {
-        "name"
-    }
-    run_values = {RUN_FLAGS[d]: getattr(args, d) for d in RUN_FLAGS if getattr(args, d) is not None}
-    recipe_sets = {}
-    for key, value in sets.items():
-        if key in recipe_fields:
-            recipe_sets[key] = value
-        elif key in run_fields:
-            run_values[key] = convert(value, typing.get_type_hints(RunOptions)[key], key)
-        else:
-            raise unknown_name("detection recipe field", key, sorted(recipe_fields | run_fields))
-    if args.resume:
-        path, ckpt = load_for_resume(args.resume, log=lambda m: None)
-        check_resume_entries(ckpt, path)
-        base = DetectionConfig.from_dict(ckpt["config"])
-        recipe = get_detection_recipe(args.recipe) if args.recipe else base.recipe
-        run_values = {
-            **dataclasses.asdict(base.run),
-            "init_weights": None,
-            "resume": args.resume,
-            **run_values,
-        }
-        if args.output is None:
-            run_values["output"] = str(run_folder_of(args.resume))
-    else:
-        recipe = get_detection_recipe(args.recipe or DEFAULT_DETECTION_RECIPE)
-    flags = {
-        field: getattr(args, dest) for dest, field in RECIPE_FLAGS.items() if getattr(args, dest) is not None
-    }
-    if str(flags.get("eval_split", "")).lower() == "none":
-        flags["eval_split"] = None
-    recipe = apply_detection_overrides(apply_detection_overrides(recipe, flags), recipe_sets)
-    return DetectionConfig(recipe=recipe, run=RunOptions(**run_values))
-
-
 def run_train(args: argparse.Namespace) -> int:
-    config = build_config(args)
-    if args.print_config:
-        print(config.to_json())
-        return 0
-    result = train_detector(config)
-    if result.get("interrupted"):
-        return 128 + int(result["interrupted"])
-    return 0
+    return COMMAND.run(args)
 
 
 # --- eval ------------------------------------------------------------------------------------------

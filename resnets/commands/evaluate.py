@@ -70,7 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="test on a seeded stratified subset of N images (the one `resnets train --test-subset N` used)",
     )
     parser.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)  # deprecated spelling
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N, mps (default: CUDA, else MPS, else the CPU)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="image folders: DataLoader workers")
     parser.add_argument(
         "--precision",

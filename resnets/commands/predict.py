@@ -37,20 +37,31 @@ _CHUNK = 64  # images per forward pass
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("examples: resnets predict --weights fashion_mnist shirt.png | resnets predict "
-                     "--model resnet50 --weights IMAGENET1K_V2 cat.jpg | resnets predict --checkpoint "
-                     "runs/x/last.pt a.png")
-    parser.add_argument("--checkpoint",
-                        help="a resnets training checkpoint (.pt) or an exported model (.onnx, .pt2)")
-    parser.add_argument("--weights", metavar="NAME|FILE",
-                        help="registered weights (`resnets models --pretrained`: model.tag, a tag with "
-                        "--model, or a tag only one model has) or a weights file")
+    parser.epilog = (
+        "examples: resnets predict --weights fashion_mnist shirt.png | resnets predict "
+        "--model resnet50 --weights IMAGENET1K_V2 cat.jpg | resnets predict --checkpoint "
+        "runs/x/last.pt a.png"
+    )
+    parser.add_argument(
+        "--checkpoint", help="a resnets training checkpoint (.pt) or an exported model (.onnx, .pt2)"
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="NAME|FILE",
+        help="registered weights (`resnets models --pretrained`: model.tag, a tag with "
+        "--model, or a tag only one model has) or a weights file",
+    )
     parser.add_argument("--model", help="with --weights: the model (default: the weights' own)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object with all predictions and nothing else on stdout")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N, mps (default: CUDA, else MPS, else the CPU)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object with all predictions and nothing else on stdout",
+    )
     add_pixel_flag(parser)
 
 
@@ -62,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     set_max_image_pixels(args.max_image_pixels)
     say = print if not args.json else (lambda *a: print(*a, file=sys.stderr))  # --json: stdout is JSON only
     if bool(args.checkpoint) == bool(args.weights):
-        raise ConfigError("give --checkpoint (a run's checkpoint or an exported model) or --weights "
-                          "(registered weights or a weights file), one of them")
+        raise ConfigError(
+            "give --checkpoint (a run's checkpoint or an exported model) or --weights "
+            "(registered weights or a weights file), one of them"
+        )
     if args.model and not args.weights:
         raise ConfigError("--model goes with --weights (a checkpoint names its own model)")
     if args.checkpoint:
@@ -71,11 +84,13 @@ def run(args: argparse.Namespace) -> int:
         device, model, preprocess, classes, name, num_outputs = _load(args.checkpoint, args.device)
     else:
         source = str(args.weights)
-        device, model, preprocess, classes, name, num_outputs = _load_weights(args.weights, args.model,
-                                                                               args.device, say)
+        device, model, preprocess, classes, name, num_outputs = _load_weights(
+            args.weights, args.model, args.device, say
+        )
     if num_outputs is not None and len(classes) != num_outputs:
-        raise CheckpointError(f"{source} names {len(classes)} classes but its model has {num_outputs} "
-                              "outputs")
+        raise CheckpointError(
+            f"{source} names {len(classes)} classes but its model has {num_outputs} outputs"
+        )
     k = min(args.topk, len(classes))
     if k < args.topk:
         say(f"note: the model has only {len(classes)} classes; showing the top {k}")
@@ -85,16 +100,18 @@ def run(args: argparse.Namespace) -> int:
     predictions = []
     with torch.inference_mode():
         for start in range(0, len(inputs), _CHUNK):
-            batch = torch.stack(inputs[start:start + _CHUNK]).to(device)
+            batch = torch.stack(inputs[start : start + _CHUNK]).to(device)
             logits = model(batch)
             if logits.shape[1] != len(classes):
-                raise CheckpointError(f"{source} names {len(classes)} classes but its model has "
-                                      f"{logits.shape[1]} outputs")
+                raise CheckpointError(
+                    f"{source} names {len(classes)} classes but its model has {logits.shape[1]} outputs"
+                )
             probs = logits.float().softmax(dim=1)
             top_p, top_i = probs.topk(k, dim=1)
             for offset, (ps, idx) in enumerate(zip(top_p.tolist(), top_i.tolist(), strict=True)):
-                top = [{"class": classes[i], "index": i, "probability": p}
-                       for p, i in zip(ps, idx, strict=True)]
+                top = [
+                    {"class": classes[i], "index": i, "probability": p} for p, i in zip(ps, idx, strict=True)
+                ]
                 predictions.append({"image": str(args.images[start + offset]), "top": top})
 
     if args.json:
@@ -110,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 Preprocess = Callable[[Image.Image], torch.Tensor]
-Loaded = tuple[torch.device, Callable[[torch.Tensor], torch.Tensor], Preprocess, list[str], str | None,
-               int | None]
+Loaded = tuple[
+    torch.device, Callable[[torch.Tensor], torch.Tensor], Preprocess, list[str], str | None, int | None
+]
 
 
 def _load(path: str, device_name: str | None) -> Loaded:
@@ -127,8 +145,9 @@ def _load(path: str, device_name: str | None) -> Loaded:
         meta, name = ckpt.get("data") or {}, (ckpt.get("model") or {}).get("name")
         num_outputs = run_model.num_classes
     if not meta:
-        raise CheckpointError(f"checkpoint {path} has no data record (classes, preprocessing); "
-                              "it cannot be used to predict")
+        raise CheckpointError(
+            f"checkpoint {path} has no data record (classes, preprocessing); it cannot be used to predict"
+        )
     classes = list(meta.get("classes") or [str(i) for i in range(num_outputs or 0)])
     return device, run_model, lambda image: preprocess_image(image, meta), classes, name, num_outputs
 
@@ -142,8 +161,9 @@ def _load_weights(weights: str, model_name: str | None, device_name: str | None,
         if entry is None:
             return _load_file(path, model_name, device, say)
         if model_name and model_name != entry.model:
-            raise ConfigError(f"--weights {path} is a copy of {entry.name}, for {entry.model}, not --model "
-                              f"{model_name}")
+            raise ConfigError(
+                f"--weights {path} is a copy of {entry.name}, for {entry.model}, not --model {model_name}"
+            )
         request = WeightsRequest(entry, path)
     elif model_name:
         request = requested_weights(model_name, weights)
@@ -152,14 +172,22 @@ def _load_weights(weights: str, model_name: str | None, device_name: str | None,
         request = WeightsRequest(get_weights(owner, tag))
     entry = request.entry
     if not entry.num_classes:
-        raise ConfigError(f"weights {entry.name} have no classifier ({entry.dataset}): they are for features "
-                          "or fine-tuning, not for predicting classes")
+        raise ConfigError(
+            f"weights {entry.name} have no classifier ({entry.dataset}): they are for features "
+            "or fine-tuning, not for predicting classes"
+        )
     model = create_model(entry.model, num_classes=entry.num_classes, in_chans=entry.in_chans)
     load_requested(model, request)
     transform = entry.transform()
     classes = list(entry.classes) or [str(i) for i in range(entry.num_classes)]
-    return device, model.eval().to(device), _tensor_input(transform, entry.in_chans), classes, entry.name, \
-        entry.num_classes
+    return (
+        device,
+        model.eval().to(device),
+        _tensor_input(transform, entry.in_chans),
+        classes,
+        entry.name,
+        entry.num_classes,
+    )
 
 
 def _load_file(path: Path, model_name: str | None, device: torch.device, say) -> Loaded:
@@ -170,11 +198,18 @@ def _load_file(path: Path, model_name: str | None, device: torch.device, say) ->
         load_requested(model, WeightsRequest(path=path))
         meta = json.loads(data)
         classes = list(meta.get("classes") or [str(i) for i in range(model.num_classes)])
-        return device, model.eval().to(device), lambda image: preprocess_image(image, meta), classes, \
-            model.resnets_spec["name"], model.num_classes
+        return (
+            device,
+            model.eval().to(device),
+            lambda image: preprocess_image(image, meta),
+            classes,
+            model.resnets_spec["name"],
+            model.num_classes,
+        )
     if not model_name:
-        raise ConfigError(f"--weights {path} is not registered weights and does not name its model: add "
-                          "--model")
+        raise ConfigError(
+            f"--weights {path} is not registered weights and does not name its model: add --model"
+        )
     state = read_state_dict(path)
     model = create_model(model_name, **_file_shape(state))
     del state  # load_requested reads the file again, checked against the model
@@ -183,11 +218,19 @@ def _load_file(path: Path, model_name: str | None, device: torch.device, say) ->
     imagenet = class_names("imagenet-1k")
     imagenet_head = model.num_classes == len(imagenet)
     classes = list(imagenet) if imagenet_head else [str(i) for i in range(model.num_classes)]
-    say(f"note: {path.name} is not in the weights registry: {model_name}'s default preprocessing (resize "
+    say(
+        f"note: {path.name} is not in the weights registry: {model_name}'s default preprocessing (resize "
         f"{transforms.resize_size}, crop {transforms.crop_size}, {transforms.interpolation})"
-        + (", ImageNet-1K class names" if imagenet_head else ""))
-    return device, model.eval().to(device), _tensor_input(transforms.build(), model.in_chans), classes, \
-        model_name, model.num_classes
+        + (", ImageNet-1K class names" if imagenet_head else "")
+    )
+    return (
+        device,
+        model.eval().to(device),
+        _tensor_input(transforms.build(), model.in_chans),
+        classes,
+        model_name,
+        model.num_classes,
+    )
 
 
 def _file_shape(state: dict) -> dict[str, int]:

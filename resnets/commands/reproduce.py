@@ -66,7 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="folder for runs/ and the reports (default runs/reproduce); experiments that need "
         "the same network share its run when they share this folder",
     )
-    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--device", help="auto (default: CUDA, else MPS, else the CPU), cpu, cuda, cuda:N, mps"
+    )
     parser.add_argument(
         "--iterations",
         type=int,

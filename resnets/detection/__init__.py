@@ -11,7 +11,7 @@ from .data import DetectionDataset, open_detection_data, read_coco, read_voc
 from .evaluate import coco_metrics, evaluate_detector
 from .loader import DetectionLoader
 from .models import build_detector, detector_from_spec, load_detector
-from .recipes import DETECTION_RECIPES, DetectionConfig, DetectionRecipe, get_detection_recipe
+from .recipes import DETECTION_RECIPES, DetectionConfig, DetectionRecipe
 from .synthetic import SyntheticSpec, make_fashion_detection
 from .train import train_detector
 
@@ -26,7 +26,6 @@ __all__ = [
     "coco_metrics",
     "detector_from_spec",
     "evaluate_detector",
-    "get_detection_recipe",
     "load_detector",
     "make_fashion_detection",
     "open_detection_data",

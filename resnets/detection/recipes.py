@@ -2,8 +2,8 @@
 
 ``DetectionRecipe`` is to a detector what ``train.recipes.Recipe`` is to a classifier; where and how a run
 happens is the classification loop's own ``RunOptions`` (output, resume, device, ``data_dir`` the data
-folder, ``init_weights`` the backbone's weights, logging). The optimiser and schedule fields have the
-classification recipe's names and meanings, and ``schedule_recipe`` hands them to the same builders
+folder, ``init_weights`` the backbone's weights, logging). Its length, optimiser and schedule fields are
+``train.recipes.Optimization``'s, as the classification recipe's, so the same builders take it
 (``train.build.build_optimizer``, ``train.schedule.LRSchedule``).
 """
 
@@ -11,36 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from ..errors import ConfigError, unknown_name
-from ..train.recipes import Recipe, RunOptions, Schedule, check_types, convert
+from ..errors import ConfigError
+from ..train.recipes import Optimization, RunOptions
 from .models import BACKBONE_NORMS, HEADS
 
-# Fields a DetectionRecipe shares with the classification Recipe (same names, same meaning).
-SCHEDULE_FIELDS = (
-    "optimizer",
-    "lr",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "norm_weight_decay",
-    "schedule",
-    "schedule_unit",
-    "milestones",
-    "gamma",
-    "plateau_patience",
-    "warmup",
-    "warmup_shape",
-    "warmup_start_factor",
-    "final_lr_factor",
-    "epochs",
-    "iterations",
-    "batch_size",
-    "seed",
-)
 # Fields that are build_detector's options.
 DETECTOR_FIELDS = (
     "backbone_kwargs",
@@ -64,10 +41,11 @@ DETECTOR_FIELDS = (
 
 
 @dataclass(frozen=True)
-class DetectionRecipe:
+class DetectionRecipe(Optimization):
     """One detector's training. Defaults: torchvision's detection reference (``fasterrcnn_resnet50_fpn``)."""
 
-    name: str = "custom"
+    KIND: ClassVar[str] = "detection recipe"
+
     backbone: str = "resnet50"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     head: Literal["fpn", "c4"] = "fpn"
@@ -79,28 +57,15 @@ class DetectionRecipe:
     eval_subset: int | None = None
     hflip: bool = True  # the paper's detectors' only augmentation
 
-    # length and batches
+    # length, batch, optimiser and schedule: Optimization's fields, with torchvision's reference values
     epochs: int = 26
-    iterations: int | None = None  # wins over epochs when set
-    batch_size: int = 16  # global: divided between the processes of a distributed run
+    batch_size: int = 16
     eval_batch_size: int = 8
-
-    # optimiser and schedule (the classification Recipe's fields)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # no LAMB: never tried on a detector
     lr: float = 0.02
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    norm_weight_decay: float | None = None
-    schedule: Schedule = "step"
-    schedule_unit: Literal["epoch", "iteration"] = "epoch"
     milestones: tuple[int, ...] = (16, 22)
-    gamma: float = 0.1
-    plateau_patience: int = 5
     warmup: float = 0.14  # torchvision's 1000 iterations, in epochs of COCO at batch 16
-    warmup_shape: Literal["linear", "constant"] = "linear"
     warmup_start_factor: float = 0.001
-    final_lr_factor: float = 0.0
 
     # the detector (build_detector's options; None: its defaults)
     min_size: int | None = None  # None: the generated set's canvas, else torchvision's 800
@@ -124,19 +89,15 @@ class DetectionRecipe:
     eval_every: int = 1
     amp: bool | Literal["auto"] = False
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    seed: int = 0
     deterministic: bool = False
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        problems = []
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.head not in HEADS or self.backbone_norm not in BACKBONE_NORMS:
             problems.append(f"head must be one of {HEADS} and backbone_norm one of {BACKBONE_NORMS}")
         for name in (
-            "batch_size",
             "eval_batch_size",
             "eval_every",
-            "epochs",
             "fpn_channels",
             "representation_size",
             "proposals_train",
@@ -147,44 +108,17 @@ class DetectionRecipe:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
-        for name in ("iterations", "train_subset", "eval_subset", "min_size", "max_size", "roi_output_size"):
+        for name in ("train_subset", "eval_subset", "min_size", "max_size", "roi_output_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1 (or None)")
         if not 0 <= self.box_score_thresh < 1:
             problems.append("box_score_thresh must be in [0, 1)")
-        if problems:
-            raise ConfigError(f"detection recipe {self.name!r}: " + "; ".join(problems))
-        schedule_recipe(self)  # the optimiser and schedule fields, checked as a classification recipe's
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetectionRecipe:
-        hints = typing.get_type_hints(cls)
-        values = {
-            k: tuple(v) if isinstance(v, list) and "tuple" in str(hints.get(k)) else v
-            for k, v in data.items()
-        }
-        return cls(**values)
+        return problems
 
     def detector_options(self) -> dict[str, Any]:
         """``build_detector``'s keyword arguments (sizes resolved by the training loop)."""
         return {key: getattr(self, key) for key in DETECTOR_FIELDS}
-
-
-def schedule_recipe(recipe: DetectionRecipe) -> Recipe:
-    """The classification ``Recipe`` holding ``recipe``'s optimiser and schedule fields, for the builders
-    the two loops share."""
-    try:
-        return Recipe(name=f"{recipe.name} (schedule)", **{k: getattr(recipe, k) for k in SCHEDULE_FIELDS})
-    except ConfigError as exc:
-        raise ConfigError(f"detection recipe {recipe.name!r}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 @dataclass(frozen=True)
@@ -203,7 +137,7 @@ class DetectionConfig:
             return cls(
                 recipe=DetectionRecipe.from_dict(data["recipe"]), run=RunOptions(**data.get("run", {}))
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(
                 f"not a resnets detection config ({exc}); a classification run resumes with "
                 f"`resnets train --resume`"
@@ -290,22 +224,3 @@ DETECTION_RECIPES: dict[str, DetectionRecipe] = {
     r.name: r for r in (FASHION_CPU, TORCHVISION_COCO, PAPER_COCO, PAPER_VOC)
 }
 DEFAULT_DETECTION_RECIPE = "fashion-cpu"
-
-
-def get_detection_recipe(name: str) -> DetectionRecipe:
-    try:
-        return DETECTION_RECIPES[name]
-    except KeyError:
-        raise unknown_name("detection recipe", name, DETECTION_RECIPES) from None
-
-
-def apply_detection_overrides(recipe: DetectionRecipe, overrides: dict[str, Any]) -> DetectionRecipe:
-    """A copy of ``recipe`` with ``overrides`` (strings as from --set, or typed values) applied."""
-    hints = typing.get_type_hints(DetectionRecipe)
-    values = {}
-    for key, value in overrides.items():
-        key = key.replace("-", "_")
-        if key not in hints or key == "name":
-            raise unknown_name("detection recipe field", key, [k for k in hints if k != "name"])
-        values[key] = convert(value, hints[key], key) if isinstance(value, str) else value
-    return dataclasses.replace(recipe, **values)

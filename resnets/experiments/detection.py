@@ -35,17 +35,12 @@ from ..detection.loader import DetectionLoader
 from ..detection.models import build_detector, load_detector, resolve_weights
 from ..detection.plots import detection_grid
 from ..detection.predict import predict
-from ..detection.recipes import (
-    DetectionConfig,
-    DetectionRecipe,
-    apply_detection_overrides,
-    get_detection_recipe,
-)
+from ..detection.recipes import DETECTION_RECIPES, DetectionConfig, DetectionRecipe
 from ..detection.synthetic import SyntheticSpec, make_fashion_detection
 from ..detection.train import train_detector
 from ..errors import ConfigError
 from ..runs import RunFolder
-from ..train.recipes import RunOptions
+from ..train.recipes import RunOptions, apply_overrides, get_recipe
 from .base import Analysis, Context, Experiment, Runs, RunSpec, config_differences
 from .paired import Net, overall, seeded_net, shows_flag, spread_cell, verdict_sentence
 from .paper_numbers import DETECTION_TABLE7_VOC, DETECTION_TABLE8_COCO
@@ -118,7 +113,7 @@ class DetectorRun:
     backbone_run: RunSpec
 
     def resolved(self) -> DetectionRecipe:
-        return apply_detection_overrides(get_detection_recipe(self.recipe), dict(self.overrides))
+        return apply_overrides(get_recipe(self.recipe, DETECTION_RECIPES), dict(self.overrides))
 
     def command(self, folder: Path, data_dir: Path, weights: Path) -> str:
         words = ["resnets", "detect", "train", "--recipe", self.recipe]
@@ -135,7 +130,7 @@ class DetectorRun:
 def paper_data(ctx: Context) -> tuple[Path, str]:
     """The paper budget's data folder and its recipe (paper-voc for a VOC folder, paper-coco for COCO)."""
     root = ctx.detection_data or Path(DEFAULT_PAPER_DATA)
-    annotations, _ = coco_paths(root, get_detection_recipe("paper-coco").train_split)
+    annotations, _ = coco_paths(root, get_recipe("paper-coco", DETECTION_RECIPES).train_split)
     return root, "paper-coco" if annotations.is_file() or "coco" in root.name.lower() else "paper-voc"
 
 

@@ -21,7 +21,7 @@ from ..models.registry import create_model
 from ..weights import load_weights_into
 from .distributed import DistInfo
 from .lamb import Lamb
-from .recipes import Recipe, RunOptions
+from .recipes import Optimization, Recipe, RunOptions
 
 
 def check_names(recipe: Recipe) -> None:
@@ -101,7 +101,7 @@ def fused_optimizer(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, recipe: Optimization, device: torch.device) -> torch.optim.Optimizer:
     """SGD, AdamW or LAMB with weight decay; BN weights and biases get ``norm_weight_decay`` when set."""
     decay, no_decay = [], []
     for module in model.modules():

@@ -1,7 +1,8 @@
 """Training recipes: the papers' setups as frozen dataclasses, plus a fast CPU recipe.
 
 A ``Recipe`` holds everything that changes the trained weights (model, data, optimiser,
-schedule, precision, seed). ``RunOptions`` holds where and how a run happens (output folder,
+schedule, precision, seed); its optimiser and schedule fields are ``Optimization``'s, which the
+detection recipes share. ``RunOptions`` holds where and how a run happens (output folder,
 device, resume, logging), which must not change the result. Every recipe field can be set
 from the command line (``--epochs 3`` or ``--set epochs=3``); values are checked against the
 field's type and unknown keys are rejected with the closest names.
@@ -14,13 +15,15 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, NamedTuple, Self, TypeVar
 
 from ..data.policies import auto_augment
 from ..errors import ConfigError, unknown_name
 
 # --- type checking -------------------------------------------------------------------------------
+
 
 def parse_literal(value: str) -> Any:
     """A --set value as Python would read it: int, float, bool, None, or the string itself."""
@@ -39,13 +42,20 @@ def parse_literal(value: str) -> Any:
     return value
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's fields and their types (annotations resolved; class variables left out)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _holds_tuple(tp: Any) -> bool:
+    """Whether a value of type ``tp`` may be a tuple (``tuple[int, ...]``, ``tuple[float, ...] | None``)."""
+    return typing.get_origin(tp) is tuple or any(_holds_tuple(a) for a in typing.get_args(tp))
 
 
 def check_types(obj: Any) -> None:
     """Raise ConfigError if a dataclass field holds a value of the wrong type."""
-    for name, tp in _field_types(type(obj)).items():
+    for name, tp in field_types(type(obj)).items():
         value = getattr(obj, name)
         if not _matches(value, tp):
             raise ConfigError(f"{name}={value!r} is not {_describe(tp)}")
@@ -76,7 +86,7 @@ def convert(text: str, tp: Any, key: str = "value") -> Any:
         except json.JSONDecodeError:
             value = None
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} expects a JSON object such as '{{\"shortcut\": \"B\"}}', got {text!r}")
+            raise ConfigError(f'{key} expects a JSON object such as \'{{"shortcut": "B"}}\', got {text!r}')
         return value
     value = parse_literal(text)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -129,22 +139,114 @@ Schedule = Literal["step", "plateau", "onecycle", "cosine", "constant"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
+class ErrorWarmup(NamedTuple):
+    """He et al. 2015, Sec. 4.2: for nets of ``min_depth`` layers or more, the lr is ``factor`` x lr until
+    the training error falls below ``threshold`` (a fraction)."""
+
+    threshold: float
+    factor: float
+    min_depth: int
+
+
 @dataclass(frozen=True)
-class Recipe:
-    """One training setup. Defaults are plain SGD values; the named recipes below set the rest."""
+class Optimization:
+    """What every recipe family shares: the training length, the batch, the optimiser, the learning-rate
+    schedule and the seed, with their checks. ``train.build.build_optimizer`` and
+    ``train.schedule.LRSchedule`` take it; ``Recipe`` (classifiers) and ``detection.recipes.DetectionRecipe``
+    derive from it, each adding its own fields, defaults and checks (``problems``). Defaults are plain SGD
+    values."""
+
+    KIND: ClassVar[str] = "recipe"  # how the error messages name this family
 
     name: str = "custom"
+
+    # length: ``iterations`` wins when set (the CIFAR paper counts iterations, Sec. 4.2)
+    epochs: int = 90
+    iterations: int | None = None
+    batch_size: int = 128  # global batch: divided between the processes of a distributed run
+
+    # optimiser
+    optimizer: Literal["sgd", "adamw", "lamb"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    # None: same as weight_decay. 0 excludes BN weights and all biases from decay (Goyal et al. 2017).
+    norm_weight_decay: float | None = None
+
+    # learning-rate schedule, evaluated every iteration so iteration-based schedules work in an epoch loop
+    schedule: Schedule = "step"
+    schedule_unit: Literal["epoch", "iteration"] = "epoch"  # unit of milestones and warmup
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    plateau_patience: int = 5  # epochs without improvement of the validation error before lr /= 10
+    warmup: float = 0.0  # length of the warm-up, in schedule_unit
+    warmup_shape: Literal["linear", "constant"] = "linear"  # linear: from lr * warmup_start_factor to lr
+    warmup_start_factor: float = 0.1
+    final_lr_factor: float = 0.0  # onecycle/cosine end at lr * final_lr_factor
+
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        problems = self.problems()
+        if problems:
+            raise ConfigError(f"{self.KIND} {self.name!r}: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with the settings (empty: nothing); a subclass adds its own fields' problems."""
+        problems = [
+            f"{f.name} must be a finite number, got {getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))
+        ]
+        for name in ("epochs", "iterations", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be >= 1")
+        if not self.lr > 0:
+            problems.append("lr must be > 0")
+        for name in ("weight_decay", "momentum", "warmup", "final_lr_factor"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0")
+        if self.nesterov and (self.momentum == 0 or self.optimizer != "sgd"):
+            problems.append("nesterov needs optimizer 'sgd' with momentum > 0")
+        if list(self.milestones) != sorted(self.milestones):
+            problems.append(f"milestones must increase, got {list(self.milestones)}")
+        return problems
+
+    @property
+    def error_warmup(self) -> ErrorWarmup | None:
+        """The warm-up until the training error is low enough (``Recipe``'s ``warmup_until_error``); None
+        where the family has none."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON types (tuples as lists): what config.json and checkpoints hold."""
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The recipe of ``to_dict``'s output (JSON's lists back to the tuples of tuple fields)."""
+        types = field_types(cls)
+        return cls(
+            **{
+                k: tuple(v) if isinstance(v, list) and _holds_tuple(types.get(k)) else v
+                for k, v in data.items()
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Recipe(Optimization):
+    """One classifier's training setup; the named recipes below set the values."""
+
     model: str = "resnet20"
     dataset: str = "fashion-mnist"
     # model options passed to create_model (e.g. {"shortcut": "B"}); --set model_kwargs='{"k": v}'
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
-    # length: ``iterations`` wins when set (the CIFAR paper counts iterations, Sec. 4.2)
-    epochs: int = 90
-    iterations: int | None = None
-
     # data
-    batch_size: int = 128  # global batch: divided between the processes of a distributed run
     eval_batch_size: int = 512
     val_split: int = 0  # images held out of the training set for validation
     # seed of the validation split and the subsets (None: ``seed``): fixed, runs of several seeds share
@@ -176,27 +278,8 @@ class Recipe:
     clip_grad: float | None = None  # clip the gradient's global norm (or each value) to this
     clip_mode: Literal["norm", "value"] = "norm"
     grad_accum_steps: int = 1  # micro-batches per update: batch_size / this images per forward
-
-    # optimiser
-    optimizer: Literal["sgd", "adamw", "lamb"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    # None: same as weight_decay. 0 excludes BN weights and all biases from decay (Goyal et al. 2017).
-    norm_weight_decay: float | None = None
     label_smoothing: float = 0.0
 
-    # learning-rate schedule, evaluated every iteration so iteration-based schedules work in an epoch loop
-    schedule: Schedule = "step"
-    schedule_unit: Literal["epoch", "iteration"] = "epoch"  # unit of milestones and warmup
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    plateau_patience: int = 5  # epochs without improvement of the validation error before lr /= 10
-    warmup: float = 0.0  # length of the warm-up, in schedule_unit
-    warmup_shape: Literal["linear", "constant"] = "linear"  # linear: from lr * warmup_start_factor to lr
-    warmup_start_factor: float = 0.1
-    final_lr_factor: float = 0.0  # onecycle/cosine end at lr * final_lr_factor
     # Sec. 4.2: "for 110 layers we use 0.01 to warm up until the training error is below 80%"
     warmup_until_error: float | None = None  # fraction, e.g. 0.8
     warmup_until_error_factor: float = 0.1
@@ -226,26 +309,24 @@ class Recipe:
     compile_mode: CompileMode = "default"
     sync_bn: bool = False  # SyncBatchNorm in distributed runs
 
-    seed: int = 0
     deterministic: bool = False
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        problems = [f"{f.name} must be a finite number, got {getattr(self, f.name)}"
-                    for f in dataclasses.fields(self)
-                    if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
-        if self.epochs < 1:
-            problems.append("epochs must be >= 1")
-        if self.iterations is not None and self.iterations < 1:
-            problems.append("iterations must be >= 1")
-        for name in ("batch_size", "eval_batch_size", "eval_every", "warmup_until_error_min_depth",
-                     "image_size", "train_crop_size", "eval_resize", "grad_accum_steps", "ema_every"):
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        for name in (
+            "eval_batch_size",
+            "eval_every",
+            "warmup_until_error_min_depth",
+            "image_size",
+            "train_crop_size",
+            "eval_resize",
+            "grad_accum_steps",
+            "ema_every",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1")
-        if not self.lr > 0:
-            problems.append("lr must be > 0")
-        for name in ("weight_decay", "momentum", "val_split", "warmup", "final_lr_factor", "crop_padding"):
+        for name in ("val_split", "crop_padding"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} must be >= 0")
@@ -259,8 +340,10 @@ class Recipe:
                 problems.append(f"{name} must be >= 0 (0: off)")
         if self.drop_path is not None and not 0 <= self.drop_path < 1:
             problems.append("drop_path must be in [0, 1)")
-        if self.drop_path is not None and self.model_kwargs.get("drop_path_rate",
-                                                                self.drop_path) != self.drop_path:
+        if (
+            self.drop_path is not None
+            and self.model_kwargs.get("drop_path_rate", self.drop_path) != self.drop_path
+        ):
             problems.append("drop_path and model_kwargs' drop_path_rate disagree; set one of them")
         if self.bce_target_thresh is not None and not 0 <= self.bce_target_thresh < 1:
             problems.append("bce_target_thresh must be in [0, 1)")
@@ -269,8 +352,10 @@ class Recipe:
         if self.clip_grad is not None and not self.clip_grad > 0:
             problems.append("clip_grad must be > 0 (or None: no clipping)")
         if self.batch_size % self.grad_accum_steps:
-            problems.append(f"batch_size {self.batch_size} does not divide into grad_accum_steps "
-                            f"{self.grad_accum_steps} micro-batches")
+            problems.append(
+                f"batch_size {self.batch_size} does not divide into grad_accum_steps "
+                f"{self.grad_accum_steps} micro-batches"
+            )
         try:
             auto_augment(self.auto_augment)
         except ConfigError as exc:
@@ -279,19 +364,23 @@ class Recipe:
             problems.append("ema_decay must be in (0, 1)")
         if self.compile_mode != "default" and not self.compile:
             problems.append(f"compile_mode {self.compile_mode!r} needs compile=True (--compile)")
-        if self.nesterov and (self.momentum == 0 or self.optimizer != "sgd"):
-            problems.append("nesterov needs optimizer 'sgd' with momentum > 0")
         if self.final_test_only and not self.val_split:
-            problems.append("final_test_only needs a validation split (val_split > 0) to evaluate "
-                            "the epochs on")
-        if list(self.milestones) != sorted(self.milestones):
-            problems.append(f"milestones must increase, got {list(self.milestones)}")
+            problems.append(
+                "final_test_only needs a validation split (val_split > 0) to evaluate the epochs on"
+            )
         for name in ("train_subset", "test_subset"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1 (or None for the whole set)")
-        if problems:
-            raise ConfigError(f"recipe {self.name!r}: " + "; ".join(problems))
+        return problems
+
+    @property
+    def error_warmup(self) -> ErrorWarmup | None:
+        if self.warmup_until_error is None:
+            return None
+        return ErrorWarmup(
+            self.warmup_until_error, self.warmup_until_error_factor, self.warmup_until_error_min_depth
+        )
 
     @property
     def model_options(self) -> dict[str, Any]:
@@ -305,11 +394,6 @@ class Recipe:
         """Images per forward pass (all processes together)."""
         return self.batch_size // self.grad_accum_steps
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["milestones"] = list(self.milestones)
-        return out
-
 
 # --- the papers' recipes -------------------------------------------------------------------------
 
@@ -317,26 +401,55 @@ PAPER_CIFAR = Recipe(
     # He et al. 2015, Sec. 4.2: SGD, batch 128, weight decay 1e-4, momentum 0.9, lr 0.1 divided by
     # 10 at 32k and 48k iterations, stop at 64k, 45k/5k train/val split, 4-pixel pad + 32x32 crop +
     # flip; lr 0.01 until training error < 80% (~400 iterations) for 110+ layers, then 0.1.
-    name="paper-cifar", model="resnet20", dataset="cifar10", iterations=64_000, epochs=182,
-    batch_size=128, val_split=5000, normalization="per_pixel", lr=0.1, momentum=0.9, weight_decay=1e-4,
-    schedule="step", schedule_unit="iteration", milestones=(32_000, 48_000), gamma=0.1,
-    warmup_until_error=0.8, warmup_until_error_factor=0.1, warmup_until_error_min_depth=110,
+    name="paper-cifar",
+    model="resnet20",
+    dataset="cifar10",
+    iterations=64_000,
+    epochs=182,
+    batch_size=128,
+    val_split=5000,
+    normalization="per_pixel",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="step",
+    schedule_unit="iteration",
+    milestones=(32_000, 48_000),
+    gamma=0.1,
+    warmup_until_error=0.8,
+    warmup_until_error_factor=0.1,
+    warmup_until_error_min_depth=110,
 )
 
 PAPER_IMAGENET = Recipe(
     # Sec. 3.4: SGD, batch 256, lr 0.1 divided by 10 when the error plateaus, weight decay 1e-4,
     # momentum 0.9, up to 60e4 iterations (~120 epochs; 90 is the common budget), no dropout,
     # scale augmentation, 224 crop, flip, per-pixel mean subtraction, PCA colour lighting.
-    name="paper-imagenet", model="resnet50", dataset="imagenet", epochs=90, batch_size=256,
-    normalization="per_pixel", train_transform="paper",
-    eval_batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="plateau", gamma=0.1,
-    plateau_patience=5, val_split=10_000,
+    name="paper-imagenet",
+    model="resnet50",
+    dataset="imagenet",
+    epochs=90,
+    batch_size=256,
+    normalization="per_pixel",
+    train_transform="paper",
+    eval_batch_size=256,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    schedule="plateau",
+    gamma=0.1,
+    plateau_patience=5,
+    val_split=10_000,
 )
 
 PAPER_IMAGENET_STEP = dataclasses.replace(
     # The fixed variant everybody uses (torchvision's reference recipe): /10 every 30 epochs, 90 epochs.
-    PAPER_IMAGENET, name="paper-imagenet-step", schedule="step", schedule_unit="epoch",
-    milestones=(30, 60), val_split=0,
+    PAPER_IMAGENET,
+    name="paper-imagenet-step",
+    schedule="step",
+    schedule_unit="epoch",
+    milestones=(30, 60),
+    val_split=0,
 )
 
 PREACT_CIFAR = dataclasses.replace(
@@ -344,22 +457,42 @@ PREACT_CIFAR = dataclasses.replace(
     # at 32k and 48k, stop at 64k, batch 128, wd 1e-4, momentum 0.9) but "for all CIFAR experiments
     # we warm up ... using a smaller learning rate of 0.01 at the beginning 400 iterations".
     # The authors' Torch code normalises per channel (mean and std).
-    PAPER_CIFAR, name="preact-cifar", model="preact_resnet164", val_split=0, normalization="per_channel",
-    warmup=400, warmup_shape="constant", warmup_start_factor=0.1, warmup_until_error=None,
+    PAPER_CIFAR,
+    name="preact-cifar",
+    model="preact_resnet164",
+    val_split=0,
+    normalization="per_channel",
+    warmup=400,
+    warmup_shape="constant",
+    warmup_start_factor=0.1,
+    warmup_until_error=None,
 )
 
 WRN = Recipe(
     # Zagoruyko and Komodakis 2016, Sec. 3: SGD with Nesterov momentum 0.9, lr 0.1, weight decay
     # 5e-4, lr x0.2 at epochs 60, 120, 160 of 200, batch 128, standard CIFAR augmentation.
-    name="wrn", model="wrn28_10", dataset="cifar10", epochs=200, batch_size=128, lr=0.1,
-    momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="step", schedule_unit="epoch",
-    milestones=(60, 120, 160), gamma=0.2, normalization="per_channel",
+    name="wrn",
+    model="wrn28_10",
+    dataset="cifar10",
+    epochs=200,
+    batch_size=128,
+    lr=0.1,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    schedule="step",
+    schedule_unit="epoch",
+    milestones=(60, 120, 160),
+    gamma=0.2,
+    normalization="per_channel",
 )
 
 FAST_CPU = Recipe(
     # Time-to-accuracy on a 2-core CPU: resnet20 on Fashion-MNIST to >= 92% test accuracy in under
     # 10 minutes (why each value, with its measurements: docs/training.md, "The fast-cpu recipe").
-    name="fast-cpu", model="resnet20", dataset="fashion-mnist",
+    name="fast-cpu",
+    model="resnet20",
+    dataset="fashion-mnist",
     # Few epochs, so that per-epoch evaluation fits in the budget.
     epochs=5,
     # A larger batch keeps both cores busy (larger conv kernels run more efficiently) while still
@@ -370,14 +503,23 @@ FAST_CPU = Recipe(
     val_split=0,
     # Flip only, no translation: a short schedule needs little regularisation, and flipping
     # clothes keeps the class (airbench: flip is the augmentation worth having on short runs).
-    crop_padding=0, hflip=True,
+    crop_padding=0,
+    hflip=True,
     # Nesterov SGD with a one-cycle (linear up, linear down to 0) schedule: the "super-convergence"
     # recipe of Smith & Topin 2017, used by Page's "How to train your ResNet" (DAWNBench) and
     # airbench; a higher peak lr than the paper's 0.1 since the run is short.
-    optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, schedule="onecycle",
-    schedule_unit="epoch", warmup=1.0, warmup_start_factor=0.1, final_lr_factor=0.0,
+    optimizer="sgd",
+    lr=0.2,
+    momentum=0.9,
+    nesterov=True,
+    schedule="onecycle",
+    schedule_unit="epoch",
+    warmup=1.0,
+    warmup_start_factor=0.1,
+    final_lr_factor=0.0,
     # Page used 5e-4 for short runs: stronger decay helps when there are few epochs.
-    weight_decay=5e-4, norm_weight_decay=0.0,
+    weight_decay=5e-4,
+    norm_weight_decay=0.0,
     # Label smoothing 0.1 (Szegedy et al. 2016; airbench uses 0.2): better calibrated and more
     # accurate after few epochs.
     label_smoothing=0.1,
@@ -386,7 +528,8 @@ FAST_CPU = Recipe(
     # channels_last: oneDNN's preferred layout for convolutions on CPU.
     # amp "auto": bfloat16 autocast only where the device has bfloat16 arithmetic (AVX512-BF16 or AMX
     # CPUs, recent GPUs); where it is emulated (Ice Lake) it is slower than float32.
-    channels_last=True, amp="auto",
+    channels_last=True,
+    amp="auto",
 )
 
 # --- modern recipes (docs/training.md, "Modern training") ----------------------------------------
@@ -400,16 +543,40 @@ TORCHVISION_V2 = Recipe(
     # of the two per batch: RandomChoice), TrivialAugmentWide, random erasing 0.1 (torchvision's
     # RandomErasing fills with 0 after normalisation), repeated augmentation x4 (--ra-reps 4),
     # train crop 176 / eval resize 232 and crop 224 (FixRes), EMA.
-    name="torchvision-v2", model="resnet50", dataset="imagenet", epochs=600, batch_size=1024,
-    train_transform="rrc", image_size=224, train_crop_size=176, eval_resize=232,
-    optimizer="sgd", lr=0.5, momentum=0.9, weight_decay=2e-5, norm_weight_decay=0.0, label_smoothing=0.1,
-    schedule="cosine", schedule_unit="epoch", warmup=5, warmup_start_factor=0.01, final_lr_factor=0.0,
-    mixup=0.2, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, auto_augment="ta_wide", reprob=0.1,
-    remode="const", aug_repeats=4,
+    name="torchvision-v2",
+    model="resnet50",
+    dataset="imagenet",
+    epochs=600,
+    batch_size=1024,
+    train_transform="rrc",
+    image_size=224,
+    train_crop_size=176,
+    eval_resize=232,
+    optimizer="sgd",
+    lr=0.5,
+    momentum=0.9,
+    weight_decay=2e-5,
+    norm_weight_decay=0.0,
+    label_smoothing=0.1,
+    schedule="cosine",
+    schedule_unit="epoch",
+    warmup=5,
+    warmup_start_factor=0.01,
+    final_lr_factor=0.0,
+    mixup=0.2,
+    cutmix=1.0,
+    mixup_prob=1.0,
+    mixup_switch_prob=0.5,
+    auto_augment="ta_wide",
+    reprob=0.1,
+    remode="const",
+    aug_repeats=4,
     # --model-ema-steps 32 --model-ema-decay 0.99998, which torchvision rescales by world size x batch x
     # steps / epochs = 8 x 128 x 32 / 600: 1 - 2e-5 x 54.6 = 0.998908 every 32 steps. (torchvision also
     # restarts the average after the warm-up; we do not.)
-    ema=True, ema_every=32, ema_decay=0.998908,
+    ema=True,
+    ema_every=32,
+    ema_decay=0.998908,
 )
 
 
@@ -421,26 +588,68 @@ def _rsb(name: str, **values: Any) -> Recipe:
     # half and half, RandomResizedCrop and flip, test crop ratio 0.95 (resize 235 for a 224 crop),
     # mixed precision, no EMA, no random erasing.
     base = Recipe(
-        name=name, model="resnet50", dataset="imagenet", batch_size=2048, optimizer="lamb",
-        norm_weight_decay=0.0, schedule="cosine", schedule_unit="epoch", warmup=5,
-        warmup_start_factor=0.02, final_lr_factor=2e-4, bce_loss=True, bce_target_thresh=0.2,
-        cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, train_transform="rrc", image_size=224,
-        eval_resize=235, amp=True, label_smoothing=0.0,
+        name=name,
+        model="resnet50",
+        dataset="imagenet",
+        batch_size=2048,
+        optimizer="lamb",
+        norm_weight_decay=0.0,
+        schedule="cosine",
+        schedule_unit="epoch",
+        warmup=5,
+        warmup_start_factor=0.02,
+        final_lr_factor=2e-4,
+        bce_loss=True,
+        bce_target_thresh=0.2,
+        cutmix=1.0,
+        mixup_prob=1.0,
+        mixup_switch_prob=0.5,
+        train_transform="rrc",
+        image_size=224,
+        eval_resize=235,
+        amp=True,
+        label_smoothing=0.0,
     )
     return dataclasses.replace(base, **values)
 
 
 # A1: 600 epochs, lr 5e-3 (warm-up from 1e-4: factor 0.02, cosine to 1e-6), weight decay 0.01, label
 # smoothing 0.1, stochastic depth 0.05, repeated augmentation x3, rand-m7-mstd0.5-inc1, mixup 0.2: 80.4%
-RSB_A1 = _rsb("rsb-a1", epochs=600, lr=5e-3, weight_decay=0.01, label_smoothing=0.1, drop_path=0.05,
-              aug_repeats=3, auto_augment="rand-m7-mstd0.5-inc1", mixup=0.2)
+RSB_A1 = _rsb(
+    "rsb-a1",
+    epochs=600,
+    lr=5e-3,
+    weight_decay=0.01,
+    label_smoothing=0.1,
+    drop_path=0.05,
+    aug_repeats=3,
+    auto_augment="rand-m7-mstd0.5-inc1",
+    mixup=0.2,
+)
 # A2: 300 epochs, weight decay 0.02, no label smoothing, otherwise A1's with mixup 0.1: 79.8%
-RSB_A2 = _rsb("rsb-a2", epochs=300, lr=5e-3, weight_decay=0.02, drop_path=0.05, aug_repeats=3,
-              auto_augment="rand-m7-mstd0.5-inc1", mixup=0.1)
+RSB_A2 = _rsb(
+    "rsb-a2",
+    epochs=300,
+    lr=5e-3,
+    weight_decay=0.02,
+    drop_path=0.05,
+    aug_repeats=3,
+    auto_augment="rand-m7-mstd0.5-inc1",
+    mixup=0.1,
+)
 # A3: 100 epochs at 160 px (tested at 224), lr 8e-3 (warm-up from 1e-4: 0.0125), no stochastic depth, no
 # repeated augmentation, rand-m6-mstd0.5-inc1, mixup 0.1: 78.1%
-RSB_A3 = _rsb("rsb-a3", epochs=100, lr=8e-3, warmup_start_factor=0.0125, final_lr_factor=1.25e-4,
-              weight_decay=0.02, train_crop_size=160, auto_augment="rand-m6-mstd0.5-inc1", mixup=0.1)
+RSB_A3 = _rsb(
+    "rsb-a3",
+    epochs=100,
+    lr=8e-3,
+    warmup_start_factor=0.0125,
+    final_lr_factor=1.25e-4,
+    weight_decay=0.02,
+    train_crop_size=160,
+    auto_augment="rand-m6-mstd0.5-inc1",
+    mixup=0.1,
+)
 
 BAG_OF_TRICKS = Recipe(
     # He et al. 2019, "Bag of tricks for image classification with convolutional neural networks":
@@ -451,16 +660,34 @@ BAG_OF_TRICKS = Recipe(
     # jitter and PCA noise, which this recipe does not). The paper trained in FP16 on V100s; "auto"
     # takes bfloat16 where the device has it (no loss scaling needed). Top-1 79.29% (Table 6, no
     # distillation 79.15% at 120 epochs without mixup).
-    name="bag-of-tricks", model="resnet50d", model_kwargs={"zero_init_last": True}, dataset="imagenet",
-    epochs=200, batch_size=1024, lr=0.4, momentum=0.9, weight_decay=1e-4, norm_weight_decay=0.0,
-    schedule="cosine", schedule_unit="epoch", warmup=5, warmup_start_factor=0.0, final_lr_factor=0.0,
-    label_smoothing=0.1, mixup=0.2, train_transform="rrc", amp="auto",
+    name="bag-of-tricks",
+    model="resnet50d",
+    model_kwargs={"zero_init_last": True},
+    dataset="imagenet",
+    epochs=200,
+    batch_size=1024,
+    lr=0.4,
+    momentum=0.9,
+    weight_decay=1e-4,
+    norm_weight_decay=0.0,
+    schedule="cosine",
+    schedule_unit="epoch",
+    warmup=5,
+    warmup_start_factor=0.0,
+    final_lr_factor=0.0,
+    label_smoothing=0.1,
+    mixup=0.2,
+    train_transform="rrc",
+    amp="auto",
 )
 
 FASHION_LONG = dataclasses.replace(
     # fast-cpu on a 16-epoch one-cycle, with the 2-pixel translation it then has room for: 94.29% in
     # 10m39s on 2026-12-01 (docs/training.md), formerly `--set epochs=16 --set crop_padding=2`.
-    FAST_CPU, name="fashion-long", epochs=16, crop_padding=2,
+    FAST_CPU,
+    name="fashion-long",
+    epochs=16,
+    crop_padding=2,
 )
 
 FASHION_BEST = dataclasses.replace(
@@ -469,7 +696,11 @@ FASHION_BEST = dataclasses.replace(
     # fashion-long's one-cycle on 38 epochs (what fits 30 minutes at ~1,450-1,650 images/s), with
     # random erasing (Zhong et al. 2017 measured its gain on Fashion-MNIST), evaluated every 4 epochs
     # and at the end to leave the time to training; the last epoch's weights are the result.
-    FASHION_LONG, name="fashion-best", epochs=38, reprob=0.25, eval_every=4,
+    FASHION_LONG,
+    name="fashion-best",
+    epochs=38,
+    reprob=0.25,
+    eval_every=4,
 )
 
 REPRODUCE_CPU = dataclasses.replace(
@@ -480,41 +711,70 @@ REPRODUCE_CPU = dataclasses.replace(
     # split, which every epoch is evaluated on; the test set is read once, after the last epoch. Weight
     # decay on every weight, BN scales included, as in the papers (He et al. 2015, Sec. 3.4 and 4.2),
     # since Fig. 7's responses are BN outputs. No test-time augmentation: the papers test single views.
-    FAST_CPU, name="reproduce-cpu", epochs=4, val_split=5000, split_seed=0, final_test_only=True,
-    norm_weight_decay=None, tta="none",
+    FAST_CPU,
+    name="reproduce-cpu",
+    epochs=4,
+    val_split=5000,
+    split_seed=0,
+    final_test_only=True,
+    norm_weight_decay=None,
+    tta="none",
 )
 
 RECIPES: dict[str, Recipe] = {
-    r.name: r for r in (PAPER_CIFAR, PAPER_IMAGENET, PAPER_IMAGENET_STEP, PREACT_CIFAR, WRN, FAST_CPU,
-                        TORCHVISION_V2, RSB_A1, RSB_A2, RSB_A3, BAG_OF_TRICKS, FASHION_LONG, FASHION_BEST,
-                        REPRODUCE_CPU)
+    r.name: r
+    for r in (
+        PAPER_CIFAR,
+        PAPER_IMAGENET,
+        PAPER_IMAGENET_STEP,
+        PREACT_CIFAR,
+        WRN,
+        FAST_CPU,
+        TORCHVISION_V2,
+        RSB_A1,
+        RSB_A2,
+        RSB_A3,
+        BAG_OF_TRICKS,
+        FASHION_LONG,
+        FASHION_BEST,
+        REPRODUCE_CPU,
+    )
 }
 DEFAULT_RECIPE = "fast-cpu"
 
 
-def get_recipe(name: str) -> Recipe:
+Settings = TypeVar("Settings")
+
+
+def get_recipe(name: str, table: Mapping[str, Settings] = RECIPES) -> Settings:
+    """The recipe called ``name`` in ``table`` (the classification recipes unless another family's table
+    is given, such as ``detection.recipes.DETECTION_RECIPES``), or a ConfigError naming the closest."""
     try:
-        return RECIPES[name]
+        return table[name]
     except KeyError:
-        raise unknown_name("recipe", name, RECIPES) from None
+        raise unknown_name("recipe", name, table) from None
 
 
-def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    """A copy of ``recipe`` with ``overrides`` (strings as from --set, or typed values) applied."""
-    hints = _field_types(Recipe)
+def apply_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """A copy of ``settings`` (a recipe of either family, or ``RunOptions``) with ``overrides`` applied:
+    strings (as from --set) are parsed by the field's type, other values are taken as they are."""
+    types = {key: tp for key, tp in field_types(type(settings)).items() if key != "name"}
     values = {}
     for key, value in overrides.items():
         key = key.replace("-", "_")
-        if key not in hints or key == "name":
-            raise unknown_name("recipe field", key, [k for k in hints if k != "name"])
-        values[key] = convert(value, hints[key], key) if isinstance(value, str) else value
-    return dataclasses.replace(recipe, **values)
+        if key not in types:
+            raise unknown_name(f"{settings.KIND} field", key, types)
+        values[key] = convert(value, types[key], key) if isinstance(value, str) else value
+    return dataclasses.replace(settings, **values)
 
 
 # --- run options (do not change the result) ------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RunOptions:
+    KIND: ClassVar[str] = "run"  # how the error messages name these options
+
     output: str | None = None  # default runs/<time>-<model>-<dataset>
     resume: str | None = None  # a run folder (its newest good checkpoint) or a checkpoint file
     device: str | None = None  # None/"auto": CUDA when present, else CPU
@@ -558,9 +818,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         try:
-            recipe = Recipe(**{**data["recipe"], "milestones": tuple(data["recipe"].get("milestones", ()))})
-            return cls(recipe=recipe, run=RunOptions(**data.get("run", {})))
-        except (KeyError, TypeError) as exc:
+            return cls(recipe=Recipe.from_dict(data["recipe"]), run=RunOptions(**data.get("run", {})))
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"not a resnets training config: {exc}") from None
 
     def to_json(self) -> str:

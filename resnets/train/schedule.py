@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .recipes import Recipe
+from .recipes import Optimization
 
 
 class LRFactor:
@@ -24,7 +24,7 @@ class LRFactor:
 
     DYNAMIC = ("error_warmup_active", "error_warmup_ended_at", "window")  # state, not settings
 
-    def __init__(self, recipe: Recipe, steps_per_epoch: int, total_steps: int, depth: int = 0) -> None:
+    def __init__(self, recipe: Optimization, steps_per_epoch: int, total_steps: int, depth: int = 0) -> None:
         unit = steps_per_epoch if recipe.schedule_unit == "epoch" else 1
         self.kind = recipe.schedule
         self.total_steps = int(total_steps)
@@ -35,11 +35,11 @@ class LRFactor:
         self.start_factor = float(recipe.warmup_start_factor)
         self.final_factor = float(recipe.final_lr_factor)
         # Sec. 4.2: for 110+ layers "we use 0.01 to warm up the training until the training error
-        # is below 80% (about 400 iterations), and then go back to 0.1".
-        self.error_warmup_active = (recipe.warmup_until_error is not None
-                                    and depth >= recipe.warmup_until_error_min_depth)
-        self.error_warmup_threshold = float(recipe.warmup_until_error or 0.0)
-        self.error_warmup_factor = float(recipe.warmup_until_error_factor)
+        # is below 80% (about 400 iterations), and then go back to 0.1" (classification recipes only).
+        error_warmup = recipe.error_warmup
+        self.error_warmup_active = error_warmup is not None and depth >= error_warmup.min_depth
+        self.error_warmup_threshold = float(error_warmup.threshold if error_warmup else 0.0)
+        self.error_warmup_factor = float(error_warmup.factor if error_warmup else 0.1)
         self.error_warmup_ended_at: int | None = None
         self.window: list[float] = []  # training errors of the last iterations (fractions)
 
@@ -82,14 +82,21 @@ class LRFactor:
 class LRSchedule:
     """One interface over per-iteration (LambdaLR) and per-epoch (ReduceLROnPlateau) schedules."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int,
-                 total_steps: int, depth: int = 0) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        recipe: Optimization,
+        steps_per_epoch: int,
+        total_steps: int,
+        depth: int = 0,
+    ) -> None:
         self.optimizer = optimizer
         self.factor: LRFactor | None = None
         if recipe.schedule == "plateau":
             # Sec. 3.4: "divided by 10 when the error plateaus"
             self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=recipe.gamma, patience=recipe.plateau_patience)
+                optimizer, mode="min", factor=recipe.gamma, patience=recipe.plateau_patience
+            )
         else:
             self.factor = LRFactor(recipe, steps_per_epoch, total_steps, depth)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)
@@ -111,8 +118,10 @@ class LRSchedule:
         ended = self.factor.observe(step, errors, count)
         self.scheduler.step()
         if ended:
-            return (f"training error below {self.factor.error_warmup_threshold:.0%} at iteration {step + 1}: "
-                    f"warm-up over, lr {self.lr:g}")
+            return (
+                f"training error below {self.factor.error_warmup_threshold:.0%} at iteration {step + 1}: "
+                f"warm-up over, lr {self.lr:g}"
+            )
         return None
 
     def step_epoch(self, monitored_error: float | None) -> None:
