@@ -27,7 +27,8 @@ run: setup data
 	$(VENV)/bin/resnets train
 
 lint: setup
-	$(VENV)/bin/ruff check resnets tests benchmarks
+	$(VENV)/bin/ruff check resnets tests benchmarks hubconf.py
+	$(VENV)/bin/ruff format --check resnets tests benchmarks hubconf.py
 	$(VENV)/bin/lint-imports
 
 test: setup data lint

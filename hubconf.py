@@ -31,8 +31,10 @@ def _entrypoint(name: str) -> _Callable[..., _nn.Module]:
         return _resnets.create_model(name, pretrained, weights=weights, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__doc__ = (f"resnets.create_model({name!r}, pretrained, weights=weights, **kwargs): the "
-                          "model, with the weights asked for (docs/weights.md).")
+    entrypoint.__doc__ = (
+        f"resnets.create_model({name!r}, pretrained, weights=weights, **kwargs): the "
+        "model, with the weights asked for (docs/weights.md)."
+    )
     return entrypoint
 
 

@@ -20,34 +20,75 @@ from .harness import RESULTS_DIR, BenchOptions
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}; "
-                        "`results` alone writes the model zoo's table (see `results --help`)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few steps on small inputs, written to results/quick/ (checks that it runs)")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}; "
+        "`results` alone writes the model zoo's table (see `results --help`)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few steps on small inputs, written to results/quick/ (checks that it runs)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and the peers (>= 1)")
     parser.add_argument("--data-dir", help="folder with the Fashion-MNIST files")
-    parser.add_argument("--checkpoint", help="a trained Fashion-MNIST resnet20 run or checkpoint for the "
-                        "int8 accuracy check (default: train one briefly)")
-    parser.add_argument("--time-cap", type=float, default=1800.0,
-                        help="seconds each contender of time_to_accuracy may train (default 1800)")
-    parser.add_argument("--peer-time-cap", type=float,
-                        help="time_to_accuracy: a shorter cap for the peer (default: --time-cap); enough "
-                        "to bound the ratio when the peer is far behind, and saves the benchmark's time")
-    parser.add_argument("--long-epochs", type=int, default=16,
-                        help="time_to_accuracy: epochs of ours' fashion-long run, for 94%% (0 skips it)")
-    parser.add_argument("--recipes", nargs="+", default=[], metavar="NAME",
-                        help="time_to_accuracy: time only these recipes (e.g. fashion-best), no peer")
-    parser.add_argument("--configs", nargs="+",
-                        help="step_options only (after the names): settings such as bs=128,cl=1,amp=bf16")
-    parser.add_argument("--set", dest="recipe_set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change ours' fast-cpu recipe in train_throughput and time_to_accuracy "
-                        "(e.g. --set amp=True), to try a setting against the peer")
-    parser.add_argument("--threads", type=int,
-                        help="torch intra-op threads (default: torch's, one per core); also ONNX Runtime's")
+    parser.add_argument(
+        "--checkpoint",
+        help="a trained Fashion-MNIST resnet20 run or checkpoint for the "
+        "int8 accuracy check (default: train one briefly)",
+    )
+    parser.add_argument(
+        "--time-cap",
+        type=float,
+        default=1800.0,
+        help="seconds each contender of time_to_accuracy may train (default 1800)",
+    )
+    parser.add_argument(
+        "--peer-time-cap",
+        type=float,
+        help="time_to_accuracy: a shorter cap for the peer (default: --time-cap); enough "
+        "to bound the ratio when the peer is far behind, and saves the benchmark's time",
+    )
+    parser.add_argument(
+        "--long-epochs",
+        type=int,
+        default=16,
+        help="time_to_accuracy: epochs of ours' fashion-long run, for 94%% (0 skips it)",
+    )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="time_to_accuracy: time only these recipes (e.g. fashion-best), no peer",
+    )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        help="step_options only (after the names): settings such as bs=128,cl=1,amp=bf16",
+    )
+    parser.add_argument(
+        "--set",
+        dest="recipe_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change ours' fast-cpu recipe in train_throughput and time_to_accuracy "
+        "(e.g. --set amp=True), to try a setting against the peer",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: torch's, one per core); also ONNX Runtime's",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
-    parser.add_argument("--output", type=Path, help="results folder (default: benchmarks/results, "
-                        "or benchmarks/results/quick with --quick)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="results folder (default: benchmarks/results, or benchmarks/results/quick with --quick)",
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -91,11 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     output = args.output or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
-    opts = BenchOptions(quick=args.quick, rounds=args.rounds, data_dir=args.data_dir,
-                        checkpoint=args.checkpoint, time_cap=args.time_cap, peer_time_cap=args.peer_time_cap,
-                        recipe_set=tuple(args.recipe_set), long_epochs=args.long_epochs, results_dir=output,
-                        recipes=tuple(args.recipes),
-                        device=args.device)
+    opts = BenchOptions(
+        quick=args.quick,
+        rounds=args.rounds,
+        data_dir=args.data_dir,
+        checkpoint=args.checkpoint,
+        time_cap=args.time_cap,
+        peer_time_cap=args.peer_time_cap,
+        recipe_set=tuple(args.recipe_set),
+        long_epochs=args.long_epochs,
+        results_dir=output,
+        recipes=tuple(args.recipes),
+        device=args.device,
+    )
     name = names[0]
     module = importlib.import_module(BENCHMARKS[name])
     print(f"== {name} ==", flush=True)

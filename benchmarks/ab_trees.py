@@ -24,17 +24,36 @@ from pathlib import Path
 def images_per_s(tree: Path, iterations: int, warmup: int, log_every: int) -> float:
     with tempfile.TemporaryDirectory(prefix="resnets-ab-") as out:
         env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-        subprocess.run([sys.executable, "-m", "resnets", "train", "--iterations", str(iterations),
-                        "--log-every", str(log_every), "--progress", "none", "--output", out],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "resnets",
+                "train",
+                "--iterations",
+                str(iterations),
+                "--log-every",
+                str(log_every),
+                "--progress",
+                "none",
+                "--output",
+                out,
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         steps = [json.loads(line) for line in (Path(out) / "steps.jsonl").read_text().splitlines()]
     timed = [s for s in steps if s["iteration"] > warmup]
     return len(timed) / sum(1 / s["images_per_s"] for s in timed)  # images-weighted mean rate
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab_trees", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ab_trees",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
@@ -49,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             rates[name].append(images_per_s(tree, args.iterations, args.warmup, args.log_every))
             print(f"{name}: {rates[name][-1]:.0f} images/s", flush=True)
     before, after = (statistics.median(rates[k]) for k in ("before", "after"))
-    print(f"median images/s: before {before:.0f}, after {after:.0f}; after/before = {after / before:.3f} "
-          f"({args.rounds} alternating rounds of {args.iterations} iterations)")
+    print(
+        f"median images/s: before {before:.0f}, after {after:.0f}; after/before = {after / before:.3f} "
+        f"({args.rounds} alternating rounds of {args.iterations} iterations)"
+    )
     return 0
 
 

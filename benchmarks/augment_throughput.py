@@ -25,16 +25,29 @@ OPTIONS = {
 def run(opts: BenchOptions) -> str:
     warmup, steps, log_every = opts.scale(20, 4), opts.scale(60, 6), opts.scale(10, 2)
     batch = {"batch_size": 256}
-    contenders = {name: (lambda extra=extra: ours_images_per_s("resnet20", warmup, steps, log_every, opts,
-                                                               **batch, **extra))
-                  for name, extra in OPTIONS.items()}
+    contenders = {
+        name: (
+            lambda extra=extra: ours_images_per_s(
+                "resnet20", warmup, steps, log_every, opts, **batch, **extra
+            )
+        )
+        for name, extra in OPTIONS.items()
+    }
     comparison = alternate(contenders, opts.rounds, Comparison("resnet20 images/s", higher_is_better=True))
-    rows = [[name, comparison.median(name), comparison.median(name) / comparison.median(BASELINE)]
-            for name in OPTIONS]
-    table = markdown_table(["training option (resnet20, Fashion-MNIST, batch 256)", "images/s",
-                            "ratio to crop + flip"], rows)
+    rows = [
+        [name, comparison.median(name), comparison.median(name) / comparison.median(BASELINE)]
+        for name in OPTIONS
+    ]
+    table = markdown_table(
+        ["training option (resnet20, Fashion-MNIST, batch 256)", "images/s", "ratio to crop + flip"], rows
+    )
     recipe = fast_recipe("resnet20", 1, opts, **batch)
-    payload = {"quick": opts.quick, "comparison": comparison.to_dict(), "options": OPTIONS,
-               "settings": {k: getattr(recipe, k)
-                            for k in ("batch_size", "channels_last", "amp", "crop_padding", "hflip")}}
+    payload = {
+        "quick": opts.quick,
+        "comparison": comparison.to_dict(),
+        "options": OPTIONS,
+        "settings": {
+            k: getattr(recipe, k) for k in ("batch_size", "channels_last", "amp", "crop_padding", "hflip")
+        },
+    }
     return str(write_result("augment_throughput", payload, table, opts.results_dir))

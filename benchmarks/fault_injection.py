@@ -54,21 +54,51 @@ def tiny_data(folder: Path, seed: int = 0) -> Path:
         images = rng.integers(0, 80, (n, 28, 28)).astype(np.uint8)
         for i, label in enumerate(labels):
             row, col = divmod(int(label), 5)
-            images[i, 4 + 12 * row:10 + 12 * row, 2 + 5 * col:6 + 5 * col] = 255
+            images[i, 4 + 12 * row : 10 + 12 * row, 2 + 5 * col : 6 + 5 * col] = 255
         (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + images.tobytes())
+            struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + images.tobytes()
+        )
         (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.astype(np.uint8).tobytes())
+            struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.astype(np.uint8).tobytes()
+        )
     return folder
 
 
 def train_args(data: Path, epochs: int) -> list[str]:
-    return ["train", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--dataset", "mnist",
-            "--data-dir", str(data), "--no-verify-checksums", "--batch-size", "16",
-            "--set", "eval_batch_size=8",
-            "--epochs", str(epochs), "--deterministic", "--schedule", "step", "--set",
-            f"milestones={epochs // 2}", "--lr", "0.05", "--ema", "--ema-decay", "0.9", "--no-amp",
-            "--no-channels-last", "--log-every", "2", "--progress", "line"]
+    return [
+        "train",
+        "--model",
+        "resnet_cifar",
+        "--set",
+        'model_kwargs={"depth": 8}',
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(data),
+        "--no-verify-checksums",
+        "--batch-size",
+        "16",
+        "--set",
+        "eval_batch_size=8",
+        "--epochs",
+        str(epochs),
+        "--deterministic",
+        "--schedule",
+        "step",
+        "--set",
+        f"milestones={epochs // 2}",
+        "--lr",
+        "0.05",
+        "--ema",
+        "--ema-decay",
+        "0.9",
+        "--no-amp",
+        "--no-channels-last",
+        "--log-every",
+        "2",
+        "--progress",
+        "line",
+    ]
 
 
 def draw_points(count: int, seed: int, checkpoint_bytes: int) -> list[dict]:
@@ -91,6 +121,7 @@ def draw_points(count: int, seed: int, checkpoint_bytes: int) -> list[dict]:
 
 def _arm(point: dict) -> None:
     """In the child: SIGKILL this process when it reaches ``point``."""
+
     def kill() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -176,14 +207,23 @@ def campaign(points: int, seed: int, workdir: Path, epochs: int) -> dict:
     results, findings = [], []
     for i, point in enumerate(plan):
         before, _ = complete_checkpoints(chained)
-        argv = (["train", "--resume", str(chained), "--progress", "line"] if before
-                else train_args(data, epochs) + ["--output", str(chained)])
+        argv = (
+            ["train", "--resume", str(chained), "--progress", "line"]
+            if before
+            else train_args(data, epochs) + ["--output", str(chained)]
+        )
         outcome = run_child(argv, logs / f"point-{i:02d}.log", point)
         after, bad = complete_checkpoints(chained)
         hidden = chained.glob(".*") if chained.exists() else []
         leftovers = sorted(p.name for p in hidden if p.name != runs.LOCK)
-        record = {**point, "resumed": bool(before), "outcome": f"{outcome[0]} {outcome[1]}",
-                  "checkpoints_before": before, "checkpoints_after": after, "temp_files_left": leftovers}
+        record = {
+            **point,
+            "resumed": bool(before),
+            "outcome": f"{outcome[0]} {outcome[1]}",
+            "checkpoints_before": before,
+            "checkpoints_after": after,
+            "temp_files_left": leftovers,
+        }
         results.append(record)
         if outcome != ("killed", signal.SIGKILL):
             findings.append(f"point {i} ({point}) was not reached: {outcome}")
@@ -199,11 +239,20 @@ def campaign(points: int, seed: int, workdir: Path, epochs: int) -> dict:
     compared = compare(straight, chained)
     findings += compared["differences"]
     kills = sum(r["outcome"] == f"killed {int(signal.SIGKILL)}" for r in results)
-    return {"points": points, "seed": seed, "epochs": epochs, "kills": kills,
-            "resumes": sum(r["resumed"] for r in results) + 1, "bit_exact": not compared["differences"],
-            "per_phase": {p: sum(r["phase"] == p for r in results) for p in PHASES},
-            "tracebacks": len(tracebacks), "straight_s": round(straight_s, 1),
-            "total_s": round(time.perf_counter() - start, 1), "findings": findings, "results": results}
+    return {
+        "points": points,
+        "seed": seed,
+        "epochs": epochs,
+        "kills": kills,
+        "resumes": sum(r["resumed"] for r in results) + 1,
+        "bit_exact": not compared["differences"],
+        "per_phase": {p: sum(r["phase"] == p for r in results) for p in PHASES},
+        "tracebacks": len(tracebacks),
+        "straight_s": round(straight_s, 1),
+        "total_s": round(time.perf_counter() - start, 1),
+        "findings": findings,
+        "results": results,
+    }
 
 
 def compare(straight: Path, chained: Path) -> dict:
@@ -218,8 +267,10 @@ def compare(straight: Path, chained: Path) -> dict:
     if (straight / "model.safetensors").read_bytes() != (chained / "model.safetensors").read_bytes():
         differences.append("model.safetensors differs")
     columns = ("epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error")
-    rows = [[[r[c] for c in columns] for r in csv.DictReader(open(run / "metrics.csv"))]
-            for run in (straight, chained)]
+    rows = [
+        [[r[c] for c in columns] for r in csv.DictReader(open(run / "metrics.csv"))]
+        for run in (straight, chained)
+    ]
     if rows[0] != rows[1]:
         differences.append("metrics.csv differs (epochs lost, repeated or mixed)")
     summaries = [json.loads((run / "summary.json").read_text()) for run in (straight, chained)]
@@ -249,9 +300,11 @@ def cli(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['kills']}/{result['points']} kill -9 points reached, {result['resumes']} resumes, "
-              f"bit-exact: {result['bit_exact']}, tracebacks: {result['tracebacks']}, "
-              f"{result['total_s']} s (straight run {result['straight_s']} s); phases {result['per_phase']}")
+        print(
+            f"{result['kills']}/{result['points']} kill -9 points reached, {result['resumes']} resumes, "
+            f"bit-exact: {result['bit_exact']}, tracebacks: {result['tracebacks']}, "
+            f"{result['total_s']} s (straight run {result['straight_s']} s); phases {result['per_phase']}"
+        )
         for finding in result["findings"]:
             print(f"FINDING: {finding}")
         print(f"runs and logs: {args.workdir}")

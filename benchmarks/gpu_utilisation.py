@@ -79,8 +79,12 @@ def run(opts: BenchOptions) -> str:
     torch.manual_seed(0)
     contenders_steps = {
         OURS: make_step(resnets.create_model("resnet50").to(device), x, y, ours_options),
-        PEER_FP32: make_step(torchvision.models.resnet50().to(device), x, y,
-                             StepOptions(channels_last=False, nesterov=False, weight_decay=1e-4)),
+        PEER_FP32: make_step(
+            torchvision.models.resnet50().to(device),
+            x,
+            y,
+            StepOptions(channels_last=False, nesterov=False, weight_decay=1e-4),
+        ),
     }
     if cuda:  # float16 autocast with a GradScaler is a CUDA recipe
         contenders_steps[PEER_AMP] = amp_reference_step(torchvision.models.resnet50().to(device), x, y)
@@ -96,25 +100,48 @@ def run(opts: BenchOptions) -> str:
                 step()
             synchronize(device)
             return batch * steps / (time.perf_counter() - t0)
+
         return timed
 
-    images = alternate({name: rate(step) for name, step in contenders_steps.items()}, opts.rounds,
-                       Comparison(f"resnet50 {size}px batch {batch} images/s", higher_is_better=True))
-    peak = alternate({"bf16 matmul": lambda: matmul_tflops(device, n, opts.scale(50, 3))}, opts.rounds,
-                     Comparison("TFLOP/s", higher_is_better=True)).median("bf16 matmul")
+    images = alternate(
+        {name: rate(step) for name, step in contenders_steps.items()},
+        opts.rounds,
+        Comparison(f"resnet50 {size}px batch {batch} images/s", higher_is_better=True),
+    )
+    peak = alternate(
+        {"bf16 matmul": lambda: matmul_tflops(device, n, opts.scale(50, 3))},
+        opts.rounds,
+        Comparison("TFLOP/s", higher_is_better=True),
+    ).median("bf16 matmul")
     flops_per_image = step_flops(batch, size) / batch
     rows = []
     for name in images.values:
         achieved = images.median(name) * flops_per_image / 1e12
-        rows.append([name, images.median(name), images.ratio(OURS, name) if name != OURS else 1.0,
-                     achieved, 100 * achieved / peak])
+        rows.append(
+            [
+                name,
+                images.median(name),
+                images.ratio(OURS, name) if name != OURS else 1.0,
+                achieved,
+                100 * achieved / peak,
+            ]
+        )
     card = torch.cuda.get_device_name(device) if cuda else "CPU"
-    table = (f"resnet50 training step on {card}, {size}x{size}, batch {batch}, synthetic data, "
-             f"{opts.rounds} alternating rounds, medians; bf16 {n}^3 matmul: {peak:.1f} TFLOP/s; "
-             f"ours = {vars(ours_options)}\n\n"
-             + markdown_table(["contender", "images/s", "ours x", "TFLOP/s", "% of bf16 matmul (MFU)"], rows))
-    payload = {"device": card, "images_per_s": images.to_dict(), "bf16_matmul_tflops": peak,
-               "flops_per_image": flops_per_image, "batch": batch, "image_size": size,
-               "ours_options": vars(ours_options), "quick": opts.quick}
+    table = (
+        f"resnet50 training step on {card}, {size}x{size}, batch {batch}, synthetic data, "
+        f"{opts.rounds} alternating rounds, medians; bf16 {n}^3 matmul: {peak:.1f} TFLOP/s; "
+        f"ours = {vars(ours_options)}\n\n"
+        + markdown_table(["contender", "images/s", "ours x", "TFLOP/s", "% of bf16 matmul (MFU)"], rows)
+    )
+    payload = {
+        "device": card,
+        "images_per_s": images.to_dict(),
+        "bf16_matmul_tflops": peak,
+        "flops_per_image": flops_per_image,
+        "batch": batch,
+        "image_size": size,
+        "ours_options": vars(ours_options),
+        "quick": opts.quick,
+    }
     write_result("gpu_utilisation", payload, table, opts.results_dir)
     return table

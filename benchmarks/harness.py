@@ -127,8 +127,12 @@ def machine_info() -> dict:
 def write_result(name: str, payload: dict, table: str, directory: Path = RESULTS_DIR) -> Path:
     """Write ``<directory>/<name>.json`` and ``<directory>/<name>.md``; return the markdown path."""
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "machine": machine_info(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-               **payload}
+    payload = {
+        "benchmark": name,
+        "machine": machine_info(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **payload,
+    }
     (directory / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     md = directory / f"{name}.md"
     md.write_text(table + "\n")

@@ -35,8 +35,16 @@ def peer_onnxruntime(model: torch.nn.Module, example: Tensor) -> Callable[[Tenso
     import onnxruntime as ort
 
     buffer = io.BytesIO()
-    torch.onnx.export(model, (example,), buffer, dynamo=True, input_names=["input"],
-                      dynamic_shapes=({0: "batch"},), external_data=False, verbose=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        buffer,
+        dynamo=True,
+        input_names=["input"],
+        dynamic_shapes=({0: "batch"},),
+        external_data=False,
+        verbose=False,
+    )
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
@@ -75,7 +83,9 @@ def contenders(opts: BenchOptions, size: int) -> tuple[dict[str, Callable[[Tenso
             return peer(x)
 
     runs: dict[str, Callable[[Tensor], Tensor]] = {
-        PEER: eager, "onnxruntime (defaults)": peer_onnxruntime(peer, example)}
+        PEER: eager,
+        "onnxruntime (defaults)": peer_onnxruntime(peer, example),
+    }
     openvino = peer_openvino(peer, example)
     if openvino is not None:
         runs["openvino (latency hint)"] = openvino
@@ -114,8 +124,12 @@ def ort_matmul_gflops(n: int, repeat: int) -> float:
     from onnx import TensorProto, helper
 
     inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "ab"]
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", inputs,
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "matmul",
+        inputs,
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -143,10 +157,13 @@ def onednn_conv_gflops(repeat: int, batch: int = 32, channels: int = 256, size: 
 
 def float32_ceiling(opts: BenchOptions) -> Comparison:
     n, batch = opts.scale(2048, 256), opts.scale(32, 2)
-    kernels = {f"MKL sgemm {n}x{n} (torch.matmul)": lambda: gemm_gflops(n, opts.scale(10, 2)),
-               f"ONNX Runtime MatMul {n}x{n} (MLAS)": lambda: ort_matmul_gflops(n, opts.scale(10, 2)),
-               f"oneDNN conv 3x3, 256 ch, 28x28, batch {batch} (torch channels_last)":
-                   lambda: onednn_conv_gflops(opts.scale(5, 1), batch=batch)}
+    kernels = {
+        f"MKL sgemm {n}x{n} (torch.matmul)": lambda: gemm_gflops(n, opts.scale(10, 2)),
+        f"ONNX Runtime MatMul {n}x{n} (MLAS)": lambda: ort_matmul_gflops(n, opts.scale(10, 2)),
+        f"oneDNN conv 3x3, 256 ch, 28x28, batch {batch} (torch channels_last)": lambda: onednn_conv_gflops(
+            opts.scale(5, 1), batch=batch
+        ),
+    }
     return alternate(kernels, opts.rounds, Comparison("float32 GFLOP/s", higher_is_better=True))
 
 
@@ -175,33 +192,67 @@ def run(opts: BenchOptions) -> str:
     for name, fn in runs.items():  # warm-up (compiles for both shapes) and the accuracy check
         fn(x1)
         diffs[name] = float((fn(xb).float() - reference).abs().max())
-    lat = alternate({n: (lambda f=f: latency(f, x1, opts.scale(10, 3))) for n, f in runs.items()},
-                    opts.rounds, Comparison("batch-1 latency (ms)", higher_is_better=False))
-    thr = alternate({n: (lambda f=f: batch / latency(f, xb, opts.scale(3, 2)) * 1000)
-                     for n, f in runs.items()},
-                    opts.rounds, Comparison(f"batch-{batch} images/s", higher_is_better=True))
+    lat = alternate(
+        {n: (lambda f=f: latency(f, x1, opts.scale(10, 3))) for n, f in runs.items()},
+        opts.rounds,
+        Comparison("batch-1 latency (ms)", higher_is_better=False),
+    )
+    thr = alternate(
+        {n: (lambda f=f: batch / latency(f, xb, opts.scale(3, 2)) * 1000) for n, f in runs.items()},
+        opts.rounds,
+        Comparison(f"batch-{batch} images/s", higher_is_better=True),
+    )
     flops = model_flops(torchvision.models.resnet50().eval(), x1)
     ceiling = float32_ceiling(opts)
-    rows = [[name, lat.median(name), lat.median(name) / lat.median(PEER), flops / lat.median(name) / 1e6,
-             thr.median(name), thr.ratio(name, PEER),
-             f"{diffs[name]:.2g}" if "int8" not in name else f"({diffs[name]:.2g})"]
-            for name in runs]
+    rows = [
+        [
+            name,
+            lat.median(name),
+            lat.median(name) / lat.median(PEER),
+            flops / lat.median(name) / 1e6,
+            thr.median(name),
+            thr.ratio(name, PEER),
+            f"{diffs[name]:.2g}" if "int8" not in name else f"({diffs[name]:.2g})",
+        ]
+        for name in runs
+    ]
     half = 2 * flops / lat.median(PEER) / 1e6  # the rate batch-1 latency at 0.5x the peer's needs
     fastest = max(ceiling.median(k) for k in ceiling.values)
-    table = (f"ResNet-50 inference, {size}x{size}, {torch.get_num_threads()} threads, {opts.rounds} "
-             f"alternating rounds, medians. Latency ratio: ours/peer (lower is better); "
-             f"throughput: x the peer; GFLOP/s = the network's {flops / 1e9:.2f} GFLOP per image "
-             f"/ latency.\n\n"
-             + markdown_table(["contender", "batch-1 ms", f"x {PEER} latency", "batch-1 GFLOP/s",
-                               f"batch-{batch} img/s", f"x {PEER} throughput", "max abs logit diff"], rows)
-             + "\n\nint8 logits differ by design (quantisation); its accuracy change is the int8 benchmark."
-             + f"\n\nThe float32 ceiling: batch-1 latency at 0.5x {PEER} needs {half:.0f} GFLOP/s; the "
-             f"fastest float32 kernel measured here reaches {fastest:.0f}.\n\n"
-             + markdown_table(["float32 kernel", "GFLOP/s"],
-                              [[kernel, ceiling.median(kernel)] for kernel in ceiling.values]))
-    payload = {"image_size": size, "batch": batch, "latency": lat.to_dict(), "throughput": thr.to_dict(),
-               "max_abs_diff_vs_eager": diffs, "flags": flags, "quick": opts.quick,
-               "flops_per_image": flops, "float32_ceiling": ceiling.to_dict(),
-               "gflops_needed_for_half_latency": half}
+    table = (
+        f"ResNet-50 inference, {size}x{size}, {torch.get_num_threads()} threads, {opts.rounds} "
+        f"alternating rounds, medians. Latency ratio: ours/peer (lower is better); "
+        f"throughput: x the peer; GFLOP/s = the network's {flops / 1e9:.2f} GFLOP per image "
+        f"/ latency.\n\n"
+        + markdown_table(
+            [
+                "contender",
+                "batch-1 ms",
+                f"x {PEER} latency",
+                "batch-1 GFLOP/s",
+                f"batch-{batch} img/s",
+                f"x {PEER} throughput",
+                "max abs logit diff",
+            ],
+            rows,
+        )
+        + "\n\nint8 logits differ by design (quantisation); its accuracy change is the int8 benchmark."
+        + f"\n\nThe float32 ceiling: batch-1 latency at 0.5x {PEER} needs {half:.0f} GFLOP/s; the "
+        f"fastest float32 kernel measured here reaches {fastest:.0f}.\n\n"
+        + markdown_table(
+            ["float32 kernel", "GFLOP/s"], [[kernel, ceiling.median(kernel)] for kernel in ceiling.values]
+        )
+    )
+    payload = {
+        "image_size": size,
+        "batch": batch,
+        "latency": lat.to_dict(),
+        "throughput": thr.to_dict(),
+        "max_abs_diff_vs_eager": diffs,
+        "flags": flags,
+        "quick": opts.quick,
+        "flops_per_image": flops,
+        "float32_ceiling": ceiling.to_dict(),
+        "gflops_needed_for_half_latency": half,
+    }
     write_result("inference", payload, table, opts.results_dir)
     return table

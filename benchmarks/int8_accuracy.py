@@ -70,19 +70,42 @@ def run(opts: BenchOptions) -> str:
         flags[f"int8 {fmt} (onnxruntime)"] = int8.flags
     predictions = {name: batched(fn, images).argmax(1) for name, fn in runs.items()}
     accuracy = {name: 100 * float((p == labels).float().mean()) for name, p in predictions.items()}
-    agreement = {name: 100 * float((p == predictions[EAGER]).float().mean())
-                 for name, p in predictions.items()}
+    agreement = {
+        name: 100 * float((p == predictions[EAGER]).float().mean()) for name, p in predictions.items()
+    }
     one = images[:1]
-    lat = alternate({name: (lambda f=fn: latency(f, one, opts.scale(50, 5))) for name, fn in runs.items()},
-                    opts.rounds, Comparison("batch-1 latency (ms)", higher_is_better=False))
-    rows = [[name, accuracy[name], accuracy[name] - accuracy[EAGER], agreement[name], lat.median(name),
-             lat.median(name) / lat.median(EAGER)] for name in runs]
-    table = (f"Trained resnet20 ({ckpt['config']['recipe']['name']}, epoch {ckpt['epoch']}) on {n_test} "
-             f"Fashion-MNIST test images; int8 calibrated on 512 training images; {opts.rounds} rounds\n\n"
-             + markdown_table(["model", "top-1 %", "change (points)", "agrees with eager %", "batch-1 ms",
-                               "x eager latency"], rows))
-    payload = {"checkpoint": str(opts.checkpoint or "trained by the benchmark"), "test_images": n_test,
-               "accuracy": accuracy, "agreement": agreement, "latency": lat.to_dict(), "flags": flags,
-               "quick": opts.quick}
+    lat = alternate(
+        {name: (lambda f=fn: latency(f, one, opts.scale(50, 5))) for name, fn in runs.items()},
+        opts.rounds,
+        Comparison("batch-1 latency (ms)", higher_is_better=False),
+    )
+    rows = [
+        [
+            name,
+            accuracy[name],
+            accuracy[name] - accuracy[EAGER],
+            agreement[name],
+            lat.median(name),
+            lat.median(name) / lat.median(EAGER),
+        ]
+        for name in runs
+    ]
+    table = (
+        f"Trained resnet20 ({ckpt['config']['recipe']['name']}, epoch {ckpt['epoch']}) on {n_test} "
+        f"Fashion-MNIST test images; int8 calibrated on 512 training images; {opts.rounds} rounds\n\n"
+        + markdown_table(
+            ["model", "top-1 %", "change (points)", "agrees with eager %", "batch-1 ms", "x eager latency"],
+            rows,
+        )
+    )
+    payload = {
+        "checkpoint": str(opts.checkpoint or "trained by the benchmark"),
+        "test_images": n_test,
+        "accuracy": accuracy,
+        "agreement": agreement,
+        "latency": lat.to_dict(),
+        "flags": flags,
+        "quick": opts.quick,
+    }
     write_result("int8", payload, table, opts.results_dir)
     return table

@@ -17,8 +17,12 @@ from torchvision import datasets, transforms
 
 # Fashion-MNIST training-set statistics, as the tutorials that users copy from use them.
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
-RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte")
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 def torchvision_root(source_dir: Path, root: Path) -> Path:
@@ -37,22 +41,32 @@ def torchvision_root(source_dir: Path, root: Path) -> Path:
 
 
 def peer_datasets(root: Path) -> tuple[datasets.FashionMNIST, datasets.FashionMNIST]:
-    train_tf = transforms.Compose([
-        transforms.RandomCrop(28, padding=2),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(FASHION_MEAN, FASHION_STD),
-    ])
+    train_tf = transforms.Compose(
+        [
+            transforms.RandomCrop(28, padding=2),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(FASHION_MEAN, FASHION_STD),
+        ]
+    )
     test_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(FASHION_MEAN, FASHION_STD)])
     train = datasets.FashionMNIST(str(root), train=True, transform=train_tf, download=False)
     test = datasets.FashionMNIST(str(root), train=False, transform=test_tf, download=False)
     return train, test
 
 
-def peer_loader(dataset, batch_size: int, train: bool, workers: int = 2,
-                device: torch.device | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=device is not None and device.type == "cuda")
+def peer_loader(
+    dataset, batch_size: int, train: bool, workers: int = 2, device: torch.device | None = None
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device is not None and device.type == "cuda",
+    )
 
 
 def paper_optimizer(model: nn.Module, lr: float = 0.1) -> torch.optim.SGD:

@@ -62,9 +62,15 @@ def run(opts: BenchOptions) -> str:
 
     recipe = get_recipe("fast-cpu")
     options = StepOptions.from_recipe(recipe)
-    cfg = DataConfig(dataset="fashion-mnist", data_dir=opts.data_dir, batch_size=128, crop_padding=2,
-                     hflip=True, channels_last=options.channels_last,
-                     train_subset=2048 if opts.quick else None)
+    cfg = DataConfig(
+        dataset="fashion-mnist",
+        data_dir=opts.data_dir,
+        batch_size=128,
+        crop_padding=2,
+        hflip=True,
+        channels_last=options.channels_last,
+        train_subset=2048 if opts.quick else None,
+    )
     data = build_data(cfg, torch.device("cpu"))
     torch.manual_seed(0)
     model = resnets.create_model("resnet20", num_classes=10, in_chans=1)
@@ -105,12 +111,18 @@ def run(opts: BenchOptions) -> str:
     ordered = sorted(parts.items(), key=lambda kv: -kv[1])
     rows = [[name, ms / steps, 100 * ms / wall_ms] for name, ms in ordered]
     top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
-    table = (f"resnet20 training step at batch 128 (fast-cpu settings {vars(options)}), "
-             f"{steps} profiled steps, {wall_ms / steps:.1f} ms per step wall "
-             "(profiler overhead included)\n\n"
-             + markdown_table(["where", "ms per step", "% of wall"], rows))
-    payload = {"steps": steps, "wall_ms_per_step": wall_ms / steps, "breakdown_ms_per_step":
-               {k: v / steps for k, v in parts.items()}, "step_options": vars(options), "top_ops": top,
-               "quick": opts.quick}
+    table = (
+        f"resnet20 training step at batch 128 (fast-cpu settings {vars(options)}), "
+        f"{steps} profiled steps, {wall_ms / steps:.1f} ms per step wall "
+        "(profiler overhead included)\n\n" + markdown_table(["where", "ms per step", "% of wall"], rows)
+    )
+    payload = {
+        "steps": steps,
+        "wall_ms_per_step": wall_ms / steps,
+        "breakdown_ms_per_step": {k: v / steps for k, v in parts.items()},
+        "step_options": vars(options),
+        "top_ops": top,
+        "quick": opts.quick,
+    }
     write_result("profile", payload, table, opts.results_dir)
     return table

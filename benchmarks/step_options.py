@@ -33,8 +33,16 @@ DEFAULT_CONFIGS = (
     "bs=512,cl=1",
     "bs=128,cl=1,compile=1",
 )
-KEYS = {"bs": "batch_size", "cl": "channels_last", "amp": "amp", "compile": "compile", "opt": "optimizer",
-        "model": "model", "size": "image_size", "chans": "in_chans"}
+KEYS = {
+    "bs": "batch_size",
+    "cl": "channels_last",
+    "amp": "amp",
+    "compile": "compile",
+    "opt": "optimizer",
+    "model": "model",
+    "size": "image_size",
+    "chans": "in_chans",
+}
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,9 @@ class StepConfig:
                 values[field] = int(value)
             else:
                 values[field] = None if value.lower() in ("", "none", "0", "off") else value
-        step_fields = {k: values.pop(k) for k in ("channels_last", "amp", "compile", "optimizer")
-                       if k in values}
+        step_fields = {
+            k: values.pop(k) for k in ("channels_last", "amp", "compile", "optimizer") if k in values
+        }
         if step_fields.get("optimizer", "loop") not in OPTIMIZER_IMPLS:
             raise ValueError(f"opt must be one of {', '.join(OPTIMIZER_IMPLS)}")
         # the fast-cpu recipe's loss: label smoothing 0.1
@@ -97,17 +106,35 @@ def run(opts: BenchOptions, configs: list[str] | None = None) -> str:
         compile_s[spec] = time.perf_counter() - t0
         # the same number of images per round for every setting, so each round is comparable in length
         n = max(1, images // cfg.batch_size)
-        runners[spec] = (lambda s=step, b=cfg.batch_size, k=n: images_per_s(s, b, k))
+        runners[spec] = lambda s=step, b=cfg.batch_size, k=n: images_per_s(s, b, k)
     comparison = alternate(runners, opts.rounds, Comparison("images/s", higher_is_better=True))
     base = specs[0]
-    rows = [[spec, comparison.median(spec), comparison.ratio(spec, base), max(comparison.values[spec]),
-             max(comparison.values[spec]) / max(comparison.values[base]), compile_s[spec]] for spec in specs]
+    rows = [
+        [
+            spec,
+            comparison.median(spec),
+            comparison.ratio(spec, base),
+            max(comparison.values[spec]),
+            max(comparison.values[spec]) / max(comparison.values[base]),
+            compile_s[spec],
+        ]
+        for spec in specs
+    ]
     models = ", ".join(sorted({f"{c.model} at {c.image_size}x{c.image_size}" for c in parsed.values()}))
-    table = (f"Training step ({models}), synthetic batches, "
-             f"{opts.rounds} alternating rounds of {images} images per setting, medians and best rounds\n\n"
-             + markdown_table(["setting", "images/s", f"x vs {base}", "best round img/s", "x (best rounds)",
-                               "warm-up s"], rows))
-    payload = {"configs": {s: asdict(c) for s, c in parsed.items()}, "images_per_round": images,
-               "warmup": warmup, "warmup_s": compile_s, "result": comparison.to_dict(), "quick": opts.quick}
+    table = (
+        f"Training step ({models}), synthetic batches, "
+        f"{opts.rounds} alternating rounds of {images} images per setting, medians and best rounds\n\n"
+        + markdown_table(
+            ["setting", "images/s", f"x vs {base}", "best round img/s", "x (best rounds)", "warm-up s"], rows
+        )
+    )
+    payload = {
+        "configs": {s: asdict(c) for s, c in parsed.items()},
+        "images_per_round": images,
+        "warmup": warmup,
+        "warmup_s": compile_s,
+        "result": comparison.to_dict(),
+        "quick": opts.quick,
+    }
     write_result("step_options", payload, table, opts.results_dir)
     return table

@@ -14,8 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-              "fp16": torch.float16, "float16": torch.float16}
+AMP_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 OPTIMIZER_IMPLS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
@@ -34,11 +38,15 @@ class StepOptions:
         """The speed settings of a resnets training recipe on ``device`` (default CPU)."""
         from resnets.train.build import fused_optimizer
 
-        return cls(channels_last=recipe.channels_last,
-                   amp=amp_name(recipe, device),
-                   optimizer="fused" if fused_optimizer(device or torch.device("cpu")) else "loop",
-                   compile=recipe.compile, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
-                   label_smoothing=recipe.label_smoothing)
+        return cls(
+            channels_last=recipe.channels_last,
+            amp=amp_name(recipe, device),
+            optimizer="fused" if fused_optimizer(device or torch.device("cpu")) else "loop",
+            compile=recipe.compile,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+            label_smoothing=recipe.label_smoothing,
+        )
 
 
 def amp_name(recipe, device: torch.device | None = None) -> str | None:
@@ -49,14 +57,21 @@ def amp_name(recipe, device: torch.device | None = None) -> str | None:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", None: None}[dtype]
 
 
-def make_step(model: nn.Module, x: Tensor, y: Tensor, opts: StepOptions,
-              lr: float = 0.05) -> Callable[[], Tensor]:
+def make_step(
+    model: nn.Module, x: Tensor, y: Tensor, opts: StepOptions, lr: float = 0.05
+) -> Callable[[], Tensor]:
     """A closure running one training step of ``model`` on ``(x, y)``; returns the (detached) loss."""
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=opts.nesterov,
-                                weight_decay=opts.weight_decay, **OPTIMIZER_IMPLS[opts.optimizer])
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=0.9,
+        nesterov=opts.nesterov,
+        weight_decay=opts.weight_decay,
+        **OPTIMIZER_IMPLS[opts.optimizer],
+    )
     forward = torch.compile(model) if opts.compile else model
     dtype = AMP_DTYPES[opts.amp] if opts.amp else None
     model.train()
@@ -72,8 +87,11 @@ def make_step(model: nn.Module, x: Tensor, y: Tensor, opts: StepOptions,
     return step
 
 
-def synthetic_batch(batch_size: int, in_chans: int, size: int, num_classes: int = 10,
-                    seed: int = 0) -> tuple[Tensor, Tensor]:
+def synthetic_batch(
+    batch_size: int, in_chans: int, size: int, num_classes: int = 10, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch_size, in_chans, size, size, generator=generator),
-            torch.randint(0, num_classes, (batch_size,), generator=generator))
+    return (
+        torch.randn(batch_size, in_chans, size, size, generator=generator),
+        torch.randint(0, num_classes, (batch_size,), generator=generator),
+    )

@@ -45,15 +45,26 @@ def first_reached(curve: list[tuple[float, float]]) -> dict[str, float | None]:
     return {f"{t:g}": next((s for s, acc in curve if acc >= t), None) for t in THRESHOLDS}
 
 
-def ours_curve(opts: BenchOptions, extra_set: tuple[str, ...] = (),
-               recipe: str = "fast-cpu") -> list[tuple[float, float]]:
+def ours_curve(
+    opts: BenchOptions, extra_set: tuple[str, ...] = (), recipe: str = "fast-cpu"
+) -> list[tuple[float, float]]:
     """Run ``resnets train --recipe RECIPE`` (stopped by SIGTERM at the time cap, which makes it save
     and exit); return [(elapsed s, test accuracy %)] per evaluated epoch."""
     from resnets.runs import read_metrics
 
     with tempfile.TemporaryDirectory(prefix="resnets-tta-") as tmp:
-        command = [sys.executable, "-m", "resnets", "train", "--recipe", recipe, "--output", tmp,
-                   "--progress", "line"]
+        command = [
+            sys.executable,
+            "-m",
+            "resnets",
+            "train",
+            "--recipe",
+            recipe,
+            "--output",
+            tmp,
+            "--progress",
+            "line",
+        ]
         if opts.data_dir:
             command += ["--data-dir", opts.data_dir]
         if opts.quick:
@@ -67,8 +78,11 @@ def ours_curve(opts: BenchOptions, extra_set: tuple[str, ...] = (),
             process.send_signal(signal.SIGTERM)
             process.wait()
         rows = read_metrics(Path(tmp) / "metrics.csv")
-    return [(r["elapsed_s"], 100 - r["test_error"]) for r in rows
-            if r.get("test_error") is not None and r["elapsed_s"] <= opts.time_cap]
+    return [
+        (r["elapsed_s"], 100 - r["test_error"])
+        for r in rows
+        if r.get("test_error") is not None and r["elapsed_s"] <= opts.time_cap
+    ]
 
 
 def peer_curve(opts: BenchOptions, max_epochs: int) -> list[tuple[float, float]]:
@@ -122,8 +136,10 @@ def run(opts: BenchOptions) -> str:
     peer_opts = dataclasses.replace(opts, time_cap=peer_cap)
     long = long_set(opts.long_epochs) if opts.long_epochs and not opts.quick and not opts.recipes else ()
     if opts.recipes:  # only the named recipes
-        contenders = {f"--recipe {name}": (lambda name=name: ours_curve(ours_opts, recipe=name))
-                      for name in opts.recipes}
+        contenders = {
+            f"--recipe {name}": (lambda name=name: ours_curve(ours_opts, recipe=name))
+            for name in opts.recipes
+        }
     else:
         contenders = {OURS: lambda: ours_curve(ours_opts)}
         if long:
@@ -151,25 +167,44 @@ def run(opts: BenchOptions) -> str:
         rows.append([*row, _fmt(theirs, peer_cap)] if with_peer else row)
     # the result of a recipe: its last evaluation (what a user of the recipe gets), and when it came
     finals = {name: [c[-1] for c in cs if c] for name, cs in curves.items()}
-    rows.append(["last evaluation: accuracy % at s"]
-                + [v for name in ours_names for v in ([_final(finals[name])] + ([""] if with_peer else []))]
-                + ([_final(finals[PEER])] if with_peer else []))
-    best = {name: round(max((acc for c in cs for _, acc in c), default=float("nan")), 2)
-            for name, cs in curves.items()}
+    rows.append(
+        ["last evaluation: accuracy % at s"]
+        + [v for name in ours_names for v in ([_final(finals[name])] + ([""] if with_peer else []))]
+        + ([_final(finals[PEER])] if with_peer else [])
+    )
+    best = {
+        name: round(max((acc for c in cs for _, acc in c), default=float("nan")), 2)
+        for name, cs in curves.items()
+    }
     changed = f"fast-cpu with {', '.join(opts.recipe_set)}; " if opts.recipe_set else ""
-    caps = (f"cap {cap:g} s each" if peer_cap == cap or not with_peer
-            else f"cap {cap:g} s for ours, {peer_cap:g} s for the peer")
+    caps = (
+        f"cap {cap:g} s each"
+        if peer_cap == cap or not with_peer
+        else f"cap {cap:g} s for ours, {peer_cap:g} s for the peer"
+    )
     header = ["accuracy"]
     for name in ours_names:
         header += [f"{name} s"] + (["x peer"] if with_peer else [])
-    table = (f"Time to Fashion-MNIST test accuracy ({changed}s, median of {opts.rounds} rounds; "
-             f"{caps}; best accuracy seen: "
-             + ", ".join(f"{name} {acc}" for name, acc in best.items()) + ")\n\n"
-             + markdown_table(header + (["peer s"] if with_peer else []), rows))
-    payload = {"time_cap_s": cap, "peer_time_cap_s": peer_cap, "recipe_set": list(opts.recipe_set),
-               "rounds": rounds, "curves": curves,
-               "medians": medians, "long_set": list(long), "recipes": list(opts.recipes), "quick": opts.quick,
-               "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    table = (
+        f"Time to Fashion-MNIST test accuracy ({changed}s, median of {opts.rounds} rounds; "
+        f"{caps}; best accuracy seen: "
+        + ", ".join(f"{name} {acc}" for name, acc in best.items())
+        + ")\n\n"
+        + markdown_table(header + (["peer s"] if with_peer else []), rows)
+    )
+    payload = {
+        "time_cap_s": cap,
+        "peer_time_cap_s": peer_cap,
+        "recipe_set": list(opts.recipe_set),
+        "rounds": rounds,
+        "curves": curves,
+        "medians": medians,
+        "long_set": list(long),
+        "recipes": list(opts.recipes),
+        "quick": opts.quick,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+    }
     write_result("time_to_accuracy", payload, table, opts.results_dir)
     return table
 

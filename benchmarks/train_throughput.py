@@ -34,13 +34,22 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
 
     recipe = apply_overrides(get_recipe("fast-cpu"), parse_set_args(opts.recipe_set))
     # a small test subset and no TTA: the run's final evaluation is not what is measured
-    settings = dict(model=model, batch_size=128, iterations=iterations, crop_padding=2, hflip=True,
-                    test_subset=512, tta="none", train_subset=2048 if opts.quick else None)
+    settings = dict(
+        model=model,
+        batch_size=128,
+        iterations=iterations,
+        crop_padding=2,
+        hflip=True,
+        test_subset=512,
+        tta="none",
+        train_subset=2048 if opts.quick else None,
+    )
     return dataclasses.replace(recipe, **{**settings, **extra})
 
 
-def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions,
-                      **extra) -> float:
+def ours_images_per_s(
+    model: str, warmup: int, steps: int, log_every: int, opts: BenchOptions, **extra
+) -> float:
     """One short ``engine.train`` run (``extra``: recipe fields); images/s over the logged windows
     after ``warmup`` steps."""
     from resnets.runs import read_steps
@@ -49,8 +58,15 @@ def ours_images_per_s(model: str, warmup: int, steps: int, log_every: int, opts:
 
     recipe = fast_recipe(model, warmup + steps, opts, **extra)
     with tempfile.TemporaryDirectory(prefix="resnets-bench-") as tmp:
-        run = RunOptions(output=tmp, data_dir=opts.data_dir, progress="none", log_every=log_every, plot=False,
-                         keep_last=1, device=str(opts.torch_device))
+        run = RunOptions(
+            output=tmp,
+            data_dir=opts.data_dir,
+            progress="none",
+            log_every=log_every,
+            plot=False,
+            keep_last=1,
+            device=str(opts.torch_device),
+        )
         result = train(TrainConfig(recipe=recipe, run=run))
         windows = [s for s in read_steps(Path(tmp) / "steps.jsonl") if s["iteration"] > warmup]
     if result.get("interrupted") or not windows:
@@ -74,8 +90,13 @@ def peer_runner(model_name: str, warmup: int, steps: int, opts: BenchOptions) ->
     recipe = fast_recipe(model_name, 1, opts)
     torch.manual_seed(0)
     model = resnets.create_model(model_name, num_classes=10, in_chans=1).to(opts.torch_device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=0.05,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
 
     def run() -> float:
         peer.train_steps(model, batches, optimizer, warmup)
@@ -86,8 +107,10 @@ def peer_runner(model_name: str, warmup: int, steps: int, opts: BenchOptions) ->
 
 def fashion_mnist(opts: BenchOptions, model: str) -> Comparison:
     warmup, steps, log_every = opts.scale(20, 4), opts.scale(100, 6), opts.scale(10, 2)
-    contenders = {OURS: lambda: ours_images_per_s(model, warmup, steps, log_every, opts),
-                  PEER: peer_runner(model, opts.scale(5, 2), steps, opts)}
+    contenders = {
+        OURS: lambda: ours_images_per_s(model, warmup, steps, log_every, opts),
+        PEER: peer_runner(model, opts.scale(5, 2), steps, opts),
+    }
     return alternate(contenders, opts.rounds, Comparison(f"{model} images/s", higher_is_better=True))
 
 
@@ -102,8 +125,9 @@ def resnet50_synthetic(opts: BenchOptions) -> tuple[Comparison, dict]:
     steps = opts.scale(20 if device.type == "cuda" else 5, 2)
     x, y = (t.to(device) for t in synthetic_batch(batch, 3, size, num_classes=1000))
     ours_options = StepOptions.from_recipe(fast_recipe("resnet50", 1, opts), device)
-    peer_options = StepOptions(channels_last=False, nesterov=ours_options.nesterov,
-                               weight_decay=ours_options.weight_decay)
+    peer_options = StepOptions(
+        channels_last=False, nesterov=ours_options.nesterov, weight_decay=ours_options.weight_decay
+    )
     torch.manual_seed(0)
     ours = make_step(resnets.create_model("resnet50").to(device), x, y, ours_options)
     theirs = make_step(torchvision.models.resnet50().to(device), x, y, peer_options)
@@ -119,11 +143,20 @@ def resnet50_synthetic(opts: BenchOptions) -> tuple[Comparison, dict]:
         synchronize(device)
         return batch * steps / (time.perf_counter() - t0)
 
-    comparison = alternate({"ours (resnets resnet50)": lambda: rate(ours),
-                            "peer (torchvision resnet50 eager)": lambda: rate(theirs)},
-                           opts.rounds, Comparison(f"resnet50 {size}px batch {batch} images/s", True))
-    return comparison, {"ours": vars(ours_options), "peer": vars(peer_options), "image_size": size,
-                        "batch": batch}
+    comparison = alternate(
+        {
+            "ours (resnets resnet50)": lambda: rate(ours),
+            "peer (torchvision resnet50 eager)": lambda: rate(theirs),
+        },
+        opts.rounds,
+        Comparison(f"resnet50 {size}px batch {batch} images/s", True),
+    )
+    return comparison, {
+        "ours": vars(ours_options),
+        "peer": vars(peer_options),
+        "image_size": size,
+        "batch": batch,
+    }
 
 
 def run(opts: BenchOptions) -> str:
@@ -131,19 +164,33 @@ def run(opts: BenchOptions) -> str:
     for model in ("resnet20", "resnet56"):
         comparison = fashion_mnist(opts, model)
         payload[model] = comparison.to_dict()
-        rows.append([f"{model}, Fashion-MNIST, batch 128", comparison.median(OURS), comparison.median(PEER),
-                     comparison.ratio(OURS, PEER)])
+        rows.append(
+            [
+                f"{model}, Fashion-MNIST, batch 128",
+                comparison.median(OURS),
+                comparison.median(PEER),
+                comparison.ratio(OURS, PEER),
+            ]
+        )
     r50, settings = resnet50_synthetic(opts)
     payload["resnet50"] = {**r50.to_dict(), "settings": settings}
     ours_name, peer_name = list(r50.values)
-    rows.append([f"resnet50, synthetic {settings['image_size']}px, batch {settings['batch']}",
-                 r50.median(ours_name), r50.median(peer_name), r50.ratio(ours_name, peer_name)])
+    rows.append(
+        [
+            f"resnet50, synthetic {settings['image_size']}px, batch {settings['batch']}",
+            r50.median(ours_name),
+            r50.median(peer_name),
+            r50.ratio(ours_name, peer_name),
+        ]
+    )
     recipe = fast_recipe("resnet20", 1, opts)
     settings = ("channels_last", "amp", "compile", "optimizer", "nesterov", "crop_padding", "hflip")
     payload["ours_settings"] = {k: getattr(recipe, k) for k in settings}
     payload["recipe_set"] = list(opts.recipe_set)
-    table = (f"Training throughput, images/s (steady state, data included), {opts.rounds} alternating "
-             f"rounds, medians; ours = fast-cpu speed settings {payload['ours_settings']}\n\n"
-             + markdown_table(["workload", "ours img/s", "peer img/s", "x peer"], rows))
+    table = (
+        f"Training throughput, images/s (steady state, data included), {opts.rounds} alternating "
+        f"rounds, medians; ours = fast-cpu speed settings {payload['ours_settings']}\n\n"
+        + markdown_table(["workload", "ours img/s", "peer img/s", "x peer"], rows)
+    )
     write_result("train_throughput", payload, table, opts.results_dir)
     return table

@@ -58,25 +58,38 @@ def run(opts: BenchOptions) -> str:
             step()
         return flops * steps / (time.perf_counter() - t0) / 1e9
 
-    contenders = {"resnet20 training step": step_gflops,
-                  f"sgemm {n}x{n}": lambda: gemm_gflops(n, opts.scale(10, 3))}
+    contenders = {
+        "resnet20 training step": step_gflops,
+        f"sgemm {n}x{n}": lambda: gemm_gflops(n, opts.scale(10, 3)),
+    }
     if options.amp == "bf16":  # the step computes in bfloat16: say how far that dtype's own peak is too
         contenders[f"bf16 gemm {n}x{n}"] = lambda: gemm_gflops(n, opts.scale(10, 3), torch.bfloat16)
     comparison = alternate(contenders, opts.rounds, Comparison("GFLOP/s", higher_is_better=True))
     achieved, peak = comparison.median("resnet20 training step"), comparison.median(f"sgemm {n}x{n}")
     share = 100 * achieved / peak
-    rows = [["resnet20 training step (fwd+bwd, batch 128, 28x28)", achieved, flops / 2 / batch / 1e6],
-            [f"sgemm {n}x{n} (float32)", peak, ""]]
+    rows = [
+        ["resnet20 training step (fwd+bwd, batch 128, 28x28)", achieved, flops / 2 / batch / 1e6],
+        [f"sgemm {n}x{n} (float32)", peak, ""],
+    ]
     bf16_note = ""
     if options.amp == "bf16":
         bf16_peak = comparison.median(f"bf16 gemm {n}x{n}")
         rows.append([f"bf16 gemm {n}x{n}", bf16_peak, ""])
         bf16_note = f", {100 * achieved / bf16_peak:.0f}% of the bf16 gemm's"
-    table = (f"Utilisation on {torch.get_num_threads()} threads, {opts.rounds} alternating rounds, medians: "
-             f"the training step runs at **{share:.0f}%** of the sgemm peak{bf16_note} "
-             f"(step settings {vars(options)})\n\n"
-             + markdown_table(["work", "GFLOP/s", "M multiply-adds per image (fwd+bwd)"], rows))
-    payload = {"flops_per_step": flops, "batch": batch, "image_size": size, "share_of_peak_percent": share,
-               "step_options": vars(options), "result": comparison.to_dict(), "quick": opts.quick}
+    table = (
+        f"Utilisation on {torch.get_num_threads()} threads, {opts.rounds} alternating rounds, medians: "
+        f"the training step runs at **{share:.0f}%** of the sgemm peak{bf16_note} "
+        f"(step settings {vars(options)})\n\n"
+        + markdown_table(["work", "GFLOP/s", "M multiply-adds per image (fwd+bwd)"], rows)
+    )
+    payload = {
+        "flops_per_step": flops,
+        "batch": batch,
+        "image_size": size,
+        "share_of_peak_percent": share,
+        "step_options": vars(options),
+        "result": comparison.to_dict(),
+        "quick": opts.quick,
+    }
     write_result("utilisation", payload, table, opts.results_dir)
     return table

@@ -21,8 +21,12 @@ __all__ = ["create_model", "list_models", "list_pretrained", "summary", "__versi
 
 
 def create_model(
-    name: str, pretrained: bool | str | os.PathLike = False, *, weights: Any = None,
-    checkpoint_path: str | os.PathLike | None = None, **kwargs: Any
+    name: str,
+    pretrained: bool | str | os.PathLike = False,
+    *,
+    weights: Any = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """``resnets.models.create_model(name, **kwargs)`` (the options, timm's and torchvision's keywords) with
     weights, as timm's and torchvision's constructors give them (docs/weights.md):

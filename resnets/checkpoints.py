@@ -42,7 +42,7 @@ def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             changed = False
             for prefix in _PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         out[key] = value
     return out
 
@@ -56,8 +56,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except PermissionError as exc:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc.strerror} (not readable by this "
-                              f"user); ask its owner for read access (chmod a+r) or use a copy") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: {exc.strerror} (not readable by this "
+            f"user); ask its owner for read access (chmod a+r) or use a copy"
+        ) from None
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.EISDIR, errno.EIO, errno.ELOOP, errno.ENAMETOOLONG):
             raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc.strerror or exc}") from None
@@ -72,21 +74,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def unreadable_reason(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in one line."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-    unsafe = next((line for line in lines if "global" in line.lower()
-                   and ("unsupported" in line.lower() or "allowed" in line.lower())), None)
+    unsafe = next(
+        (
+            line
+            for line in lines
+            if "global" in line.lower() and ("unsupported" in line.lower() or "allowed" in line.lower())
+        ),
+        None,
+    )
     if unsafe is not None:
         detail = unsafe
-        return (f"it is not a safe PyTorch checkpoint: loading it would create objects that "
-                f"weights_only=True refuses ({detail.rstrip('.')[:300]}); resnets never runs code from a "
-                f"checkpoint, so only files of plain tensors and types are accepted")
+        return (
+            f"it is not a safe PyTorch checkpoint: loading it would create objects that "
+            f"weights_only=True refuses ({detail.rstrip('.')[:300]}); resnets never runs code from a "
+            f"checkpoint, so only files of plain tensors and types are accepted"
+        )
     return f"the file is truncated or corrupt ({lines[0][:300]})"
 
 
 # --- the schema -----------------------------------------------------------------------------------
 
+
 def _bad(path: Path, message: str) -> CheckpointError:
-    return CheckpointError(f"checkpoint {str(path)!r} is malformed: {message}; it was not written by "
-                           f"this resnets, or it was damaged")
+    return CheckpointError(
+        f"checkpoint {str(path)!r} is malformed: {message}; it was not written by "
+        f"this resnets, or it was damaged"
+    )
 
 
 def _is_int(value: Any, low: int = 0) -> bool:
@@ -94,8 +107,9 @@ def _is_int(value: Any, low: int = 0) -> bool:
 
 
 def _tensor_map(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in value.items())
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
 
 
 def check_schema(ckpt: Any, path: Path) -> None:
@@ -103,34 +117,48 @@ def check_schema(ckpt: Any, path: Path) -> None:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{str(path)!r} is not a resnets checkpoint (no format='resnets' entry); for torchvision/timm "
-            f"weights use --init-weights or `resnets import-weights`")
+            f"weights use --init-weights or `resnets import-weights`"
+        )
     version = ckpt.get("format_version", 0)
     if not _is_int(version):
         raise _bad(path, f"format_version is {version!r}, not a whole number")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{str(path)!r} has format version {version}, newer than this "
-                              f"resnets ({FORMAT_VERSION}); upgrade resnets")
+        raise CheckpointError(
+            f"{str(path)!r} has format version {version}, newer than this "
+            f"resnets ({FORMAT_VERSION}); upgrade resnets"
+        )
     for key in ("model", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {str(path)!r} has no {key!r} entry")
     spec = ckpt["model"]
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) \
-            or not isinstance(spec.get("kwargs", {}), dict):
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("name"), str)
+        or not isinstance(spec.get("kwargs", {}), dict)
+    ):
         raise _bad(path, f"'model' is {spec!r:.100}, not a spec {{'name': str, 'kwargs': dict}}")
     try:
         json.dumps(spec)  # a spec is plain JSON (model_spec's contract)
     except (TypeError, ValueError):
-        raise _bad(path, f"'model' holds values that are not plain numbers, strings, lists or dicts "
-                         f"({spec!r:.100})") from None
+        raise _bad(
+            path, f"'model' holds values that are not plain numbers, strings, lists or dicts ({spec!r:.100})"
+        ) from None
     if not _tensor_map(ckpt["state_dict"]) or not ckpt["state_dict"]:
-        raise _bad(path, f"'state_dict' is a {type(ckpt['state_dict']).__name__}, not a mapping of "
-                         f"parameter names to tensors")
+        raise _bad(
+            path,
+            f"'state_dict' is a {type(ckpt['state_dict']).__name__}, not a mapping of "
+            f"parameter names to tensors",
+        )
     if ckpt.get("ema") is not None and not _tensor_map(ckpt["ema"]):
         raise _bad(path, "'ema' is not a mapping of names to tensors")
-    if ckpt.get("eval_weights", "model") not in ("model", "ema") or \
-            (ckpt.get("eval_weights") == "ema" and ckpt.get("ema") is None):
-        raise _bad(path, f"'eval_weights' is {ckpt.get('eval_weights')!r} (expected 'model', or 'ema' with "
-                         f"an 'ema' entry)")
+    if ckpt.get("eval_weights", "model") not in ("model", "ema") or (
+        ckpt.get("eval_weights") == "ema" and ckpt.get("ema") is None
+    ):
+        raise _bad(
+            path,
+            f"'eval_weights' is {ckpt.get('eval_weights')!r} (expected 'model', or 'ema' with "
+            f"an 'ema' entry)",
+        )
     for key in ("epoch", "iteration", "batch_in_epoch"):
         if key in ckpt and not _is_int(ckpt[key]):
             raise _bad(path, f"{key!r} is {ckpt[key]!r}, not a whole number >= 0")
@@ -150,13 +178,18 @@ def check_schema(ckpt: Any, path: Path) -> None:
 
 # the run's settings that the readers of a checkpoint use (eval, evaluation data): allowed values
 _RECIPE_FIELDS = {
-    "tta": lambda v: v in ("none", "flip"), "amp": lambda v: v in (True, False, "auto"),
-    "amp_dtype": lambda v: v in ("bfloat16", "float16"), "val_split": lambda v: _is_int(v),
-    "seed": lambda v: _is_int(v, -(2 ** 63)), "channels_last": lambda v: isinstance(v, bool),
+    "tta": lambda v: v in ("none", "flip"),
+    "amp": lambda v: v in (True, False, "auto"),
+    "amp_dtype": lambda v: v in ("bfloat16", "float16"),
+    "val_split": lambda v: _is_int(v),
+    "seed": lambda v: _is_int(v, -(2**63)),
+    "channels_last": lambda v: isinstance(v, bool),
 }
 _RUN_FIELDS = {
-    "data_dir": lambda v: v is None or isinstance(v, str), "strict_data": lambda v: isinstance(v, bool),
-    "verify_checksums": lambda v: isinstance(v, bool), "follow_links": lambda v: isinstance(v, bool),
+    "data_dir": lambda v: v is None or isinstance(v, str),
+    "strict_data": lambda v: isinstance(v, bool),
+    "verify_checksums": lambda v: isinstance(v, bool),
+    "follow_links": lambda v: isinstance(v, bool),
     "max_image_pixels": lambda v: v is None or _is_int(v),
 }
 
@@ -225,26 +258,45 @@ def check_rng(state: Any, path: Path, key: str) -> None:
         what = f"{t.dtype} of {t.numel()} values" if isinstance(t, torch.Tensor) else type(t).__name__
         raise _bad(path, f"{key}['torch'] is {what}, not torch's {expected}-byte generator state")
     n = state.get("numpy")
-    if not (isinstance(n, (list, tuple)) and len(n) == 5 and isinstance(n[0], str)
-            and isinstance(n[1], torch.Tensor) and n[1].numel() == 624 and not n[1].is_floating_point()
-            and _is_int(n[2]) and n[2] <= 624 and _is_int(n[3]) and isinstance(n[4], (int, float))):
+    if not (
+        isinstance(n, (list, tuple))
+        and len(n) == 5
+        and isinstance(n[0], str)
+        and isinstance(n[1], torch.Tensor)
+        and n[1].numel() == 624
+        and not n[1].is_floating_point()
+        and _is_int(n[2])
+        and n[2] <= 624
+        and _is_int(n[3])
+        and isinstance(n[4], (int, float))
+    ):
         raise _bad(path, f"{key}['numpy'] is not numpy's MT19937 state (a 624-word key and its position)")
     p = state.get("python")
-    if not (isinstance(p, (list, tuple)) and len(p) == 3 and _is_int(p[0])
-            and isinstance(p[1], (list, tuple)) and len(p[1]) == 625 and all(_is_int(v) for v in p[1])
-            and p[1][-1] <= 624 and (p[2] is None or isinstance(p[2], float))):
+    if not (
+        isinstance(p, (list, tuple))
+        and len(p) == 3
+        and _is_int(p[0])
+        and isinstance(p[1], (list, tuple))
+        and len(p[1]) == 625
+        and all(_is_int(v) for v in p[1])
+        and p[1][-1] <= 624
+        and (p[2] is None or isinstance(p[2], float))
+    ):
         raise _bad(path, f"{key}['python'] is not Python's random state (625 words)")
     cuda = state.get("cuda")
-    if cuda is not None and not (isinstance(cuda, (list, tuple)) and
-                                 all(isinstance(c, torch.Tensor) and c.dtype == torch.uint8 for c in cuda)):
+    if cuda is not None and not (
+        isinstance(cuda, (list, tuple))
+        and all(isinstance(c, torch.Tensor) and c.dtype == torch.uint8 for c in cuda)
+    ):
         raise _bad(path, f"{key}['cuda'] is not a list of CUDA generator states")
     mps = state.get("mps")
     if mps is not None and not (isinstance(mps, torch.Tensor) and mps.dtype == torch.uint8):
         raise _bad(path, f"{key}['mps'] is not an MPS generator state")
 
 
-def load_state_into(model: torch.nn.Module, state_dict: Mapping[str, Any],
-                    source: str = "checkpoint") -> None:
+def load_state_into(
+    model: torch.nn.Module, state_dict: Mapping[str, Any], source: str = "checkpoint"
+) -> None:
     """``model.load_state_dict`` (strict) with a CheckpointError listing what does not match."""
     state_dict = clean_state_dict(state_dict)
     check_fits(model, state_dict, source)
@@ -261,8 +313,11 @@ def check_fits(model: torch.nn.Module, state_dict: Mapping[str, Any], source: st
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k}: {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
@@ -291,8 +346,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     try:
         model = create_model_from_spec(ckpt["model"])
     except Exception as exc:  # a spec we cannot rebuild is the checkpoint's fault, not a bug here
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a model spec this resnets cannot build "
-                              f"({first_line(exc)})") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a model spec this resnets cannot build ({first_line(exc)})"
+        ) from None
     load_state_into(model, weights, source=source)
     return model.to(device).eval(), ckpt
 
@@ -306,13 +362,15 @@ def check_classifier(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
     name = model.get("name") if isinstance(model, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if task == "detection" or name in DETECTORS:
-        raise CheckpointError(f"checkpoint {str(path)!r} is an object detector's ({name}), not a "
-                              f"classifier's; use `resnets detect eval|predict|export` for it")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is an object detector's ({name}), not a "
+            f"classifier's; use `resnets detect eval|predict|export` for it"
+        )
 
 
 def ema_model_weights(ema_state: Mapping[str, Any]) -> dict[str, Any]:
     """The model weights inside an ``AveragedModel`` state dict (``module.*``, without ``n_averaged``)."""
-    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
+    return {k[len("module.") :]: v for k, v in ema_state.items() if k.startswith("module.")}
 
 
 def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:

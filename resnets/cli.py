@@ -34,8 +34,9 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resnets", description="Deep Residual Networks: train, evaluate, "
-                                     "reproduce the papers, export.")
+    parser = argparse.ArgumentParser(
+        prog="resnets", description="Deep Residual Networks: train, evaluate, reproduce the papers, export."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -54,8 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with plain_warnings(args.command), terminated_as_exception():
             return int(args._run(args) or 0)
     except Terminated:
-        print(f"resnets {args.command}: terminated (SIGTERM); files being written were removed, finished "
-              "ones kept", file=sys.stderr)
+        print(
+            f"resnets {args.command}: terminated (SIGTERM); files being written were removed, finished "
+            "ones kept",
+            file=sys.stderr,
+        )
         return 128 + signal.SIGTERM
     except ResnetsError as exc:
         print(f"resnets {args.command}: error: {one_line(exc)}", file=sys.stderr)

@@ -79,8 +79,9 @@ def resize_shorter_side(images: Tensor, size: int) -> Tensor:
     return TF.resize(images, [size], antialias=True)
 
 
-def ten_crop_logits(model: nn.Module, images: Tensor, *, resize: int = PAPER_RESIZE,
-                    crop: int = PAPER_CROP) -> Tensor:
+def ten_crop_logits(
+    model: nn.Module, images: Tensor, *, resize: int = PAPER_RESIZE, crop: int = PAPER_CROP
+) -> Tensor:
     """10-crop testing (paper Sec. 3.4, from AlexNet).
 
     As in AlexNet, the shorter side is resized to ``resize`` and the central ``resize`` square
@@ -110,8 +111,14 @@ def fully_convolutional_scores(model: nn.Module, images: Tensor) -> Tensor:
 MULTISCALE_ELEMENTS = 1 << 23  # input values resized at once (32 MB in float32; the net's maps are ~20x)
 
 
-def multiscale_logits(model: nn.Module, images: Tensor, *, scales: Sequence[int] = PAPER_SCALES,
-                      flip: bool = True, position_average: str = "softmax") -> Tensor:
+def multiscale_logits(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    scales: Sequence[int] = PAPER_SCALES,
+    flip: bool = True,
+    position_average: str = "softmax",
+) -> Tensor:
     """Multi-scale fully-convolutional testing (paper Sec. 3.4, from VGG/OverFeat).
 
     For each scale the shorter side is resized to it and the score map computed fully
@@ -128,9 +135,12 @@ def multiscale_logits(model: nn.Module, images: Tensor, *, scales: Sequence[int]
     side = max(int(s) for s in scales) * max(images.shape[-2:]) / max(min(images.shape[-2:]), 1)
     chunk = max(1, int(MULTISCALE_ELEMENTS // (images.shape[1] * side * max(int(s) for s in scales))))
     if chunk < images.shape[0]:  # large scales: a few images at a time, so memory stays bounded
-        return torch.cat([multiscale_logits(model, part, scales=scales, flip=flip,
-                                            position_average=position_average)
-                          for part in images.split(chunk)])
+        return torch.cat(
+            [
+                multiscale_logits(model, part, scales=scales, flip=flip, position_average=position_average)
+                for part in images.split(chunk)
+            ]
+        )
     views = []
     for size in scales:
         resized = resize_shorter_side(images, int(size))
@@ -170,8 +180,13 @@ def make_tta(name: str, *, image_size: int | None = None, scales: Sequence[int] 
 
 # -- the evaluation loop ----------------------------------------------------------------------
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, tta: str | TTA = "none",
-             confusion: bool = False) -> dict:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    *,
+    tta: str | TTA = "none",
+    confusion: bool = False,
+) -> dict:
     """Top-1/top-5 error (percent), mean cross-entropy loss and image count over ``loader``.
 
     The result also holds the raw counts ``top1_correct``, ``top5_correct`` and ``loss_sum``,
@@ -191,8 +206,10 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, tta: 
             logits = logits_fn(model, x).float()
             num_classes = logits.shape[1]
             if y.numel() and int(y.max()) >= num_classes:
-                raise DataError(f"label {int(y.max())} is out of range for a model with {num_classes} "
-                                "classes; the dataset has more classes than the checkpoint")
+                raise DataError(
+                    f"label {int(y.max())} is out of range for a model with {num_classes} "
+                    "classes; the dataset has more classes than the checkpoint"
+                )
             k5 = min(5, num_classes)
             c1, c5 = topk_correct(logits, y, (1, k5))
             correct1, correct5 = correct1 + c1, correct5 + c5

@@ -50,8 +50,10 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
     try:
         graph = torch.export.export(model.eval(), (example.to(device),)).graph  # eval: BN as an affine map
     except Exception as exc:
-        raise ResnetsError(f"cannot fold BatchNorm in {type(model).__name__}: torch.export failed "
-                           f"({first_line(exc)}); export without --fold-bn") from None
+        raise ResnetsError(
+            f"cannot fold BatchNorm in {type(model).__name__}: torch.export failed "
+            f"({first_line(exc)}); export without --fold-bn"
+        ) from None
     finally:
         model.train(was_training)
     modules = dict(model.named_modules())
@@ -64,8 +66,11 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
     calls: Counter[str] = Counter()  # graph nodes per conv/BN module: >1 means the module is reused
     for node in graph.nodes:
         name, module = module_of(node)
-        if node.op == "call_function" and isinstance(module, (nn.Conv2d, nn.BatchNorm2d)) \
-                and node.target in _CONV_OPS | _BN_OPS:
+        if (
+            node.op == "call_function"
+            and isinstance(module, (nn.Conv2d, nn.BatchNorm2d))
+            and node.target in _CONV_OPS | _BN_OPS
+        ):
             calls[name] += 1
     pairs = []
     for node in graph.nodes:
@@ -75,10 +80,13 @@ def conv_bn_pairs(model: nn.Module, example: Tensor | None = None) -> list[tuple
         source = node.args[0]
         conv_name, conv = module_of(source)
         if (
-            source.target in _CONV_OPS and isinstance(conv, nn.Conv2d)
+            source.target in _CONV_OPS
+            and isinstance(conv, nn.Conv2d)
             and len(source.users) == 1  # no shortcut or other branch reads the conv's output
-            and calls[conv_name] == 1 and calls[bn_name] == 1
-            and bn.track_running_stats and bn.running_mean is not None  # eval BN is a fixed affine map
+            and calls[conv_name] == 1
+            and calls[bn_name] == 1
+            and bn.track_running_stats
+            and bn.running_mean is not None  # eval BN is a fixed affine map
         ):
             pairs.append((conv_name, bn_name))
     return pairs
@@ -116,8 +124,20 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 # -- metadata ---------------------------------------------------------------------------------
-METADATA_KEYS = ("model_name", "input_size", "layout", "input_scale", "normalization", "mean", "std",
-                 "resize", "crop", "interpolation", "class_names", "resnets_data")
+METADATA_KEYS = (
+    "model_name",
+    "input_size",
+    "layout",
+    "input_scale",
+    "normalization",
+    "mean",
+    "std",
+    "resize",
+    "crop",
+    "interpolation",
+    "class_names",
+    "resnets_data",
+)
 
 
 def export_metadata(
@@ -140,12 +160,19 @@ def export_metadata(
         mean, std = torch.tensor(mean).flatten().tolist(), torch.tensor(std).flatten().tolist()
     prep = data.get("eval_preprocess") or {}
     classes = data.get("classes") or [str(i) for i in range(int(data.get("num_classes") or 0))]
-    meta.update({
-        "input_scale": "1/255", "normalization": str(norm.get("mode")), "mean": json.dumps(mean),
-        "std": json.dumps(std), "resize": str(prep.get("resize")), "crop": str(prep.get("crop")),
-        "interpolation": str(prep.get("interpolation", "bilinear")), "class_names": json.dumps(list(classes)),
-        "resnets_data": json.dumps(data),
-    })
+    meta.update(
+        {
+            "input_scale": "1/255",
+            "normalization": str(norm.get("mode")),
+            "mean": json.dumps(mean),
+            "std": json.dumps(std),
+            "resize": str(prep.get("resize")),
+            "crop": str(prep.get("crop")),
+            "interpolation": str(prep.get("interpolation", "bilinear")),
+            "class_names": json.dumps(list(classes)),
+            "resnets_data": json.dumps(data),
+        }
+    )
     return meta
 
 
@@ -159,9 +186,11 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
             proto = onnx.load(str(path), load_external_data=False)
             return {p.key: p.value for p in proto.metadata_props}
         with zipfile.ZipFile(path) as archive:  # a .pt2 file: extra files are <archive>/extra/<name>
-            return {name.rsplit("/", 1)[-1]: archive.read(name).decode()
-                    for name in archive.namelist() if "/extra/" in name
-                    and name.rsplit("/", 1)[-1] in METADATA_KEYS}
+            return {
+                name.rsplit("/", 1)[-1]: archive.read(name).decode()
+                for name in archive.namelist()
+                if "/extra/" in name and name.rsplit("/", 1)[-1] in METADATA_KEYS
+            }
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"cannot read exported model {path}: {first_line(exc)}") from None
 
@@ -201,8 +230,14 @@ def _write_onnx_metadata(path: Path, metadata: Mapping[str, str]) -> None:
 
 
 # -- ONNX -------------------------------------------------------------------------------------
-def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
-                tolerance: float = ONNX_TOLERANCE, metadata: Mapping[str, str] | None = None) -> float:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    example: Tensor,
+    *,
+    tolerance: float = ONNX_TOLERANCE,
+    metadata: Mapping[str, str] | None = None,
+) -> float:
     """Write ``model`` (put in eval mode on the CPU) as ONNX, dynamic batch, checked in onnxruntime.
 
     Returns the max absolute difference between onnxruntime's and eager PyTorch's logits on a
@@ -216,20 +251,32 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
 
     def write(tmp: Path) -> None:
         try:
-            torch.onnx.export(model, (example,), str(tmp), dynamo=True, input_names=["input"],
-                              output_names=["logits"], dynamic_shapes=({0: "batch"},),
-                              external_data=False, verbose=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: "batch"},),
+                external_data=False,
+                verbose=False,
+            )
         except Exception as exc:
-            raise ResnetsError(f"ONNX export of {type(model).__name__} failed: {first_line(exc)}; "
-                               "--format pt2 may still work") from None
+            raise ResnetsError(
+                f"ONNX export of {type(model).__name__} failed: {first_line(exc)}; "
+                "--format pt2 may still work"
+            ) from None
         if metadata:
             _write_onnx_metadata(tmp, metadata)
         diffs.append(onnx_max_abs_diff(tmp, model, _check_batch(example)))
         allowed = allowed_difference(model, _check_batch(example), tolerance)
         if not diffs[0] <= allowed:
-            raise ResnetsError(f"ONNX file differs from PyTorch by {diffs[0]:.3g} (max abs logit difference, "
-                               f"allowed {allowed:.3g}: {tolerance:g} of the largest logit); not written to "
-                               f"{path}")
+            raise ResnetsError(
+                f"ONNX file differs from PyTorch by {diffs[0]:.3g} (max abs logit difference, "
+                f"allowed {allowed:.3g}: {tolerance:g} of the largest logit); not written to "
+                f"{path}"
+            )
 
     write_atomic(path, write)
     return diffs[0]
@@ -248,8 +295,14 @@ def onnx_max_abs_diff(onnx_path: str | os.PathLike, model: nn.Module, images: Te
 
 
 # -- torch.export -----------------------------------------------------------------------------
-def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
-               tolerance: float = ONNX_TOLERANCE, metadata: Mapping[str, str] | None = None) -> float:
+def export_pt2(
+    model: nn.Module,
+    path: str | os.PathLike,
+    example: Tensor,
+    *,
+    tolerance: float = ONNX_TOLERANCE,
+    metadata: Mapping[str, str] | None = None,
+) -> float:
     """Save ``model`` (put in eval mode on the CPU) as a ``torch.export`` program (.pt2, dynamic batch),
     reload it and compare with eager PyTorch. ``metadata`` (``export_metadata``) goes into the archive's
     extra files, one per key (``torch.export.load(path, extra_files={key: ""})`` reads them back).
@@ -268,8 +321,10 @@ def export_pt2(model: nn.Module, path: str | os.PathLike, example: Tensor, *,
     diff = pt2_max_abs_diff(io.BytesIO(buffer.getvalue()), model, _check_batch(example))
     allowed = allowed_difference(model, _check_batch(example), tolerance)
     if not diff <= allowed:
-        raise ResnetsError(f"reloaded .pt2 program differs from PyTorch by {diff:.3g} (allowed "
-                           f"{allowed:.3g}: {tolerance:g} of the largest logit); not written to {path}")
+        raise ResnetsError(
+            f"reloaded .pt2 program differs from PyTorch by {diff:.3g} (allowed "
+            f"{allowed:.3g}: {tolerance:g} of the largest logit); not written to {path}"
+        )
     write_bytes(path, buffer.getvalue())
     return diff
 

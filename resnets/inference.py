@@ -58,8 +58,9 @@ class FastModel:
         return f"FastModel({', '.join(f'{k}={v!r}' for k, v in self.flags.items())})"
 
 
-def optimize_for_inference(model: nn.Module, example: Tensor, *, backend: str = DEFAULT_BACKEND,
-                           threads: int | None = None) -> FastModel:
+def optimize_for_inference(
+    model: nn.Module, example: Tensor, *, backend: str = DEFAULT_BACKEND, threads: int | None = None
+) -> FastModel:
     """The fastest way to run ``model`` (any image classifier) on inputs shaped like ``example``.
 
     ``example`` fixes the image size and channels; the batch stays dynamic. ``threads`` (ONNX
@@ -72,12 +73,18 @@ def optimize_for_inference(model: nn.Module, example: Tensor, *, backend: str = 
     threads = threads or torch.get_num_threads()
     device = _device_of(model)
     if backend in ("onnxruntime", "openvino") and device.type != "cpu":
-        raise ConfigError(f"the {backend} backend runs on the CPU; move the model to the CPU or use "
-                          f"backend='compile' on {device}")
+        raise ConfigError(
+            f"the {backend} backend runs on the CPU; move the model to the CPU or use "
+            f"backend='compile' on {device}"
+        )
     folded = fold_bn(model, example=example[:1].to(device))
-    flags: dict[str, Any] = {"backend": backend, "fold_bn": True, "dtype": "float32",
-                             "channels_last": backend in ("compile", "eager"),
-                             "torch": str(torch.__version__)}
+    flags: dict[str, Any] = {
+        "backend": backend,
+        "fold_bn": True,
+        "dtype": "float32",
+        "channels_last": backend in ("compile", "eager"),
+        "torch": str(torch.__version__),
+    }
     if backend == "onnxruntime":
         return _onnxruntime_model(_onnx_bytes(folded, example), threads, flags)
     if backend == "openvino":
@@ -97,9 +104,15 @@ def optimize_for_inference(model: nn.Module, example: Tensor, *, backend: str = 
     return FastModel(forward, flags)
 
 
-def quantize_int8(model: nn.Module, calibration: Iterable[Tensor] | Tensor, *, fmt: str = "qdq",
-                  per_channel: bool = True, threads: int | None = None,
-                  path: str | Path | None = None) -> FastModel:
+def quantize_int8(
+    model: nn.Module,
+    calibration: Iterable[Tensor] | Tensor,
+    *,
+    fmt: str = "qdq",
+    per_channel: bool = True,
+    threads: int | None = None,
+    path: str | Path | None = None,
+) -> FastModel:
     """Opt-in int8 inference: ONNX Runtime static quantization of the BN-folded model.
 
     ``calibration``: batches of preprocessed training images (or one tensor, split into batches
@@ -112,8 +125,9 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor] | Tensor, *, f
     try:  # onnxruntime is an optional extra ('resnets[export]'), imported only when asked for
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     except ImportError as exc:
-        raise ResnetsError(f"int8 inference needs onnxruntime ({exc}); "
-                           "pip install 'resnets[export]'") from None
+        raise ResnetsError(
+            f"int8 inference needs onnxruntime ({exc}); pip install 'resnets[export]'"
+        ) from None
 
     if fmt not in INT8_FORMATS:
         raise ConfigError(f"int8 format {fmt!r} is not one of {', '.join(INT8_FORMATS)}")
@@ -128,18 +142,30 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor] | Tensor, *, f
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         fp32_path.write_bytes(_onnx_bytes(folded, batches[0]))
         quantize_static(
-            str(fp32_path), str(int8_path), _CalibrationReader(batches),
+            str(fp32_path),
+            str(int8_path),
+            _CalibrationReader(batches),
             quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-            per_channel=per_channel, reduce_range=False,  # VNNI: no 7-bit workaround needed
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            reduce_range=False,  # VNNI: no 7-bit workaround needed
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
         data = int8_path.read_bytes()
     if path is not None:
         write_bytes(path, data)
-    flags = {"backend": "onnxruntime", "fold_bn": True, "dtype": "int8", "int8_format": fmt,
-             "per_channel": per_channel, "activations": "uint8", "weights": "int8", "calibration": "minmax",
-             "calibration_images": sum(len(b) for b in batches)}
+    flags = {
+        "backend": "onnxruntime",
+        "fold_bn": True,
+        "dtype": "int8",
+        "int8_format": fmt,
+        "per_channel": per_channel,
+        "activations": "uint8",
+        "weights": "int8",
+        "calibration": "minmax",
+        "calibration_images": sum(len(b) for b in batches),
+    }
     return _onnxruntime_model(data, threads or torch.get_num_threads(), flags)
 
 
@@ -167,8 +193,10 @@ def _onnxruntime_model(onnx_model: bytes, threads: int, flags: dict[str, Any]) -
     try:  # optional extra, imported only for this backend
         import onnxruntime as ort
     except ImportError as exc:
-        raise ResnetsError(f"the onnxruntime backend needs onnxruntime ({exc}); "
-                           "pip install 'resnets[export]' or choose backend='compile'") from None
+        raise ResnetsError(
+            f"the onnxruntime backend needs onnxruntime ({exc}); "
+            "pip install 'resnets[export]' or choose backend='compile'"
+        ) from None
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
@@ -176,8 +204,13 @@ def _onnxruntime_model(onnx_model: bytes, threads: int, flags: dict[str, Any]) -
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    flags = {**flags, "onnxruntime": ort.__version__, "graph_optimization": "ORT_ENABLE_ALL",
-             "intra_op_threads": threads, "execution_mode": "sequential"}
+    flags = {
+        **flags,
+        "onnxruntime": ort.__version__,
+        "graph_optimization": "ORT_ENABLE_ALL",
+        "intra_op_threads": threads,
+        "execution_mode": "sequential",
+    }
 
     def forward(images: Tensor) -> Tensor:
         array = images.detach().cpu().float().contiguous().numpy()
@@ -190,8 +223,10 @@ def _openvino_model(model: nn.Module, example: Tensor, threads: int, flags: dict
     try:  # optional ('resnets[bench]'), imported only for this backend
         import openvino as ov
     except ImportError as exc:
-        raise ResnetsError(f"the openvino backend needs OpenVINO ({exc}); pip install 'resnets[bench]' "
-                           "or choose backend='onnxruntime'") from None
+        raise ResnetsError(
+            f"the openvino backend needs OpenVINO ({exc}); pip install 'resnets[bench]' "
+            "or choose backend='onnxruntime'"
+        ) from None
     example = example[:1].cpu()
     # OpenVINO traces the model with torch.jit.trace, which warns that it is deprecated and about the
     # models' Python input checks (they hold for the traced shapes); neither is the user's concern
@@ -201,8 +236,11 @@ def _openvino_model(model: nn.Module, example: Tensor, threads: int, flags: dict
         converted = ov.convert_model(model.cpu().eval(), example_input=example)
     converted.reshape({converted.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})  # dynamic batch
     # f32 explicitly: on CPUs with bfloat16 instructions OpenVINO's default precision is bf16
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-              "INFERENCE_PRECISION_HINT": "f32"}
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
     compiled = ov.Core().compile_model(converted, "CPU", config)
     request = compiled.create_infer_request()
     flags = {**flags, "openvino": ov.__version__, **{k.lower(): v for k, v in config.items()}}

@@ -189,7 +189,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 def _bytes_writer(data: bytes, target: Path) -> Callable[[Path], None]:
     def write(tmp: Path) -> None:
         view = memoryview(data)
-        write_file(tmp, target, lambda f: [f.write(view[i:i + _CHUNK]) for i in range(0, len(view), _CHUNK)])
+        write_file(
+            tmp, target, lambda f: [f.write(view[i : i + _CHUNK]) for i in range(0, len(view), _CHUNK)]
+        )
+
     return write
 
 
@@ -216,8 +219,9 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     return write_atomic(path, torch_writer(obj, path))
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
-                     metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
     return write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
 
 

@@ -16,9 +16,16 @@ from torch import Tensor
 from .io import save_figure
 
 
-def training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike, *,
-                    title: str | None = None, x: str = "iteration", test_key: str = "test_error",
-                    train_key: str = "train_error", ylim: tuple[float, float] | None = None) -> Path:
+def training_curves(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    x: str = "iteration",
+    test_key: str = "test_error",
+    train_key: str = "train_error",
+    ylim: tuple[float, float] | None = None,
+) -> Path:
     """Error (%) against iterations, as the paper's Fig. 1 and Fig. 6: training error dashed,
     test error bold, one colour per run.
 
@@ -52,8 +59,9 @@ def training_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str |
     return save_figure(fig, path, dpi=120)
 
 
-def confusion_matrix_figure(confusion: Tensor, classes: Sequence[str], path: str | os.PathLike,
-                            *, title: str = "") -> Path:
+def confusion_matrix_figure(
+    confusion: Tensor, classes: Sequence[str], path: str | os.PathLike, *, title: str = ""
+) -> Path:
     """A confusion-matrix PNG (rows: true class, columns: predicted; colours: row-normalised)."""
     from matplotlib.figure import Figure  # lazily, as above
 
@@ -71,8 +79,15 @@ def confusion_matrix_figure(confusion: Tensor, classes: Sequence[str], path: str
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(confusion[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title or "confusion matrix")

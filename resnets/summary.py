@@ -46,14 +46,21 @@ class ModelSummary:
     def __str__(self) -> str:
         header = ("stage", "output size", "blocks", "params", "mult-adds")
         rows = [
-            (s.name, "x".join(map(str, s.output_size)), str(s.blocks) if s.blocks else "",
-             f"{s.params:,}", _si(s.mult_adds))
+            (
+                s.name,
+                "x".join(map(str, s.output_size)),
+                str(s.blocks) if s.blocks else "",
+                f"{s.params:,}",
+                _si(s.mult_adds),
+            )
             for s in self.stages
         ]
         rows.append(("total", "", "", f"{self.total_params:,}", _si(self.total_mult_adds)))
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = [f"{self.model}: input {'x'.join(map(str, self.input_size))}, {self.total_params / 1e6:.2f}M "
-                 f"parameters, {_si(self.total_mult_adds)} multiply-adds"]
+        lines = [
+            f"{self.model}: input {'x'.join(map(str, self.input_size))}, {self.total_params / 1e6:.2f}M "
+            f"parameters, {_si(self.total_mult_adds)} multiply-adds"
+        ]
         for i, row in enumerate([header, *rows]):
             cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
             cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)]
@@ -120,7 +127,9 @@ def summary(
     finally:
         model.train(was_training)
     return ModelSummary(
-        model=name, input_size=input_size, stages=stages,
+        model=name,
+        input_size=input_size,
+        stages=stages,
         total_params=sum(p.numel() for p in model.parameters()),
         total_mult_adds=sum(s.mult_adds for s in stages),
     )

@@ -79,8 +79,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def load_weights_into(model: nn.Module, path: str | os.PathLike, *,
-                      replace_head: bool = True) -> ImportReport:
+def load_weights_into(
+    model: nn.Module, path: str | os.PathLike, *, replace_head: bool = True
+) -> ImportReport:
     """Load the weights in ``path`` into ``model``, checking every key and shape first.
 
     When only the classifier (``fc``) differs (another number of classes, or a head-less
@@ -99,7 +100,8 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike, *,
     report.missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     report.unexpected = [k for k in state if k not in target]
     report.mismatched = [
-        (k, tuple(v.shape), tuple(target[k].shape)) for k, v in state.items()
+        (k, tuple(v.shape), tuple(target[k].shape))
+        for k, v in state.items()
         if k in target and v.shape != target[k].shape
     ]
     state = _adapt_input_conv(model, state, report)
@@ -121,8 +123,12 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike, *,
     return report
 
 
-def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike,
-                 *, metadata: Mapping[str, object] | None = None) -> Path:
+def save_weights(
+    model: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    metadata: Mapping[str, object] | None = None,
+) -> Path:
     """Write the model's state dict (or a state dict) as safetensors, atomically.
 
     The file's metadata holds ``format`` and, for a model of the zoo, its ``model`` spec
@@ -147,8 +153,9 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"weights file {path} does not exist") from None
     except Exception as exc:
-        raise CheckpointError(f"cannot read safetensors file {path}: {first_line(exc)} "
-                              "(truncated, or not a safetensors file)") from None
+        raise CheckpointError(
+            f"cannot read safetensors file {path}: {first_line(exc)} (truncated, or not a safetensors file)"
+        ) from None
 
 
 def load_weights_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -162,8 +169,12 @@ def load_weights_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and obj.get("format") == "resnets" and obj.get("eval_weights") == "ema" \
-            and isinstance(obj.get("ema"), Mapping):  # a run with EMA evaluated (and exports) its EMA weights
+    if (
+        isinstance(obj, Mapping)
+        and obj.get("format") == "resnets"
+        and obj.get("eval_weights") == "ema"
+        and isinstance(obj.get("ema"), Mapping)
+    ):  # a run with EMA evaluated (and exports) its EMA weights
         return _unwrap(ema_model_weights(obj["ema"]), path)
     if isinstance(obj, Mapping):
         for key in _STATE_DICT_KEYS:
@@ -171,29 +182,39 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
             if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
                 return _unwrap(inner, path)
     if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path} holds no state dict (found {type(obj).__name__}); expected a mapping "
-                              "of parameter names to tensors")
+        raise CheckpointError(
+            f"{path} holds no state dict (found {type(obj).__name__}); expected a mapping "
+            "of parameter names to tensors"
+        )
     not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{path} is not a state dict: entries {not_tensors[:_LIST_LIMIT]} "
-                              "are not tensors")
+        raise CheckpointError(
+            f"{path} is not a state dict: entries {not_tensors[:_LIST_LIMIT]} are not tensors"
+        )
     return dict(obj)
 
 
 def _check_values(path, state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> None:
     """Weights must be floating point where the model's are, and finite: an int or bool tensor would be
     cast silently, a NaN would only show as a NaN loss."""
-    kinds = [f"{k} ({v.dtype})" for k, v in state.items()
-             if k in target and target[k].is_floating_point() and not v.is_floating_point()]
+    kinds = [
+        f"{k} ({v.dtype})"
+        for k, v in state.items()
+        if k in target and target[k].is_floating_point() and not v.is_floating_point()
+    ]
     if kinds:
-        raise CheckpointError(f"weights file {path} holds non-floating-point tensors where the model has "
-                              f"weights: {', '.join(kinds[:_LIST_LIMIT])}{_more(kinds)}; it is not a weights "
-                              f"file of this model (or it was damaged)")
+        raise CheckpointError(
+            f"weights file {path} holds non-floating-point tensors where the model has "
+            f"weights: {', '.join(kinds[:_LIST_LIMIT])}{_more(kinds)}; it is not a weights "
+            f"file of this model (or it was damaged)"
+        )
     bad = [k for k, v in state.items() if v.is_floating_point() and not _finite(v)]
     if bad:
-        raise CheckpointError(f"weights file {path} holds NaN or infinite values in {len(bad)} tensor(s): "
-                              f"{', '.join(bad[:_LIST_LIMIT])}{_more(bad)}; these weights are unusable "
-                              f"(a diverged run?): use an earlier checkpoint")
+        raise CheckpointError(
+            f"weights file {path} holds NaN or infinite values in {len(bad)} tensor(s): "
+            f"{', '.join(bad[:_LIST_LIMIT])}{_more(bad)}; these weights are unusable "
+            f"(a diverged run?): use an earlier checkpoint"
+        )
 
 
 def _finite(tensor: torch.Tensor) -> bool:
@@ -217,7 +238,7 @@ def _map_key_names(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[di
         if key not in target:
             for old_prefix, new_prefix in _KEY_RENAMES.items():
                 if key.startswith(old_prefix):
-                    new = new_prefix + key[len(old_prefix):]
+                    new = new_prefix + key[len(old_prefix) :]
         # A classifier stored as a 1x1 convolution (timm ClassifierHead with use_conv) is our Linear.
         if new in target and value.dim() == 4 and value.shape[2:] == (1, 1) and target[new].dim() == 2:
             value = value.flatten(1)
@@ -246,8 +267,10 @@ def _adapt_input_conv(model: nn.Module, state: dict[str, torch.Tensor], report: 
         adapted = weight.repeat(1, repeats, 1, 1)[:, :want_c] * (have_c / want_c)
     state[key] = adapted
     report.mismatched = [m for m in report.mismatched if m[0] != key]
-    report.notes.append(f"adapted {key} from {have_c} to {want_c} input channels "
-                        f"({'summed over channels' if want_c == 1 else 'repeated and rescaled'})")
+    report.notes.append(
+        f"adapted {key} from {have_c} to {want_c} input channels "
+        f"({'summed over channels' if want_c == 1 else 'repeated and rescaled'})"
+    )
     return state
 
 
@@ -275,8 +298,11 @@ def _resolve_head(model: nn.Module, state: dict, report: ImportReport, replace_h
     head_bad = [m for m in report.mismatched if m[0].startswith(_HEAD)]
     if not (head_missing or head_bad):
         return
-    others = ([k for k in report.missing if not k.startswith(_HEAD)] or report.unexpected
-              or [m for m in report.mismatched if not m[0].startswith(_HEAD)])
+    others = (
+        [k for k in report.missing if not k.startswith(_HEAD)]
+        or report.unexpected
+        or [m for m in report.mismatched if not m[0].startswith(_HEAD)]
+    )
     # The head differs only in its output size when its input size (num_features) matches.
     same_features = all(m[1][1:] == m[2][1:] for m in head_bad)
     if others or not same_features or not replace_head:
@@ -297,19 +323,29 @@ def _mismatch_message(path, model: nn.Module, report: ImportReport) -> str:
     name = (_model_spec_or_none(model) or {}).get("name", type(model).__name__)
     parts = []
     if report.mismatched:
-        shown = ", ".join(f"{k}: file {list(a)} vs model {list(b)}"
-                          for k, a, b in report.mismatched[:_LIST_LIMIT])
+        shown = ", ".join(
+            f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in report.mismatched[:_LIST_LIMIT]
+        )
         parts.append(f"{len(report.mismatched)} mis-shaped ({shown}{_more(report.mismatched)})")
     if report.missing:
-        parts.append(f"{len(report.missing)} missing from the file "
-                     f"({', '.join(report.missing[:_LIST_LIMIT])}{_more(report.missing)})")
+        parts.append(
+            f"{len(report.missing)} missing from the file "
+            f"({', '.join(report.missing[:_LIST_LIMIT])}{_more(report.missing)})"
+        )
     if report.unexpected:
-        parts.append(f"{len(report.unexpected)} unexpected in the file "
-                     f"({', '.join(report.unexpected[:_LIST_LIMIT])}{_more(report.unexpected)})")
-    only_head = all(k.startswith(_HEAD) for k in report.missing + [m[0] for m in report.mismatched]) \
+        parts.append(
+            f"{len(report.unexpected)} unexpected in the file "
+            f"({', '.join(report.unexpected[:_LIST_LIMIT])}{_more(report.unexpected)})"
+        )
+    only_head = (
+        all(k.startswith(_HEAD) for k in report.missing + [m[0] for m in report.mismatched])
         and not report.unexpected
-    hint = ("only the classifier differs: allow replacing the head" if only_head
-            else f"are these weights for another architecture than {name}?")
+    )
+    hint = (
+        "only the classifier differs: allow replacing the head"
+        if only_head
+        else f"are these weights for another architecture than {name}?"
+    )
     return f"weights file {path} does not fit model {name}: {'; '.join(parts)}. {hint[0].upper()}{hint[1:]}"
 
 
@@ -322,4 +358,3 @@ def _model_spec_or_none(model: nn.Module) -> dict | None:
         return model_spec(model)
     except ResnetsError:  # a model built outside the zoo has no spec
         return None
-

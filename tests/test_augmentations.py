@@ -23,11 +23,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n=8, c=1, size=12, seed=0):
-    return torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8,
-                         generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (n, c, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 # --- --aa: timm's names ---------------------------------------------------------------------------
+
 
 def test_timm_policy_names_resolve_to_torchvision_transforms():
     rand = auto_augment("rand-m7-n3-mstd0.5-inc1")
@@ -42,9 +44,16 @@ def test_timm_policy_names_resolve_to_torchvision_transforms():
     assert auto_augment(None) is None and auto_augment("none") is None
 
 
-@pytest.mark.parametrize("spec, says", [("rand-m11", "0-10"), ("rand-m9-inc0", "inc1"),
-                                        ("rand-m9-x3", "unknown RandAugment option"),
-                                        ("randaug", "RandAugment spec"), ("autoaug", "unknown auto_augment")])
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ("rand-m11", "0-10"),
+        ("rand-m9-inc0", "inc1"),
+        ("rand-m9-x3", "unknown RandAugment option"),
+        ("randaug", "RandAugment spec"),
+        ("autoaug", "unknown auto_augment"),
+    ],
+)
 def test_bad_policy_specs_are_one_clear_error(spec, says):
     with pytest.raises(ConfigError, match=says):
         auto_augment(spec)
@@ -62,6 +71,7 @@ def test_rand_augment_draws_timms_magnitudes():
         def __call__(self, image):
             seen.append(self.magnitude)
             return image
+
     policy = RandAugmentTimm(magnitude=9, num_ops=2, magnitude_std=3.0)
     policy._op = Recorder()
     torch.manual_seed(0)
@@ -91,6 +101,7 @@ def test_a_seeded_policy_is_reproducible_and_differs_per_image(spec):
 
 # --- random erasing -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["pixel", "const"])
 def test_random_erasing_changes_only_its_box(mode):
     x = torch.randn(64, 3, 20, 20) + 5  # no pixel is 0, so a zero fill shows everywhere
@@ -101,13 +112,14 @@ def test_random_erasing_changes_only_its_box(mode):
         if not len(rows):
             continue  # v2 gives up after 10 draws that do not fit
         box = torch.zeros_like(changed)
-        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
         assert torch.equal(changed, box)  # a filled rectangle, nothing outside it
         assert 0.02 * 400 * 0.8 <= box.sum() <= 0.33 * 400 * 1.2  # timm's / torchvision's area range
         if mode == "const":
             assert (after[:, box] == 0).all()
-    assert torch.equal(per_sample(random_erasing(0.5, mode), x, seed=3),
-                       per_sample(random_erasing(0.5, mode), x, seed=3))
+    assert torch.equal(
+        per_sample(random_erasing(0.5, mode), x, seed=3), per_sample(random_erasing(0.5, mode), x, seed=3)
+    )
 
 
 def test_the_loader_erases_a_box_of_the_normalised_batch():
@@ -121,6 +133,7 @@ def test_the_loader_erases_a_box_of_the_normalised_batch():
 
 
 # --- mixup and CutMix -----------------------------------------------------------------------------
+
 
 def test_mixup_targets_sum_to_one_and_equal_the_mixing_weight():
     x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
@@ -160,10 +173,12 @@ def test_mixup_prob_and_switch_choose_as_timm():
 
 # --- repeated augmentation ------------------------------------------------------------------------
 
+
 def test_repeated_augmentation_sends_copies_to_different_processes():
     n, k, world = 60, 3, 3
-    shards = [repeated_shard_indices(n, repeats=k, seed=0, epoch=2, rank=r, world_size=world)
-              for r in range(world)]
+    shards = [
+        repeated_shard_indices(n, repeats=k, seed=0, epoch=2, rank=r, world_size=world) for r in range(world)
+    ]
     assert all(len(s) == n // world for s in shards)  # an epoch keeps its number of steps
     for sample in torch.cat(shards).unique():
         holders = [r for r, s in enumerate(shards) if sample in s]
@@ -175,8 +190,16 @@ def test_repeated_augmentation_sends_copies_to_different_processes():
 
 
 def test_each_copy_gets_its_own_augmentation():
-    cfg = DataConfig(dataset="fashion-mnist", train_subset=256, test_subset=64, batch_size=30, aug_repeats=3,
-                     crop_padding=0, hflip=False, auto_augment="rand-m9-n3-mstd0.5")
+    cfg = DataConfig(
+        dataset="fashion-mnist",
+        train_subset=256,
+        test_subset=64,
+        batch_size=30,
+        aug_repeats=3,
+        crop_padding=0,
+        hflip=False,
+        auto_augment="rand-m9-n3-mstd0.5",
+    )
     x, _ = next(iter(build_data(cfg, "cpu").train))
     copies = x.view(10, 3, -1)
     assert sum(not torch.equal(c[0], c[1]) or not torch.equal(c[1], c[2]) for c in copies) >= 8
@@ -188,6 +211,7 @@ def test_each_copy_gets_its_own_augmentation():
 
 
 # --- losses and the training error ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("smoothing, threshold", [(0.0, None), (0.1, None), (0.1, 0.2)])
 def test_bce_equals_timms(smoothing, threshold):
@@ -221,6 +245,7 @@ def test_the_training_error_of_soft_targets_counts_the_missing_weight():
 
 # --- LAMB and clipping ----------------------------------------------------------------------------
 
+
 def test_lamb_steps_as_timms_lamb():
     from timm.optim import Lamb as TimmLamb
 
@@ -233,6 +258,7 @@ def test_lamb_steps_as_timms_lamb():
         decay = [p for n, p in m.named_parameters() if n.endswith("weight") and p.dim() > 1]
         rest = [p for p in m.parameters() if all(p is not q for q in decay)]
         return [{"params": decay, "weight_decay": 0.02}, {"params": rest, "weight_decay": 0.0}]
+
     ours, theirs = Lamb(groups(model), lr=5e-3), TimmLamb(groups(twin), lr=5e-3)
     start = [p.detach().clone() for p in model.parameters()]
     x, y = torch.randn(16, 6) * 30, torch.randint(0, 3, (16,))  # large inputs: the global norm clip acts

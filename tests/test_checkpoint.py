@@ -13,8 +13,15 @@ from resnets.train import state
 
 
 def _ckpt(model, **extra):
-    return {"format": ck.FORMAT, "format_version": ck.FORMAT_VERSION, "model": model_spec(model),
-            "state_dict": model.state_dict(), "epoch": 1, "iteration": 10, **extra}
+    return {
+        "format": ck.FORMAT,
+        "format_version": ck.FORMAT_VERSION,
+        "model": model_spec(model),
+        "state_dict": model.state_dict(),
+        "epoch": 1,
+        "iteration": 10,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -151,8 +158,10 @@ def test_all_finite():
 def test_rng_state_round_trips_through_a_safe_load(tmp_path):
     import numpy as np
 
-    io.save_torch({"rng": state.rng_state({"generator": torch.Generator().manual_seed(3).get_state()})},
-                   tmp_path / "r.pt")
+    io.save_torch(
+        {"rng": state.rng_state({"generator": torch.Generator().manual_seed(3).get_state()})},
+        tmp_path / "r.pt",
+    )
     expected = (torch.rand(3), np.random.rand(3), random.random())
     loader = state.set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True)["rng"])
     assert torch.equal(torch.rand(3), expected[0])

@@ -21,8 +21,18 @@ from resnets.data.formats import md5_hex
 from resnets.errors import ConfigError, DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                 "Ankle boot"]
+FASHION_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -73,13 +83,22 @@ def write_cifar10(folder: Path, per_batch=6, seed=0):
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-        (folder / name).write_bytes(cifar_pickle({"batch_label": name, "data": data, "labels": labels,
-                                                  "filenames": [f"{i}.png" for i in range(per_batch)]}))
+        (folder / name).write_bytes(
+            cifar_pickle(
+                {
+                    "batch_label": name,
+                    "data": data,
+                    "labels": labels,
+                    "filenames": [f"{i}.png" for i in range(per_batch)],
+                }
+            )
+        )
         written[name] = (data, labels)
     return names, written
 
 
 # ---------------------------------------------------------------- IDX (MNIST family)
+
 
 def test_idx_gz_and_raw_files_load_with_their_contents(tmp_path):
     arrays = write_mnist_like(tmp_path / "fm", gz=True)
@@ -98,8 +117,11 @@ def test_idx_gz_and_raw_files_load_with_their_contents(tmp_path):
 def test_checksums_are_of_the_contents_so_any_gzip_of_the_official_data_passes(tmp_path, monkeypatch):
     write_mnist_like(tmp_path, gz=True)
     spec = datasets.ARRAY_DATASETS["mnist"]
-    sums = {name: md5_hex(gzip.decompress((tmp_path / f"{name}.gz").read_bytes()))
-            for files in spec.files.values() for name, _ in files}
+    sums = {
+        name: md5_hex(gzip.decompress((tmp_path / f"{name}.gz").read_bytes()))
+        for files in spec.files.values()
+        for name, _ in files
+    }
     files = {split: tuple((name, sums[name]) for name, _ in fs) for split, fs in spec.files.items()}
     monkeypatch.setitem(datasets.ARRAY_DATASETS, "mnist", replace(spec, files=files))
     assert len(load_arrays("mnist", "train", data_dir=tmp_path)) == 40
@@ -151,8 +173,11 @@ def test_label_count_mismatch_and_labels_out_of_range(tmp_path):
     with pytest.raises(DataError, match="holds .*39.* labels but .* holds 40 images"):
         load_arrays("mnist", "train", data_dir=tmp_path, verify=False)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.full(40, 10))
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: labels out of range: found 10\.\.\.10 "
-                                        r"but the dataset has 10 classes"):
+    with pytest.raises(
+        DataError,
+        match=r"train-labels-idx1-ubyte\.gz: labels out of range: found 10\.\.\.10 "
+        r"but the dataset has 10 classes",
+    ):
         load_arrays("mnist", "train", data_dir=tmp_path, verify=False)
 
 
@@ -165,6 +190,7 @@ def test_train_and_test_images_of_different_sizes_are_an_error(tmp_path):
 
 
 # ---------------------------------------------------------------- CIFAR pickle batches
+
 
 def test_cifar10_batches_load_channel_major_with_their_class_names(tmp_path):
     names, written = write_cifar10(tmp_path / "cifar-10-batches-py")
@@ -187,8 +213,9 @@ def test_cifar100_uses_fine_labels_and_names(tmp_path):
     (folder / "meta").write_bytes(cifar_pickle({"fine_label_names": fine, "coarse_label_names": ["c"] * 20}))
     data = np.arange(4 * 3072, dtype=np.int64).astype(np.uint8).reshape(4, 3072)
     for name in ("train", "test"):
-        (folder / name).write_bytes(cifar_pickle({"data": data, "fine_labels": [99, 0, 5, 7],
-                                                  "coarse_labels": [19, 0, 1, 1]}))
+        (folder / name).write_bytes(
+            cifar_pickle({"data": data, "fine_labels": [99, 0, 5, 7], "coarse_labels": [19, 0, 1, 1]})
+        )
     train = load_arrays("cifar100", "train", data_dir=tmp_path, verify=False)
     assert train.classes == fine and train.labels.tolist() == [99, 0, 5, 7]
 
@@ -230,6 +257,7 @@ def test_cifar_checksums_are_verified(tmp_path):
 
 # ---------------------------------------------------------------- locating, downloading
 
+
 def test_search_order_data_dir_then_env_then_cache_then_system(tmp_path, monkeypatch):
     dirs = {name: tmp_path / name for name in ("cli", "env", "cache", "system")}
     for shift, name in enumerate(dirs):
@@ -239,8 +267,9 @@ def test_search_order_data_dir_then_env_then_cache_then_system(tmp_path, monkeyp
             folder = dirs[name]
         write_mnist_like(folder, shift=shift)
     spec = datasets.ARRAY_DATASETS["fashion-mnist"]
-    monkeypatch.setitem(datasets.ARRAY_DATASETS, "fashion-mnist",
-                        replace(spec, system_dirs=(str(dirs["system"]),)))
+    monkeypatch.setitem(
+        datasets.ARRAY_DATASETS, "fashion-mnist", replace(spec, system_dirs=(str(dirs["system"]),))
+    )
     monkeypatch.setenv("RESNETS_DATA", str(dirs["env"]))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # cache = tmp_path/resnets
     shutil.move(dirs["cache"] / "fashion-mnist", tmp_path / "resnets" / "fashion-mnist")
@@ -291,12 +320,14 @@ def test_unknown_dataset_name_suggests_the_closest():
 
 def _fake_torchvision_download(files: dict[str, bytes], calls: list):
     """Stands in for torchvision's network fetch: writes what a download would leave behind."""
+
     def fake(url, download_root, filename=None, md5=None, **kwargs):
         calls.append(url)
         name = filename or os.path.basename(url)
         os.makedirs(download_root, exist_ok=True)
         Path(download_root, name).write_bytes(files[name])
         Path(download_root, name[:-3]).write_bytes(gzip.decompress(files[name]))  # torchvision extracts
+
     return fake
 
 
@@ -336,10 +367,19 @@ def test_failed_download_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypat
 
 # ---------------------------------------------------------------- build_data on in-memory datasets
 
+
 def test_build_data_val_split_is_stratified_seeded_and_carved_from_train(tmp_path):
     write_mnist_like(tmp_path, n_train=200, n_test=30)
-    cfg = DataConfig(dataset="mnist", data_dir=str(tmp_path), verify_checksums=False, val_split=50,
-                     batch_size=16, eval_batch_size=64, seed=3, crop_padding=0)  # unpadded: compare images
+    cfg = DataConfig(
+        dataset="mnist",
+        data_dir=str(tmp_path),
+        verify_checksums=False,
+        val_split=50,
+        batch_size=16,
+        eval_batch_size=64,
+        seed=3,
+        crop_padding=0,
+    )  # unpadded: compare images
     bundle = build_data(cfg, "cpu")
     assert bundle.train.num_samples == 150 and bundle.val.num_samples == 50 and bundle.test.num_samples == 30
     val_labels = torch.cat([y for _, y in bundle.val])
@@ -398,8 +438,11 @@ def test_build_data_rejects_options_that_would_be_ignored(tmp_path):
 
 # ---------------------------------------------------------------- the real Fashion-MNIST
 
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason=f"Fashion-MNIST is not installed in {FASHION_DIR} "
-                    f"(apt-get install dataset-fashion-mnist)")
+
+@pytest.mark.skipif(
+    not FASHION_DIR.is_dir(),
+    reason=f"Fashion-MNIST is not installed in {FASHION_DIR} (apt-get install dataset-fashion-mnist)",
+)
 def test_real_fashion_mnist():
     train = load_arrays("fashion-mnist", "train")  # found in the system location, checksums verified
     test = load_arrays("fashion-mnist", "test")

@@ -38,8 +38,17 @@ def folder(tmp_path):
 
 
 def _batches(root, device_decode, split, transform="rrc"):
-    cfg = DataConfig(dataset="imagefolder", data_dir=str(root), image_size=16, workers=0, batch_size=5,
-                     eval_batch_size=4, train_transform=transform, seed=3, device_decode=device_decode)
+    cfg = DataConfig(
+        dataset="imagefolder",
+        data_dir=str(root),
+        image_size=16,
+        workers=0,
+        batch_size=5,
+        eval_batch_size=4,
+        train_transform=transform,
+        seed=3,
+        device_decode=device_decode,
+    )
     bundle = build_data(cfg, "cpu")
     loader = getattr(bundle, split)
     loader.set_epoch(1)
@@ -88,7 +97,9 @@ def test_bytes_for_jpegs_pixels_for_other_formats_and_corrupt_files(folder, tmp_
         set_max_image_pixels(None)
     good = read_for_device(folder / "train" / "cat" / "1.jpg")[0]
     broken = torch.cat([good[:30], torch.zeros(200, dtype=torch.uint8)])  # a JPEG header, then garbage
-    images, failures = decode_batch([(good, True, "good.jpg"), (broken, True, "broken.jpg"),
-                                     (image, False, "drawing.png")], torch.device("cpu"))
+    images, failures = decode_batch(
+        [(good, True, "good.jpg"), (broken, True, "broken.jpg"), (image, False, "drawing.png")],
+        torch.device("cpu"),
+    )
     assert images[0].shape == (3, 20, 27) and images[1] is None and torch.equal(images[2], image)
     assert [path for path, _ in failures] == ["broken.jpg"] and "broken.jpg" in failures[0][1]

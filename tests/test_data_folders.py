@@ -29,7 +29,7 @@ def save(path: Path, mode: str = "RGB", size=(20, 16), seed=0, fmt=None) -> Path
 
 def truncate(path: Path) -> Path:
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     return path
 
 
@@ -56,8 +56,9 @@ def tree(tmp_path):
 
 
 def config(root, **kwargs) -> DataConfig:
-    options = dict(dataset="imagefolder", data_dir=str(root), image_size=16, workers=0, batch_size=4,
-                   eval_batch_size=4)
+    options = dict(
+        dataset="imagefolder", data_dir=str(root), image_size=16, workers=0, batch_size=4, eval_batch_size=4
+    )
     options.update(kwargs)
     return DataConfig(**options)
 
@@ -161,10 +162,12 @@ def test_imagenet_layout_and_readable_class_names(tmp_path):
         for i, wnid in enumerate(("n01440764", "n01443537")):
             for j in range(2):
                 save(root / split / wnid / f"{wnid}_{j}.JPEG", seed=10 * i + j)
-    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\n"
-                                                 "n01443537 goldfish, Carassius auratus\n")
-    bundle = build_data(DataConfig(dataset="imagenet", data_dir=str(root), image_size=16, workers=0,
-                                   batch_size=2), "cpu")
+    (root / "LOC_synset_mapping.txt").write_text(
+        "n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+    )
+    bundle = build_data(
+        DataConfig(dataset="imagenet", data_dir=str(root), image_size=16, workers=0, batch_size=2), "cpu"
+    )
     assert bundle.classes == ["tench", "goldfish"]
     assert bundle.normalization.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
     x, y = next(iter(bundle.train))
@@ -236,8 +239,9 @@ def test_preprocess_image_matches_the_evaluation_loader(tree):
     gray = preprocess_image(save(tree / "g.png", "L", size=(40, 30)), meta)
     cmyk = preprocess_image(save(tree / "k.jpg", "CMYK"), meta)
     assert gray.shape == cmyk.shape == (3, 16, 16)
-    one_channel = dict(meta, in_chans=1, normalization={"mode": "per_channel", "mean": [[[0.5]]],
-                                                        "std": [[[0.5]]]})
+    one_channel = dict(
+        meta, in_chans=1, normalization={"mode": "per_channel", "mean": [[[0.5]]], "std": [[[0.5]]]}
+    )
     assert preprocess_image(save(tree / "r.png", "RGBA"), one_channel).shape == (1, 16, 16)
     with pytest.raises(DataError, match="no usable preprocessing"):
         preprocess_image(first, {"classes": []})
@@ -248,10 +252,13 @@ def test_preprocess_image_matches_the_in_memory_test_loader(tmp_path):
     labels = np.arange(4, dtype=np.uint8)
     for prefix in ("train", "t10k"):  # uncompressed IDX: magic (type 8 = uint8, ndim), sizes, data
         (tmp_path / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">BBBBIII", 0, 0, 8, 3, 4, 28, 28) + images.tobytes())
+            struct.pack(">BBBBIII", 0, 0, 8, 3, 4, 28, 28) + images.tobytes()
+        )
         (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">BBBBI", 0, 0, 8, 1, 4) + labels.tobytes())
-    bundle = build_data(DataConfig(dataset="mnist", data_dir=str(tmp_path), verify_checksums=False,
-                                   batch_size=2), "cpu")
+            struct.pack(">BBBBI", 0, 0, 8, 1, 4) + labels.tobytes()
+        )
+    bundle = build_data(
+        DataConfig(dataset="mnist", data_dir=str(tmp_path), verify_checksums=False, batch_size=2), "cpu"
+    )
     x, _ = next(iter(bundle.test))
     assert torch.allclose(preprocess_image(Image.fromarray(images[2]), bundle.meta()), x[2], atol=1e-6)

@@ -31,12 +31,14 @@ def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``image`` moved by (dy, dx) with zeros coming in: out[i, j] = image[i - dy, j - dx]."""
     out = torch.zeros_like(image)
     h, w = image.shape[-2:]
-    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        image[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     return out
 
 
 # ---------------------------------------------------------------- crop and flip
+
 
 def test_padded_crop_equals_a_shifted_copy_and_flip_mirrors_it():
     images, p = random_images(), 3
@@ -56,8 +58,9 @@ def test_padded_crop_equals_a_shifted_copy_and_flip_mirrors_it():
 def test_crop_gathers_the_requested_images_in_order():
     images = random_images(n=6)
     zero = torch.full((3,), 2)
-    out = crop_flip(pad_images(images, 2), torch.tensor([5, 0, 5]), (10, 12), zero, zero,
-                    torch.zeros(3, dtype=torch.bool))
+    out = crop_flip(
+        pad_images(images, 2), torch.tensor([5, 0, 5]), (10, 12), zero, zero, torch.zeros(3, dtype=torch.bool)
+    )
     assert torch.equal(out, images[[5, 0, 5]])
 
 
@@ -98,6 +101,7 @@ def test_pca_lighting_moves_colours_along_the_imagenet_eigenvectors():
 
 
 # ---------------------------------------------------------------- normalisation
+
 
 def test_per_channel_normalization_standardises_the_training_split():
     images = random_images(n=50, c=3, h=8, w=8)
@@ -145,6 +149,7 @@ def test_lighting_shift_is_added_before_dividing_by_std():
 
 # ---------------------------------------------------------------- splits and shards
 
+
 def test_stratified_split_is_disjoint_complete_proportional_and_seeded():
     labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)[torch.randperm(100)]
     keep, held = stratified_split(labels, 20, seed=1)
@@ -159,18 +164,23 @@ def test_stratified_split_is_disjoint_complete_proportional_and_seeded():
 
 def test_training_shards_are_equal_and_disjoint_eval_shards_cover_everything_once():
     n, world = 103, 4
-    train = [shard_indices(n, shuffle=True, drop_last=True, seed=0, epoch=2, rank=r, world_size=world)
-             for r in range(world)]
+    train = [
+        shard_indices(n, shuffle=True, drop_last=True, seed=0, epoch=2, rank=r, world_size=world)
+        for r in range(world)
+    ]
     assert {len(s) for s in train} == {n // world}
     flat = torch.cat(train).tolist()
     assert len(set(flat)) == len(flat)
-    evals = [shard_indices(n, shuffle=False, drop_last=False, seed=0, epoch=0, rank=r, world_size=world)
-             for r in range(world)]
+    evals = [
+        shard_indices(n, shuffle=False, drop_last=False, seed=0, epoch=0, rank=r, world_size=world)
+        for r in range(world)
+    ]
     flat = torch.cat(evals).tolist()
     assert sorted(flat) == list(range(n))  # union = all, no duplicates, no padding
 
 
 # ---------------------------------------------------------------- loaders
+
 
 def id_dataset(n=50, h=6) -> ArrayDataset:
     """Labels are sample ids, so batches show exactly which samples they hold."""

@@ -169,9 +169,30 @@ def test_two_processes_under_torchrun_stay_in_sync_and_only_rank_0_writes(data, 
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-         "resnets", "detect", "train", *TINY, "--data-dir", str(data), "--epochs", "1", "--output", str(out)],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "resnets",
+            "detect",
+            "train",
+            *TINY,
+            "--data-dir",
+            str(data),
+            "--epochs",
+            "1",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True

@@ -16,9 +16,32 @@ from resnets.weights import load_weights
 # the 64 images one process sees, and DDP's averaged gradient equals the single-process gradient up
 # to float rounding. Any error in sharding, gradient averaging or seeding shows up as a difference.
 # float32 (--no-amp): bfloat16's rounding alone would move the weights by ~1e-5.
-ARGS = ["train", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--train-subset", "256",
-        "--test-subset", "128", "--batch-size", "64", "--iterations", "3", "--schedule", "constant",
-        "--lr", "0.05", "--freeze-bn", "--no-hflip", "--crop-padding", "0", "--no-amp", "--progress", "none"]
+ARGS = [
+    "train",
+    "--model",
+    "resnet_cifar",
+    "--set",
+    'model_kwargs={"depth": 8}',
+    "--train-subset",
+    "256",
+    "--test-subset",
+    "128",
+    "--batch-size",
+    "64",
+    "--iterations",
+    "3",
+    "--schedule",
+    "constant",
+    "--lr",
+    "0.05",
+    "--freeze-bn",
+    "--no-hflip",
+    "--crop-padding",
+    "0",
+    "--no-amp",
+    "--progress",
+    "none",
+]
 
 
 @pytest.mark.slow
@@ -30,9 +53,25 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, accumulate
     assert main([*ARGS, "--output", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "resnets", *ARGS, *accumulate, "--output", str(two)],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "resnets",
+            *ARGS,
+            *accumulate,
+            "--output",
+            str(two),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     summary = json.loads((two / "summary.json").read_text())

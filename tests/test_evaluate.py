@@ -67,8 +67,13 @@ def test_ten_crop_is_the_average_of_ten_explicit_crops(cifar_net):
     x = torch.randn(2, 1, 20, 24)  # shorter side already 20: no resize, so crops are exact slices
     square = x[..., :, 2:22]  # AlexNet: the central 20 x 20 square of the resized image
     c = 16
-    crops = [square[..., :c, :c], square[..., :c, -c:], square[..., -c:, :c], square[..., -c:, -c:],
-             square[..., 2:2 + c, 2:2 + c]]
+    crops = [
+        square[..., :c, :c],
+        square[..., :c, -c:],
+        square[..., -c:, :c],
+        square[..., -c:, -c:],
+        square[..., 2 : 2 + c, 2 : 2 + c],
+    ]
     crops += [crop.flip(-1) for crop in crops]
     with torch.no_grad():
         expected = torch.stack([cifar_net(crop).softmax(1) for crop in crops]).mean(0)
@@ -81,7 +86,7 @@ def test_ten_crop_batches_like_single_images(cifar_net):
     x = torch.randn(3, 1, 30, 26)
     with torch.no_grad():
         batched = ten_crop_logits(cifar_net, x, resize=18, crop=16)
-        single = torch.cat([ten_crop_logits(cifar_net, x[i:i + 1], resize=18, crop=16) for i in range(3)])
+        single = torch.cat([ten_crop_logits(cifar_net, x[i : i + 1], resize=18, crop=16) for i in range(3)])
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
 
 
@@ -92,8 +97,15 @@ def test_ten_crop_rejects_crop_larger_than_resize(cifar_net):
 
 # -- multi-scale fully-convolutional -----------------------------------------------------------
 # One model of each family; input side at which the last feature map is 1x1.
-FAMILIES = [("resnet20", 4), ("plain20", 4), ("resnet18", 32), ("preact_resnet18", 32),
-            ("preact_resnet164", 4), ("resnext50_32x4d", 32), ("wrn16_8", 4)]
+FAMILIES = [
+    ("resnet20", 4),
+    ("plain20", 4),
+    ("resnet18", 32),
+    ("preact_resnet18", 32),
+    ("preact_resnet164", 4),
+    ("resnext50_32x4d", 32),
+    ("wrn16_8", 4),
+]
 
 
 @pytest.mark.parametrize("name,side", FAMILIES)
@@ -116,13 +128,21 @@ def test_multiscale_averages_positions_flips_and_scales(name):
     with torch.no_grad():
         per_view = []
         for size in scales:  # sizes chosen so that the long side is a whole number: 50 * size / 40
-            resized = x if size == 40 else F.interpolate(x, size=(size, size * 5 // 4), mode="bilinear",
-                                                         antialias=True, align_corners=False)
+            resized = (
+                x
+                if size == 40
+                else F.interpolate(
+                    x, size=(size, size * 5 // 4), mode="bilinear", antialias=True, align_corners=False
+                )
+            )
             for view in (resized, resized.flip(-1)):
                 feats = model.forward_features(view)
                 assert feats.shape[-2:] != (1, 1)  # the map has several positions
-                probs = [model.fc(feats[:, :, i, j]).softmax(1) for i in range(feats.shape[2])
-                         for j in range(feats.shape[3])]
+                probs = [
+                    model.fc(feats[:, :, i, j]).softmax(1)
+                    for i in range(feats.shape[2])
+                    for j in range(feats.shape[3])
+                ]
                 per_view.append(torch.stack(probs).mean(0))
         expected = torch.stack(per_view).mean(0)
         got = multiscale_logits(model, x, scales=scales).exp()
@@ -173,8 +193,10 @@ def test_make_tta_scales_the_paper_sizes_to_the_training_size():
 # -- the loop -----------------------------------------------------------------------------------
 def _batches(n_batches=3, batch=8, classes=7, side=16):
     g = torch.Generator().manual_seed(3)
-    return [(torch.randn(batch, 1, side, side, generator=g), torch.randint(0, classes, (batch,), generator=g))
-            for _ in range(n_batches)]
+    return [
+        (torch.randn(batch, 1, side, side, generator=g), torch.randint(0, classes, (batch,), generator=g))
+        for _ in range(n_batches)
+    ]
 
 
 def test_evaluate_matches_a_direct_computation(cifar_net):

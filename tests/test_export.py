@@ -18,13 +18,16 @@ def bn_names(model: torch.nn.Module) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
 
 
-@pytest.mark.parametrize("name,kwargs,side", [
-    ("resnet_cifar", {"depth": 8}, 32),  # option A shortcuts
-    ("resnet18", {}, 64),  # ImageNet stem, projection shortcuts (conv + BN)
-    ("resnext50_32x4d", {}, 32),  # grouped convolutions, bottlenecks
-    ("resnet_cifar", {"depth": 8, "shortcut": "C"}, 32),  # a projection on every unit
-    ("resnet_cifar", {"depth": 8, "shortcut_kind": "exclusive_gating"}, 32),  # a 1x1 gate reads x too
-])
+@pytest.mark.parametrize(
+    "name,kwargs,side",
+    [
+        ("resnet_cifar", {"depth": 8}, 32),  # option A shortcuts
+        ("resnet18", {}, 64),  # ImageNet stem, projection shortcuts (conv + BN)
+        ("resnext50_32x4d", {}, 32),  # grouped convolutions, bottlenecks
+        ("resnet_cifar", {"depth": 8, "shortcut": "C"}, 32),  # a projection on every unit
+        ("resnet_cifar", {"depth": 8, "shortcut_kind": "exclusive_gating"}, 32),  # a 1x1 gate reads x too
+    ],
+)
 def test_fold_bn_standard_nets_folds_every_bn(name, kwargs, side):
     model = randomize_bn(resnets.create_model(name, num_classes=10, **kwargs))
     x = torch.randn(3, 3, side, side)
@@ -77,8 +80,18 @@ def onnx_export(checkpoint, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        status = main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--fold-bn",
-                       "--output", str(path)])
+        status = main(
+            [
+                "export",
+                "--checkpoint",
+                str(checkpoint),
+                "--format",
+                "onnx",
+                "--fold-bn",
+                "--output",
+                str(path),
+            ]
+        )
     return status, path, out.getvalue()
 
 
@@ -99,8 +112,9 @@ def test_onnx_export_runs_in_onnxruntime_like_eager_pytorch(checkpoint, onnx_exp
 
 def test_pt2_export_reloads_and_matches(checkpoint, tmp_path, capsys):
     path = tmp_path / "model.pt2"
-    status, out, err = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "pt2",
-                                "--output", str(path)], capsys)
+    status, out, err = run_cli(
+        ["export", "--checkpoint", str(checkpoint), "--format", "pt2", "--output", str(path)], capsys
+    )
     assert status == 0, err
     assert "reloaded program vs PyTorch max abs diff" in out
     program = torch.export.load(str(path))
@@ -185,8 +199,9 @@ def test_pt2_extra_files_carry_the_metadata_and_predict_uses_them(checkpoint, tm
     from resnets.export import METADATA_KEYS
 
     path = tmp_path / "model.pt2"
-    status, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "pt2", "--output",
-                              str(path)], capsys)
+    status, _, err = run_cli(
+        ["export", "--checkpoint", str(checkpoint), "--format", "pt2", "--output", str(path)], capsys
+    )
     assert status == 0, err
     extra = dict.fromkeys(METADATA_KEYS, "")
     torch.export.load(str(path), extra_files=extra)
@@ -203,4 +218,5 @@ def test_pt2_extra_files_carry_the_metadata_and_predict_uses_them(checkpoint, tm
     for ours, reference in zip(*outputs, strict=True):
         assert [e["index"] for e in ours["top"]] == [e["index"] for e in reference["top"]]
         assert [e["probability"] for e in ours["top"]] == pytest.approx(
-            [e["probability"] for e in reference["top"]], abs=1e-5)
+            [e["probability"] for e in reference["top"]], abs=1e-5
+        )

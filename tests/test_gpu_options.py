@@ -40,9 +40,30 @@ def test_compile_mode_needs_compile_and_reaches_torch_compile(monkeypatch, tmp_p
         return model
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    code = main(["train", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--train-subset",
-                 "64", "--test-subset", "32", "--batch-size", "32", "--iterations", "1", "--progress", "none",
-                 "--compile", "--compile-mode", "reduce-overhead", "--output", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet_cifar",
+            "--set",
+            'model_kwargs={"depth": 8}',
+            "--train-subset",
+            "64",
+            "--test-subset",
+            "32",
+            "--batch-size",
+            "32",
+            "--iterations",
+            "1",
+            "--progress",
+            "none",
+            "--compile",
+            "--compile-mode",
+            "reduce-overhead",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 0 and seen["mode"] == "reduce-overhead"
 
 

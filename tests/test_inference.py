@@ -78,7 +78,7 @@ def toy_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(n, 1, 28, 28, generator=g) * 0.3
     for i, label in enumerate(y.tolist()):
         r, c = divmod(label, 4)
-        x[i, 0, 7 * r:7 * r + 7, 7 * c:7 * c + 7] += 2.0
+        x[i, 0, 7 * r : 7 * r + 7, 7 * c : 7 * c + 7] += 2.0
     return x, y
 
 

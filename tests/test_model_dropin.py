@@ -72,8 +72,11 @@ def test_fine_tuning_surgery_is_recorded_in_the_spec():
     model.fc = nn.Linear(model.fc.in_features, 10)  # torchvision's fine-tuning recipe
     model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)  # grey images
     spec = model_spec(model)
-    assert (spec["kwargs"]["num_classes"], spec["kwargs"]["in_chans"]) == (10, 1) == (model.num_classes,
-                                                                                     model.in_chans)
+    assert (
+        (spec["kwargs"]["num_classes"], spec["kwargs"]["in_chans"])
+        == (10, 1)
+        == (model.num_classes, model.in_chans)
+    )
     rebuilt = create_model_from_spec(spec)  # what eval and export do with a checkpoint
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert model(X[:, :1]).shape == (2, 10)
@@ -107,7 +110,8 @@ def test_resnet_fpn_extractor_takes_our_resnet():
     ours = _resnet_fpn_extractor(ours_net, trainable_layers=3).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)  # the same modules under the same names
     assert [n for n, p in ours.named_parameters() if p.requires_grad] == [
-        n for n, p in theirs.named_parameters() if p.requires_grad]
+        n for n, p in theirs.named_parameters() if p.requires_grad
+    ]
     with torch.no_grad():
         got, expected = ours(X), theirs(X)
     assert list(got) == list(expected) == ["0", "1", "2", "3", "pool"]
@@ -119,17 +123,27 @@ def test_resnet_fpn_extractor_takes_our_resnet():
 
 
 def test_timm_and_torchvision_create_keywords(tmp_path, monkeypatch):
-    model = resnets.create_model("resnet18", pretrained=False, weights=None, progress=False, cache_dir=None,
-                                 scriptable=True, exportable=True, no_jit=False,
-                                 pretrained_cfg_overlay={"mean": (0.5, 0.5, 0.5)})
+    model = resnets.create_model(
+        "resnet18",
+        pretrained=False,
+        weights=None,
+        progress=False,
+        cache_dir=None,
+        scriptable=True,
+        exportable=True,
+        no_jit=False,
+        pretrained_cfg_overlay={"mean": (0.5, 0.5, 0.5)},
+    )
     assert model.pretrained_cfg["mean"] == (0.5, 0.5, 0.5) and "pretrained" not in model_spec(model)["kwargs"]
     # Weights requests go to the registry (tests/test_pretrained_*.py); offline, with an empty cache, each
     # says in one line which file to put where.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("RESNETS_OFFLINE", "1")
-    for request, file in (({"pretrained": True}, "resnet18-f37072fd.pth"),
-                          ({"pretrained": "a1_in1k"}, "resnet18.a1_in1k.safetensors"),
-                          ({"weights": "IMAGENET1K_V1"}, "resnet18-f37072fd.pth")):
+    for request, file in (
+        ({"pretrained": True}, "resnet18-f37072fd.pth"),
+        ({"pretrained": "a1_in1k"}, "resnet18.a1_in1k.safetensors"),
+        ({"weights": "IMAGENET1K_V1"}, "resnet18-f37072fd.pth"),
+    ):
         where = tmp_path / "torch/hub/checkpoints" / file
         with pytest.raises(CheckpointError, match=f"put it at {where}") as raised:
             resnets.create_model("resnet18", **request)
@@ -144,8 +158,10 @@ def test_timm_and_torchvision_create_keywords(tmp_path, monkeypatch):
 
 def _groups(model: nn.Module) -> list[tuple[float, float, int]]:
     optimizer = create_optimizer_v2(model, "sgd", lr=0.1, weight_decay=1e-4, layer_decay=0.75)
-    return sorted((round(g["lr_scale"], 6), g["weight_decay"], sum(p.numel() for p in g["params"]))
-                  for g in optimizer.param_groups)
+    return sorted(
+        (round(g["lr_scale"], 6), g["weight_decay"], sum(p.numel() for p in g["params"]))
+        for g in optimizer.param_groups
+    )
 
 
 @pytest.mark.parametrize("name", ["resnet50", "resnet50d", "resnetv2_50"])
@@ -185,8 +201,13 @@ def test_grad_checkpointing_gives_equal_gradients():
 @pytest.mark.parametrize("name", ["resnet18", "resnetv2_50"])
 def test_forward_intermediates_equal_timms(name):
     theirs, ours = timm_pair(name)
-    calls = [{}, {"indices": 2}, {"indices": [0, -1], "norm": True}, {"indices": [1, 2], "stop_early": True},
-             {"indices": 3, "intermediates_only": True}]
+    calls = [
+        {},
+        {"indices": 2},
+        {"indices": [0, -1], "norm": True},
+        {"indices": [1, 2], "stop_early": True},
+        {"indices": 3, "intermediates_only": True},
+    ]
     with torch.no_grad():
         for kwargs in calls:
             got, expected = ours.forward_intermediates(X, **kwargs), theirs.forward_intermediates(X, **kwargs)
@@ -227,27 +248,39 @@ def test_callable_act_layer_matches_timm():
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated, still used to deploy
-@pytest.mark.parametrize("name, kwargs", [
-    ("resnet18", {}), ("resnet50d", {"drop_path_rate": 0.1}), ("seresnet18", {}), ("resnetv2_50", {}),
-    ("resnet20", {}), ("preact_resnet_cifar", {"depth": 11}), ("wrn16_8", {}),
-    ("resnet18", {"features_only": True, "out_indices": (1, 3)}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("resnet18", {}),
+        ("resnet50d", {"drop_path_rate": 0.1}),
+        ("seresnet18", {}),
+        ("resnetv2_50", {}),
+        ("resnet20", {}),
+        ("preact_resnet_cifar", {"depth": 11}),
+        ("wrn16_8", {}),
+        ("resnet18", {"features_only": True, "out_indices": (1, 3)}),
+    ],
+)
 def test_torchscript_computes_what_eager_does(name, kwargs):
     model = randomize_bn(resnets.create_model(name, **kwargs)).eval()
     x = X[:1, :, :32, :32] if model.default_input_size[1] == 32 else X[:1]
     scripted = torch.jit.script(model)
     with torch.no_grad():
         expected, got = model(x), scripted(x)
-    for a, b in zip(expected if isinstance(expected, list) else [expected],
-                    got if isinstance(got, list) else [got], strict=True):
+    for a, b in zip(
+        expected if isinstance(expected, list) else [expected],
+        got if isinstance(got, list) else [got],
+        strict=True,
+    ):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     with pytest.raises(torch.jit.Error, match="expects input of shape"):
         scripted(x[:, :1])
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("name, side", [("vgg11_bn", 32), ("densenet121", 32), ("inception_v4", 75),
-                                        ("inception_resnet_v2", 75)])
+@pytest.mark.parametrize(
+    "name, side", [("vgg11_bn", 32), ("densenet121", 32), ("inception_v4", 75), ("inception_resnet_v2", 75)]
+)
 def test_torchscript_of_the_survey_nets_torchvision_and_timm_script(name, side):
     # Their reference's forward under torch.jit.is_scripting(); the other survey families do not script
     # (docs/models.md says why).

@@ -32,8 +32,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # One model per family and per kind of stem, block and shortcut.
 FAMILIES = [
-    "resnet18", "resnet26", "plain18", "resnext50_32x4d", "preact_resnet18", "resnet26d", "seresnet18",
-    "resnetv2_50", "resnet20", "plain20", "preact_resnet164", "wrn16_8",
+    "resnet18",
+    "resnet26",
+    "plain18",
+    "resnext50_32x4d",
+    "preact_resnet18",
+    "resnet26d",
+    "seresnet18",
+    "resnetv2_50",
+    "resnet20",
+    "plain20",
+    "preact_resnet164",
+    "wrn16_8",
 ]
 RESIDUAL_FAMILIES = [n for n in FAMILIES if not n.startswith("plain")]
 
@@ -52,8 +62,10 @@ def small_input(model: nn.Module, batch: int = 2, imagenet_side: int = 32) -> to
 
 def expected_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
     info = model.feature_info
-    return [(x.shape[0], c, -(-x.shape[2] // r), -(-x.shape[3] // r))
-            for c, r in zip(info.channels(), info.reduction(), strict=True)]
+    return [
+        (x.shape[0], c, -(-x.shape[2] // r), -(-x.shape[3] // r))
+        for c, r in zip(info.channels(), info.reduction(), strict=True)
+    ]
 
 
 # --- torch.fx -----------------------------------------------------------------------------------------
@@ -79,8 +91,9 @@ def test_every_model_traces_and_extracts_features(name):
     # torchvision names each node by a scan over all earlier ones (quadratic: 30 s for resnet1202's 4,800
     # nodes), so here the blocks are leaves; test_feature_extractor_takes_any_node_name takes every node.
     stage_ends = [f"{stage}.{len(getattr(model, stage)) - 1}" for stage in model.stage_names]
-    extractor = create_feature_extractor(model, return_nodes=[*stage_ends, "fc"],
-                                         tracer_kwargs={"leaf_modules": [ResidualBlock]})
+    extractor = create_feature_extractor(
+        model, return_nodes=[*stage_ends, "fc"], tracer_kwargs={"leaf_modules": [ResidualBlock]}
+    )
     (output,) = [node for node in extractor.graph.nodes if node.op == "output"]
     assert [node.target for node in output.args[0].values()] == [*stage_ends, "fc"]
 
@@ -90,8 +103,9 @@ def test_traced_models_compute_what_eager_ones_do(name):
     model = randomize_bn(resnets.create_model(name, num_classes=7))
     x = small_input(model)
     nodes = {f"{stage}.{len(getattr(model, stage)) - 1}": stage for stage in model.stage_names[:-1]}
-    extractor = create_feature_extractor(model, return_nodes=[*nodes, "fc"],
-                                         tracer_kwargs={"leaf_modules": [ResidualBlock]})
+    extractor = create_feature_extractor(
+        model, return_nodes=[*nodes, "fc"], tracer_kwargs={"leaf_modules": [ResidualBlock]}
+    )
     with torch.no_grad():
         traced = torch.fx.symbolic_trace(model)(x)
         extracted = extractor(x)
@@ -105,10 +119,17 @@ def test_traced_models_compute_what_eager_ones_do(name):
 
 @pytest.mark.parametrize(
     "name, kwargs",
-    [("resnet18", {}), ("resnet20", {}), ("preact_resnet18", {}), ("resnet50d", {}), ("seresnet18", {}),
-     ("wrn16_8", {}), ("resnet20", {"shortcut_kind": "exclusive_gating"}),
-     ("resnet20", {"unit": "bn_after_add", "drop_path_rate": 0.2}),
-     ("resnet18", {"norm_layer": "frozen_batchnorm"})],
+    [
+        ("resnet18", {}),
+        ("resnet20", {}),
+        ("preact_resnet18", {}),
+        ("resnet50d", {}),
+        ("seresnet18", {}),
+        ("wrn16_8", {}),
+        ("resnet20", {"shortcut_kind": "exclusive_gating"}),
+        ("resnet20", {"unit": "bn_after_add", "drop_path_rate": 0.2}),
+        ("resnet18", {"norm_layer": "frozen_batchnorm"}),
+    ],
 )
 def test_feature_extractor_takes_any_node_name(name, kwargs):
     model = randomize_bn(resnets.create_model(name, num_classes=7, **kwargs))
@@ -312,8 +333,9 @@ def test_norm_layers_match_torchvision_and_train(norm_layer):
     opt.step()
     assert all(not torch.equal(b, p) for b, p in zip(before, ours.parameters(), strict=True))
     assert all(torch.equal(v, ours.state_dict()[k]) for k, v in frozen.items())
-    assert model_spec(ours)["kwargs"]["norm_layer"] == ("groupnorm" if norm_layer == "groupnorm"
-                                                        else "frozen_batchnorm")
+    assert model_spec(ours)["kwargs"]["norm_layer"] == (
+        "groupnorm" if norm_layer == "groupnorm" else "frozen_batchnorm"
+    )
 
 
 def test_groups_and_width_per_group_match_torchvision():

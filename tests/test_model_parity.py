@@ -10,8 +10,16 @@ from torch import nn
 import resnets
 
 TORCHVISION_NAMES = [
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
-    "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 ]
 
 

@@ -21,15 +21,49 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # Every variant registered under timm's name (timm's ResNet/ResNeXt/wide names are torchvision's, checked in
 # test_model_parity.py).
 VARIANTS = [
-    "resnet18d", "resnet34d", "resnet26", "resnet26d", "resnet50c", "resnet50d", "resnet50s", "resnet50t",
-    "resnet101c", "resnet101d", "resnet152c", "resnet152d", "resnet200d", "resnet50_gn", "seresnet18",
-    "seresnet34", "seresnet50", "seresnet101", "seresnet152", "seresnet152d", "seresnext26d_32x4d",
-    "seresnext50_32x4d", "seresnext101_32x4d", "resnetv2_50", "resnetv2_50d", "resnetv2_101", "resnetv2_101d",
+    "resnet18d",
+    "resnet34d",
+    "resnet26",
+    "resnet26d",
+    "resnet50c",
+    "resnet50d",
+    "resnet50s",
+    "resnet50t",
+    "resnet101c",
+    "resnet101d",
+    "resnet152c",
+    "resnet152d",
+    "resnet200d",
+    "resnet50_gn",
+    "seresnet18",
+    "seresnet34",
+    "seresnet50",
+    "seresnet101",
+    "seresnet152",
+    "seresnet152d",
+    "seresnext26d_32x4d",
+    "seresnext50_32x4d",
+    "seresnext101_32x4d",
+    "resnetv2_50",
+    "resnetv2_50d",
+    "resnetv2_101",
+    "resnetv2_101d",
 ]
 # Outputs compared with real weights: every stem, shortcut, attention and norm kind, and the list.
 COMPARED = [
-    "resnet18d", "resnet26d", "resnet50c", "resnet50d", "resnet50t", "resnet101d", "resnet152d",
-    "resnet50_gn", "seresnet18", "seresnet50", "seresnext50_32x4d", "resnetv2_50", "resnetv2_50d",
+    "resnet18d",
+    "resnet26d",
+    "resnet50c",
+    "resnet50d",
+    "resnet50t",
+    "resnet101d",
+    "resnet152d",
+    "resnet50_gn",
+    "seresnet18",
+    "seresnet50",
+    "seresnext50_32x4d",
+    "resnetv2_50",
+    "resnetv2_50d",
     "resnetv2_101",
 ]
 
@@ -40,8 +74,11 @@ def gentle_random_bn(model: nn.Module) -> nn.Module:
     g = torch.Generator().manual_seed(2)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
-            m.weight.data.copy_(torch.rand(m.num_channels if isinstance(m, nn.GroupNorm) else m.num_features,
-                                           generator=g) * 0.4 + 0.3)
+            m.weight.data.copy_(
+                torch.rand(m.num_channels if isinstance(m, nn.GroupNorm) else m.num_features, generator=g)
+                * 0.4
+                + 0.3
+            )
             m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
@@ -91,8 +128,10 @@ def test_timm_state_dict_loads_strictly_and_outputs_agree(name):
     with torch.no_grad():
         assert_same_outputs(ours(x), reference(x))
         if name in ("resnet50d", "resnetv2_50"):  # and the pre-logit features timm users take
-            assert_same_outputs(ours.forward_head(ours.forward_features(x), pre_logits=True),
-                                reference.forward_head(reference.forward_features(x), pre_logits=True))
+            assert_same_outputs(
+                ours.forward_head(ours.forward_features(x), pre_logits=True),
+                reference.forward_head(reference.forward_features(x), pre_logits=True),
+            )
 
 
 def test_resnet_v2_layout_is_an_option_of_the_preact_nets():
@@ -109,8 +148,9 @@ def test_resnet_v2_layout_is_an_option_of_the_preact_nets():
         resnets.create_model("preact_resnet50").load_state_dict(reference.state_dict(), strict=True)
 
 
-@pytest.mark.parametrize("name, suffix", [("resnet26d", ".pth"), ("resnetv2_50", ".safetensors"),
-                                          ("seresnet18", ".pth")])
+@pytest.mark.parametrize(
+    "name, suffix", [("resnet26d", ".pth"), ("resnetv2_50", ".safetensors"), ("seresnet18", ".pth")]
+)
 def test_import_weights_takes_timm_files(tmp_path, capsys, name, suffix):
     from resnets.cli import main
 

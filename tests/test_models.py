@@ -22,12 +22,18 @@ ALL_MODELS = resnets.list_models()
 # highway19 forward and backward (every parameter gets a gradient), vgg16 against torchvision, and the
 # keys and parameter counts of every VGG.
 SURVEY_FORWARD_SKIPS = {
-    **dict.fromkeys(["inception_v4", "inception_resnet_v1", "inception_resnet_v2", "polynet"],
-                    "needs 75x75 inputs; test_survey_models runs it at 75x75"),
-    **dict.fromkeys(["highway19", "highway_cifar", "vgg11", "vgg16"],
-                    "has no BN layer; test_survey_models runs it (vgg16: against torchvision)"),
-    **dict.fromkeys(["vgg13", "vgg13_bn", "vgg16_bn", "vgg19", "vgg19_bn"],
-                    "130-144M parameters, the code path of vgg11_bn; test_survey_models checks its keys"),
+    **dict.fromkeys(
+        ["inception_v4", "inception_resnet_v1", "inception_resnet_v2", "polynet"],
+        "needs 75x75 inputs; test_survey_models runs it at 75x75",
+    ),
+    **dict.fromkeys(
+        ["highway19", "highway_cifar", "vgg11", "vgg16"],
+        "has no BN layer; test_survey_models runs it (vgg16: against torchvision)",
+    ),
+    **dict.fromkeys(
+        ["vgg13", "vgg13_bn", "vgg16_bn", "vgg19", "vgg19_bn"],
+        "130-144M parameters, the code path of vgg11_bn; test_survey_models checks its keys",
+    ),
 }
 UNITS = ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"]
 
@@ -80,13 +86,47 @@ def test_every_model_forward_backward(index_name):
 
 def test_registry_lists_the_issue_names():
     expected = {
-        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200", "plain18", "plain34",
-        "plain50", "plain101", "plain152", "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
-        "wide_resnet50_2", "wide_resnet101_2", "preact_resnet18", "preact_resnet34", "preact_resnet50",
-        "preact_resnet101", "preact_resnet152", "preact_resnet200", "resnet20", "resnet32", "resnet44",
-        "resnet56", "resnet110", "resnet1202", "plain20", "plain32", "plain44", "plain56", "plain110",
-        "plain1202", "preact_resnet110", "preact_resnet164", "preact_resnet1001", "wrn16_8", "wrn22_8",
-        "wrn28_10", "wrn40_4",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnet200",
+        "plain18",
+        "plain34",
+        "plain50",
+        "plain101",
+        "plain152",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+        "preact_resnet18",
+        "preact_resnet34",
+        "preact_resnet50",
+        "preact_resnet101",
+        "preact_resnet152",
+        "preact_resnet200",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnet1202",
+        "plain20",
+        "plain32",
+        "plain44",
+        "plain56",
+        "plain110",
+        "plain1202",
+        "preact_resnet110",
+        "preact_resnet164",
+        "preact_resnet1001",
+        "wrn16_8",
+        "wrn22_8",
+        "wrn28_10",
+        "wrn40_4",
     }
     assert expected <= set(ALL_MODELS)
     assert resnets.list_models("wrn*") == ["wrn", "wrn16_8", "wrn22_8", "wrn28_10", "wrn40_4"]
@@ -101,10 +141,17 @@ def test_registry_lists_the_issue_names():
     "name, millions",
     [
         # "Deep Residual Learning" Table 6 (CIFAR-10)
-        ("resnet20", "0.27"), ("resnet32", "0.46"), ("resnet44", "0.66"), ("resnet56", "0.85"),
-        ("resnet110", "1.7"), ("resnet1202", "19.4"),
+        ("resnet20", "0.27"),
+        ("resnet32", "0.46"),
+        ("resnet44", "0.66"),
+        ("resnet56", "0.85"),
+        ("resnet110", "1.7"),
+        ("resnet1202", "19.4"),
         # Identity Mappings (CIFAR-10), WRN paper Table 2 / 4
-        ("preact_resnet164", "1.7"), ("wrn40_4", "8.9"), ("wrn16_8", "11.0"), ("wrn22_8", "17.2"),
+        ("preact_resnet164", "1.7"),
+        ("wrn40_4", "8.9"),
+        ("wrn16_8", "11.0"),
+        ("wrn22_8", "17.2"),
         ("wrn28_10", "36.5"),
     ],
 )
@@ -117,8 +164,9 @@ def test_resnet1001_parameter_count():
     model = resnets.create_model("preact_resnet1001")
     # The paper's 10.2M counts the conv and fc weights; the BN scales and shifts add 0.15M more. The
     # structure is the authors' (KaimingHe/resnet-1k-layers): only the counting convention differs.
-    weights = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)
-                  for p in m.parameters())
+    weights = sum(
+        p.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear) for p in m.parameters()
+    )
     assert round(weights / 1e6, 1) == 10.2
     assert len(model.residual_blocks()) == 333  # 9n+2 = 1001 -> n = 111 per stage
 
@@ -171,8 +219,13 @@ def test_cifar_forward_stages_strides():
 
 @pytest.mark.parametrize(
     "name, kwargs",
-    [("resnet18", {}), ("preact_resnet18", {}), ("resnet20", {}), ("preact_resnet_cifar", {"depth": 11}),
-     ("wrn16_8", {})],
+    [
+        ("resnet18", {}),
+        ("preact_resnet18", {}),
+        ("resnet20", {}),
+        ("preact_resnet_cifar", {"depth": 11}),
+        ("wrn16_8", {}),
+    ],
 )
 def test_features_then_head_equals_forward(name, kwargs):
     model = resnets.create_model(name, num_classes=3, **kwargs).eval()
@@ -188,10 +241,14 @@ def test_features_then_head_equals_forward(name, kwargs):
 @pytest.mark.parametrize(
     "name, kwargs, n_units, norms_per_unit",
     [
-        ("resnet20", {}, 9, 2), ("plain20", {}, 9, 2), ("resnet50", {}, 16, 1),
-        ("preact_resnet_cifar", {"depth": 29}, 9, 0), ("preact_resnet18", {}, 8, 0),
+        ("resnet20", {}, 9, 2),
+        ("plain20", {}, 9, 2),
+        ("resnet50", {}, 16, 1),
+        ("preact_resnet_cifar", {"depth": 29}, 9, 0),
+        ("preact_resnet18", {}, 8, 0),
         ("resnet20", {"shortcut": "C"}, 9, 2),
-        ("wrn16_8", {}, 6, 0), ("resnet20", {"unit": "bn_after_add"}, 9, 1),
+        ("wrn16_8", {}, 6, 0),
+        ("resnet20", {"unit": "bn_after_add"}, 9, 1),
     ],
 )
 def test_units_and_their_shortcuts(name, kwargs, n_units, norms_per_unit):
@@ -299,7 +356,11 @@ def test_unit_placements_train(unit):
     model = resnets.create_model("resnet20", unit=unit)
     train_one_step(model)
     assert type(model.layer2[0]).__name__ in {
-        "BasicBlock", "BNAfterAddBlock", "ReLUBeforeAddBlock", "ReLUOnlyPreActBlock", "PreActBasicBlock",
+        "BasicBlock",
+        "BNAfterAddBlock",
+        "ReLUBeforeAddBlock",
+        "ReLUOnlyPreActBlock",
+        "PreActBasicBlock",
     }
     assert (model.final_bn is not None) == unit.endswith("preact")
 

@@ -37,12 +37,15 @@ def _net(key: str, seeds: int = 2) -> Net:
 
 def _compared(rates_a: list[float], rates_b: list[float], expected: str = "lower"):
     base = _errors(8.0, 0)
-    scores = FakeScores({
-        "a": [_errors(r, 10 + i, base) for i, r in enumerate(rates_a)],
-        "b": [_errors(r, 20 + i, base) for i, r in enumerate(rates_b)],
-    })
-    return compare(scores, Comparison(_net("a", len(rates_a)), _net("b", len(rates_b)), expected, -1.78),
-                   resamples=2_000)
+    scores = FakeScores(
+        {
+            "a": [_errors(r, 10 + i, base) for i, r in enumerate(rates_a)],
+            "b": [_errors(r, 20 + i, base) for i, r in enumerate(rates_b)],
+        }
+    )
+    return compare(
+        scores, Comparison(_net("a", len(rates_a)), _net("b", len(rates_b)), expected, -1.78), resamples=2_000
+    )
 
 
 def test_a_clear_gap_in_the_papers_direction_shows():
@@ -97,8 +100,12 @@ def test_responses_rules_paired_by_layer_and_across_depths():
     def stds(mean: float, layers: int) -> list[list[float]]:
         return [list(mean + 0.02 * rng.standard_normal(layers)) for _ in range(2)]
 
-    measured = {("plain", 20): stds(1.0, 18), ("resnet", 20): stds(0.8, 18),
-                ("plain", 56): stds(1.0, 54), ("resnet", 56): stds(0.6, 54)}
+    measured = {
+        ("plain", 20): stds(1.0, 18),
+        ("resnet", 20): stds(0.8, 18),
+        ("plain", 56): stds(1.0, 54),
+        ("resnet", 56): stds(0.6, 54),
+    }
     judged = Responses._judgements(measured)
     assert set(judged) == {"ResNet-20 vs plain-20", "ResNet-56 vs plain-56", "ResNet-56 vs ResNet-20"}
     assert all(j.verdict == "shows" for j in judged.values())

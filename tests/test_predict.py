@@ -61,8 +61,15 @@ def test_top5_names_and_probabilities_match_a_direct_computation(run_dir, images
 
 
 def test_topk_beyond_the_classes_is_clamped_and_said(run_dir, images, capsys):
-    argv = ["predict", "--checkpoint", str(run_dir / "last.pt"), str(images["gray.png"]), "--topk", "20",
-            "--json"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(run_dir / "last.pt"),
+        str(images["gray.png"]),
+        "--topk",
+        "20",
+        "--json",
+    ]
     status, out, err = run_cli(argv, capsys)
     assert status == 0 and "only 10 classes" in err  # --json: notes on stderr, stdout is the JSON alone
     top = json.loads(out)["predictions"][0]["top"]

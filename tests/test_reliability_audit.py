@@ -41,10 +41,35 @@ def images(root: Path, classes=("cat", "dog"), n=4, size=32) -> Path:
 
 
 def folder_argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--image-size", "16", "--workers",
-            "0", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--epochs", "1", "-b", "2",
-            "--set", "eval_batch_size=4", "--progress", "none", "--set", "plot=False", "--no-channels-last",
-            "--output", str(out), *extra]
+    return [
+        "train",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(data),
+        "--image-size",
+        "16",
+        "--workers",
+        "0",
+        "--model",
+        "resnet_cifar",
+        "--set",
+        'model_kwargs={"depth": 8}',
+        "--epochs",
+        "1",
+        "-b",
+        "2",
+        "--set",
+        "eval_batch_size=4",
+        "--progress",
+        "none",
+        "--set",
+        "plot=False",
+        "--no-channels-last",
+        "--output",
+        str(out),
+        *extra,
+    ]
 
 
 def child(code: str, *args: str, limit_as: int | None = None, timeout: float = 120) -> dict:
@@ -52,22 +77,30 @@ def child(code: str, *args: str, limit_as: int | None = None, timeout: float = 1
     a regression fails instead of taking the machine's memory): its exit status ``rc``, ``stdout``,
     ``stderr`` and ``peak`` RSS in bytes, measured by a small parent without torch."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    wrapper = ("import json, resource, subprocess, sys\n"
-               "limit, timeout = int(sys.argv[1]), float(sys.argv[2])\n"
-               "def cap():\n"
-               "    if limit:\n"
-               "        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
-               "try:\n"
-               "    p = subprocess.run([sys.executable, '-c', *sys.argv[3:]], capture_output=True, "
-               "text=True, preexec_fn=cap, timeout=timeout)\n"
-               "    rc, out, err = p.returncode, p.stdout, p.stderr\n"
-               "except subprocess.TimeoutExpired as exc:\n"
-               "    out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ''\n"
-               "    rc, err = 'timeout', 'killed after the timeout (a hang)'\n"
-               "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
-               "print(json.dumps({'rc': rc, 'stdout': out, 'stderr': err, 'peak': peak}))\n")
-    done = subprocess.run([sys.executable, "-c", wrapper, str(limit_as or 0), str(timeout), code, *args],
-                          capture_output=True, text=True, env=env, timeout=timeout + 30, cwd=REPO)
+    wrapper = (
+        "import json, resource, subprocess, sys\n"
+        "limit, timeout = int(sys.argv[1]), float(sys.argv[2])\n"
+        "def cap():\n"
+        "    if limit:\n"
+        "        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+        "try:\n"
+        "    p = subprocess.run([sys.executable, '-c', *sys.argv[3:]], capture_output=True, "
+        "text=True, preexec_fn=cap, timeout=timeout)\n"
+        "    rc, out, err = p.returncode, p.stdout, p.stderr\n"
+        "except subprocess.TimeoutExpired as exc:\n"
+        "    out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ''\n"
+        "    rc, err = 'timeout', 'killed after the timeout (a hang)'\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+        "print(json.dumps({'rc': rc, 'stdout': out, 'stderr': err, 'peak': peak}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, str(limit_as or 0), str(timeout), code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout + 30,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -82,6 +115,7 @@ def run(data, tmp_path_factory) -> Path:
     """A finished one-epoch run (last.pt, best.pt, model.safetensors, metrics, summary)."""
     out = tmp_path_factory.mktemp("runs") / "run"
     from resnets.cli import main
+
     assert main(train_argv(data, out)) == 0
     return out
 
@@ -95,11 +129,13 @@ def imgs(tmp_path_factory) -> Path:
 def folder_run(imgs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "folder_run"
     from resnets.cli import main
+
     assert main(folder_argv(imgs, out)) == 0
     return out
 
 
 # --- 1-4: data loss ------------------------------------------------------------------------------
+
 
 def test_01_a_run_folder_without_last_pt_still_belongs_to_its_run(run, data, tmp_path, capsys):
     copy = tmp_path / "R"
@@ -133,8 +169,10 @@ def test_03_eval_never_writes_into_its_data(folder_run, imgs, capsys):
     before = tree(imgs)
     target = imgs / "cat" / "0.png"
     for extra in (["--data-dir", str(imgs)], []):  # given, or the run's own data folder
-        status, _, err = cli(["eval", "--checkpoint", str(folder_run / "best.pt"), *extra,
-                              "--confusion-matrix", str(target)], capsys)
+        status, _, err = cli(
+            ["eval", "--checkpoint", str(folder_run / "best.pt"), *extra, "--confusion-matrix", str(target)],
+            capsys,
+        )
         line = one_line_error(err)
         assert status == 2 and "inside" in line and str(imgs) in line, line
     assert tree(imgs) == before
@@ -157,8 +195,18 @@ def live(tmp_path) -> Path:
 def test_04_no_writer_enters_a_run_folder_another_process_holds(run, live, capsys):
     before = tree(live)
     for output in ("last.pt", "model.pt2"):
-        status, _, err = cli(["export", "--checkpoint", str(run / "best.pt"), "--format", "pt2",
-                              "--output", str(live / output)], capsys)
+        status, _, err = cli(
+            [
+                "export",
+                "--checkpoint",
+                str(run / "best.pt"),
+                "--format",
+                "pt2",
+                "--output",
+                str(live / output),
+            ],
+            capsys,
+        )
         line = one_line_error(err)
         assert status == 2 and "process 4242 on otherhost" in line, line
     with pytest.raises(OSError, match="being written by process 4242"):  # every io writer asks too
@@ -167,6 +215,7 @@ def test_04_no_writer_enters_a_run_folder_another_process_holds(run, live, capsy
 
 
 # --- 5-11: small inputs that took gigabytes or hung: refused from their headers, in one child ----
+
 
 def gif_bomb(path: Path, side: int = 2000, frames: int = 300) -> Path:
     """A GIF of a few KB: a side x side canvas and ``frames`` frames of one pixel each. A decoder that
@@ -232,6 +281,7 @@ def refused(run, data, folder_run, tmp_path_factory) -> tuple[dict, int, dict]:
             (bomb_dir / f.name).write_bytes(f.read_bytes())
     gz_bomb(bomb_dir / "train-images-idx3-ubyte.gz")
     import torch
+
     ckpt = torch.load(run / "last.pt", weights_only=True)
     ckpt["model"]["kwargs"]["num_classes"] = 20_000_000
     torch.save(ckpt, tmp / "huge_head.pt")
@@ -247,13 +297,18 @@ def refused(run, data, folder_run, tmp_path_factory) -> tuple[dict, int, dict]:
     best = str(folder_run / "best.pt")
     paths = {"bomb_out": tmp / "bomb_run", "tmp": tmp}
     cases = [
-        ("gif_decode", "decode", str(gif)), ("gif_load", "load", str(gif)),
+        ("gif_decode", "decode", str(gif)),
+        ("gif_load", "load", str(gif)),
         ("gz_unverified", "cli", train_argv(bomb_dir, paths["bomb_out"])),
-        ("gz_verified", "cli", [a for a in train_argv(bomb_dir, paths["bomb_out"])
-                                if a != "--no-verify-checksums"]),
+        (
+            "gz_verified",
+            "cli",
+            [a for a in train_argv(bomb_dir, paths["bomb_out"]) if a != "--no-verify-checksums"],
+        ),
         ("huge_head", "cli", ["eval", "--checkpoint", str(tmp / "huge_head.pt")]),
         ("sparse_predict", "cli", ["predict", "--checkpoint", best, str(sparse)]),
-        ("sparse_decode", "decode", str(sparse)), ("padded_decode", "decode", str(padded)),
+        ("sparse_decode", "decode", str(sparse)),
+        ("padded_decode", "decode", str(padded)),
         ("padded_load", "load", str(padded)),
         ("scales", "cli", ["eval", "--checkpoint", best, "--tta", "multiscale", "--scales", "20000"]),
         ("fifo_predict", "cli", ["predict", "--checkpoint", best, str(fifo)]),
@@ -313,6 +368,7 @@ def test_09_multiscale_sizes_are_bounded(refused):
 def test_10_workers_are_bounded_by_the_machine(imgs, tmp_path, capsys):
     from resnets.data import DataConfig
     from resnets.errors import ConfigError
+
     with pytest.raises(ConfigError, match="workers=10000 is more DataLoader processes"):
         DataConfig(dataset="imagefolder", data_dir=str(imgs), workers=10000)
     status, _, err = cli(folder_argv(imgs, tmp_path / "out", "--workers", "10000"), capsys)
@@ -329,6 +385,7 @@ def test_11_a_pipe_named_jpg_is_refused_not_read(refused):
 
 
 # --- 12-20: tracebacks, now one line that says what to do (or correct behaviour) ------------------
+
 
 def idx(path: Path, dims: tuple[int, ...], payload: bytes = b"", code: int = 8) -> Path:
     path.write_bytes(struct.pack(f">BBBB{len(dims)}I", 0, 0, code, len(dims), *dims) + payload)
@@ -351,17 +408,20 @@ def float8_file(path: Path, name: str, **options) -> Path:
     from safetensors.torch import save_file
 
     from resnets import create_model
+
     state = create_model(name, num_classes=10, in_chans=1, **options).state_dict()
-    save_file({k: (v.to(torch.float8_e4m3fn) if v.is_floating_point() else v) for k, v in state.items()},
-              str(path))
+    save_file(
+        {k: (v.to(torch.float8_e4m3fn) if v.is_floating_point() else v) for k, v in state.items()}, str(path)
+    )
     return path
 
 
 def test_13_float8_weights_import_and_initialise(data, tmp_path, capsys):
     out = tmp_path / "out.safetensors"
     weights = float8_file(tmp_path / "r20.safetensors", "resnet20")
-    status, _, err = cli(["import-weights", str(weights), "--model", "resnet20", "--output", str(out)],
-                         capsys)
+    status, _, err = cli(
+        ["import-weights", str(weights), "--model", "resnet20", "--output", str(out)], capsys
+    )
     assert status == 0 and out.is_file(), err
     depth8 = float8_file(tmp_path / "d8.safetensors", "resnet_cifar", depth=8)
     status, _, err = cli(train_argv(data, tmp_path / "run", "--init-weights", str(depth8)), capsys)
@@ -371,12 +431,15 @@ def test_13_float8_weights_import_and_initialise(data, tmp_path, capsys):
 def test_13_nan_in_float8_weights_is_refused(tmp_path, capsys):
     import torch
     from safetensors.torch import load_file, save_file
+
     state = load_file(str(float8_file(tmp_path / "r20.safetensors", "resnet20")))
     state["conv1.weight"] = state["conv1.weight"].float().fill_(float("nan")).to(torch.float8_e4m3fn)
     bad = tmp_path / "nan8.safetensors"
     save_file(state, str(bad))
-    status, _, err = cli(["import-weights", str(bad), "--model", "resnet20", "--output",
-                          str(tmp_path / "out.safetensors")], capsys)
+    status, _, err = cli(
+        ["import-weights", str(bad), "--model", "resnet20", "--output", str(tmp_path / "out.safetensors")],
+        capsys,
+    )
     line = one_line_error(err)
     assert status == 2 and "NaN or infinite" in line and "conv1.weight" in line, line
     assert not (tmp_path / "out.safetensors").exists()
@@ -431,12 +494,14 @@ def test_17_garbage_metrics_stop_a_resume_before_anything_is_written(run, tmp_pa
     assert tree(copy) == before  # config.json not rewritten
     (copy / "metrics.csv").write_text("epoch,iteration\nx,y,z\n")
     from resnets.errors import DataError
+
     with pytest.raises(DataError, match="metrics.csv is not a run's metrics table"):  # what reproduce reads
         runs.RunFolder(copy).metrics()
 
 
 def test_18_a_truncated_summary_is_named(run, tmp_path):
     from resnets.errors import DataError
+
     folder = tmp_path / "R"
     folder.mkdir()
     (folder / "summary.json").write_text((run / "summary.json").read_text()[:20])
@@ -450,13 +515,18 @@ def test_18_a_truncated_summary_is_named(run, tmp_path):
 def test_19_a_coco_file_with_a_bad_channel_count_is_named(tmp_path):
     from resnets.detection.data import open_detection_data
     from resnets.errors import DataError
+
     root = tmp_path / "C"
     images(root / "train", classes=("",), n=1)
     (root / "annotations").mkdir()
-    document = {"info": {"channels": "gray"}, "categories": [{"id": 1, "name": "thing"}],
-                "images": [{"id": 1, "file_name": "0.png", "width": 32, "height": 32}],
-                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64,
-                                 "iscrowd": 0}]}
+    document = {
+        "info": {"channels": "gray"},
+        "categories": [{"id": 1, "name": "thing"}],
+        "images": [{"id": 1, "file_name": "0.png", "width": 32, "height": 32}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64, "iscrowd": 0}
+        ],
+    }
     (root / "annotations" / "instances_train.json").write_text(json.dumps(document))
     with pytest.raises(DataError, match=r'instances_train.json: "info": \{"channels": \'gray\'\} must be 1'):
         open_detection_data(root, "train")
@@ -464,13 +534,37 @@ def test_19_a_coco_file_with_a_bad_channel_count_is_named(tmp_path):
 
 def test_20_sizes_from_flags_are_bounded_before_allocation(run, tmp_path, capsys):
     # 1 x 50000 x 1: the bound of the audit's 50000 x 50000, which today's main would try to allocate
-    status, _, err = cli(["export", "--checkpoint", str(run / "best.pt"), "--format", "pt2", "--input-size",
-                          "1", "50000", "1", "--output", str(tmp_path / "m.pt2")], capsys)
+    status, _, err = cli(
+        [
+            "export",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--format",
+            "pt2",
+            "--input-size",
+            "1",
+            "50000",
+            "1",
+            "--output",
+            str(tmp_path / "m.pt2"),
+        ],
+        capsys,
+    )
     line = one_line_error(err)
     assert status == 2 and "sizes of 1 to 4096 pixels" in line, line
-    status, _, err = cli(["import-weights", str(run / "model.safetensors"), "--model", "resnet_cifar",
-                          "--num-classes", "100000000000", "--output", str(tmp_path / "w.safetensors")],
-                         capsys)
+    status, _, err = cli(
+        [
+            "import-weights",
+            str(run / "model.safetensors"),
+            "--model",
+            "resnet_cifar",
+            "--num-classes",
+            "100000000000",
+            "--output",
+            str(tmp_path / "w.safetensors"),
+        ],
+        capsys,
+    )
     line = one_line_error(err)
     assert status == 2 and "--num-classes must be from 1 to 100,000" in line, line
     assert not list(tmp_path.iterdir())
@@ -478,16 +572,19 @@ def test_20_sizes_from_flags_are_bounded_before_allocation(run, tmp_path, capsys
 
 # --- 21-30: wrong or unclear messages, silent behaviour ------------------------------------------
 
+
 def test_21_onnx_export_compares_logits_relative_to_their_scale(run, tmp_path, capsys):
     import torch
+
     ckpt = torch.load(run / "best.pt", weights_only=True)
     ckpt["state_dict"]["fc.weight"] *= 3e4  # logits of ~26,000: float32 rounding differs by ~0.004
     ckpt["state_dict"]["fc.bias"] += 2.6e4
     ckpt["ema"], ckpt["eval_weights"] = None, "model"
     torch.save(ckpt, tmp_path / "big.pt")
     out = tmp_path / "big.onnx"
-    status, _, err = cli(["export", "--checkpoint", str(tmp_path / "big.pt"), "--format", "onnx", "--output",
-                          str(out)], capsys)
+    status, _, err = cli(
+        ["export", "--checkpoint", str(tmp_path / "big.pt"), "--format", "onnx", "--output", str(out)], capsys
+    )
     assert status == 0 and out.is_file(), err
 
 
@@ -513,6 +610,7 @@ def test_23_an_idx_file_of_0_images_is_named(data, tmp_path, capsys):
 
 def test_24_a_detectors_checkpoint_is_sent_to_resnets_detect(run, tmp_path, capsys):
     import torch
+
     ckpt = torch.load(run / "best.pt", weights_only=True)
     ckpt["model"] = {"name": "faster_rcnn", "kwargs": {"backbone": "resnet50", "num_classes": 3}}
     ckpt["config"]["task"] = "detection"
@@ -536,15 +634,19 @@ def test_25_training_images_that_are_all_unreadable_are_named(tmp_path, capsys):
     assert status == 2 and ".png is not a readable image" in line and "training images sampled" in line, line
 
 
-def test_26_sigterm_during_import_or_export_says_so_and_leaves_no_temporary_file(run, tmp_path, capsys,
-                                                                                 monkeypatch):
+def test_26_sigterm_during_import_or_export_says_so_and_leaves_no_temporary_file(
+    run, tmp_path, capsys, monkeypatch
+):
     from resnets import create_model
     from resnets.weights import save_weights
+
     weights = save_weights(create_model("resnet20", num_classes=10, in_chans=1), tmp_path / "r20.safetensors")
     out = tmp_path / "out"
     out.mkdir()
-    for name, argv in (("w.safetensors", ["import-weights", str(weights), "--model", "resnet20"]),
-                       ("m.pt2", ["export", "--checkpoint", str(run / "best.pt"), "--format", "pt2"])):
+    for name, argv in (
+        ("w.safetensors", ["import-weights", str(weights), "--model", "resnet20"]),
+        ("m.pt2", ["export", "--checkpoint", str(run / "best.pt"), "--format", "pt2"]),
+    ):
         monkeypatch.setenv(io.FAULT_ENV, f"{name}:write:1:sigterm@0")  # at the first byte of the output
         status, _, err = cli([*argv, "--output", str(out / name)], capsys)
         assert status == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err

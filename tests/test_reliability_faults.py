@@ -44,9 +44,23 @@ def test_kill_9_at_30_random_points_resumes_bit_exactly(tmp_path):
     checkpoint save, each a SIGKILL, each followed by a resume; then compared with a straight run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop(io.FAULT_ENV, None)
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fault_injection.py"), "--points", "30",
-                           "--seed", "0", "--workdir", str(tmp_path), "--json"],
-                          capture_output=True, text=True, env=env, timeout=400)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "fault_injection.py"),
+            "--points",
+            "30",
+            "--seed",
+            "0",
+            "--workdir",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["kills"] == 30 and result["findings"] == [] and result["tracebacks"] == 0
@@ -86,8 +100,9 @@ def test_a_full_disk_during_training_loses_nothing_and_eval_works(one_epoch, tmp
         status, _, err = cli(["train", "--resume", str(run), "--epochs", "3"], capsys)
         line = one_line_error(err)
         assert status == 2 and "No space left on device" in line and f"--resume {run}" in line, byte
-        assert {k: v for k, v in snapshot(run).items() if k.endswith(".pt")} == \
-            {k: v for k, v in before.items() if k.endswith(".pt")}
+        assert {k: v for k, v in snapshot(run).items() if k.endswith(".pt")} == {
+            k: v for k, v in before.items() if k.endswith(".pt")
+        }
         assert not [p for p in run.iterdir() if p.name.startswith(".")]
     monkeypatch.delenv(io.FAULT_ENV)
     status, out, _ = cli(["eval", "--checkpoint", str(run / "last.pt"), "--json"], capsys)
@@ -97,8 +112,9 @@ def test_a_full_disk_during_training_loses_nothing_and_eval_works(one_epoch, tmp
 
 
 @pytest.mark.parametrize("phase", ["write@2000", "fsync", "rotate", "replace"])
-def test_two_ctrl_c_during_a_save_keep_the_previous_checkpoint(one_epoch, tmp_path, capsys, monkeypatch,
-                                                               phase):
+def test_two_ctrl_c_during_a_save_keep_the_previous_checkpoint(
+    one_epoch, tmp_path, capsys, monkeypatch, phase
+):
     run = tmp_path / "run"
     shutil.copytree(one_epoch, run, copy_function=shutil.copy)
     before = snapshot(run)["last.pt"]
@@ -117,9 +133,13 @@ def test_two_ctrl_c_during_a_save_keep_the_previous_checkpoint(one_epoch, tmp_pa
 def test_two_writers_on_one_folder(data, tmp_path, capsys):
     """Two ``resnets train`` into one --output at once: the second is refused, the first's run stays whole."""
     out = tmp_path / "shared"
-    first = subprocess.Popen([sys.executable, "-m", "resnets", *train_argv(data, out, epochs=200)],
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             cwd=REPO)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "resnets", *train_argv(data, out, epochs=200)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=REPO,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / runs.LOCK).exists():

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --- image files ---------------------------------------------------------------------------------
 
+
 def save(path: Path, mode: str = "RGB", size=(20, 16), seed=0, fmt=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -49,6 +50,7 @@ def save(path: Path, mode: str = "RGB", size=(20, 16), seed=0, fmt=None) -> Path
 def png(path: Path, width: int, height: int, depth: int, color: int, rows=None) -> Path:
     """A PNG written by hand (PIL writes neither 48-bit RGB nor a bomb without decoding it): ``rows``
     yields the raw scanlines (zeros when None), compressed as a stream."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -93,11 +95,35 @@ def bomb(tmp_path_factory) -> Path:
 
 
 def train_folder(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--dataset", "imagefolder", "--data-dir", str(root), "--image-size", "16",
-            "--workers", "0", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--epochs",
-            "1", "-b", "2",
-            "--set", "eval_batch_size=4", "--progress", "none", "--set", "plot=False", "--no-channels-last",
-            "--output", str(out), *extra]
+    return [
+        "train",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(root),
+        "--image-size",
+        "16",
+        "--workers",
+        "0",
+        "--model",
+        "resnet_cifar",
+        "--set",
+        'model_kwargs={"depth": 8}',
+        "--epochs",
+        "1",
+        "-b",
+        "2",
+        "--set",
+        "eval_batch_size=4",
+        "--progress",
+        "none",
+        "--set",
+        "plot=False",
+        "--no-channels-last",
+        "--output",
+        str(out),
+        *extra,
+    ]
 
 
 def run_folder(root: Path, tmp_path: Path, capsys, *extra: str) -> tuple[int, str, list[str]]:
@@ -119,6 +145,7 @@ def total_images(root: Path, **kwargs) -> int:
 
 
 # --- image folders: each case works correctly or is refused naming the file ----------------------
+
 
 def test_a_symlink_loop_counts_every_real_image_once(tmp_path, capsys):
     root = base(tmp_path / "loop")
@@ -172,8 +199,17 @@ def test_a_decompression_bomb_is_refused_from_its_header_on_every_path(bomb, tmp
     small = save(tmp_path / "small.png", size=(40, 30))
     status, _, caught = run_folder(root, tmp_path, capsys, "--max-image-pixels", "100")  # every image refused
     assert status == 2
-    status, _, err = cli(["predict", "--checkpoint", str(tmp_path / "run0" / "last.pt"), str(small),
-                          "--max-image-pixels", "1000"], capsys)
+    status, _, err = cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "run0" / "last.pt"),
+            str(small),
+            "--max-image-pixels",
+            "1000",
+        ],
+        capsys,
+    )
     assert status == 2
     assert "small.png: 40 x 30 = 1,200 pixels is above the limit of 1,000" in one_line_error(err)
 
@@ -223,14 +259,21 @@ def test_damaged_files_are_skipped_naming_each_and_strict_data_stops(tmp_path, c
 
 
 GOOD = {  # file -> writer: each decodes and trains
-    "cmyk.jpg": lambda p: save(p, "CMYK"), "rgba.png": lambda p: save(p, "RGBA"),
-    "palette.png": lambda p: save(p, "P"), "la.png": lambda p: save(p, "LA"),
+    "cmyk.jpg": lambda p: save(p, "CMYK"),
+    "rgba.png": lambda p: save(p, "RGBA"),
+    "palette.png": lambda p: save(p, "P"),
+    "la.png": lambda p: save(p, "LA"),
     "bits.png": lambda p: save(p, "1"),
-    "gray.jpg": lambda p: save(p, "L"), "anim.gif": lambda p: save(p, "P", fmt="GIF"),
-    "photo.webp": lambda p: save(p, fmt="WEBP"), "one_pixel.png": lambda p: save(p, size=(1, 1)),
-    "thin.png": lambda p: save(p, size=(1, 400)), "bmp_named.png": lambda p: save(p, fmt="BMP"),
-    "big.jpg": lambda p: save(p, size=(300, 200)), "猫 café.jpg": lambda p: save(p),
-    "x.tiff": lambda p: save(p, fmt="TIFF"), "p.ppm": lambda p: save(p, fmt="PPM"),
+    "gray.jpg": lambda p: save(p, "L"),
+    "anim.gif": lambda p: save(p, "P", fmt="GIF"),
+    "photo.webp": lambda p: save(p, fmt="WEBP"),
+    "one_pixel.png": lambda p: save(p, size=(1, 1)),
+    "thin.png": lambda p: save(p, size=(1, 400)),
+    "bmp_named.png": lambda p: save(p, fmt="BMP"),
+    "big.jpg": lambda p: save(p, size=(300, 200)),
+    "猫 café.jpg": lambda p: save(p),
+    "x.tiff": lambda p: save(p, fmt="TIFF"),
+    "p.ppm": lambda p: save(p, fmt="PPM"),
 }
 
 
@@ -250,12 +293,15 @@ def test_odd_modes_formats_and_names_decode_and_train(tmp_path, capsys):
     assert status == 0 and not any("unreadable" in w for w in caught), caught
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({"only": 6}, r"images of one class only \('only'\)"),
-    ({"a": 5, "b": 1, "c": 1}, r"2 class folder\(s\) of .* hold a single image \(b, c\)"),
-    ({f"c{i}": 1 for i in range(10)}, r"10 class folder\(s\) .* hold a single image"),
-    ({"a": 4, "empty": 0}, "images of one class only"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({"only": 6}, r"images of one class only \('only'\)"),
+        ({"a": 5, "b": 1, "c": 1}, r"2 class folder\(s\) of .* hold a single image \(b, c\)"),
+        ({f"c{i}": 1 for i in range(10)}, r"10 class folder\(s\) .* hold a single image"),
+        ({"a": 4, "empty": 0}, "images of one class only"),
+    ],
+)
 def test_folders_that_cannot_train_a_classifier_are_refused(tmp_path, capsys, layout, message):
     root = tmp_path / "data"
     for name, n in layout.items():
@@ -282,9 +328,14 @@ def test_plain_one_line_warnings_and_errors_from_the_command_line(tmp_path):
     os.symlink(".", root / "a" / "loop")
     DAMAGED["line\nbreak.jpg"](root / "b" / "line\nbreak.jpg")
     argv = train_folder(root, tmp_path / "out", "--epochs", "2")
-    done = subprocess.run([sys.executable, "-m", "resnets", *argv],
-                          capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "resnets", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     warned = [line for line in done.stderr.splitlines() if "warning:" in line.lower()]
     assert warned and all(line.startswith("resnets train: warning: ") for line in warned), done.stderr
@@ -293,6 +344,7 @@ def test_plain_one_line_warnings_and_errors_from_the_command_line(tmp_path):
 
 
 # --- datasets in memory --------------------------------------------------------------------------
+
 
 def test_data_dir_is_used_alone_and_a_missing_file_is_named(tmp_path, capsys):
     data = tiny_mnist(tmp_path / "mnist")
@@ -331,9 +383,19 @@ def test_eval_of_a_runs_checkpoint_reproduces_the_runs_number(tmp_path, capsys):
 
 # --- non-finite or non-float numbers -------------------------------------------------------------
 
-@pytest.mark.parametrize("field, value", [("lr", "inf"), ("momentum", "nan"), ("weight_decay", "nan"),
-                                          ("label_smoothing", "nan"), ("ema_decay", "nan"), ("gamma", "inf"),
-                                          ("warmup", "inf")])
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("lr", "inf"),
+        ("momentum", "nan"),
+        ("weight_decay", "nan"),
+        ("label_smoothing", "nan"),
+        ("ema_decay", "nan"),
+        ("gamma", "inf"),
+        ("warmup", "inf"),
+    ],
+)
 def test_non_finite_hyper_parameters_are_refused(tmp_path, capsys, field, value):
     status, _, err = cli(["train", "--set", f"{field}={value}", "--output", str(tmp_path / "x")], capsys)
     assert status == 2 and f"{field} must be a finite number" in one_line_error(err)
@@ -355,17 +417,21 @@ def test_weights_that_are_not_finite_floats_are_refused(tmp_path, capsys, kind):
         state["conv1.weight"] = state["conv1.weight"].to(getattr(torch, kind))
     path = tmp_path / f"{kind}.safetensors"
     save_file(state, str(path))
-    status, _, err = cli(["import-weights", str(path), "--model", "resnet20", "--output",
-                          str(tmp_path / "out.safetensors")], capsys)
+    status, _, err = cli(
+        ["import-weights", str(path), "--model", "resnet20", "--output", str(tmp_path / "out.safetensors")],
+        capsys,
+    )
     line = one_line_error(err)
     assert status == 2 and path.name in line and not (tmp_path / "out.safetensors").exists()
     assert ("NaN or infinite" if kind in ("nan", "inf") else "non-floating-point") in line
-    status, _, err = cli(train_argv(tiny_mnist(tmp_path / "mnist"), tmp_path / "run", "--init-weights",
-                                    str(path)), capsys)
+    status, _, err = cli(
+        train_argv(tiny_mnist(tmp_path / "mnist"), tmp_path / "run", "--init-weights", str(path)), capsys
+    )
     assert status == 2 and path.name in one_line_error(err) and "lower --lr" not in err
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> tuple[Path, dict]:
@@ -392,17 +458,33 @@ def _set(ckpt: dict, path: str, value) -> dict:
 
 
 CRAFTED = {
-    "format_version": "x", "state_dict": [1, 2, 3], "model": "resnet", "model.name": 42,
-    "model.kwargs": ["depth"], "eval_weights": "ema", "epoch": -1, "iteration": "3",
-    "data.eval_preprocess": {"resize": 1_000_000, "crop": 1_000_000}, "data.in_chans": 7,
-    "data.normalization": {"mode": "per_channel", "mean": [1, 2], "std": [0]}, "data.classes": "abc",
-    "data.image_size": 10 ** 9, "config.recipe.tta": "everything", "config.recipe.amp_dtype": "int8",
-    "config.run.data_dir": 5, "config": [1], "metrics": "best",
+    "format_version": "x",
+    "state_dict": [1, 2, 3],
+    "model": "resnet",
+    "model.name": 42,
+    "model.kwargs": ["depth"],
+    "eval_weights": "ema",
+    "epoch": -1,
+    "iteration": "3",
+    "data.eval_preprocess": {"resize": 1_000_000, "crop": 1_000_000},
+    "data.in_chans": 7,
+    "data.normalization": {"mode": "per_channel", "mean": [1, 2], "std": [0]},
+    "data.classes": "abc",
+    "data.image_size": 10**9,
+    "config.recipe.tta": "everything",
+    "config.recipe.amp_dtype": "int8",
+    "config.run.data_dir": 5,
+    "config": [1],
+    "metrics": "best",
 }
 RESUME_CRAFTED = {
-    "rng.torch": torch.zeros(10, dtype=torch.uint8), "rng.numpy": ["MT19937", torch.zeros(5), 0, 0, 0.0],
-    "rng.python": (3, (1, 2), None), "optimizer": [0.1], "scheduler": "step",
-    "optimizer.param_groups": [{"params": [0, 1]}], "train_state.partial": "half",
+    "rng.torch": torch.zeros(10, dtype=torch.uint8),
+    "rng.numpy": ["MT19937", torch.zeros(5), 0, 0, 0.0],
+    "rng.python": (3, (1, 2), None),
+    "optimizer": [0.1],
+    "scheduler": "step",
+    "optimizer.param_groups": [{"params": [0, 1]}],
+    "train_state.partial": "half",
 }
 
 
@@ -414,7 +496,7 @@ def test_crafted_checkpoints_are_refused_naming_the_file(real, tmp_path, capsys)
         files[key] = tmp_path / f"{key}.pt"
         torch.save(_set(ckpt, key, value), files[key])
     torch.save({**ckpt, "x": Evil()}, tmp_path / "unsafe.pt")
-    (tmp_path / "half.pt").write_bytes(source.read_bytes()[:len(source.read_bytes()) // 2])
+    (tmp_path / "half.pt").write_bytes(source.read_bytes()[: len(source.read_bytes()) // 2])
     (tmp_path / "zero.pt").write_bytes(b"")
     shutil.copy(image, tmp_path / "image.pt")
     (tmp_path / "folder.pt").mkdir()
@@ -422,14 +504,24 @@ def test_crafted_checkpoints_are_refused_naming_the_file(real, tmp_path, capsys)
         files[name] = tmp_path / f"{name}.pt"
     for key, path in files.items():
         if key in RESUME_CRAFTED:
-            calls = [["train", "--resume", str(path), "--output", str(tmp_path / f"resumed-{key}"),
-                      "--epochs", "3"]]
+            calls = [
+                [
+                    "train",
+                    "--resume",
+                    str(path),
+                    "--output",
+                    str(tmp_path / f"resumed-{key}"),
+                    "--epochs",
+                    "3",
+                ]
+            ]
         else:
-            calls = [["eval", "--checkpoint", str(path)], ["predict", "--checkpoint", str(path), str(image)],
-                     ["export", "--checkpoint", str(path), "--format", "pt2", "--output",
-                      str(tmp_path / "m.pt2")],
-                     ["train", "--resume", str(path), "--epochs", "3", "--output",
-                      str(tmp_path / f"r-{key}")]]
+            calls = [
+                ["eval", "--checkpoint", str(path)],
+                ["predict", "--checkpoint", str(path), str(image)],
+                ["export", "--checkpoint", str(path), "--format", "pt2", "--output", str(tmp_path / "m.pt2")],
+                ["train", "--resume", str(path), "--epochs", "3", "--output", str(tmp_path / f"r-{key}")],
+            ]
         for argv in calls:
             status, _, err = cli(argv, capsys)
             line = one_line_error(err)
@@ -441,22 +533,65 @@ def test_crafted_checkpoints_are_refused_naming_the_file(real, tmp_path, capsys)
 
 
 VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.lists(st.integers(-3, 300), max_size=6),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-3, 300), max_size=6),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
-    st.builds(lambda shape, dtype: torch.zeros(shape, dtype=dtype),
-              st.lists(st.integers(0, 4), max_size=3).map(tuple),
-              st.sampled_from([torch.float32, torch.int64, torch.uint8, torch.bool, torch.float16])),
+    st.builds(
+        lambda shape, dtype: torch.zeros(shape, dtype=dtype),
+        st.lists(st.integers(0, 4), max_size=3).map(tuple),
+        st.sampled_from([torch.float32, torch.int64, torch.uint8, torch.bool, torch.float16]),
+    ),
 )
-FIELDS = ["format", "format_version", "model", "model.name", "model.kwargs", "model.kwargs.depth",
-          "model.kwargs.num_classes", "state_dict", "state_dict.conv1.weight", "state_dict.fc.bias",
-          "optimizer", "optimizer.state", "optimizer.param_groups", "scheduler", "scaler", "ema",
-          "eval_weights", "epoch", "iteration", "batch_in_epoch", "train_state", "train_state.partial",
-          "train_state.best", "rng", "rng.torch", "rng.numpy", "rng.python", "epoch_rng", "config",
-          "config.recipe", "config.recipe.seed", "config.recipe.val_split",
-          "config.run", "config.run.data_dir", "data", "data.classes",
-          "data.in_chans", "data.image_size", "data.normalization", "data.normalization.mean",
-          "data.eval_preprocess", "data.eval_preprocess.crop", "metrics", "versions"]
+FIELDS = [
+    "format",
+    "format_version",
+    "model",
+    "model.name",
+    "model.kwargs",
+    "model.kwargs.depth",
+    "model.kwargs.num_classes",
+    "state_dict",
+    "state_dict.conv1.weight",
+    "state_dict.fc.bias",
+    "optimizer",
+    "optimizer.state",
+    "optimizer.param_groups",
+    "scheduler",
+    "scaler",
+    "ema",
+    "eval_weights",
+    "epoch",
+    "iteration",
+    "batch_in_epoch",
+    "train_state",
+    "train_state.partial",
+    "train_state.best",
+    "rng",
+    "rng.torch",
+    "rng.numpy",
+    "rng.python",
+    "epoch_rng",
+    "config",
+    "config.recipe",
+    "config.recipe.seed",
+    "config.recipe.val_split",
+    "config.run",
+    "config.run.data_dir",
+    "data",
+    "data.classes",
+    "data.in_chans",
+    "data.image_size",
+    "data.normalization",
+    "data.normalization.mean",
+    "data.eval_preprocess",
+    "data.eval_preprocess.crop",
+    "metrics",
+    "versions",
+]
 
 
 def _readers(path: Path, tmp: Path) -> None:
@@ -490,15 +625,17 @@ def test_fuzzed_checkpoint_fields_work_or_raise_a_resnets_error(real, tmp_path_f
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6),
-       cut=st.one_of(st.none(), st.floats(0, 1)))
+@given(
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+)
 def test_fuzzed_checkpoint_bytes_work_or_raise_a_resnets_error(real, tmp_path_factory, flips, cut):
     source, _ = real
     data = bytearray(source.read_bytes())
     for where, byte in flips:
         data[int(where * len(data))] = byte
     if cut is not None:
-        data = data[:int(cut * len(data))]
+        data = data[: int(cut * len(data))]
     tmp = tmp_path_factory.mktemp("bytes")
     (tmp / "c.pt").write_bytes(bytes(data))
     _readers(tmp / "c.pt", tmp)
@@ -508,7 +645,7 @@ def test_fuzzed_checkpoints_at_the_command_line(real, tmp_path, capsys):
     """A seeded sample of the fuzzer's mutations through the real commands: exit 0 or 2, never a traceback."""
     source, ckpt = real
     rng = np.random.default_rng(13)
-    values = [None, True, -1, 2 ** 40, float("nan"), "x", [1, 2], {"a": 1}, torch.zeros(3), torch.zeros(2, 2)]
+    values = [None, True, -1, 2**40, float("nan"), "x", [1, 2], {"a": 1}, torch.zeros(3), torch.zeros(2, 2)]
     image = save(tmp_path / "cat.png")
     for i in range(12):
         field, value = FIELDS[rng.integers(len(FIELDS))], values[rng.integers(len(values))]
@@ -518,8 +655,11 @@ def test_fuzzed_checkpoints_at_the_command_line(real, tmp_path, capsys):
             crafted = dict(ckpt, **{field.split(".")[0]: value})
         path = tmp_path / f"c{i}.pt"
         torch.save(crafted, path)
-        for argv in (["eval", "--checkpoint", str(path)], ["predict", "--checkpoint", str(path), str(image)],
-                     ["train", "--resume", str(path), "--output", str(tmp_path / f"r{i}")]):
+        for argv in (
+            ["eval", "--checkpoint", str(path)],
+            ["predict", "--checkpoint", str(path), str(image)],
+            ["train", "--resume", str(path), "--output", str(tmp_path / f"r{i}")],
+        ):
             status, _, err = cli(argv, capsys)
             assert status in (0, 2) and "Traceback" not in err, (field, value, argv[0], err)
             if status == 2:

@@ -31,10 +31,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def train_argv(data: Path, output: Path, *extra: str, epochs: int = 1) -> list[str]:
-    return ["train", "--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--dataset", "mnist",
-            "--data-dir", str(data), "--no-verify-checksums", "--batch-size", "16", "--epochs", str(epochs),
-            "--deterministic", "--no-amp", "--no-channels-last", "--progress", "none", "--set", "plot=False",
-            "--output", str(output), *extra]
+    return [
+        "train",
+        "--model",
+        "resnet_cifar",
+        "--set",
+        'model_kwargs={"depth": 8}',
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(data),
+        "--no-verify-checksums",
+        "--batch-size",
+        "16",
+        "--epochs",
+        str(epochs),
+        "--deterministic",
+        "--no-amp",
+        "--no-channels-last",
+        "--progress",
+        "none",
+        "--set",
+        "plot=False",
+        "--output",
+        str(output),
+        *extra,
+    ]
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -75,11 +97,14 @@ def weights20(tmp_path_factory) -> Path:
     from resnets import create_model
     from resnets.weights import save_weights
 
-    return save_weights(create_model("resnet20", num_classes=10, in_chans=1),
-                        tmp_path_factory.mktemp("weights") / "resnet20.safetensors")
+    return save_weights(
+        create_model("resnet20", num_classes=10, in_chans=1),
+        tmp_path_factory.mktemp("weights") / "resnet20.safetensors",
+    )
 
 
 # --- one writer, and --resume only into its own run ---------------------------------------------
+
 
 def test_resume_writes_only_into_the_run_it_resumes(data, tmp_path, capsys):
     a, b, fresh = tmp_path / "a", tmp_path / "b", tmp_path / "fresh"
@@ -121,6 +146,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(data, tmp_path):
 
 # --- checkpoints new first; a damaged one never rotated over a good one -------------------------
 
+
 def test_a_full_disk_at_any_byte_of_a_save_leaves_every_checkpoint(tmp_path, monkeypatch):
     folder = runs.RunFolder(tmp_path)
     for i in range(2):
@@ -142,7 +168,7 @@ def test_a_truncated_checkpoint_is_dropped_not_rotated(tmp_path):
     for i in range(2):
         folder.save_checkpoint({"i": i}, keep=3)
     data = (tmp_path / "last.pt").read_bytes()
-    (tmp_path / "last.pt").write_bytes(data[:len(data) // 2])  # last.pt cut; last-1.pt good
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])  # last.pt cut; last-1.pt good
     folder.save_checkpoint({"i": 2}, keep=3)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["last-1.pt", "last.pt"]  # the cut one is gone, not kept as last-1
@@ -153,15 +179,16 @@ def test_resuming_past_a_damaged_checkpoint_sets_it_aside(finished, tmp_path, ca
     run = tmp_path / "run"
     shutil.copytree(finished, run, copy_function=shutil.copy)
     data = (run / "last.pt").read_bytes()
-    (run / "last.pt").write_bytes(data[:len(data) // 3])  # as a full disk would have left it
+    (run / "last.pt").write_bytes(data[: len(data) // 3])  # as a full disk would have left it
     status, _, err = cli(["train", "--resume", str(run), "--progress", "line"], capsys)
     assert status == 0 and "falling back" in err and "last.pt.damaged" in err
     assert checkpoints.load_checkpoint(run / "last.pt")["epoch"] == 2  # epoch 2 again, from last-1's epoch 1
     assert checkpoints.load_checkpoint(run / "last-1.pt")["epoch"] == 1  # the good fallback, kept
-    assert (run / "last.pt.damaged").read_bytes() == data[:len(data) // 3]
+    assert (run / "last.pt.damaged").read_bytes() == data[: len(data) // 3]
 
 
 # --- no command writes over what it reads -------------------------------------------------------
+
 
 def test_no_command_writes_over_a_file_it_reads(finished, tmp_path, capsys):
     best = finished / "best.pt"
@@ -171,8 +198,14 @@ def test_no_command_writes_over_a_file_it_reads(finished, tmp_path, capsys):
         ["export", "--checkpoint", str(best), "--format", "pt2", "--output", str(same)],
         ["eval", "--checkpoint", str(best), "--confusion-matrix", str(best)],
         ["eval", "--checkpoint", str(same), "--confusion-matrix", f"{finished}/../{finished.name}/best.pt"],
-        ["import-weights", str(finished / "model.safetensors"), "--model", "resnet_cifar", "--output",
-         str(finished / "model.safetensors")],
+        [
+            "import-weights",
+            str(finished / "model.safetensors"),
+            "--model",
+            "resnet_cifar",
+            "--output",
+            str(finished / "model.safetensors"),
+        ],
     ]
     for argv in cases:
         status, _, err = cli(argv, capsys)
@@ -187,6 +220,7 @@ def test_no_command_writes_over_a_file_it_reads(finished, tmp_path, capsys):
 
 
 # --- file modes, permissions --------------------------------------------------------------------
+
 
 def test_run_files_honour_the_umask(data, tmp_path):
     previous = os.umask(0o002)
@@ -253,9 +287,14 @@ def test_another_user_reads_the_run_and_gets_clear_permission_errors(tmp_path):
         shutil.copy(shared / "run" / "last.pt", shared / "private.pt")
         (shared / "private.pt").chmod(0o600)
         (shared / "closed").mkdir(mode=0o755)  # root's: not writable by the other user
-        codes, err = _as_nobody([["eval", "--checkpoint", "run/last.pt", "--json"],
-                                 ["eval", "--checkpoint", "private.pt"],
-                                 train_argv(Path("nowhere"), Path("closed/run"))], shared)
+        codes, err = _as_nobody(
+            [
+                ["eval", "--checkpoint", "run/last.pt", "--json"],
+                ["eval", "--checkpoint", "private.pt"],
+                train_argv(Path("nowhere"), Path("closed/run")),
+            ],
+            shared,
+        )
         assert codes == [0, 2, 2] and "Traceback" not in err, err
         errors = [line for line in err.splitlines() if ": error: " in line]
         assert "private.pt" in errors[0] and "not readable by this user" in errors[0]
@@ -281,6 +320,7 @@ def test_permission_errors_are_clear_for_this_user(finished, data, tmp_path, cap
 
 # --- output paths: one line, before any data ----------------------------------------------------
 
+
 def test_output_paths_that_cannot_be_written_are_one_line_errors(finished, tmp_path, capsys):
     file = tmp_path / "a-file"
     file.write_text("not a folder")
@@ -288,12 +328,30 @@ def test_output_paths_that_cannot_be_written_are_one_line_errors(finished, tmp_p
     cases = {
         "train into a file": train_argv(tmp_path / "no-data", file),
         "train under a file": train_argv(tmp_path / "no-data", file / "run"),
-        "export under a file": ["export", "--checkpoint", ckpt, "--format", "pt2", "--output",
-                                str(file / "m.pt2")],
-        "import-weights under a file": ["import-weights", str(finished / "model.safetensors"), "--model",
-                                        "resnet_cifar", "--output", str(file / "w.safetensors")],
-        "eval --confusion-matrix under a file": ["eval", "--checkpoint", ckpt, "--confusion-matrix",
-                                                 str(file / "cm.png")],
+        "export under a file": [
+            "export",
+            "--checkpoint",
+            ckpt,
+            "--format",
+            "pt2",
+            "--output",
+            str(file / "m.pt2"),
+        ],
+        "import-weights under a file": [
+            "import-weights",
+            str(finished / "model.safetensors"),
+            "--model",
+            "resnet_cifar",
+            "--output",
+            str(file / "w.safetensors"),
+        ],
+        "eval --confusion-matrix under a file": [
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--confusion-matrix",
+            str(file / "cm.png"),
+        ],
         "reproduce into a file": ["reproduce", "identity-toy", "--budget", "smoke", "--output", str(file)],
     }
     for what, argv in cases.items():
@@ -304,14 +362,26 @@ def test_output_paths_that_cannot_be_written_are_one_line_errors(finished, tmp_p
     assert file.read_text() == "not a folder"
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_partial_file(finished, weights20, tmp_path, capsys,
-                                                            monkeypatch):
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(
+    finished, weights20, tmp_path, capsys, monkeypatch
+):
     ckpt = str(finished / "last.pt")
     cases = {
-        "import-weights": ["import-weights", str(weights20), "--model", "resnet20",
-                           "--output", str(tmp_path / "w.safetensors")],
-        "eval --confusion-matrix": ["eval", "--checkpoint", ckpt, "--confusion-matrix",
-                                    str(tmp_path / "cm.png")],
+        "import-weights": [
+            "import-weights",
+            str(weights20),
+            "--model",
+            "resnet20",
+            "--output",
+            str(tmp_path / "w.safetensors"),
+        ],
+        "eval --confusion-matrix": [
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--confusion-matrix",
+            str(tmp_path / "cm.png"),
+        ],
         "export": ["export", "--checkpoint", ckpt, "--format", "pt2", "--output", str(tmp_path / "m.pt2")],
         "reproduce": ["reproduce", "identity-toy", "--budget", "smoke", "--output", str(tmp_path / "repro")],
     }

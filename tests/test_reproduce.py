@@ -24,8 +24,16 @@ ORDER = ["degradation", "depth", "shortcuts", "identity-mappings", "responses", 
 
 def test_every_experiment_is_registered():
     # the experiments after the first seven: their own test files
-    later = ["survey", "cardinality", "detection", "width", "ensembles", "recurrent", "refinement",
-             "identity-1000"]
+    later = [
+        "survey",
+        "cardinality",
+        "detection",
+        "width",
+        "ensembles",
+        "recurrent",
+        "refinement",
+        "identity-1000",
+    ]
     assert sorted(EXPERIMENTS) == sorted(ORDER + later)
     with pytest.raises(ConfigError, match="Did you mean: degradation"):
         get_experiment("degradaton")
@@ -96,7 +104,8 @@ def test_smoke_results_hold_the_analysis(smoke):
     for name, run in load("degradation")["runs"].items():  # each image scored: the logged test error again
         scored = torch.load(output / "predictions" / f"{name}.pt", weights_only=True)["errors"]
         assert scored.numel() == 64 and 100 * scored.float().mean().item() == pytest.approx(
-            run["final"]["test_error"])
+            run["final"]["test_error"]
+        )
     for comparison in degradation["comparisons"].values():  # the paired interval holds the difference
         low, high = comparison["interval"]
         assert low <= comparison["difference"] <= high and comparison["detectable_effect"] > 0
@@ -182,21 +191,42 @@ def test_paper_budget_is_the_papers_cifar_schedule():
     models = {name: [(r["model"], r["model_kwargs"]) for _, r in _paper_plan(name)] for name in ORDER[:-1]}
     # two seeds of the nets whose comparison decides the verdict, one of those between
     assert [m for m, _ in models["degradation"]] == [
-        "plain20", "plain20", "plain32", "plain44", "plain56", "plain56",
-        "resnet20", "resnet20", "resnet32", "resnet44", "resnet56", "resnet56",
+        "plain20",
+        "plain20",
+        "plain32",
+        "plain44",
+        "plain56",
+        "plain56",
+        "resnet20",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet56",
     ]
     assert [m for m, _ in models["depth"]] == [
-        "resnet20", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet110", "resnet1202",
+        "resnet20",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnet110",
+        "resnet1202",
     ]
     seeds = [r["seed"] for _, r in _paper_plan("depth")]
     assert seeds == [0, 1, 0, 0, 0, 0, 1, 0]
     assert ("resnet110", {}) in models["responses"]
     assert models["lesion"] == [(m, {}) for m in ("resnet56", "plain56", "vgg20_cifar") for _ in "ab"]
     assert models["shortcuts"] == [
-        ("plain56", {}), ("plain56", {}),
-        ("resnet56", {}), ("resnet56", {}),
-        ("resnet56", {"shortcut": "B"}), ("resnet56", {"shortcut": "B"}),
-        ("resnet56", {"shortcut": "C"}), ("resnet56", {"shortcut": "C"}),
+        ("plain56", {}),
+        ("plain56", {}),
+        ("resnet56", {}),
+        ("resnet56", {}),
+        ("resnet56", {"shortcut": "B"}),
+        ("resnet56", {"shortcut": "B"}),
+        ("resnet56", {"shortcut": "C"}),
+        ("resnet56", {"shortcut": "C"}),
     ]
     assert len(models["identity-mappings"]) == 20
     assert {m for m, _ in models["identity-mappings"]} == {"resnet110"}
@@ -211,10 +241,14 @@ def test_paper_budget_is_the_papers_cifar_schedule():
 def test_paper_shortcuts_on_imagenet_use_resnet34_and_the_imagenet_recipe():
     runs = _paper_plan("shortcuts", dataset="imagenet")
     assert [(r["model"], r["model_kwargs"], r["seed"]) for _, r in runs] == [
-        ("plain34", {}, 0), ("plain34", {}, 1),
-        ("resnet34", {"shortcut": "A"}, 0), ("resnet34", {"shortcut": "A"}, 1),
-        ("resnet34", {"shortcut": "B"}, 0), ("resnet34", {"shortcut": "B"}, 1),
-        ("resnet34", {"shortcut": "C"}, 0), ("resnet34", {"shortcut": "C"}, 1),
+        ("plain34", {}, 0),
+        ("plain34", {}, 1),
+        ("resnet34", {"shortcut": "A"}, 0),
+        ("resnet34", {"shortcut": "A"}, 1),
+        ("resnet34", {"shortcut": "B"}, 0),
+        ("resnet34", {"shortcut": "B"}, 1),
+        ("resnet34", {"shortcut": "C"}, 0),
+        ("resnet34", {"shortcut": "C"}, 1),
     ]
     assert {spec.recipe for spec, _ in runs} == {"paper-imagenet"}
 
@@ -238,8 +272,13 @@ def test_cpu_budget_plans():
     assert sorted(r["seed"] for r in recipes if r["model"] == "resnet56") == [0, 1]
     # --plan says so before any training: one line of shared values, nothing that differs
     (summary,) = recipe_summary(specs)
-    for shown in ("recipe=reproduce-cpu", f"epochs={first['epochs']}", "lr=0.2", "test_subset=None",
-                  "init=the model's (the paper's)"):
+    for shown in (
+        "recipe=reproduce-cpu",
+        f"epochs={first['epochs']}",
+        "lr=0.2",
+        "test_subset=None",
+        "init=the model's (the paper's)",
+    ):
         assert shown in summary
     other = RunSpec("x", "x", "reproduce-cpu", {"model": "resnet20", "lr": 0.1})
     differing = recipe_summary(specs[:1] + [other])

@@ -82,8 +82,9 @@ def test_an_interrupted_run_continues_with_the_missing_models_only(tmp_path, mon
     assert measured == ["plain20"]
     # kept as measured, timings included; the accuracy columns come from the registry at the end
     accuracy = ("our_top1", "our_weights", "publisher_top1", "publisher_weights")
-    assert {k: rows[0][k] for k in before if k not in accuracy} == {k: v for k, v in before.items()
-                                                                     if k not in accuracy}
+    assert {k: rows[0][k] for k in before if k not in accuracy} == {
+        k: v for k, v in before.items() if k not in accuracy
+    }
     assert rows[0]["our_top1"] == results.accuracy_columns(["resnet20"])["resnet20"]["our_top1"]
     assert not results.partial_path(output).exists()
 

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     "name, kwargs, paper_gmacs",
     [
         # "Deep Residual Learning" Table 1 (the paper strides on the first 1x1 of a bottleneck)
-        ("resnet18", {}, 1.8), ("resnet34", {}, 3.6),
-        ("resnet50", {"stride_in_1x1": True}, 3.8), ("resnet101", {"stride_in_1x1": True}, 7.6),
+        ("resnet18", {}, 1.8),
+        ("resnet34", {}, 3.6),
+        ("resnet50", {"stride_in_1x1": True}, 3.8),
+        ("resnet101", {"stride_in_1x1": True}, 7.6),
         ("resnet152", {"stride_in_1x1": True}, 11.3),
     ],
 )
@@ -50,14 +52,18 @@ def conv_linear_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-@pytest.mark.parametrize("name, kwargs", [("resnet20", {}), ("preact_resnet_cifar", {"depth": 29}),
-                                          ("resnext50_32x4d", {})])
+@pytest.mark.parametrize(
+    "name, kwargs", [("resnet20", {}), ("preact_resnet_cifar", {"depth": 29}), ("resnext50_32x4d", {})]
+)
 def test_rows_add_up(name, kwargs):
     model = resnets.create_model(name, **kwargs)
     result = resnets.summary(model)
     assert [s.name for s in result.stages] == ["stem", *model.stage_names, "head"]
-    assert result.total_params == sum(p.numel() for p in model.parameters()) == sum(
-        s.params for s in result.stages)
+    assert (
+        result.total_params
+        == sum(p.numel() for p in model.parameters())
+        == sum(s.params for s in result.stages)
+    )
     x = torch.zeros(1, *model.default_input_size)
     assert result.total_mult_adds == conv_linear_macs(model, x)
     for row, stage_name in zip(result.stages[1:-1], model.stage_names, strict=True):

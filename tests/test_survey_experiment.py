@@ -31,8 +31,9 @@ def smoke(tmp_path_factory):
     torch.set_num_threads(1)  # module-scoped: the function-scoped one_thread fixture is not active yet
     try:
         output = tmp_path_factory.mktemp("survey")
-        written = reproduce("survey", ReproduceOptions(budget="smoke", output=output, device="cpu"),
-                            log=lambda _: None)
+        written = reproduce(
+            "survey", ReproduceOptions(budget="smoke", output=output, device="cpu"), log=lambda _: None
+        )
     finally:
         torch.set_num_threads(threads)
     return output, written

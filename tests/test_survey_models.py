@@ -54,10 +54,31 @@ def conv_bn(i: int, o: int, kh: int, kw: int | None = None) -> int:
 
 def test_every_survey_family_is_registered():
     expected = {
-        "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vgg_cifar",
-        "densenet121", "densenet169", "densenet201", "densenet161", "densenet40_k12", "densenet_bc100_k12",
-        "densenet_bc250_k24", "densenet_bc190_k40", "highway19", "ror3_resnet110", "ror3_wrn58_4",
-        "multiresnet_cifar", "fractalnet20", "inception_v4", "inception_resnet_v1", "inception_resnet_v2",
+        "vgg11",
+        "vgg11_bn",
+        "vgg13",
+        "vgg13_bn",
+        "vgg16",
+        "vgg16_bn",
+        "vgg19",
+        "vgg19_bn",
+        "vgg_cifar",
+        "densenet121",
+        "densenet169",
+        "densenet201",
+        "densenet161",
+        "densenet40_k12",
+        "densenet_bc100_k12",
+        "densenet_bc250_k24",
+        "densenet_bc190_k40",
+        "highway19",
+        "ror3_resnet110",
+        "ror3_wrn58_4",
+        "multiresnet_cifar",
+        "fractalnet20",
+        "inception_v4",
+        "inception_resnet_v1",
+        "inception_resnet_v2",
         "polynet",
     }
     assert expected <= set(SURVEY_MODELS)
@@ -66,14 +87,16 @@ def test_every_survey_family_is_registered():
 # --- VGG: torchvision's keys and outputs, the ResNet paper's multiply-adds ---------------------------------
 
 
-@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
-                                  "vgg19_bn"])
+@pytest.mark.parametrize(
+    "name", ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+)
 def test_vgg_keys_and_parameters_are_torchvisions(name):
     with torch.device("meta"):
         theirs = getattr(torchvision.models, name)()
     ours = meta_model(name)
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
-        (k, v.shape) for k, v in theirs.state_dict().items()]
+        (k, v.shape) for k, v in theirs.state_dict().items()
+    ]
     assert n_params(ours) == n_params(theirs)
 
 
@@ -98,10 +121,17 @@ def test_vgg_multiply_adds_are_the_resnet_papers(name, giga):
 # --- DenseNet: Table 2 (CIFAR), torchvision (ImageNet) -----------------------------------------------------
 
 
-@pytest.mark.parametrize("name, millions", [
-    ("densenet40_k12", "1.0"), ("densenet100_k12", "7.0"), ("densenet100_k24", "27.2"),
-    ("densenet_bc100_k12", "0.8"), ("densenet_bc250_k24", "15.3"), ("densenet_bc190_k40", "25.6"),
-])
+@pytest.mark.parametrize(
+    "name, millions",
+    [
+        ("densenet40_k12", "1.0"),
+        ("densenet100_k12", "7.0"),
+        ("densenet100_k24", "27.2"),
+        ("densenet_bc100_k12", "0.8"),
+        ("densenet_bc250_k24", "15.3"),
+        ("densenet_bc190_k40", "25.6"),
+    ],
+)
 def test_densenet_cifar_parameters_are_table_2s(name, millions):
     assert round(meta_params(name) / 1e6, 1) == float(millions)
 
@@ -112,7 +142,8 @@ def test_densenet_keys_parameters_and_mult_adds_are_torchvisions(name):
         theirs = getattr(torchvision.models, name)()
     ours = meta_model(name)
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
-        (k, v.shape) for k, v in theirs.state_dict().items()]
+        (k, v.shape) for k, v in theirs.state_dict().items()
+    ]
     assert n_params(ours) == n_params(theirs)
     weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1  # metadata only, nothing downloaded
     assert n_params(ours) == weights.meta["num_params"]
@@ -168,13 +199,16 @@ def test_highway_cifar_has_the_cifar_resnets_shape():
 # --- RoR: RoR-3 adds level-1 and level-2 shortcuts to its base net ---------------------------------------
 
 
-@pytest.mark.parametrize("ror, base, extra", [
-    # post-activation: conv + BN projections 16->32, 32->64 (level 2) and 16->64 (level 1)
-    ("ror3_resnet110", "resnet110", (16 * 32 + 64) + (32 * 64 + 128) + (16 * 64 + 128)),
-    # pre-activation bottlenecks (64, 128, 256 outputs): bare 1x1 projections at every level
-    ("ror3_preact_resnet164", "preact_resnet164", 16 * 64 + 64 * 128 + 128 * 256 + 16 * 256),
-    ("ror3_wrn40_4", "wrn40_4", 16 * 64 + 64 * 128 + 128 * 256 + 16 * 256),
-])
+@pytest.mark.parametrize(
+    "ror, base, extra",
+    [
+        # post-activation: conv + BN projections 16->32, 32->64 (level 2) and 16->64 (level 1)
+        ("ror3_resnet110", "resnet110", (16 * 32 + 64) + (32 * 64 + 128) + (16 * 64 + 128)),
+        # pre-activation bottlenecks (64, 128, 256 outputs): bare 1x1 projections at every level
+        ("ror3_preact_resnet164", "preact_resnet164", 16 * 64 + 64 * 128 + 128 * 256 + 16 * 256),
+        ("ror3_wrn40_4", "wrn40_4", 16 * 64 + 64 * 128 + 128 * 256 + 16 * 256),
+    ],
+)
 def test_ror_parameters_are_the_base_nets_plus_the_outer_shortcuts(ror, base, extra):
     # The base nets' counts are tested against their papers in test_models.py; RoR-3 adds the outer
     # shortcuts' projections counted here (the RoR paper's own tables were not available to check).
@@ -201,8 +235,11 @@ def test_ror_last_block_of_each_stage_adds_the_outer_shortcuts():
 def test_multiresnet_block_sums_k_functions():
     one = meta_params("multiresnet_cifar", depth=20, k=1)
     assert one == meta_params("preact_resnet_cifar", depth=20, bottleneck=False, shortcut="B")
-    branches = sum(p.numel() for name, p in meta_model("multiresnet_cifar", depth=20, k=1).named_parameters()
-                   if ".branches." in name)
+    branches = sum(
+        p.numel()
+        for name, p in meta_model("multiresnet_cifar", depth=20, k=1).named_parameters()
+        if ".branches." in name
+    )
     assert meta_params("multiresnet_cifar", depth=20, k=4) == one + 3 * branches
     block = randomize_bn(resnets.create_model("multiresnet_cifar", depth=8, k=2)).layer2[0]
     x = torch.randn(2, 16, 8, 8)
@@ -261,8 +298,12 @@ def test_fractalnet_drop_path_trains_columns_apart():
     model = resnets.create_model("fractalnet_cifar", columns=3, blocks=2, width=4, global_drop_rate=0.999)
     model.train()
     model(torch.randn(4, 3, 16, 16)).sum().backward()  # one column for the whole net
-    columns_with_grads = {c for c in range(3) if model.block1.column(c)[0][0].weight.grad is not None
-                          and model.block1.column(c)[0][0].weight.grad.abs().sum() > 0}
+    columns_with_grads = {
+        c
+        for c in range(3)
+        if model.block1.column(c)[0][0].weight.grad is not None
+        and model.block1.column(c)[0][0].weight.grad.abs().sum() > 0
+    }
     assert len(columns_with_grads) == 1
     local = resnets.create_model("fractalnet_cifar", columns=3, blocks=2, width=4, local_drop_rate=0.999)
     out = local.train()(torch.randn(4, 3, 16, 16))  # every join keeps one input at least
@@ -285,11 +326,13 @@ def test_inception_keys_parameters_and_mult_adds_are_timms(name, params):
             theirs(torch.zeros(1, 3, 299, 299))
     ours = meta_model(name)
     assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
-        (k, v.shape) for k, v in theirs.state_dict().items()]
+        (k, v.shape) for k, v in theirs.state_dict().items()
+    ]
     assert n_params(ours) == n_params(theirs) == params  # 55.8M for Inception-ResNet-v2, as the issue says
     assert summary(name).total_mult_adds == counter.get_total_flops() // 2
     assert [dict(d) for d in ours.feature_info] == [
-        {k: d[k] for k in ("module", "num_chs", "reduction")} for d in theirs.feature_info]
+        {k: d[k] for k in ("module", "num_chs", "reduction")} for d in theirs.feature_info
+    ]
     from timm.data import resolve_data_config
 
     assert resolve_data_config({}, model=ours) == resolve_data_config({}, model=theirs)
@@ -305,8 +348,10 @@ def test_inception_loads_timm_strictly_and_computes_the_same(name):
     x = torch.randn(1, 3, INCEPTION_SIDE, INCEPTION_SIDE)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), theirs(x), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(ours.forward_head(ours.forward_features(x), pre_logits=True),
-                                   theirs.forward_head(theirs.forward_features(x), pre_logits=True))
+        torch.testing.assert_close(
+            ours.forward_head(ours.forward_features(x), pre_logits=True),
+            theirs.forward_head(theirs.forward_features(x), pre_logits=True),
+        )
 
 
 def test_inception_resnet_v1_is_the_papers_figures():
@@ -315,17 +360,40 @@ def test_inception_resnet_v1_is_the_papers_figures():
     def up(i: int, o: int) -> int:
         return i * o + o
 
-    stem = (conv_bn(3, 32, 3) + conv_bn(32, 32, 3) + conv_bn(32, 64, 3) + conv_bn(64, 80, 1)
-            + conv_bn(80, 192, 3) + conv_bn(192, 256, 3))
-    block_a = (conv_bn(256, 32, 1) + conv_bn(256, 32, 1) + conv_bn(32, 32, 3) + conv_bn(256, 32, 1)
-               + 2 * conv_bn(32, 32, 3) + up(96, 256))
+    stem = (
+        conv_bn(3, 32, 3)
+        + conv_bn(32, 32, 3)
+        + conv_bn(32, 64, 3)
+        + conv_bn(64, 80, 1)
+        + conv_bn(80, 192, 3)
+        + conv_bn(192, 256, 3)
+    )
+    block_a = (
+        conv_bn(256, 32, 1)
+        + conv_bn(256, 32, 1)
+        + conv_bn(32, 32, 3)
+        + conv_bn(256, 32, 1)
+        + 2 * conv_bn(32, 32, 3)
+        + up(96, 256)
+    )
     reduction_a = conv_bn(256, 384, 3) + conv_bn(256, 192, 1) + conv_bn(192, 192, 3) + conv_bn(192, 256, 3)
-    block_b = (conv_bn(896, 128, 1) + conv_bn(896, 128, 1) + conv_bn(128, 128, 1, 7) + conv_bn(128, 128, 7, 1)
-               + up(256, 896))
-    reduction_b = (3 * conv_bn(896, 256, 1) + conv_bn(256, 384, 3) + conv_bn(256, 256, 3)
-                   + 2 * conv_bn(256, 256, 3))
-    block_c = (conv_bn(1792, 192, 1) + conv_bn(1792, 192, 1) + conv_bn(192, 192, 1, 3)
-               + conv_bn(192, 192, 3, 1) + up(384, 1792))
+    block_b = (
+        conv_bn(896, 128, 1)
+        + conv_bn(896, 128, 1)
+        + conv_bn(128, 128, 1, 7)
+        + conv_bn(128, 128, 7, 1)
+        + up(256, 896)
+    )
+    reduction_b = (
+        3 * conv_bn(896, 256, 1) + conv_bn(256, 384, 3) + conv_bn(256, 256, 3) + 2 * conv_bn(256, 256, 3)
+    )
+    block_c = (
+        conv_bn(1792, 192, 1)
+        + conv_bn(1792, 192, 1)
+        + conv_bn(192, 192, 1, 3)
+        + conv_bn(192, 192, 3, 1)
+        + up(384, 1792)
+    )
     total = stem + 5 * block_a + reduction_a + 10 * block_b + reduction_b + 5 * block_c + up(1792, 1000)
     assert meta_params("inception_resnet_v1") == total
     model = meta_model("inception_resnet_v1")
@@ -338,24 +406,77 @@ def test_inception_resnet_v1_is_the_papers_figures():
 def test_polynet_parameters_are_the_released_models():
     # The paper prints no parameter count: the released model's modules (Cadene's port, polynet.py), conv
     # by conv. poly-3 shares its Inception convs between the orders, not the BNs nor the projections.
-    stem = (conv_bn(3, 32, 3) + conv_bn(32, 32, 3) + conv_bn(32, 64, 3) + conv_bn(64, 96, 3)
-            + conv_bn(160, 64, 1) + conv_bn(64, 96, 3) + conv_bn(160, 64, 1) + conv_bn(64, 64, 7, 1)
-            + conv_bn(64, 64, 1, 7) + conv_bn(64, 96, 3) + conv_bn(192, 192, 3))
-    block_a = (conv_bn(384, 32, 1) + conv_bn(32, 48, 3) + conv_bn(48, 64, 3) + conv_bn(384, 32, 1)
-               + conv_bn(32, 32, 3) + conv_bn(384, 32, 1) + conv_bn(128, 384, 1))
-    block_b = (conv_bn(1152, 128, 1) + conv_bn(128, 160, 1, 7) + conv_bn(160, 192, 7, 1)
-               + conv_bn(1152, 192, 1) + conv_bn(384, 1152, 1))
-    block_c = (conv_bn(2048, 192, 1) + conv_bn(192, 224, 1, 3) + conv_bn(224, 256, 3, 1)
-               + conv_bn(2048, 192, 1) + conv_bn(448, 2048, 1))
-    poly3_b = (1152 * 128 + 128 * 160 * 7 + 160 * 192 * 7 + 1152 * 192 + 3 * 2 * (128 + 160 + 192 + 192)
-               + 3 * conv_bn(384, 1152, 1))
-    poly3_c = (2048 * 192 + 192 * 224 * 3 + 224 * 256 * 3 + 2048 * 192 + 3 * 2 * (192 + 224 + 256 + 192)
-               + 3 * conv_bn(448, 2048, 1))
+    stem = (
+        conv_bn(3, 32, 3)
+        + conv_bn(32, 32, 3)
+        + conv_bn(32, 64, 3)
+        + conv_bn(64, 96, 3)
+        + conv_bn(160, 64, 1)
+        + conv_bn(64, 96, 3)
+        + conv_bn(160, 64, 1)
+        + conv_bn(64, 64, 7, 1)
+        + conv_bn(64, 64, 1, 7)
+        + conv_bn(64, 96, 3)
+        + conv_bn(192, 192, 3)
+    )
+    block_a = (
+        conv_bn(384, 32, 1)
+        + conv_bn(32, 48, 3)
+        + conv_bn(48, 64, 3)
+        + conv_bn(384, 32, 1)
+        + conv_bn(32, 32, 3)
+        + conv_bn(384, 32, 1)
+        + conv_bn(128, 384, 1)
+    )
+    block_b = (
+        conv_bn(1152, 128, 1)
+        + conv_bn(128, 160, 1, 7)
+        + conv_bn(160, 192, 7, 1)
+        + conv_bn(1152, 192, 1)
+        + conv_bn(384, 1152, 1)
+    )
+    block_c = (
+        conv_bn(2048, 192, 1)
+        + conv_bn(192, 224, 1, 3)
+        + conv_bn(224, 256, 3, 1)
+        + conv_bn(2048, 192, 1)
+        + conv_bn(448, 2048, 1)
+    )
+    poly3_b = (
+        1152 * 128
+        + 128 * 160 * 7
+        + 160 * 192 * 7
+        + 1152 * 192
+        + 3 * 2 * (128 + 160 + 192 + 192)
+        + 3 * conv_bn(384, 1152, 1)
+    )
+    poly3_c = (
+        2048 * 192
+        + 192 * 224 * 3
+        + 224 * 256 * 3
+        + 2048 * 192
+        + 3 * 2 * (192 + 224 + 256 + 192)
+        + 3 * conv_bn(448, 2048, 1)
+    )
     reduction_a = conv_bn(384, 256, 1) + conv_bn(256, 256, 3) + conv_bn(256, 384, 3) + conv_bn(384, 384, 3)
-    reduction_b = (conv_bn(1152, 256, 1) + 2 * conv_bn(256, 256, 3) + conv_bn(1152, 256, 1)
-                   + conv_bn(256, 256, 3) + conv_bn(1152, 256, 1) + conv_bn(256, 384, 3))
-    total = (stem + 10 * 2 * block_a + reduction_a + 10 * (poly3_b + 2 * block_b) + reduction_b
-             + 5 * (poly3_c + 2 * block_c) + 2048 * 1000 + 1000)
+    reduction_b = (
+        conv_bn(1152, 256, 1)
+        + 2 * conv_bn(256, 256, 3)
+        + conv_bn(1152, 256, 1)
+        + conv_bn(256, 256, 3)
+        + conv_bn(1152, 256, 1)
+        + conv_bn(256, 384, 3)
+    )
+    total = (
+        stem
+        + 10 * 2 * block_a
+        + reduction_a
+        + 10 * (poly3_b + 2 * block_b)
+        + reduction_b
+        + 5 * (poly3_c + 2 * block_c)
+        + 2048 * 1000
+        + 1000
+    )
     assert meta_params("polynet") == total
     assert round(total / 1e6, 1) == 95.4
     model = meta_model("polynet")
@@ -409,9 +530,15 @@ def test_every_survey_model_traces_and_summarises(name):
 
 # One configuration per family, small: forward, backward, features, head, traced = eager.
 FAMILIES = {
-    "vgg11_bn": {}, "vgg_cifar": {"depth": 8}, "densenet_cifar": {"depth": 16, "growth_rate": 4},
-    "densenet121": {}, "highway19": {}, "ror3_resnet_cifar": {"depth": 8}, "ror3_wrn": {"depth": 10},
-    "multiresnet_cifar": {"depth": 8, "k": 3}, "fractalnet_cifar": {"columns": 3, "blocks": 3, "width": 8},
+    "vgg11_bn": {},
+    "vgg_cifar": {"depth": 8},
+    "densenet_cifar": {"depth": 16, "growth_rate": 4},
+    "densenet121": {},
+    "highway19": {},
+    "ror3_resnet_cifar": {"depth": 8},
+    "ror3_wrn": {"depth": 10},
+    "multiresnet_cifar": {"depth": 8, "k": 3},
+    "fractalnet_cifar": {"columns": 3, "blocks": 3, "width": 8},
     "inception_resnet_v1": {},
 }
 
@@ -462,8 +589,14 @@ def test_family_interface(name):
 
 # The nets test_models.py skips (no BN, or 75x75 inputs): forward and backward here (the VGGs without BN
 # run forward in the torchvision parity test: vgg16).
-FORWARD_BACKWARD = ["highway19", "highway_cifar", "inception_v4", "inception_resnet_v1",
-                    "inception_resnet_v2", "polynet"]
+FORWARD_BACKWARD = [
+    "highway19",
+    "highway_cifar",
+    "inception_v4",
+    "inception_resnet_v1",
+    "inception_resnet_v2",
+    "polynet",
+]
 
 
 @pytest.mark.parametrize("name", FORWARD_BACKWARD)
@@ -496,8 +629,17 @@ def _onnx_model(name: str) -> nn.Module:
     return builders[name]()
 
 
-@pytest.mark.parametrize("name", ["densenet_cifar", "highway19", "ror3_resnet_cifar", "fractalnet_cifar",
-                                  "inception_resnet_v1", "polynet"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "densenet_cifar",
+        "highway19",
+        "ror3_resnet_cifar",
+        "fractalnet_cifar",
+        "inception_resnet_v1",
+        "polynet",
+    ],
+)
 def test_onnx_export(name, tmp_path):
     pytest.importorskip("onnxruntime")
     from resnets.export import export_onnx

@@ -13,8 +13,20 @@ from resnets import checkpoints as ck
 from resnets.cli import main
 
 # An 8-layer 6n+2 net: every code path of resnet20 at a third of the cost.
-TINY = ["--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}',
-        "--train-subset", "256", "--test-subset", "128", "--batch-size", "64", "--progress", "none"]
+TINY = [
+    "--model",
+    "resnet_cifar",
+    "--set",
+    'model_kwargs={"depth": 8}',
+    "--train-subset",
+    "256",
+    "--test-subset",
+    "128",
+    "--batch-size",
+    "64",
+    "--progress",
+    "none",
+]
 
 
 def train(tmp_path, *extra, name="run"):
@@ -34,16 +46,39 @@ def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        code = main(["train", *TINY, "--output", str(out), "--iterations", "6", "--epochs", "2",
-                     "--log-every", "2", "--progress", "line"])
+        code = main(
+            [
+                "train",
+                *TINY,
+                "--output",
+                str(out),
+                "--iterations",
+                "6",
+                "--epochs",
+                "2",
+                "--log-every",
+                "2",
+                "--progress",
+                "line",
+            ]
+        )
     return code, out, stderr.getvalue()
 
 
 def test_a_run_writes_every_output(finished_run):
     code, out, printed = finished_run
     assert code == 0
-    for name in ("config.json", "metrics.csv", "steps.jsonl", "last.pt", "last-1.pt", "best.pt",
-                 "model.safetensors", "curves.png", "summary.json"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "steps.jsonl",
+        "last.pt",
+        "last-1.pt",
+        "best.pt",
+        "model.safetensors",
+        "curves.png",
+        "summary.json",
+    ):
         assert (out / name).is_file(), name
     assert "epoch 2" in printed and "test error: final" in printed
 
@@ -92,12 +127,15 @@ def test_non_finite_loss_stops_without_writing_bad_weights(tmp_path, capsys):
         assert ck.all_finite(ck.load_checkpoint(path)["state_dict"])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "resnet21"], "unknown model 'resnet21'"),
-    (["--dataset", "fashion_mnist"], "unknown dataset"),
-    (["--set", 'model_kwargs={"shortcutt": "B"}'], "unknown option 'shortcutt'"),
-    (["--recipe", "fastcpu"], "unknown recipe"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "resnet21"], "unknown model 'resnet21'"),
+        (["--dataset", "fashion_mnist"], "unknown dataset"),
+        (["--set", 'model_kwargs={"shortcutt": "B"}'], "unknown option 'shortcutt'"),
+        (["--recipe", "fastcpu"], "unknown recipe"),
+    ],
+)
 def test_bad_names_fail_before_any_work(tmp_path, capsys, argv, message):
     out = tmp_path / "never"
     assert main(["train", "--output", str(out), *argv]) == 2
@@ -116,8 +154,16 @@ def test_freeze_bn_and_init_weights_fine_tune(tmp_path, capsys):
                 m.running_mean.uniform_(-1, 1)
                 m.running_var.uniform_(0.5, 2)
     save_weights(source, tmp_path / "init.safetensors")
-    code, out = train(tmp_path, "--epochs", "1", "--init-weights", str(tmp_path / "init.safetensors"),
-                      "--freeze-bn", "--progress", "line")
+    code, out = train(
+        tmp_path,
+        "--epochs",
+        "1",
+        "--init-weights",
+        str(tmp_path / "init.safetensors"),
+        "--freeze-bn",
+        "--progress",
+        "line",
+    )
     assert code == 0
     assert "fc" in capsys.readouterr().err  # the report says the 5-class head was replaced
     trained = weights(out / "last.pt")
@@ -188,6 +234,7 @@ def test_split_seed_keeps_one_validation_split_across_seeds():
     from resnets.data.loaders import DataConfig, _select
 
     labels = torch.arange(1000) % 10
+
     def held_out(**kwargs):
         return _select(DataConfig(val_split=100, **kwargs), labels, labels)[1].tolist()
 

@@ -13,9 +13,24 @@ from resnets.cli import main
 from resnets.train import distributed
 
 # 64 training images in batches of 4: 16 steps per epoch; iterations 8 and 16 stay in epoch 1
-TINY = ["--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--train-subset", "64",
-        "--test-subset", "32", "--batch-size", "4", "--progress", "none", "--schedule", "constant",
-        "--no-amp", "--no-channels-last"]
+TINY = [
+    "--model",
+    "resnet_cifar",
+    "--set",
+    'model_kwargs={"depth": 8}',
+    "--train-subset",
+    "64",
+    "--test-subset",
+    "32",
+    "--batch-size",
+    "4",
+    "--progress",
+    "none",
+    "--schedule",
+    "constant",
+    "--no-amp",
+    "--no-channels-last",
+]
 LOG_EVERY = 4
 
 
@@ -43,6 +58,7 @@ def _run(tmp_path, monkeypatch, iterations, *, fake_group=False):
     collectives = [0]
     if fake_group:  # the helpers then all-reduce; a one-process "sum" is the identity
         monkeypatch.setattr(distributed, "is_active", lambda: True)
+
         def counting_all_reduce(*args, **kwargs):
             collectives[0] += 1
 
@@ -50,8 +66,18 @@ def _run(tmp_path, monkeypatch, iterations, *, fake_group=False):
         monkeypatch.setattr(dist, "barrier", lambda *a, **k: None)
     monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
     with HostReads() as reads:
-        code = main(["train", *TINY, "--iterations", str(iterations), "--log-every", str(LOG_EVERY),
-                     "--output", str(tmp_path / f"run{iterations}{fake_group}")])
+        code = main(
+            [
+                "train",
+                *TINY,
+                "--iterations",
+                str(iterations),
+                "--log-every",
+                str(LOG_EVERY),
+                "--output",
+                str(tmp_path / f"run{iterations}{fake_group}"),
+            ]
+        )
     monkeypatch.setattr(torch.Tensor, "tolist", original_tolist)
     assert code == 0
     return reads.count + tolist_calls[0], collectives[0]

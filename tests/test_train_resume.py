@@ -16,8 +16,20 @@ from resnets import checkpoints as ck
 from resnets.cli import main
 
 # An 8-layer 6n+2 net: every code path of resnet20 at a third of the cost.
-TINY = ["--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}',
-        "--train-subset", "256", "--test-subset", "128", "--batch-size", "64", "--progress", "none"]
+TINY = [
+    "--model",
+    "resnet_cifar",
+    "--set",
+    'model_kwargs={"depth": 8}',
+    "--train-subset",
+    "256",
+    "--test-subset",
+    "128",
+    "--batch-size",
+    "64",
+    "--progress",
+    "none",
+]
 # lr /10 after epoch 1 (so the schedule state matters) and EMA (so its state matters)
 EXACT = ["--deterministic", "--schedule", "step", "--set", "milestones=1", "--ema", "--ema-decay", "0.9"]
 
@@ -90,15 +102,38 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     """With every seeded per-sample and per-batch augmentation on, so that the resumed epoch must
     replay RandAugment, random erasing, repeated augmentation, mixup and CutMix as they were."""
     interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
-    common = [*TINY, "--deterministic", "--schedule", "constant", "--lr", "0.05", "--log-every", "1",
-              "--aa", "rand-m9-mstd0.5", "--reprob", "0.5", "--aug-repeats", "2", "--mixup", "0.2",
-              "--cutmix", "1.0", "--crop-padding", "2"]
+    common = [
+        *TINY,
+        "--deterministic",
+        "--schedule",
+        "constant",
+        "--lr",
+        "0.05",
+        "--log-every",
+        "1",
+        "--aa",
+        "rand-m9-mstd0.5",
+        "--reprob",
+        "0.5",
+        "--aug-repeats",
+        "2",
+        "--mixup",
+        "0.2",
+        "--cutmix",
+        "1.0",
+        "--crop-padding",
+        "2",
+    ]
     # All three trainings run as subprocesses with one pinned thread count: bf16 sums depend on how
     # many threads split them, and an in-process run would inherit whatever the suite left set.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     train = [sys.executable, "-m", "resnets", "train"]
-    proc = subprocess.Popen([*train, *common, "--epochs", "100", "--output", str(interrupted)],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [*train, *common, "--epochs", "100", "--output", str(interrupted)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 240
         steps = interrupted / "steps.jsonl"
@@ -119,8 +154,10 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
 
     # resume to stop + 5 iterations (crossing an epoch boundary); a straight run must match exactly
     total = str(stop + 5)
-    for args in (["--resume", str(interrupted), "--iterations", total, "--progress", "none"],
-                 [*common, "--iterations", total, "--output", str(straight)]):
+    for args in (
+        ["--resume", str(interrupted), "--iterations", total, "--progress", "none"],
+        [*common, "--iterations", total, "--output", str(straight)],
+    ):
         done = subprocess.run([*train, *args], stderr=subprocess.PIPE, text=True, env=env)
         assert done.returncode == 0, done.stderr
     a, b = ck.load_checkpoint(straight / "last.pt"), ck.load_checkpoint(interrupted / "last.pt")

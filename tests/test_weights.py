@@ -59,8 +59,16 @@ def test_wrapped_and_prefixed_state_dicts(tmp_path, tv_resnet18, wrap):
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     else:
         path = tmp_path / "w.pt"
-        torch.save({"format": "resnets", "format_version": 1, "model": {"name": "resnet18", "kwargs": {}},
-                    "state_dict": state, "epoch": 1}, path)
+        torch.save(
+            {
+                "format": "resnets",
+                "format_version": 1,
+                "model": {"name": "resnet18", "kwargs": {}},
+                "state_dict": state,
+                "epoch": 1,
+            },
+            path,
+        )
     model = resnets.create_model("resnet18", num_classes=10)
     load_weights_into(model, path)
     for key, value in state.items():
@@ -72,8 +80,17 @@ def test_resnets_checkpoint_with_ema_gives_the_ema_weights(tmp_path):
     ema = randomize_bn(resnets.create_model("resnet20", num_classes=4))
     ema_state = {f"module.{k}": v for k, v in ema.state_dict().items()} | {"n_averaged": torch.tensor(7)}
     path = tmp_path / "run.pt"
-    torch.save({"format": "resnets", "format_version": 1, "model": model_spec(model),
-                "state_dict": model.state_dict(), "ema": ema_state, "eval_weights": "ema"}, path)
+    torch.save(
+        {
+            "format": "resnets",
+            "format_version": 1,
+            "model": model_spec(model),
+            "state_dict": model.state_dict(),
+            "ema": ema_state,
+            "eval_weights": "ema",
+        },
+        path,
+    )
     fresh = resnets.create_model("resnet20", num_classes=4)
     load_weights_into(fresh, path)
     for key, value in ema.state_dict().items():  # what the run evaluated, not the raw weights
@@ -158,8 +175,9 @@ def test_timm_conv_classifier_head_is_renamed(tmp_path):
     torch.testing.assert_close(model.fc.weight, source.fc.weight)
 
 
-@pytest.mark.parametrize("kind", ["truncated_pth", "truncated_safetensors", "text", "unsafe_pickle",
-                                  "tensor"])
+@pytest.mark.parametrize(
+    "kind", ["truncated_pth", "truncated_safetensors", "text", "unsafe_pickle", "tensor"]
+)
 def test_unreadable_files_raise_checkpoint_error_naming_the_file(tmp_path, tv_resnet18, kind):
     if kind == "truncated_pth":
         path = tmp_path / "cut.pth"
@@ -245,8 +263,17 @@ def test_import_weights_writes_a_checked_weights_file(tv_file, tv_resnet18, tmp_
 
 def test_import_weights_with_another_class_count_replaces_the_head(tv_file, tmp_path, capsys):
     out_path = tmp_path / "five.safetensors"
-    argv = [str(tv_file), "--model", "resnet18", "--output", str(out_path), "--num-classes", "5",
-            "--in-chans", "1"]
+    argv = [
+        str(tv_file),
+        "--model",
+        "resnet18",
+        "--output",
+        str(out_path),
+        "--num-classes",
+        "5",
+        "--in-chans",
+        "1",
+    ]
     status, out, err = import_cli(argv, capsys)
     assert status == 0, err
     assert "replaced the head" in out and "adapted conv1.weight from 3 to 1" in out

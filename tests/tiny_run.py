@@ -13,9 +13,27 @@ from pathlib import Path
 _RUNS: dict[Path, Path] = {}
 
 # An 8-layer 6n+2 net (every code path of resnet20 at a third of the cost), 2 iterations.
-TRAIN_ARGS = ["--model", "resnet_cifar", "--set", 'model_kwargs={"depth": 8}', "--dataset", "fashion-mnist",
-              "--train-subset", "128", "--val-split", "64", "--test-subset", "64", "--iterations", "2",
-              "-b", "32", "--progress", "none", "--no-channels-last"]
+TRAIN_ARGS = [
+    "--model",
+    "resnet_cifar",
+    "--set",
+    'model_kwargs={"depth": 8}',
+    "--dataset",
+    "fashion-mnist",
+    "--train-subset",
+    "128",
+    "--val-split",
+    "64",
+    "--test-subset",
+    "64",
+    "--iterations",
+    "2",
+    "-b",
+    "32",
+    "--progress",
+    "none",
+    "--no-channels-last",
+]
 
 
 def trained_run(tmp_path_factory) -> Path:

@@ -6,7 +6,15 @@ from .paths import PathGradients, gradient_by_path_length, path_length_counts, p
 from .responses import LayerResponses, layer_responses
 
 __all__ = [
-    "LayerResponses", "LesionResult", "PathGradients", "blocks_deleted", "blocks_swapped",
-    "gradient_by_path_length", "layer_responses", "lesion_study", "path_length_counts",
-    "path_length_fractions", "swappable_pairs",
+    "LayerResponses",
+    "LesionResult",
+    "PathGradients",
+    "blocks_deleted",
+    "blocks_swapped",
+    "gradient_by_path_length",
+    "layer_responses",
+    "lesion_study",
+    "path_length_counts",
+    "path_length_fractions",
+    "swappable_pairs",
 ]

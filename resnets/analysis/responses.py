@@ -35,8 +35,12 @@ class LayerResponses:
         return sum(self.stds) / len(self.stds)
 
     def to_dict(self) -> dict:
-        return {"names": self.names, "stds": self.stds, "sorted": self.sorted_descending(),
-                "mean": self.mean()}
+        return {
+            "names": self.names,
+            "stds": self.stds,
+            "sorted": self.sorted_descending(),
+            "mean": self.mean(),
+        }
 
 
 class _Moments:

@@ -22,14 +22,28 @@ from ._common import check_output_file
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a resnets training checkpoint (.pt)")
-    parser.add_argument("--format", required=True, choices=("onnx", "pt2"),
-                        help="ONNX or a torch.export program")
-    parser.add_argument("--fold-bn", action="store_true",
-                        help="fold BatchNorm into the preceding convolutions (inference only)")
-    parser.add_argument("-o", "--output", default=None,
-                        help="file to write (default: the checkpoint's path with .onnx / .pt2)")
-    parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
-                        help="example input size (default: the checkpoint's channels and image size)")
+    parser.add_argument(
+        "--format", required=True, choices=("onnx", "pt2"), help="ONNX or a torch.export program"
+    )
+    parser.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold BatchNorm into the preceding convolutions (inference only)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="file to write (default: the checkpoint's path with .onnx / .pt2)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        default=None,
+        help="example input size (default: the checkpoint's channels and image size)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,12 +52,15 @@ def run(args: argparse.Namespace) -> int:
     model, ckpt = load_model(args.checkpoint, "cpu")
     size = args.input_size or _checkpoint_input_size(ckpt, model)
     if size is None:
-        raise ConfigError(f"checkpoint {args.checkpoint} does not record its image size; "
-                          "pass --input-size C H W")
+        raise ConfigError(
+            f"checkpoint {args.checkpoint} does not record its image size; pass --input-size C H W"
+        )
     channels, height, width = size
     if channels != model.in_chans or not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-        raise ConfigError(f"--input-size {channels} {height} {width} does not fit the model: it takes "
-                          f"{model.in_chans} input channels and sizes of 1 to {MAX_SIDE} pixels")
+        raise ConfigError(
+            f"--input-size {channels} {height} {width} does not fit the model: it takes "
+            f"{model.in_chans} input channels and sizes of 1 to {MAX_SIDE} pixels"
+        )
     example = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(0))
     name = ckpt["model"].get("name", type(model).__name__)
     # The file describes itself: name, input size, layout, mean/std, class names (resnets predict reads them)
@@ -58,18 +75,24 @@ def run(args: argparse.Namespace) -> int:
         kept = ""
         if total > folded_pairs:
             kept = f"; {total - folded_pairs} stay (their input is not a conv output alone, e.g. a sum)"
-        print(f"folded {folded_pairs} of {total} BatchNorm layers into the convolution before them{kept} "
-              f"(max abs diff vs unfolded: {fold_diff:.3g})")
+        print(
+            f"folded {folded_pairs} of {total} BatchNorm layers into the convolution before them{kept} "
+            f"(max abs diff vs unfolded: {fold_diff:.3g})"
+        )
         model = folded
 
     if args.format == "onnx":
         diff = export_onnx(model, output, example, metadata=metadata)
-        print(f"wrote {output} ({name}, input N x {channels} x {height} x {width}, dynamic batch); "
-              f"onnxruntime vs PyTorch max abs diff: {diff:.3g}")
+        print(
+            f"wrote {output} ({name}, input N x {channels} x {height} x {width}, dynamic batch); "
+            f"onnxruntime vs PyTorch max abs diff: {diff:.3g}"
+        )
     else:
         diff = export_pt2(model, output, example, metadata=metadata)
-        print(f"wrote {output} ({name}, input N x {channels} x {height} x {width}, dynamic batch); "
-              f"reloaded program vs PyTorch max abs diff: {diff:.3g}")
+        print(
+            f"wrote {output} ({name}, input N x {channels} x {height} x {width}, dynamic batch); "
+            f"reloaded program vs PyTorch max abs diff: {diff:.3g}"
+        )
     return 0
 
 

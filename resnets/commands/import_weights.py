@@ -25,16 +25,27 @@ MAX_IN_CHANS = 64
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="state dict from torchvision or timm (.pth, .pt, .bin, "
-                        ".safetensors), a resnets checkpoint, or registered weights (model.tag: `resnets "
-                        "models --pretrained`)")
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        help="state dict from torchvision or timm (.pth, .pt, .bin, "
+        ".safetensors), a resnets checkpoint, or registered weights (model.tag: `resnets "
+        "models --pretrained`)",
+    )
     parser.add_argument("--model", help="model name (see `resnets models`; default: registered weights' own)")
     parser.add_argument("--output", required=True, metavar="OUT.safetensors", help="weights file to write")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes of the model (default: the file's); another count replaces the head")
-    parser.add_argument("--in-chans", type=int, default=None,
-                        help="input channels (default: the file's); another count adapts the stem "
-                        "filters as timm does")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes of the model (default: the file's); another count replaces the head",
+    )
+    parser.add_argument(
+        "--in-chans",
+        type=int,
+        default=None,
+        help="input channels (default: the file's); another count adapts the stem filters as timm does",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

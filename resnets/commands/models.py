@@ -17,12 +17,21 @@ from ._common import printable
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("examples: resnets models | resnets models 'resnet*' | resnets models '*preact*' | "
-                     "resnets models --pretrained resnet50")
-    parser.add_argument("pattern", nargs="?", default=None,
-                        help="fnmatch pattern; a pattern without wildcards matches names containing it")
-    parser.add_argument("--pretrained", action="store_true",
-                        help="list the weights (model.tag) instead: source, dataset, top-1, shipped or not")
+    parser.epilog = (
+        "examples: resnets models | resnets models 'resnet*' | resnets models '*preact*' | "
+        "resnets models --pretrained resnet50"
+    )
+    parser.add_argument(
+        "pattern",
+        nargs="?",
+        default=None,
+        help="fnmatch pattern; a pattern without wildcards matches names containing it",
+    )
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="list the weights (model.tag) instead: source, dataset, top-1, shipped or not",
+    )
     parser.add_argument("--json", action="store_true", help="with --pretrained: one JSON list of the entries")
 
 
@@ -52,8 +61,16 @@ def _list_weights(given: str | None, pattern: str | None, as_json: bool) -> int:
         top1 = e.metrics.get("acc@1")
         shipped = ("yes" if e.card is not None else "missing") if e.shipped else ""
         top1_text = f"{top1:.2f}" if isinstance(top1, int | float) else "-"
-        rows.append((printable(e.name + "".join(f" ({a})" for a in e.aliases)), e.source,
-                     e.dataset.split(" (")[0], top1_text, shipped, "default" if e.default else ""))
+        rows.append(
+            (
+                printable(e.name + "".join(f" ({a})" for a in e.aliases)),
+                e.source,
+                e.dataset.split(" (")[0],
+                top1_text,
+                shipped,
+                "default" if e.default else "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -12,15 +12,28 @@ from ._common import parse_set_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("examples: resnets summary resnet50 --set stride_in_1x1=true | "
-                     "resnets summary resnet20 --in-chans 1 --input-size 1 28 28")
+    parser.epilog = (
+        "examples: resnets summary resnet50 --set stride_in_1x1=true | "
+        "resnets summary resnet20 --in-chans 1 --input-size 1 28 28"
+    )
     parser.add_argument("model", metavar="NAME", help="model name (see `resnets models`)")
-    parser.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
-                        help="input size (default: 3 224 224 for ImageNet nets, 3 32 32 for CIFAR nets)")
+    parser.add_argument(
+        "--input-size",
+        nargs=3,
+        type=int,
+        metavar=("C", "H", "W"),
+        help="input size (default: 3 224 224 for ImageNet nets, 3 32 32 for CIFAR nets)",
+    )
     parser.add_argument("--num-classes", type=int, help="classifier outputs (default: the family's)")
     parser.add_argument("--in-chans", type=int, help="input channels (default: C of --input-size, or 3)")
-    parser.add_argument("--set", dest="set_items", action="append", metavar="KEY=VALUE", default=[],
-                        help="any model option, e.g. --set shortcut=A (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="set_items",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="any model option, e.g. --set shortcut=A (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 

@@ -10,5 +10,15 @@ from .folders import DataWarning
 from .images import load_image, preprocess_image
 from .loaders import DataBundle, DataConfig, build_data
 
-__all__ = ["DATASET_NAMES", "ArrayDataset", "DataBundle", "DataConfig", "DataWarning", "Normalization",
-           "build_data", "load_arrays", "load_image", "preprocess_image"]
+__all__ = [
+    "DATASET_NAMES",
+    "ArrayDataset",
+    "DataBundle",
+    "DataConfig",
+    "DataWarning",
+    "Normalization",
+    "build_data",
+    "load_arrays",
+    "load_image",
+    "preprocess_image",
+]

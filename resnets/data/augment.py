@@ -27,9 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Eigen-decomposition of ImageNet's RGB covariance for pixels in [0, 1] (fb.resnet.torch, the
 # authors' reference Torch code); columns of IMAGENET_EIGVEC are the eigenvectors.
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-                   (-0.5808, -0.0045, -0.8140),
-                   (-0.5836, -0.6948, 0.4203))
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 
 
 def default_crop_padding(image_size: int) -> int:
@@ -42,8 +40,14 @@ def pad_images(images: torch.Tensor, padding: int) -> torch.Tensor:
     return F.pad(images, (padding,) * 4) if padding else images
 
 
-def crop_flip(padded: torch.Tensor, indices: torch.Tensor, size: tuple[int, int], top: torch.Tensor,
-              left: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+def crop_flip(
+    padded: torch.Tensor,
+    indices: torch.Tensor,
+    size: tuple[int, int],
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor,
+) -> torch.Tensor:
     """Images ``indices`` of ``padded``, each cropped to ``size`` at (top, left) and mirrored where
     ``flip``: a single gather over the flattened pixels."""
     h, w = size
@@ -57,8 +61,9 @@ def crop_flip(padded: torch.Tensor, indices: torch.Tensor, size: tuple[int, int]
     return torch.gather(source, 2, linear).view(n, c, h, w)
 
 
-def random_crop_flip(padded: torch.Tensor, indices: torch.Tensor, padding: int, hflip: bool,
-                     generator: torch.Generator) -> torch.Tensor:
+def random_crop_flip(
+    padded: torch.Tensor, indices: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator
+) -> torch.Tensor:
     """Random ``H x W`` crops (offsets uniform in [0, 2*padding]) of pre-padded images, each
     mirrored with probability 1/2 when ``hflip``. ``generator`` lives on ``padded``'s device."""
     n, device = len(indices), padded.device
@@ -72,8 +77,9 @@ def random_crop_flip(padded: torch.Tensor, indices: torch.Tensor, padding: int, 
     return crop_flip(padded, indices, size, top, left, flip)
 
 
-def pca_lighting_shift(n: int, generator: torch.Generator, device: torch.device,
-                       alpha_std: float = 0.1) -> torch.Tensor:
+def pca_lighting_shift(
+    n: int, generator: torch.Generator, device: torch.device, alpha_std: float = 0.1
+) -> torch.Tensor:
     """Per-image RGB offsets (n x 3, pixel units in [0, 1]) of AlexNet's colour augmentation:
     ``eigvec @ (alpha * eigval)`` with ``alpha ~ N(0, alpha_std^2)`` (Krizhevsky et al. 2012)."""
     alpha = torch.randn(n, 3, generator=generator, device=device) * alpha_std
@@ -101,11 +107,15 @@ class Normalization:
         channels = mean.shape[0] if mean.dim() == 3 else -1
         pixel_mean_for_channels = mode == "per_channel" and mean.shape[1:] != (1, 1)
         if mean.dim() != 3 or std.shape != (channels, 1, 1) or pixel_mean_for_channels:
-            raise DataError(f"normalization {mode}: mean must be C x H x W (per_pixel) or C x 1 x 1 and std "
-                            f"C x 1 x 1, got {tuple(mean.shape)} and {tuple(std.shape)}")
+            raise DataError(
+                f"normalization {mode}: mean must be C x H x W (per_pixel) or C x 1 x 1 and std "
+                f"C x 1 x 1, got {tuple(mean.shape)} and {tuple(std.shape)}"
+            )
         if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
-            raise DataError("normalization: std must be positive and mean finite (is the training split "
-                            "a constant image?)")
+            raise DataError(
+                "normalization: std must be positive and mean finite (is the training split "
+                "a constant image?)"
+            )
         self.mode, self.mean, self.std = mode, mean, std
         self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -118,12 +128,14 @@ class Normalization:
         """Statistics of a uint8 N x C x H x W training split (float64 sums, in chunks)."""
         _check_mode(mode)
         if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
-            raise DataError(f"normalization needs a non-empty uint8 N x C x H x W batch, got {images.dtype} "
-                            f"{tuple(images.shape)}")
+            raise DataError(
+                f"normalization needs a non-empty uint8 N x C x H x W batch, got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
         total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
         squares = torch.zeros_like(total)
         for start in range(0, len(images), chunk):
-            x = images[start:start + chunk].double()
+            x = images[start : start + chunk].double()
             total += x.sum(0)
             squares += (x * x).sum(0)
         n = len(images)
@@ -135,8 +147,10 @@ class Normalization:
         var = (squares.sum((1, 2)) / count - mean * mean).clamp_min(0)
         std = var.sqrt() / 255.0
         if not bool((std > 0).all()):
-            raise DataError("normalization: a channel of the training images is constant (std 0); "
-                            "use normalization='per_pixel'")
+            raise DataError(
+                "normalization: a channel of the training images is constant (std 0); "
+                "use normalization='per_pixel'"
+            )
         return cls(mode, (mean / 255.0).float().view(-1, 1, 1), std.float().view(-1, 1, 1))
 
     @classmethod
@@ -156,10 +170,13 @@ class Normalization:
         (N x C, [0, 1] units) is added to every pixel first (the PCA lighting)."""
         if images.dtype != torch.uint8:
             raise DataError(f"normalization expects uint8 images, got {images.dtype}")
-        if images.shape[-3] != self.in_chans or (self.mode == "per_pixel" and
-                                                  images.shape[-2:] != self.mean.shape[1:]):
-            raise DataError(f"images of shape {tuple(images.shape[-3:])} do not match the normalization "
-                            f"statistics ({self.mode}, {tuple(self.mean.shape)})")
+        if images.shape[-3] != self.in_chans or (
+            self.mode == "per_pixel" and images.shape[-2:] != self.mean.shape[1:]
+        ):
+            raise DataError(
+                f"images of shape {tuple(images.shape[-3:])} do not match the normalization "
+                f"statistics ({self.mode}, {tuple(self.mean.shape)})"
+            )
         scale, bias, inv_std = self._tensors(images.device)
         out = torch.addcmul(bias, images.float(), scale)  # x * scale + bias in one pass
         if shift is not None:

@@ -48,49 +48,101 @@ class ArraySpec:
     apt_package: str | None = None
 
 
-_MNIST_CLASSES = ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
-                  "7 - seven", "8 - eight", "9 - nine")  # torchvision's names
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot")
+_MNIST_CLASSES = (
+    "0 - zero",
+    "1 - one",
+    "2 - two",
+    "3 - three",
+    "4 - four",
+    "5 - five",
+    "6 - six",
+    "7 - seven",
+    "8 - eight",
+    "9 - nine",
+)  # torchvision's names
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def _idx_files(train_images: str, train_labels: str, test_images: str, test_labels: str):
-    return {"train": (("train-images-idx3-ubyte", train_images), ("train-labels-idx1-ubyte", train_labels)),
-            "test": (("t10k-images-idx3-ubyte", test_images), ("t10k-labels-idx1-ubyte", test_labels))}
+    return {
+        "train": (("train-images-idx3-ubyte", train_images), ("train-labels-idx1-ubyte", train_labels)),
+        "test": (("t10k-images-idx3-ubyte", test_images), ("t10k-labels-idx1-ubyte", test_labels)),
+    }
 
 
 ARRAY_DATASETS: dict[str, ArraySpec] = {
     "mnist": ArraySpec(
-        "mnist", "idx",
-        _idx_files("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
-                   "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"),
-        subdirs=("mnist", "MNIST/raw", ""), torchvision_class="MNIST", torchvision_subdir="MNIST/raw",
-        classes=_MNIST_CLASSES),
+        "mnist",
+        "idx",
+        _idx_files(
+            "6bbc9ace898e44ae57da46a324031adb",
+            "a25bea736e30d166cdddb491f175f624",
+            "2646ac647ad5339dbf082846283269ea",
+            "27ae3e4e09519cfbb04c329615203637",
+        ),
+        subdirs=("mnist", "MNIST/raw", ""),
+        torchvision_class="MNIST",
+        torchvision_subdir="MNIST/raw",
+        classes=_MNIST_CLASSES,
+    ),
     "fashion-mnist": ArraySpec(
-        "fashion-mnist", "idx",
-        _idx_files("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
-                   "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
-        subdirs=("fashion-mnist", "FashionMNIST/raw", ""), torchvision_class="FashionMNIST",
-        torchvision_subdir="FashionMNIST/raw", classes=FASHION_MNIST_CLASSES,
-        system_dirs=("/usr/share/datasets/fashion-mnist",), apt_package="dataset-fashion-mnist"),
+        "fashion-mnist",
+        "idx",
+        _idx_files(
+            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "9018921c3c673c538a1fc5bad174d6f9",
+            "8181f5470baa50b63fa0f6fddb340f0a",
+            "15d484375f8d13e6eb1aabb0c3f46965",
+        ),
+        subdirs=("fashion-mnist", "FashionMNIST/raw", ""),
+        torchvision_class="FashionMNIST",
+        torchvision_subdir="FashionMNIST/raw",
+        classes=FASHION_MNIST_CLASSES,
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        apt_package="dataset-fashion-mnist",
+    ),
     "cifar10": ArraySpec(
-        "cifar10", "cifar",
-        {"train": (("data_batch_1", "c99cafc152244af753f735de768cd75f"),
-                   ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
-                   ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
-                   ("data_batch_4", "634d18415352ddfa80567beed471001a"),
-                   ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb")),
-         "test": (("test_batch", "40351d587109b95175f43aff81a1287e"),)},
+        "cifar10",
+        "cifar",
+        {
+            "train": (
+                ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+                ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+                ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+                ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+                ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+            ),
+            "test": (("test_batch", "40351d587109b95175f43aff81a1287e"),),
+        },
         subdirs=("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10", ""),
-        torchvision_class="CIFAR10", torchvision_subdir="cifar-10-batches-py",
-        meta_file=("batches.meta", "5ff9c542aee3614f3951f8cda6e48888", "label_names")),
+        torchvision_class="CIFAR10",
+        torchvision_subdir="cifar-10-batches-py",
+        meta_file=("batches.meta", "5ff9c542aee3614f3951f8cda6e48888", "label_names"),
+    ),
     "cifar100": ArraySpec(
-        "cifar100", "cifar",
-        {"train": (("train", "16019d7e3df5f24257cddd939b257f8d"),),
-         "test": (("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),)},
+        "cifar100",
+        "cifar",
+        {
+            "train": (("train", "16019d7e3df5f24257cddd939b257f8d"),),
+            "test": (("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
+        },
         subdirs=("cifar-100-python", "cifar100/cifar-100-python", "cifar100", ""),
-        torchvision_class="CIFAR100", torchvision_subdir="cifar-100-python",
-        meta_file=("meta", "7973b15100ade9c7d40fb424638fde48", "fine_label_names"), label_key="fine_labels"),
+        torchvision_class="CIFAR100",
+        torchvision_subdir="cifar-100-python",
+        meta_file=("meta", "7973b15100ade9c7d40fb424638fde48", "fine_label_names"),
+        label_key="fine_labels",
+    ),
 }
 
 DATASET_NAMES = (*ARRAY_DATASETS, *FOLDER_DATASETS)
@@ -108,15 +160,21 @@ class ArrayDataset:
     def __post_init__(self) -> None:
         where = self.source or "in-memory dataset"
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"{where}: images must be uint8 N x C x H x W, got {self.images.dtype} "
-                            f"of shape {tuple(self.images.shape)}")
+            raise DataError(
+                f"{where}: images must be uint8 N x C x H x W, got {self.images.dtype} "
+                f"of shape {tuple(self.images.shape)}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.images),):
-            raise DataError(f"{where}: {len(self.images)} images but labels of shape "
-                            f"{tuple(self.labels.shape)} ({self.labels.dtype}); they must match one to one")
+            raise DataError(
+                f"{where}: {len(self.images)} images but labels of shape "
+                f"{tuple(self.labels.shape)} ({self.labels.dtype}); they must match one to one"
+            )
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise DataError(f"{where}: labels out of range: found {int(self.labels.min())}..."
-                            f"{int(self.labels.max())} but the dataset has {len(self.classes)} classes "
-                            f"(labels must be 0..{len(self.classes) - 1})")
+            raise DataError(
+                f"{where}: labels out of range: found {int(self.labels.min())}..."
+                f"{int(self.labels.max())} but the dataset has {len(self.classes)} classes "
+                f"(labels must be 0..{len(self.classes) - 1})"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -195,25 +253,34 @@ def _not_found(spec: ArraySpec, split: str, looked: list[Path], data_dir) -> Dat
     partial = [(folder, missing) for folder, missing in partial if len(missing) < len(files)]
     if data_dir and partial:  # the files are there in part: say which one is missing
         folder, missing = partial[0]
-        return DataError(f"dataset {spec.name!r} ({split} split) in --data-dir {data_dir} is incomplete: "
-                         f"{', '.join(str(folder / m) for m in missing)} (or .gz) missing. --data-dir is "
-                         f"used alone: put the file(s) there, rerun with --download, or drop --data-dir to "
-                         f"use the standard locations")
+        return DataError(
+            f"dataset {spec.name!r} ({split} split) in --data-dir {data_dir} is incomplete: "
+            f"{', '.join(str(folder / m) for m in missing)} (or .gz) missing. --data-dir is "
+            f"used alone: put the file(s) there, rerun with --download, or drop --data-dir to "
+            f"use the standard locations"
+        )
     ways = []
     if spec.apt_package:
         elsewhere = " and drop --data-dir, which is used alone" if data_dir else ""
-        ways.append(f"`sudo apt-get install {spec.apt_package}` (Debian/Ubuntu; installs into "
-                    f"{spec.system_dirs[0]}{elsewhere})")
+        ways.append(
+            f"`sudo apt-get install {spec.apt_package}` (Debian/Ubuntu; installs into "
+            f"{spec.system_dirs[0]}{elsewhere})"
+        )
     ways.append(f"rerun with --download (fetches it through torchvision into {search_roots(data_dir)[0]})")
     ways.append(f"pass --data-dir DIR for a folder holding {names} (or DIR/{spec.subdirs[0]}/ holding them)")
-    return DataError(f"dataset {spec.name!r} ({split} split) not found. Looked in: "
-                     f"{', '.join(str(p) for p in looked)}. Get it with one of: {'; or '.join(ways)}")
+    return DataError(
+        f"dataset {spec.name!r} ({split} split) not found. Looked in: "
+        f"{', '.join(str(p) for p in looked)}. Get it with one of: {'; or '.join(ways)}"
+    )
 
 
 # Every known file, for saying which dataset a mismatching file belongs to.
-_KNOWN_MD5 = {md5: (spec.name, name) for spec in ARRAY_DATASETS.values()
-              for files in (*spec.files.values(), (spec.meta_file[:2],) if spec.meta_file else ())
-              for name, md5 in files}
+_KNOWN_MD5 = {
+    md5: (spec.name, name)
+    for spec in ARRAY_DATASETS.values()
+    for files in (*spec.files.values(), (spec.meta_file[:2],) if spec.meta_file else ())
+    for name, md5 in files
+}
 
 
 def read_verified(path: Path, md5: str, dataset: str, verify: bool, idx: bool = False) -> bytes:
@@ -227,10 +294,12 @@ def read_verified(path: Path, md5: str, dataset: str, verify: bool, idx: bool = 
         other = _KNOWN_MD5.get(got)
         hint = f" (it is {other[0]}'s {other[1]}, not {dataset}'s)" if other else ""
         contents = "decompressed contents" if path.suffix == ".gz" else "contents"
-        raise DataError(f"{path}: checksum mismatch{hint}: MD5 of its {contents} is {got}, the official "
-                        f"{dataset} file has {md5}. The file is corrupt or not the official release: delete "
-                        f"it and get it again (--download), or, if it is meant to differ, turn the check off "
-                        f"with --no-verify-checksums (verify_checksums=False in Python)")
+        raise DataError(
+            f"{path}: checksum mismatch{hint}: MD5 of its {contents} is {got}, the official "
+            f"{dataset} file has {md5}. The file is corrupt or not the official release: delete "
+            f"it and get it again (--download), or, if it is meant to differ, turn the check off "
+            f"with --no-verify-checksums (verify_checksums=False in Python)"
+        )
     return data
 
 
@@ -240,21 +309,29 @@ def _load_idx(spec: ArraySpec, folder: Path, split: str, verify: bool) -> ArrayD
     images = formats.parse_idx(read_verified(images_path, images_md5, spec.name, verify, True), images_path)
     labels = formats.parse_idx(read_verified(labels_path, labels_md5, spec.name, verify, True), labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{images_path}: expected uint8 images N x H x W, found {images.dtype} of shape "
-                        f"{images.shape}")
+        raise DataError(
+            f"{images_path}: expected uint8 images N x H x W, found {images.dtype} of shape {images.shape}"
+        )
     if 0 in images.shape:
         count, height, width = images.shape
-        raise DataError(f"{images_path} holds {count} images of {height} x {width} pixels; a dataset needs "
-                        f"at least one image of at least 1 x 1 pixel")
+        raise DataError(
+            f"{images_path} holds {count} images of {height} x {width} pixels; a dataset needs "
+            f"at least one image of at least 1 x 1 pixel"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{labels_path} holds {labels.shape} labels but {images_path} holds {len(images)} "
-                        f"images; they must match one to one")
+        raise DataError(
+            f"{labels_path} holds {labels.shape} labels but {images_path} holds {len(images)} "
+            f"images; they must match one to one"
+        )
     if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{labels_path} stores its labels as {labels.dtype}; class labels are whole numbers "
-                        f"(an IDX file of type 0x08 ubyte, as MNIST's): labels such as 3.7 would be cut to 3")
+        raise DataError(
+            f"{labels_path} stores its labels as {labels.dtype}; class labels are whole numbers "
+            f"(an IDX file of type 0x08 ubyte, as MNIST's): labels such as 3.7 would be cut to 3"
+        )
     images_t = torch.from_numpy(images.copy()).unsqueeze(1)  # copy: frombuffer arrays are read-only
-    return ArrayDataset(images_t, torch.from_numpy(labels.astype(np.int64)), list(spec.classes),
-                        source=str(labels_path))
+    return ArrayDataset(
+        images_t, torch.from_numpy(labels.astype(np.int64)), list(spec.classes), source=str(labels_path)
+    )
 
 
 def _load_cifar(spec: ArraySpec, folder: Path, split: str, verify: bool) -> ArrayDataset:
@@ -268,8 +345,12 @@ def _load_cifar(spec: ArraySpec, folder: Path, split: str, verify: bool) -> Arra
         x, y = formats.parse_cifar_batch(read_verified(path, md5, spec.name, verify), path, spec.label_key)
         images.append(x)
         labels.append(y)
-    return ArrayDataset(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)),
-                        classes, source=f"{folder} ({split} batches)")
+    return ArrayDataset(
+        torch.from_numpy(np.concatenate(images)),
+        torch.from_numpy(np.concatenate(labels)),
+        classes,
+        source=f"{folder} ({split} batches)",
+    )
 
 
 def read_split(spec: ArraySpec, folder: Path, split: str, verify: bool = True) -> ArrayDataset:
@@ -283,14 +364,18 @@ def download_dataset(spec: ArraySpec, root: Path, verify: bool = True) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-download-", dir=root))
     except OSError as exc:
-        raise DataError(f"cannot download {spec.name} into {root}: {exc.strerror or exc}; pass --data-dir "
-                        f"a writable folder") from None
+        raise DataError(
+            f"cannot download {spec.name} into {root}: {exc.strerror or exc}; pass --data-dir "
+            f"a writable folder"
+        ) from None
     try:
         try:
             getattr(tv_datasets, spec.torchvision_class)(root=str(tmp), train=True, download=True)
         except Exception as exc:  # network errors, torchvision's own MD5 check on the archive
-            raise DataError(f"downloading {spec.name} through torchvision failed: {exc}. Check the network "
-                            f"or get the files by hand and pass --data-dir") from None
+            raise DataError(
+                f"downloading {spec.name} through torchvision failed: {exc}. Check the network "
+                f"or get the files by hand and pass --data-dir"
+            ) from None
         fetched = tmp / spec.torchvision_subdir
         names = {name for split in spec.files for name, _ in _split_files(spec, split)}
         for split in spec.files:  # verify everything before anything is kept
@@ -313,8 +398,9 @@ def ensure_downloaded(name: str, data_dir=None, verify: bool = True) -> None:
         download_dataset(spec, search_roots(data_dir)[0], verify)
 
 
-def load_arrays(name: str, split: str, data_dir=None, download: bool = False,
-                verify: bool = True) -> ArrayDataset:
+def load_arrays(
+    name: str, split: str, data_dir=None, download: bool = False, verify: bool = True
+) -> ArrayDataset:
     """One split ("train" or "test") of mnist, fashion-mnist, cifar10 or cifar100, on the CPU."""
     spec = get_spec(name)
     folder, looked = locate(spec, split, data_dir)

@@ -57,8 +57,9 @@ def read_for_device(path: str | os.PathLike) -> tuple[torch.Tensor, bool]:
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8), True
 
 
-def seeded(transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
-           seed: int | None) -> torch.Tensor:
+def seeded(
+    transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, seed: int | None
+) -> torch.Tensor:
     """``transform(image)`` with its random draws seeded by the sample, the caller's RNG untouched.
     The random parameters of torchvision's transforms come from the CPU generator whatever the
     image's device, so a crop is the same on the CPU and on the GPU."""
@@ -68,12 +69,15 @@ def seeded(transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tenso
         return transform(image)
 
 
-def decode_batch(items: Sequence[tuple[torch.Tensor, bool, str]], device: torch.device,
-                 ) -> tuple[list[torch.Tensor | None], list[tuple[str, str]]]:
+def decode_batch(
+    items: Sequence[tuple[torch.Tensor, bool, str]],
+    device: torch.device,
+) -> tuple[list[torch.Tensor | None], list[tuple[str, str]]]:
     """Decode the encoded items of a batch on ``device`` (one batched call; one by one when a file
     in it is corrupt). Returns the images (None where unreadable) and ``(path, reason)`` failures."""
-    images: list[torch.Tensor | None] = [None if encoded else data.to(device, non_blocking=True)
-                                         for data, encoded, _ in items]
+    images: list[torch.Tensor | None] = [
+        None if encoded else data.to(device, non_blocking=True) for data, encoded, _ in items
+    ]
     encoded = [i for i, (_, is_encoded, _) in enumerate(items) if is_encoded]
     failures = []
     with _torchvision_io():

@@ -145,14 +145,18 @@ class Scan:
         """What was skipped, in one line (None: nothing)."""
         parts = []
         if self.outside:
-            parts.append(f"{len(self.outside)} pointing outside {self.root} (e.g. {self.outside[0]}; "
-                         f"--follow-links follows them)")
+            parts.append(
+                f"{len(self.outside)} pointing outside {self.root} (e.g. {self.outside[0]}; "
+                f"--follow-links follows them)"
+            )
         if self.loops:
-            parts.append(f"{len(self.loops)} leading back into a folder already scanned "
-                         f"(e.g. {self.loops[0]})")
+            parts.append(
+                f"{len(self.loops)} leading back into a folder already scanned (e.g. {self.loops[0]})"
+            )
         if self.crossing:
-            parts.append(f"{len(self.crossing)} into another class's or split's folder "
-                         f"(e.g. {self.crossing[0]})")
+            parts.append(
+                f"{len(self.crossing)} into another class's or split's folder (e.g. {self.crossing[0]})"
+            )
         if self.duplicates:
             parts.append(f"{self.duplicates} to image files already counted")
         if self.broken:
@@ -160,8 +164,9 @@ class Scan:
         return f"skipped symbolic links: {'; '.join(parts)}" if parts else None
 
 
-def scan_classes(folder: Path, classes: list[str] | None = None,
-                 scan: Scan | None = None) -> tuple[list[str], list[Sample], list[str]]:
+def scan_classes(
+    folder: Path, classes: list[str] | None = None, scan: Scan | None = None
+) -> tuple[list[str], list[Sample], list[str]]:
     """(class names, (path, label) samples, empty class folders) of ``folder/<class>/**/<image>``.
 
     Non-image files are ignored; every real file counts once (``Scan``: links that loop, lead to a
@@ -170,13 +175,17 @@ def scan_classes(folder: Path, classes: list[str] | None = None,
     scan = scan or Scan(os.path.realpath(folder))
     found = _class_dirs(folder)
     if not found:
-        raise DataError(f"{folder} has no class subfolders; an image folder dataset needs one folder per "
-                        f"class ({folder}/<class>/<image>.jpg)")
+        raise DataError(
+            f"{folder} has no class subfolders; an image folder dataset needs one folder per "
+            f"class ({folder}/<class>/<image>.jpg)"
+        )
     classes = found if classes is None else classes
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataError(f"{folder} has class folders the training set lacks: {', '.join(unknown[:10])}; "
-                        f"every class must have a training folder")
+        raise DataError(
+            f"{folder} has class folders the training set lacks: {', '.join(unknown[:10])}; "
+            f"every class must have a training folder"
+        )
     index = {name: i for i, name in enumerate(classes)}
     samples, empty, tops = [], [], {}
     for name in found:
@@ -209,8 +218,14 @@ def _readable_names(root: Path, wnids: list[str]) -> list[str]:
     return wnids
 
 
-def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, seed: int,
-                strict: bool, follow_links: bool = False) -> FolderSplits:
+def scan_layout(
+    root: str | os.PathLike,
+    dataset: str,
+    test_fraction: float,
+    seed: int,
+    strict: bool,
+    follow_links: bool = False,
+) -> FolderSplits:
     """Find the train/val/test image lists of an image folder (see the module docstring).
 
     Symbolic links are followed inside ``root`` (each real file counts once, loops are cut) and
@@ -220,9 +235,11 @@ def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, see
         raise DataError(f"image folder {root} does not exist; pass --data-dir a folder of class subfolders")
     has = {name: (root / name).is_dir() for name in ("train", "val", "test")}
     if dataset == "imagenet" and not (has["train"] and has["val"]):
-        raise DataError(f"{root} is not in the ILSVRC-2012 layout: imagenet needs train/ and val/ folders of "
-                        f"class subfolders (sort the flat val/ images into class folders first, e.g. with "
-                        f"torchvision.datasets.ImageNet or the usual valprep.sh)")
+        raise DataError(
+            f"{root} is not in the ILSVRC-2012 layout: imagenet needs train/ and val/ folders of "
+            f"class subfolders (sort the flat val/ images into class folders first, e.g. with "
+            f"torchvision.datasets.ImageNet or the usual valprep.sh)"
+        )
     real_root, scans = os.path.realpath(root), []
 
     splits = [os.path.realpath(root / name) for name in ("train", "val", "test") if has[name]]
@@ -247,26 +264,32 @@ def scan_layout(root: str | os.PathLike, dataset: str, test_fraction: float, see
     for report in filter(None, (s.report() for s in scans)):
         warnings.warn(DataWarning(report), stacklevel=3)
     if empty:
-        message = (f"class folder(s) without images: {', '.join(empty[:10])}"
-                   f"{' ...' if len(empty) > 10 else ''}")
+        message = (
+            f"class folder(s) without images: {', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}"
+        )
         if strict:
             raise DataError(message + " (--strict-data)")
-        warnings.warn(DataWarning(f"{message}; the classes are kept so that labels stay aligned"),
-                      stacklevel=3)
+        warnings.warn(
+            DataWarning(f"{message}; the classes are kept so that labels stay aligned"), stacklevel=3
+        )
     if not train:
         raise DataError(f"no images found in {train_dir} (image files end in {', '.join(IMAGE_EXTENSIONS)})")
     counts = torch.bincount(torch.tensor([label for _, label in train]), minlength=len(classes))
     if int((counts > 0).sum()) < 2:
         only = classes[int(counts.argmax())]
-        raise DataError(f"{train_dir} has images of one class only ({only!r}): a classifier needs at "
-                        f"least two classes, one folder each ({train_dir}/<class>/<image>)")
+        raise DataError(
+            f"{train_dir} has images of one class only ({only!r}): a classifier needs at "
+            f"least two classes, one folder each ({train_dir}/<class>/<image>)"
+        )
     if test is None:  # no held-out folder: a seeded, stratified split of everything
         single = [classes[c] for c in torch.nonzero(counts == 1).flatten().tolist()]
         if single:
-            raise DataError(f"{len(single)} class folder(s) of {train_dir} hold a single image "
-                            f"({', '.join(single[:5])}{' ...' if len(single) > 5 else ''}): the automatic "
-                            f"train/test split keeps every class in training and needs 2 images per class; "
-                            f"add images, or give train/ and test/ folders")
+            raise DataError(
+                f"{len(single)} class folder(s) of {train_dir} hold a single image "
+                f"({', '.join(single[:5])}{' ...' if len(single) > 5 else ''}): the automatic "
+                f"train/test split keeps every class in training and needs 2 images per class; "
+                f"add images, or give train/ and test/ folders"
+            )
         labels = torch.tensor([label for _, label in train])
         n_test = max(1, round(test_fraction * len(train)))
         keep, held = stratified_split(labels, n_test, seed, "test split", min_kept=1)
@@ -292,8 +315,9 @@ def train_transform(kind: str, size: int, hflip: bool, policy: Transform | None 
     after = ([v2.RandomHorizontalFlip()] if hflip else []) + ([policy] if policy is not None else [])
     if kind == "paper":
         low, high = round(256 * size / 224), round(480 * size / 224)
-        return v2.Compose([v2.RandomShortestSize(list(range(low, high + 1)), antialias=True),
-                           v2.RandomCrop(size), *after])
+        return v2.Compose(
+            [v2.RandomShortestSize(list(range(low, high + 1)), antialias=True), v2.RandomCrop(size), *after]
+        )
     if kind == "rrc":
         return v2.Compose([v2.RandomResizedCrop(size, antialias=True), *after])
     raise DataError(f"unknown train_transform {kind!r}; use 'paper' or 'rrc'")
@@ -319,8 +343,9 @@ class FolderDataset(Dataset):
     ``(data, is_encoded, path, seed)`` for the loader to decode and transform on its device.
     """
 
-    def __init__(self, samples: list[Sample], transform: Callable, substitute: bool,
-                 encoded: bool = False) -> None:
+    def __init__(
+        self, samples: list[Sample], transform: Callable, substitute: bool, encoded: bool = False
+    ) -> None:
         self.samples, self.transform, self.substitute, self.encoded = samples, transform, substitute, encoded
 
     def __len__(self) -> int:
@@ -350,15 +375,27 @@ def collate_skipping(items):
     if not good:
         return None, None, failures
     images = [x for x, _ in good]
-    return (images if isinstance(images[0], tuple) else torch.stack(images),
-            torch.tensor([y for _, y in good]), failures)
+    return (
+        images if isinstance(images[0], tuple) else torch.stack(images),
+        torch.tensor([y for _, y in good]),
+        failures,
+    )
 
 
 class ShardSampler(Sampler):
     """This rank's indices of the epoch (see ``shard_indices``), each with a per-sample seed."""
 
-    def __init__(self, n: int, *, shuffle: bool, drop_last: bool, seed: int, rank: int, world_size: int,
-                 repeats: int = 0):
+    def __init__(
+        self,
+        n: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+        repeats: int = 0,
+    ):
         self.n, self.shuffle, self.drop_last, self.seed = n, shuffle, drop_last, seed
         self.rank, self.world_size, self.epoch, self.repeats = rank, world_size, 0, repeats
 
@@ -367,12 +404,25 @@ class ShardSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.repeats > 1:  # each copy of a sample gets its own seed, so its own augmentation
-            indices = repeated_shard_indices(self.n, repeats=self.repeats, seed=self.seed, epoch=self.epoch,
-                                             rank=self.rank, world_size=self.world_size)
-            positions = torch.arange(self.rank, self.n * self.repeats, self.world_size)[:len(indices)]
+            indices = repeated_shard_indices(
+                self.n,
+                repeats=self.repeats,
+                seed=self.seed,
+                epoch=self.epoch,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+            positions = torch.arange(self.rank, self.n * self.repeats, self.world_size)[: len(indices)]
         else:
-            indices = shard_indices(self.n, shuffle=self.shuffle, drop_last=self.drop_last, seed=self.seed,
-                                    epoch=self.epoch, rank=self.rank, world_size=self.world_size)
+            indices = shard_indices(
+                self.n,
+                shuffle=self.shuffle,
+                drop_last=self.drop_last,
+                seed=self.seed,
+                epoch=self.epoch,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
             positions = indices
         generator = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, 1))
         total = self.n * max(self.repeats, 1)
@@ -386,20 +436,48 @@ class ShardSampler(Sampler):
 class FolderLoader:
     """Batches ``(x, y)`` on ``device``: x float32 normalised N x C x H x W, y int64."""
 
-    def __init__(self, dataset: FolderDataset, *, batch_size: int, train: bool, normalization: Normalization,
-                 device: torch.device, workers: int, seed: int, rank: int = 0, world_size: int = 1,
-                 lighting: bool = False, strict: bool = False, channels_last: bool = False,
-                 erasing: Callable | None = None, repeats: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: FolderDataset,
+        *,
+        batch_size: int,
+        train: bool,
+        normalization: Normalization,
+        device: torch.device,
+        workers: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        lighting: bool = False,
+        strict: bool = False,
+        channels_last: bool = False,
+        erasing: Callable | None = None,
+        repeats: int = 0,
+    ) -> None:
         self.dataset, self.batch_size, self.train, self.erasing = dataset, batch_size, train, erasing
         self.normalization, self.device, self.seed, self.rank = normalization, device, seed, rank
         self.lighting, self.strict, self.channels_last = lighting, strict, channels_last
         self.epoch = 0
         self.skipped: dict[str, str] = {}  # unreadable files of the last full epoch -> reason
-        self.sampler = ShardSampler(len(dataset), shuffle=train, drop_last=train, seed=seed, rank=rank,
-                                    world_size=world_size, repeats=repeats if train else 0)
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=train,
-                                 num_workers=workers, collate_fn=collate_skipping,
-                                 pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        self.sampler = ShardSampler(
+            len(dataset),
+            shuffle=train,
+            drop_last=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            repeats=repeats if train else 0,
+        )
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            drop_last=train,
+            num_workers=workers,
+            collate_fn=collate_skipping,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
 
     @property
     def num_samples(self) -> int:
@@ -418,8 +496,10 @@ class FolderLoader:
         for batch_index, (x, y, failures) in enumerate(self.loader):
             for path, reason in failures:
                 if self.strict:
-                    raise DataError(f"{reason} (--strict-data stops at unreadable images; without it they "
-                                    f"are skipped with a warning)")
+                    raise DataError(
+                        f"{reason} (--strict-data stops at unreadable images; without it they "
+                        f"are skipped with a warning)"
+                    )
                 skipped.setdefault(path, reason)
             if x is None:
                 continue
@@ -435,34 +515,42 @@ class FolderLoader:
             shift = pca_lighting_shift(len(x), generator, self.device) if self.lighting else None
             x = self.normalization(x, shift)
             if self.erasing is not None:
-                x = per_sample(self.erasing, x, seed_for(self.seed, self.epoch, self.rank, ERASING_STREAM,
-                                                                batch_index))
+                x = per_sample(
+                    self.erasing, x, seed_for(self.seed, self.epoch, self.rank, ERASING_STREAM, batch_index)
+                )
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(self.device, non_blocking=True)
         self.skipped = skipped
         if skipped:
             listing = ", ".join(sorted(skipped)[:5]) + (" ..." if len(skipped) > 5 else "")
-            warnings.warn(DataWarning(f"{len(skipped)} unreadable image(s) skipped in epoch "
-                                      f"{self.epoch + 1}: {listing} (--strict-data makes this an error)"),
-                          stacklevel=2)
-
+            warnings.warn(
+                DataWarning(
+                    f"{len(skipped)} unreadable image(s) skipped in epoch "
+                    f"{self.epoch + 1}: {listing} (--strict-data makes this an error)"
+                ),
+                stacklevel=2,
+            )
 
     def _decode(self, items: list[tuple], labels: torch.Tensor):
         """Decode a batch of encoded items on the device and apply the geometry with each sample's seed;
         returns the stacked batch (None if nothing decoded), its labels and the failures."""
-        images, failures = decode_batch([(data, is_encoded, path) for data, is_encoded, path, _ in items],
-                                        self.device)
-        kept = [(image if not is_encoded else seeded(self.dataset.transform, image, seed), label)
-                for image, (_, is_encoded, _, seed), label in zip(images, items, labels.tolist(), strict=True)
-                if image is not None]
+        images, failures = decode_batch(
+            [(data, is_encoded, path) for data, is_encoded, path, _ in items], self.device
+        )
+        kept = [
+            (image if not is_encoded else seeded(self.dataset.transform, image, seed), label)
+            for image, (_, is_encoded, _, seed), label in zip(images, items, labels.tolist(), strict=True)
+            if image is not None
+        ]
         if not kept:
             return None, None, failures
         return torch.stack([x for x, _ in kept]), torch.tensor([y for _, y in kept]), failures
 
 
-def fit_folder_normalization(samples: list[Sample], mode: str, size: int, seed: int,
-                             limit: int = 500) -> Normalization:
+def fit_folder_normalization(
+    samples: list[Sample], mode: str, size: int, seed: int, limit: int = 500
+) -> Normalization:
     """Normalisation statistics from a seeded sample of up to ``limit`` training images, prepared
     as for evaluation (decoding a whole folder would cost an epoch)."""
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed_for(seed, 3)))
@@ -478,6 +566,8 @@ def fit_folder_normalization(samples: list[Sample], mode: str, size: int, seed: 
     if not images or (len(unreadable) > len(images) and tried >= MIN_SAMPLED):
         # most of the folder cannot be read: a run would skip its way through a few iterations
         example = f" (e.g. {next(iter(unreadable.values()))})" if unreadable else ""
-        raise DataError(f"{len(unreadable)} of {tried} training images sampled are unreadable{example}; fix "
-                        f"or remove the damaged files (zero-byte files, say) before training")
+        raise DataError(
+            f"{len(unreadable)} of {tried} training images sampled are unreadable{example}; fix "
+            f"or remove the damaged files (zero-byte files, say) before training"
+        )
     return Normalization.fit(torch.stack(images), mode)

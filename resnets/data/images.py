@@ -47,9 +47,11 @@ def set_max_image_pixels(limit: int | None) -> None:
 def check_pixels(width: int, height: int, path: str | os.PathLike) -> None:
     """``DataError`` when a ``width`` x ``height`` image is above the pixel limit."""
     if _max_pixels is not None and width * height > _max_pixels:
-        raise DataError(f"{path}: {width} x {height} = {width * height:,} pixels is above the limit of "
-                        f"{_max_pixels:,} (a decompression bomb?); raise it with --max-image-pixels N "
-                        f"(0: no limit) if the image is genuine")
+        raise DataError(
+            f"{path}: {width} x {height} = {width * height:,} pixels is above the limit of "
+            f"{_max_pixels:,} (a decompression bomb?); raise it with --max-image-pixels N "
+            f"(0: no limit) if the image is genuine"
+        )
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -70,9 +72,9 @@ def header_size(data: bytes) -> tuple[int, int] | None:
             i += 2
             continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return width, height
-        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
     return None
 
 
@@ -97,8 +99,10 @@ def check_file_size(path: str | os.PathLike, length: int, width: int, height: in
     pixel, 16-bit RGBA uncompressed, plus ``SLACK_BYTES`` of metadata): a damaged or padded file,
     refused before it is read."""
     if length > 8 * width * height + SLACK_BYTES:
-        raise DataError(f"{path}: {length:,} bytes is far more than a {width} x {height} image takes; "
-                        f"the file is damaged or is not an image")
+        raise DataError(
+            f"{path}: {length:,} bytes is far more than a {width} x {height} image takes; "
+            f"the file is damaged or is not an image"
+        )
 
 
 def read_image_bytes(path: str | os.PathLike) -> bytes:
@@ -232,11 +236,18 @@ def check_preprocess(meta: dict) -> tuple[int, int, int]:
                 raise TypeError(f"{name} is a {type(value).__name__}, not a dict")
         resize, crop = prep["resize"], prep["crop"]
     except (KeyError, TypeError) as exc:
-        raise DataError(f"the data record has no usable preprocessing ({exc!r}); was it written by "
-                        f"DataBundle.meta()?") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (in_chans, resize, crop)) \
-            or in_chans not in (1, 3) or not 1 <= crop <= MAX_SIDE or not crop <= resize <= 2 * MAX_SIDE:
-        raise DataError(f"the data record asks for {in_chans!r} channels, a resize to {resize!r} and a "
-                        f"crop of {crop!r} pixels; expected 1 or 3 channels and 1 <= crop <= resize, crop <= "
-                        f"{MAX_SIDE}, resize <= {2 * MAX_SIDE}")
+        raise DataError(
+            f"the data record has no usable preprocessing ({exc!r}); was it written by DataBundle.meta()?"
+        ) from None
+    if (
+        not all(isinstance(v, int) and not isinstance(v, bool) for v in (in_chans, resize, crop))
+        or in_chans not in (1, 3)
+        or not 1 <= crop <= MAX_SIDE
+        or not crop <= resize <= 2 * MAX_SIDE
+    ):
+        raise DataError(
+            f"the data record asks for {in_chans!r} channels, a resize to {resize!r} and a "
+            f"crop of {crop!r} pixels; expected 1 or 3 channels and 1 <= crop <= resize, crop <= "
+            f"{MAX_SIDE}, resize <= {2 * MAX_SIDE}"
+        )
     return in_chans, resize, crop

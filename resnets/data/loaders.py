@@ -115,25 +115,33 @@ class DataConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.train_crop_size not in (None, self.image_size or 224) and self.normalization == "per_pixel":
-            raise ConfigError("train_crop_size differs from image_size, but per_pixel normalization "
-                              "subtracts an image_size mean image; use normalization='per_channel'")
+            raise ConfigError(
+                "train_crop_size differs from image_size, but per_pixel normalization "
+                "subtracts an image_size mean image; use normalization='per_channel'"
+            )
         for name in ("val_split", "crop_padding", "workers", "max_image_pixels", "aug_repeats"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
         if self.workers is not None and self.workers > max_workers():  # each one a process
-            raise ConfigError(f"workers={self.workers} is more DataLoader processes than this machine can "
-                              f"use: it has {os.cpu_count() or 1} CPU cores; use at most {max_workers()} "
-                              f"(--workers)")
+            raise ConfigError(
+                f"workers={self.workers} is more DataLoader processes than this machine can "
+                f"use: it has {os.cpu_count() or 1} CPU cores; use at most {max_workers()} "
+                f"(--workers)"
+            )
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction must lie between 0 and 1, got {self.test_fraction!r}")
         # 0 (no pad-and-crop, as fast-cpu sets it) is true of folders too; a padding is not
         if self.dataset in FOLDER_DATASETS and self.crop_padding not in (None, 0):
-            raise ConfigError("crop_padding applies to the in-memory datasets; image folders crop with "
-                              "train_transform ('paper' or 'rrc')")
+            raise ConfigError(
+                "crop_padding applies to the in-memory datasets; image folders crop with "
+                "train_transform ('paper' or 'rrc')"
+            )
         if self.dataset not in FOLDER_DATASETS and self.train_transform != "paper":
-            raise ConfigError(f"train_transform={self.train_transform!r} applies to image folders; "
-                              f"{self.dataset} uses the paper's pad-and-crop (see crop_padding, hflip)")
+            raise ConfigError(
+                f"train_transform={self.train_transform!r} applies to image folders; "
+                f"{self.dataset} uses the paper's pad-and-crop (see crop_padding, hflip)"
+            )
 
 
 def max_workers() -> int:
@@ -153,10 +161,23 @@ class Loader(Protocol):
 class TensorLoader:
     """Batches of an in-memory dataset, augmented on its device (no per-sample Python)."""
 
-    def __init__(self, data: ArrayDataset, *, batch_size: int, normalization: Normalization, train: bool,
-                 padding: int = 0, hflip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, policy: Callable | None = None, erasing: Callable | None = None,
-                 repeats: int = 0) -> None:
+    def __init__(
+        self,
+        data: ArrayDataset,
+        *,
+        batch_size: int,
+        normalization: Normalization,
+        train: bool,
+        padding: int = 0,
+        hflip: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        policy: Callable | None = None,
+        erasing: Callable | None = None,
+        repeats: int = 0,
+    ) -> None:
         self.batch_size, self.normalization, self.train = batch_size, normalization, train
         # per-sample policy on uint8 images before normalisation, erasing after it (as timm)
         self.policy, self.erasing, self.repeats = policy, erasing, repeats
@@ -182,17 +203,21 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.labels.device
         if self.train:
-            indices = train_indices(len(self.labels), self.repeats, self.seed, self.epoch, self.rank,
-                                    self.world_size).to(device)
+            indices = train_indices(
+                len(self.labels), self.repeats, self.seed, self.epoch, self.rank, self.world_size
+            ).to(device)
             generator = torch.Generator(device).manual_seed(seed_for(self.seed, self.epoch, self.rank, 2))
         else:  # a strided view: no copy before the float conversion
-            images, labels = self.images[self.rank::self.world_size], self.labels[self.rank::self.world_size]
+            images, labels = (
+                self.images[self.rank :: self.world_size],
+                self.labels[self.rank :: self.world_size],
+            )
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             if not self.train:
-                x = images[start:start + self.batch_size]
-                y = labels[start:start + self.batch_size].clone()  # callers may modify y; keep the data
+                x = images[start : start + self.batch_size]
+                y = labels[start : start + self.batch_size].clone()  # callers may modify y; keep the data
             else:
-                batch = indices[start:start + self.batch_size]
+                batch = indices[start : start + self.batch_size]
                 y = self.labels[batch]
                 if self.augment:
                     x = random_crop_flip(self.images, batch, self.padding, self.hflip, generator)
@@ -236,15 +261,25 @@ class DataBundle:
 
     def meta(self) -> dict:
         """Plain types only (goes into checkpoints; ``preprocess_image`` reads it back)."""
-        return {"dataset": self.dataset, "classes": list(self.classes), "num_classes": self.num_classes,
-                "in_chans": self.in_chans, "image_size": self.image_size,
-                "normalization": self.normalization.to_dict(), "eval_preprocess": dict(self.eval_preprocess)}
+        return {
+            "dataset": self.dataset,
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "image_size": self.image_size,
+            "normalization": self.normalization.to_dict(),
+            "eval_preprocess": dict(self.eval_preprocess),
+        }
 
 
 def _eval_preprocess(resize: int, crop: int, mode: str) -> dict:
-    return {"resize": resize, "crop": crop, "interpolation": "bilinear",
-            "description": f"shorter side resized to {resize} (bilinear, antialiased), centre crop "
-                           f"{crop}x{crop}, {mode} normalization"}
+    return {
+        "resize": resize,
+        "crop": crop,
+        "interpolation": "bilinear",
+        "description": f"shorter side resized to {resize} (bilinear, antialiased), centre crop "
+        f"{crop}x{crop}, {mode} normalization",
+    }
 
 
 def _distributed() -> bool:
@@ -253,19 +288,23 @@ def _distributed() -> bool:
 
 def _check_batches(loader: Loader, what: str, batch_size: int) -> None:
     if len(loader) == 0:
-        raise ConfigError(f"the {what} set has {loader.num_samples} images per process, fewer than one batch "
-                          f"of {batch_size}; lower batch_size or enlarge the subset")
+        raise ConfigError(
+            f"the {what} set has {loader.num_samples} images per process, fewer than one batch "
+            f"of {batch_size}; lower batch_size or enlarge the subset"
+        )
 
 
-def _select(cfg: DataConfig, train_labels: torch.Tensor,
-            test_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _select(
+    cfg: DataConfig, train_labels: torch.Tensor, test_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Indices of (train, held-out validation or None, test) after ``val_split`` and the subsets.
     The validation split comes first, so it does not change with ``train_subset``."""
     train_idx, val_idx = torch.arange(len(train_labels)), None
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     if cfg.val_split:
-        train_idx, val_idx = stratified_split(train_labels, cfg.val_split, seed_for(split_seed, _VAL_SPLIT),
-                                              "val_split")
+        train_idx, val_idx = stratified_split(
+            train_labels, cfg.val_split, seed_for(split_seed, _VAL_SPLIT), "val_split"
+        )
     if cfg.train_subset:
         seed = seed_for(split_seed, _TRAIN_SUBSET)
         train_idx = train_idx[stratified_subset(train_labels[train_idx], cfg.train_subset, seed)]
@@ -288,9 +327,11 @@ def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: 
     train = datasets.load_arrays(cfg.dataset, "train", **load)
     test = datasets.load_arrays(cfg.dataset, "test", **load)
     if train.image_shape != test.image_shape:
-        raise DataError(f"images of inconsistent size: the training images ({train.source}) are "
-                        f"{'x'.join(map(str, train.image_shape))} but the test images ({test.source}) are "
-                        f"{'x'.join(map(str, test.image_shape))}")
+        raise DataError(
+            f"images of inconsistent size: the training images ({train.source}) are "
+            f"{'x'.join(map(str, train.image_shape))} but the test images ({test.source}) are "
+            f"{'x'.join(map(str, test.image_shape))}"
+        )
     train_idx, val_idx, test_idx = _select(cfg, train.labels, test.labels)
     val = train.subset(val_idx) if val_idx is not None else None
     train, test = train.subset(train_idx), test.subset(test_idx)
@@ -299,20 +340,39 @@ def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: 
     size = train.image_shape[-1]
     padding = default_crop_padding(size) if cfg.crop_padding is None else cfg.crop_padding
     hflip = cfg.dataset not in NO_HFLIP if cfg.hflip is None else cfg.hflip
-    common = dict(normalization=normalization, seed=cfg.seed, rank=rank, world_size=world_size,
-                  channels_last=cfg.channels_last)
-    train_loader = TensorLoader(train, batch_size=cfg.batch_size, train=True, padding=padding, hflip=hflip,
-                                policy=auto_augment(cfg.auto_augment), repeats=cfg.aug_repeats,
-                                erasing=random_erasing(cfg.reprob, cfg.remode), **common)
+    common = dict(
+        normalization=normalization,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        channels_last=cfg.channels_last,
+    )
+    train_loader = TensorLoader(
+        train,
+        batch_size=cfg.batch_size,
+        train=True,
+        padding=padding,
+        hflip=hflip,
+        policy=auto_augment(cfg.auto_augment),
+        repeats=cfg.aug_repeats,
+        erasing=random_erasing(cfg.reprob, cfg.remode),
+        **common,
+    )
     _check_batches(train_loader, "training", cfg.batch_size)
     val_loader = None
     if val is not None:
         val_loader = TensorLoader(val.to(device), batch_size=cfg.eval_batch_size, train=False, **common)
     return DataBundle(
-        dataset=cfg.dataset, train=train_loader, val=val_loader,
+        dataset=cfg.dataset,
+        train=train_loader,
+        val=val_loader,
         test=TensorLoader(test, batch_size=cfg.eval_batch_size, train=False, **common),
-        classes=list(train.classes), in_chans=train.image_shape[0], image_size=size,
-        normalization=normalization, eval_preprocess=_eval_preprocess(size, size, normalization.mode))
+        classes=list(train.classes),
+        in_chans=train.image_shape[0],
+        image_size=size,
+        normalization=normalization,
+        eval_preprocess=_eval_preprocess(size, size, normalization.mode),
+    )
 
 
 def _folder_root(cfg: DataConfig) -> str:
@@ -323,11 +383,15 @@ def _folder_root(cfg: DataConfig) -> str:
         for candidate in candidates:
             if candidate.is_dir():
                 return str(candidate)
-        raise DataError(f"ImageNet not found in {', '.join(map(str, candidates))}; it cannot be downloaded "
-                        f"automatically: get ILSVRC-2012 from image-net.org and pass --data-dir DIR "
-                        f"(DIR/train and DIR/val holding class folders)")
-    raise DataError("dataset 'imagefolder' needs --data-dir: a folder of class subfolders (optionally split "
-                    "into train/ and val/)")
+        raise DataError(
+            f"ImageNet not found in {', '.join(map(str, candidates))}; it cannot be downloaded "
+            f"automatically: get ILSVRC-2012 from image-net.org and pass --data-dir DIR "
+            f"(DIR/train and DIR/val holding class folders)"
+        )
+    raise DataError(
+        "dataset 'imagefolder' needs --data-dir: a folder of class subfolders (optionally split "
+        "into train/ and val/)"
+    )
 
 
 def _labels(samples: list[folders.Sample]) -> torch.Tensor:
@@ -342,11 +406,18 @@ def _build_folders(cfg: DataConfig, device: torch.device, rank: int, world_size:
     if cfg.download:
         raise ConfigError(f"{cfg.dataset} cannot be downloaded; drop --download and pass --data-dir")
     set_max_image_pixels(cfg.max_image_pixels)  # every decode of this process and its workers
-    splits = folders.scan_layout(_folder_root(cfg), cfg.dataset, cfg.test_fraction,
-                                 seed_for(cfg.seed, _TEST_SPLIT), cfg.strict_data, cfg.follow_links)
+    splits = folders.scan_layout(
+        _folder_root(cfg),
+        cfg.dataset,
+        cfg.test_fraction,
+        seed_for(cfg.seed, _TEST_SPLIT),
+        cfg.strict_data,
+        cfg.follow_links,
+    )
     if cfg.val_split and splits.val is not None:
-        raise ConfigError(f"{splits.root} has both val/ and test/, and val/ is the validation set; "
-                          f"drop val_split")
+        raise ConfigError(
+            f"{splits.root} has both val/ and test/, and val/ is the validation set; drop val_split"
+        )
     train_idx, val_idx, test_idx = _select(cfg, _labels(splits.train), _labels(splits.test))
     train, test = _pick(splits.train, train_idx), _pick(splits.test, test_idx)
     val = _pick(splits.train, val_idx) if val_idx is not None else splits.val
@@ -357,8 +428,16 @@ def _build_folders(cfg: DataConfig, device: torch.device, rank: int, world_size:
         normalization = folders.fit_folder_normalization(train, cfg.normalization, size, cfg.seed)
     workers = min(8, os.cpu_count() or 1) if cfg.workers is None else cfg.workers
     hflip = True if cfg.hflip is None else cfg.hflip
-    common = dict(normalization=normalization, device=device, workers=workers, seed=cfg.seed, rank=rank,
-                  world_size=world_size, strict=cfg.strict_data, channels_last=cfg.channels_last)
+    common = dict(
+        normalization=normalization,
+        device=device,
+        workers=workers,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        strict=cfg.strict_data,
+        channels_last=cfg.channels_last,
+    )
     resize = cfg.eval_resize or folders.eval_resize(size)
     evaluation = folders.eval_transform(size, resize)
     encoded = decodes_on_device(cfg.device_decode, device)
@@ -367,18 +446,31 @@ def _build_folders(cfg: DataConfig, device: torch.device, rank: int, world_size:
         dataset = folders.FolderDataset(samples, evaluation, substitute=False, encoded=encoded)
         return folders.FolderLoader(dataset, batch_size=cfg.eval_batch_size, train=False, **common)
 
-    geometry = folders.train_transform(cfg.train_transform, cfg.train_crop_size or size, hflip,
-                                       auto_augment(cfg.auto_augment))
+    geometry = folders.train_transform(
+        cfg.train_transform, cfg.train_crop_size or size, hflip, auto_augment(cfg.auto_augment)
+    )
     train_set = folders.FolderDataset(train, geometry, substitute=not cfg.strict_data, encoded=encoded)
-    train_loader = folders.FolderLoader(train_set, batch_size=cfg.batch_size, train=True,
-                                        lighting=cfg.train_transform == "paper", repeats=cfg.aug_repeats,
-                                        erasing=random_erasing(cfg.reprob, cfg.remode), **common)
+    train_loader = folders.FolderLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        train=True,
+        lighting=cfg.train_transform == "paper",
+        repeats=cfg.aug_repeats,
+        erasing=random_erasing(cfg.reprob, cfg.remode),
+        **common,
+    )
     _check_batches(train_loader, "training", cfg.batch_size)
     return DataBundle(
-        dataset=cfg.dataset, train=train_loader, val=eval_loader(val) if val else None,
+        dataset=cfg.dataset,
+        train=train_loader,
+        val=eval_loader(val) if val else None,
         test=eval_loader(test),
-        classes=list(splits.classes), in_chans=3, image_size=size, normalization=normalization,
-        eval_preprocess=_eval_preprocess(resize, size, normalization.mode))
+        classes=list(splits.classes),
+        in_chans=3,
+        image_size=size,
+        normalization=normalization,
+        eval_preprocess=_eval_preprocess(resize, size, normalization.mode),
+    )
 
 
 def build_data(cfg: DataConfig, device: torch.device | str, rank: int = 0, world_size: int = 1) -> DataBundle:

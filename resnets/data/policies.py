@@ -17,9 +17,11 @@ from torchvision.transforms import v2
 
 from ..errors import ConfigError
 
-AUTO_AUGMENT_HELP = ("rand-m<M>[-n<N>][-mstd<S>][-inc1] (RandAugment), trivialaugment (or ta_wide), "
-                     "v0 / original (AutoAugment's ImageNet policy), cifar10, svhn (AutoAugment's "
-                     "other policies)")
+AUTO_AUGMENT_HELP = (
+    "rand-m<M>[-n<N>][-mstd<S>][-inc1] (RandAugment), trivialaugment (or ta_wide), "
+    "v0 / original (AutoAugment's ImageNet policy), cifar10, svhn (AutoAugment's "
+    "other policies)"
+)
 ERASE_MODES = ("pixel", "const")
 # timm's magnitude scale: 0..10 (its _LEVEL_DENOM); 101 bins of torchvision's magnitude ranges give
 # steps of 0.1 on that scale, so that magnitude noise is not rounded to whole levels
@@ -37,8 +39,9 @@ class RandAugmentTimm:
     (``v2.RandAugment``): its Posterize and Solarize grow stronger with the magnitude, as timm's
     ``inc1`` variants do; it has Identity where timm has Invert and SolarizeAdd."""
 
-    def __init__(self, magnitude: float = 9, num_ops: int = 2, magnitude_std: float = 0.0,
-                 op_prob: float = 0.5) -> None:
+    def __init__(
+        self, magnitude: float = 9, num_ops: int = 2, magnitude_std: float = 0.0, op_prob: float = 0.5
+    ) -> None:
         self.magnitude, self.num_ops, self.magnitude_std = magnitude, num_ops, magnitude_std
         self.op_prob = op_prob
         self._op = v2.RandAugment(num_ops=1, magnitude=0, num_magnitude_bins=_BINS)
@@ -55,8 +58,10 @@ class RandAugmentTimm:
         return image
 
     def __repr__(self) -> str:
-        return (f"RandAugmentTimm(magnitude={self.magnitude}, num_ops={self.num_ops}, "
-                f"magnitude_std={self.magnitude_std}, op_prob={self.op_prob})")
+        return (
+            f"RandAugmentTimm(magnitude={self.magnitude}, num_ops={self.num_ops}, "
+            f"magnitude_std={self.magnitude_std}, op_prob={self.op_prob})"
+        )
 
 
 def _rand_augment(spec: str) -> RandAugmentTimm:
@@ -67,24 +72,33 @@ def _rand_augment(spec: str) -> RandAugmentTimm:
     for part in filter(None, match["opts"].split("-")):
         key, value = re.match(r"([a-z]+)([0-9.]+)$", part).groups()
         if key not in options:
-            raise ConfigError(f"auto_augment {spec!r}: unknown RandAugment option {key!r}; use m (magnitude "
-                              f"0-10), n (operations), mstd (magnitude noise), inc1")
+            raise ConfigError(
+                f"auto_augment {spec!r}: unknown RandAugment option {key!r}; use m (magnitude "
+                f"0-10), n (operations), mstd (magnitude noise), inc1"
+            )
         try:
             options[key] = float(value)
         except ValueError:
             raise ConfigError(f"auto_augment {spec!r}: {part!r} needs a number after {key!r}") from None
     if options["inc"] != 1:
-        raise ConfigError(f"auto_augment {spec!r}: only inc1 exists here (torchvision's Posterize and "
-                          f"Solarize always grow with the magnitude); drop -inc0")
+        raise ConfigError(
+            f"auto_augment {spec!r}: only inc1 exists here (torchvision's Posterize and "
+            f"Solarize always grow with the magnitude); drop -inc0"
+        )
     if not 0 <= options["m"] <= _LEVELS or options["n"] < 1 or options["n"] != int(options["n"]):
-        raise ConfigError(f"auto_augment {spec!r}: the magnitude m must lie in 0-10 and n be a whole "
-                          f"number >= 1")
+        raise ConfigError(
+            f"auto_augment {spec!r}: the magnitude m must lie in 0-10 and n be a whole number >= 1"
+        )
     return RandAugmentTimm(options["m"], int(options["n"]), options["mstd"])
 
 
-_POLICIES = {"v0": v2.AutoAugmentPolicy.IMAGENET, "original": v2.AutoAugmentPolicy.IMAGENET,
-             "imagenet": v2.AutoAugmentPolicy.IMAGENET, "cifar10": v2.AutoAugmentPolicy.CIFAR10,
-             "svhn": v2.AutoAugmentPolicy.SVHN}
+_POLICIES = {
+    "v0": v2.AutoAugmentPolicy.IMAGENET,
+    "original": v2.AutoAugmentPolicy.IMAGENET,
+    "imagenet": v2.AutoAugmentPolicy.IMAGENET,
+    "cifar10": v2.AutoAugmentPolicy.CIFAR10,
+    "svhn": v2.AutoAugmentPolicy.SVHN,
+}
 
 
 def auto_augment(spec: str | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -116,8 +130,9 @@ def random_erasing(prob: float, mode: str = "pixel") -> Callable[[torch.Tensor],
     return v2.RandomErasing(p=prob, value="random" if mode == "pixel" else 0)
 
 
-def per_sample(transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-               seed: int) -> torch.Tensor:
+def per_sample(
+    transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, seed: int
+) -> torch.Tensor:
     """``transform`` applied to each image of an N x C x H x W batch with its own random draws,
     all from ``seed``. v2 draws its parameters from the CPU generator (also for images on a GPU);
     it is forked, so the caller's random stream does not move."""

@@ -30,16 +30,18 @@ def class_quotas(counts: torch.Tensor, n: int) -> torch.Tensor:
     return torch.minimum(quota, counts)
 
 
-def stratified_split(labels: torch.Tensor, n_holdout: int, seed: int, what: str = "split",
-                     min_kept: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, n_holdout: int, seed: int, what: str = "split", min_kept: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept indices, held-out indices), both sorted; the held-out part has ``n_holdout`` items in
     the class proportions of ``labels``, chosen at random under ``seed``. ``min_kept``: each class
     keeps at least that many (its share of the held-out part shrinks)."""
     labels = labels.cpu()
     n = len(labels)
     if not 0 <= n_holdout < n:
-        raise ConfigError(f"a {what} of {n_holdout} images is impossible with {n} images; "
-                          f"use 0 <= {what} < {n}")
+        raise ConfigError(
+            f"a {what} of {n_holdout} images is impossible with {n} images; use 0 <= {what} < {n}"
+        )
     counts = torch.bincount(labels)
     quota = class_quotas(counts, n_holdout)
     if min_kept:
@@ -49,8 +51,8 @@ def stratified_split(labels: torch.Tensor, n_holdout: int, seed: int, what: str 
     starts = torch.cumsum(counts, 0) - counts
     held = []
     for c in torch.nonzero(quota).flatten().tolist():  # a loop over classes, not samples
-        members = order[starts[c]:starts[c] + counts[c]]
-        held.append(members[torch.randperm(len(members), generator=generator)[:quota[c]]])
+        members = order[starts[c] : starts[c] + counts[c]]
+        held.append(members[torch.randperm(len(members), generator=generator)[: quota[c]]])
     mask = torch.zeros(n, dtype=torch.bool)
     if held:
         mask[torch.cat(held)] = True
@@ -66,8 +68,9 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int, what: str = "subs
     return stratified_split(labels, n, seed, what)[1]
 
 
-def shard_indices(n: int, *, shuffle: bool, drop_last: bool, seed: int, epoch: int, rank: int = 0,
-                  world_size: int = 1) -> torch.Tensor:
+def shard_indices(
+    n: int, *, shuffle: bool, drop_last: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
     """The sample indices rank ``rank`` visits this epoch.
 
     The order comes from (seed, epoch) only, so every rank agrees on it and a run resumed at an
@@ -83,8 +86,9 @@ def shard_indices(n: int, *, shuffle: bool, drop_last: bool, seed: int, epoch: i
     return order[rank:stop:world_size]
 
 
-def repeated_shard_indices(n: int, *, repeats: int, seed: int, epoch: int, rank: int = 0,
-                           world_size: int = 1) -> torch.Tensor:
+def repeated_shard_indices(
+    n: int, *, repeats: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
     """Repeated augmentation (Hoffer et al. 2020; timm's ``--aug-repeats``, torchvision's RASampler):
     the epoch's shuffled order with each sample ``repeats`` times in a row, dealt round-robin to
     the ranks, so that the copies of a sample go to different processes (to the same one only when
@@ -93,7 +97,7 @@ def repeated_shard_indices(n: int, *, repeats: int, seed: int, epoch: int, rank:
     ``n / repeats`` distinct samples."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed_for(seed, epoch)))
     repeated = order.repeat_interleave(repeats)
-    return repeated[rank::world_size][:n // world_size]
+    return repeated[rank::world_size][: n // world_size]
 
 
 def shard_size(n: int, *, drop_last: bool, rank: int = 0, world_size: int = 1) -> int:

@@ -363,8 +363,9 @@ def read_coco(
     info = document.get("info") if isinstance(document.get("info"), dict) else {}
     channels = in_chans or info.get("channels", 3)
     if isinstance(channels, bool) or channels not in (1, 3):
-        raise DataError(f"{annotations}: \"info\": {{\"channels\": {channels!r}}} must be 1 (grayscale) or 3 "
-                        f"(colour)")
+        raise DataError(
+            f'{annotations}: "info": {{"channels": {channels!r}}} must be 1 (grayscale) or 3 (colour)'
+        )
     channels = int(channels)
 
     images: dict[int, dict] = {}

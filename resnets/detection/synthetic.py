@@ -107,8 +107,9 @@ def make_fashion_detection(
             "nothing was written: choose an empty or new folder"
         )
     sources = {  # every input read before anything is written
-        split: load_arrays("fashion-mnist", "train" if split == "train" else "test", data_dir=data_dir,
-                           verify=verify)
+        split: load_arrays(
+            "fashion-mnist", "train" if split == "train" else "test", data_dir=data_dir, verify=verify
+        )
         for split in SPLITS
     }
     write_json(pending, dataclasses.asdict(spec))

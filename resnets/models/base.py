@@ -34,8 +34,10 @@ def check_positive_int(option: str, value: object) -> int:
 
 def check_num_classes(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"num_classes must be a non-negative integer (0: no classifier, the model returns "
-                          f"its pooled features), got {value!r}")
+        raise ConfigError(
+            f"num_classes must be a non-negative integer (0: no classifier, the model returns "
+            f"its pooled features), got {value!r}"
+        )
     return value
 
 
@@ -117,9 +119,20 @@ class ResNetBase(nn.Module):
     __jit_unused_properties__ = ["default_cfg"]
 
     def __init__(
-        self, block: type[ResidualBlock], layers: Sequence[int], widths: Sequence[int], cfg: BlockConfig, *,
-        num_classes: int, in_chans: int, stem: StemConfig, zero_init_last: bool, drop_path_rate: float = 0.0,
-        dilate: Sequence[bool] = (), features_only: bool = False, out_indices: Sequence[int] | None = None,
+        self,
+        block: type[ResidualBlock],
+        layers: Sequence[int],
+        widths: Sequence[int],
+        cfg: BlockConfig,
+        *,
+        num_classes: int,
+        in_chans: int,
+        stem: StemConfig,
+        zero_init_last: bool,
+        drop_path_rate: float = 0.0,
+        dilate: Sequence[bool] = (),
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
         global_pool: str = "avg",
     ) -> None:
         super().__init__()
@@ -132,8 +145,10 @@ class ResNetBase(nn.Module):
         drop_path_rate = check_drop_path_rate(drop_path_rate, cfg.residual)
         stem.check()
         if not stem.norm_act and not block.pre_activation:
-            raise ConfigError("stem_norm=False (conv1 without BN-ReLU) is the ResNet v2 layout: it needs "
-                              "pre-activation blocks, which open with their own BN-ReLU")
+            raise ConfigError(
+                "stem_norm=False (conv1 without BN-ReLU) is the ResNet v2 layout: it needs "
+                "pre-activation blocks, which open with their own BN-ReLU"
+            )
         self.out_indices = check_out_indices(out_indices, len(layers) + 1, features_only)
         self.features_only = features_only
         num_stages = max(self.out_indices) if features_only else len(layers)  # features_only: cut after it
@@ -146,8 +161,13 @@ class ResNetBase(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem.imagenet else nn.Identity()
         chans = stem.out_chans  # entering the next stage
         # Feature map 0 is the stem's output before its max pool (stride 2), as in timm.
-        info = [{"module": self.stem_act_name if stem.norm_act else "conv1", "num_chs": chans,
-                 "reduction": 2 if stem.imagenet else 1}]
+        info = [
+            {
+                "module": self.stem_act_name if stem.norm_act else "conv1",
+                "num_chs": chans,
+                "reduction": 2 if stem.imagenet else 1,
+            }
+        ]
         reduction = 4 if stem.imagenet else 1  # after the max pool
         self.stage_names: list[str] = []
         rates = drop_path_rates(drop_path_rate, sum(layers))
@@ -159,8 +179,16 @@ class ResNetBase(nn.Module):
                 dilation, stride = dilation * stride, 1
             reduction *= stride
             stage = make_stage(
-                block, chans, width, num_blocks, stride, cfg, first_of_net=i == 0 and stem.norm_act,
-                dilation=dilation, previous_dilation=previous_dilation, drop_path=rates[:num_blocks],
+                block,
+                chans,
+                width,
+                num_blocks,
+                stride,
+                cfg,
+                first_of_net=i == 0 and stem.norm_act,
+                dilation=dilation,
+                previous_dilation=previous_dilation,
+                drop_path=rates[:num_blocks],
             )
             rates = rates[num_blocks:]
             chans = width * block.expansion
@@ -186,16 +214,19 @@ class ResNetBase(nn.Module):
             self._make_head(num_classes, global_pool)
         self.default_input_size = (in_chans, 224, 224) if stem.imagenet else (in_chans, 32, 32)
         first_conv = "conv1.0" if stem.stem_type else "conv1"
-        self.pretrained_cfg = pretrained_cfg(imagenet=stem.imagenet, in_chans=in_chans,
-                                             num_classes=self.num_classes, first_conv=first_conv)
+        self.pretrained_cfg = pretrained_cfg(
+            imagenet=stem.imagenet, in_chans=in_chans, num_classes=self.num_classes, first_conv=first_conv
+        )
         self.resnets_spec: dict | None = None  # set by the registry: {"name", "kwargs"}
         self._init_weights(zero_init_last)
         self.register_load_state_dict_pre_hook(_rename_timm_v2_keys)
 
     def _make_head(self, num_classes: int, global_pool: str) -> None:
         if not global_pool and num_classes:
-            raise ConfigError("global_pool='' (no pooling) leaves a feature map that a Linear classifier "
-                              "cannot take: use it with num_classes=0")
+            raise ConfigError(
+                "global_pool='' (no pooling) leaves a feature map that a Linear classifier "
+                "cannot take: use it with num_classes=0"
+            )
         ref = next(iter(self.parameters()), None)
         factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
         setattr(self, self.pool_name, nn.AdaptiveAvgPool2d(1) if global_pool else None)
@@ -227,9 +258,11 @@ class ResNetBase(nn.Module):
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in self.foreign_names:
-            raise AttributeError(f"{type(self).__name__} calls this module {self.foreign_names[name]!r} (as "
-                                 f"{'torchvision' if self.pool_name == 'avgpool' else 'timm'} does): "
-                                 f"assign model.{self.foreign_names[name]} instead of model.{name}")
+            raise AttributeError(
+                f"{type(self).__name__} calls this module {self.foreign_names[name]!r} (as "
+                f"{'torchvision' if self.pool_name == 'avgpool' else 'timm'} does): "
+                f"assign model.{self.foreign_names[name]} instead of model.{name}"
+            )
         super().__setattr__(name, value)
         if getattr(self, "resnets_spec", None) is not None:  # surgery after construction: keep the spec true
             self._follow_surgery(name, value)
@@ -338,8 +371,13 @@ class ResNetBase(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
-        self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
-        stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """timm's: the feature maps ``indices`` selects (0: the stem before its max pool, k: stage k; an int
         n: the last n; None: all), and unless ``intermediates_only`` the last map computed as well
@@ -414,6 +452,6 @@ def _rename_timm_v2_keys(module: nn.Module, state_dict: dict, prefix: str, *_arg
     keys = [k for k in state_dict if k.startswith(prefix)]
     if not is_timm_v2_state_dict(keys, prefix):
         return
-    ours = {k[len(prefix):]: state_dict.pop(k) for k in keys}
+    ours = {k[len(prefix) :]: state_dict.pop(k) for k in keys}
     renamed = timm_v2_state_dict(ours, set(module.state_dict()))
     state_dict.update({prefix + k: v for k, v in renamed.items()})

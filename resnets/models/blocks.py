@@ -79,14 +79,22 @@ class ResidualBlock(nn.Module):
         """Create ``downsample`` and ``merge``; called last so state_dict order is torchvision's."""
         option = "C" if cfg.shortcut_kind == "conv1x1" else cfg.shortcut
         if cfg.residual:
-            self.downsample = make_shortcut(option, in_chans, out_chans, stride, avg_down=cfg.avg_down,
-                                            norm=cfg.norm if self.shortcut_bn else None)
+            self.downsample = make_shortcut(
+                option,
+                in_chans,
+                out_chans,
+                stride,
+                avg_down=cfg.avg_down,
+                norm=cfg.norm if self.shortcut_bn else None,
+            )
         else:  # plain block: no shortcut; forward_shortcut still gives the parameter-free mapping
             same_shape = in_chans == out_chans and stride == 1
             self.downsample = None if same_shape else ShortcutA(in_chans, out_chans, stride)
         plain_add = cfg.shortcut_kind in ("identity", "conv1x1") or not cfg.residual
-        self.merge = None if plain_add else ShortcutMerge(
-            cfg.shortcut_kind, in_chans, out_chans, stride, gate_bias=cfg.gate_bias
+        self.merge = (
+            None
+            if plain_add
+            else ShortcutMerge(cfg.shortcut_kind, in_chans, out_chans, stride, gate_bias=cfg.gate_bias)
         )
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +113,10 @@ class ResidualBlock(nn.Module):
         return self.downsample(self.preact(x) if pre is None else pre)
 
     def join(
-        self, x: torch.Tensor, out: torch.Tensor, pre: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        out: torch.Tensor,
+        pre: torch.Tensor | None = None,
         outer: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The branch ``out`` added to the shortcut of ``x`` (after the branch's drop-path, through the merge
@@ -130,8 +141,15 @@ class BasicBlock(ResidualBlock):
     """Two 3x3 convs ("Deep Residual Learning" Fig. 5 left): relu(bn2(conv2(relu(bn1(conv1(x))))) + x)."""
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first_dilation: int = 1,
-        dilation: int = 1, drop_path: float = 0.0,
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int,
+        cfg: BlockConfig,
+        *,
+        first_dilation: int = 1,
+        dilation: int = 1,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__(cfg, drop_path)
         self.conv1 = conv3x3(in_chans, planes, stride, dilation=first_dilation)
@@ -169,8 +187,15 @@ class Bottleneck(ResidualBlock):
     expansion = 4
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first_dilation: int = 1,
-        dilation: int = 1, drop_path: float = 0.0,
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int,
+        cfg: BlockConfig,
+        *,
+        first_dilation: int = 1,
+        dilation: int = 1,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__(cfg, drop_path)
         out_chans = planes * self.expansion
@@ -230,8 +255,16 @@ class PreActBasicBlock(PreActBlock):
     """conv2(drop(relu(bn2(conv1(relu(bn1(x))))))) + x."""
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False,
-        first_dilation: int = 1, dilation: int = 1, drop_path: float = 0.0,
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int,
+        cfg: BlockConfig,
+        *,
+        first: bool = False,
+        first_dilation: int = 1,
+        dilation: int = 1,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__(in_chans, cfg, first, drop_path)
         self.conv1 = conv3x3(in_chans, planes, stride, dilation=first_dilation)
@@ -260,8 +293,16 @@ class PreActBottleneck(PreActBlock):
     expansion = 4
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False,
-        first_dilation: int = 1, dilation: int = 1, drop_path: float = 0.0,
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int,
+        cfg: BlockConfig,
+        *,
+        first: bool = False,
+        first_dilation: int = 1,
+        dilation: int = 1,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__(in_chans, cfg, first, drop_path)
         out_chans = planes * self.expansion
@@ -332,11 +373,26 @@ class ReLUOnlyPreActBlock(BasicBlock):
     pre_activation = True
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: BlockConfig, *, first: bool = False,
-        first_dilation: int = 1, dilation: int = 1, drop_path: float = 0.0,
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int,
+        cfg: BlockConfig,
+        *,
+        first: bool = False,
+        first_dilation: int = 1,
+        dilation: int = 1,
+        drop_path: float = 0.0,
     ) -> None:
-        super().__init__(in_chans, planes, stride, cfg, first_dilation=first_dilation, dilation=dilation,
-                         drop_path=drop_path)
+        super().__init__(
+            in_chans,
+            planes,
+            stride,
+            cfg,
+            first_dilation=first_dilation,
+            dilation=dilation,
+            drop_path=drop_path,
+        )
         self.first = first  # the first block's input is already ReLU'd by the stem
 
     def preact(self, x: torch.Tensor) -> torch.Tensor:
@@ -363,8 +419,16 @@ BLOCK_PLACEMENTS: dict[str, dict[str, type[ResidualBlock]]] = {
 
 
 def make_stage(
-    block: type[ResidualBlock], in_chans: int, planes: int, num_blocks: int, stride: int, cfg: BlockConfig,
-    *, first_of_net: bool = False, dilation: int = 1, previous_dilation: int = 1,
+    block: type[ResidualBlock],
+    in_chans: int,
+    planes: int,
+    num_blocks: int,
+    stride: int,
+    cfg: BlockConfig,
+    *,
+    first_of_net: bool = False,
+    dilation: int = 1,
+    previous_dilation: int = 1,
     drop_path: Sequence[float] | None = None,
 ) -> nn.Sequential:
     """``num_blocks`` blocks; the first one carries the stride and any change of width.
@@ -378,9 +442,17 @@ def make_stage(
         # Only pre-activation blocks take ``first``: the net's first one reads the stem's BN-ReLU output
         # and has no activation of its own (Identity Mappings Sec. 4.1).
         first = {"first": first_of_net and i == 0} if block.pre_activation else {}
-        blocks.append(block(
-            in_chans, planes, stride if i == 0 else 1, cfg, dilation=dilation, drop_path=drop_path[i],
-            first_dilation=previous_dilation if i == 0 else dilation, **first,
-        ))
+        blocks.append(
+            block(
+                in_chans,
+                planes,
+                stride if i == 0 else 1,
+                cfg,
+                dilation=dilation,
+                drop_path=drop_path[i],
+                first_dilation=previous_dilation if i == 0 else dilation,
+                **first,
+            )
+        )
         in_chans = planes * block.expansion
     return nn.Sequential(*blocks)

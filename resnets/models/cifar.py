@@ -48,27 +48,44 @@ class CifarResNet(ResNetBase):
     family = "CIFAR"
 
     def __init__(
-        self, layers: Sequence[int], *, num_classes: int = 10, in_chans: int = 3, block_type: str = "basic",
-        widths: Sequence[int] = (16, 32, 64), shortcut: str = "A", unit: str = "original",
-        shortcut_kind: str = "identity", gate_bias: float = -6.0, drop_rate: float = 0.0,
-        zero_init_last: bool = False, residual: bool = True, drop_path_rate: float = 0.0,
-        features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        layers: Sequence[int],
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        block_type: str = "basic",
+        widths: Sequence[int] = (16, 32, 64),
+        shortcut: str = "A",
+        unit: str = "original",
+        shortcut_kind: str = "identity",
+        gate_bias: float = -6.0,
+        drop_rate: float = 0.0,
+        zero_init_last: bool = False,
+        residual: bool = True,
+        drop_path_rate: float = 0.0,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
         share_weights: bool = False,
     ) -> None:
         check_choice("block_type", block_type, ("basic", "bottleneck"))
         check_choice("share_weights", share_weights, (False, True))
         if share_weights and min(layers) < 3:
-            raise ConfigError("share_weights=True gives the units after each stage's first one set of "
-                              "weights, so it needs at least 3 units per stage (6n+2 depth 20, 9n+2 depth "
-                              f"29) for two to share it; this net has {min(layers)}")
+            raise ConfigError(
+                "share_weights=True gives the units after each stage's first one set of "
+                "weights, so it needs at least 3 units per stage (6n+2 depth 20, 9n+2 depth "
+                f"29) for two to share it; this net has {min(layers)}"
+            )
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
         check_choice("unit", unit, tuple(BLOCK_PLACEMENTS))
         check_choice("shortcut_kind", shortcut_kind, SHORTCUT_KINDS)
         check_choice("zero_init_last", zero_init_last, (False, True))
         block = BLOCK_PLACEMENTS[unit].get(block_type)
         if block is None:  # Identity Mappings Table 2 studies the other placements on basic blocks only
-            raise ConfigError(f"unit={unit!r} exists for basic blocks only; bottleneck blocks are "
-                              "'original' or 'full_preact'")
+            raise ConfigError(
+                f"unit={unit!r} exists for basic blocks only; bottleneck blocks are "
+                "'original' or 'full_preact'"
+            )
         if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) or not 0 <= drop_rate < 1:
             raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
         if drop_rate and block is not PreActBasicBlock:
@@ -76,16 +93,31 @@ class CifarResNet(ResNetBase):
         if isinstance(gate_bias, bool) or not isinstance(gate_bias, int | float):
             raise ConfigError(f"gate_bias must be a number, got {gate_bias!r}")
         if gate_bias != -6.0 and not shortcut_kind.endswith("gating"):
-            raise ConfigError("gate_bias sets the initial bias of a gated shortcut: use it with "
-                              "shortcut_kind='exclusive_gating' or 'shortcut_only_gating'")
+            raise ConfigError(
+                "gate_bias sets the initial bias of a gated shortcut: use it with "
+                "shortcut_kind='exclusive_gating' or 'shortcut_only_gating'"
+            )
         # Bottlenecks stride on their first 1x1 conv, as the Identity Mappings authors' code does.
-        cfg = BlockConfig(shortcut=shortcut, residual=residual, shortcut_kind=shortcut_kind,
-                          gate_bias=float(gate_bias), drop_rate=float(drop_rate),
-                          stride_in_1x1=block_type == "bottleneck")
+        cfg = BlockConfig(
+            shortcut=shortcut,
+            residual=residual,
+            shortcut_kind=shortcut_kind,
+            gate_bias=float(gate_bias),
+            drop_rate=float(drop_rate),
+            stride_in_1x1=block_type == "bottleneck",
+        )
         super().__init__(
-            block, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans,
-            stem=StemConfig(imagenet=False, width=16), zero_init_last=zero_init_last,
-            drop_path_rate=drop_path_rate, features_only=features_only, out_indices=out_indices,
+            block,
+            layers,
+            widths,
+            cfg,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            stem=StemConfig(imagenet=False, width=16),
+            zero_init_last=zero_init_last,
+            drop_path_rate=drop_path_rate,
+            features_only=features_only,
+            out_indices=out_indices,
             global_pool=global_pool,
         )
         self.share_weights = share_weights
@@ -108,8 +140,11 @@ def share_stage_weights(model: ResNetBase) -> dict[str, str]:
     for stage_name in model.stage_names:
         stage = getattr(model, stage_name)
         owner = stage[1]
-        weighted = [(path, module) for path, module in owner.named_modules()
-                    if path and not is_norm(module) and any(True for _ in module.parameters(recurse=False))]
+        weighted = [
+            (path, module)
+            for path, module in owner.named_modules()
+            if path and not is_norm(module) and any(True for _ in module.parameters(recurse=False))
+        ]
         for index in range(2, len(stage)):
             for path, module in weighted:
                 parent_path, _, child = path.rpartition(".")
@@ -140,8 +175,10 @@ def blocks_per_stage(depth: object, block_type: str = "basic") -> int:
     valid = isinstance(depth, int) and not isinstance(depth, bool) and depth >= per_stage + 2
     if not valid or (depth - 2) % per_stage:
         examples = "20, 32, 44, 56, 110, 1202" if block_type == "basic" else "164, 1001"
-        raise ConfigError(f"invalid depth {depth!r} for a CIFAR ResNet of {block_type} blocks: the depth "
-                          f"must be {per_stage}n+2 with n >= 1 (e.g. {examples})")
+        raise ConfigError(
+            f"invalid depth {depth!r} for a CIFAR ResNet of {block_type} blocks: the depth "
+            f"must be {per_stage}n+2 with n >= 1 (e.g. {examples})"
+        )
     return (depth - 2) // per_stage
 
 
@@ -153,13 +190,17 @@ def wrn_blocks_per_stage(depth: object) -> int:
 
 
 def _cifar(
-    kwargs: dict[str, Any], n: int, builder_options: tuple[str, ...], refused: dict[str, str] | None = None,
+    kwargs: dict[str, Any],
+    n: int,
+    builder_options: tuple[str, ...],
+    refused: dict[str, str] | None = None,
     **fixed: Any,
 ) -> CifarResNet:
     # The architecture is the builder's: block type, widths and (for plain nets) no shortcuts.
     fixed = {"block_type": "basic", "widths": (16, 32, 64), "residual": True, **fixed}
-    return build_model(CifarResNet, kwargs, builder_options=builder_options, refused=refused,
-                       layers=(n, n, n), **fixed)
+    return build_model(
+        CifarResNet, kwargs, builder_options=builder_options, refused=refused, layers=(n, n, n), **fixed
+    )
 
 
 def _resnet(
@@ -170,17 +211,30 @@ def _resnet(
     # pre-activation bottleneck nets do, so that the two differ only in the unit.
     if block_type == "bottleneck":
         kwargs = {"shortcut": "B", **kwargs}
-    return _cifar(kwargs, blocks_per_stage(depth, block_type), builder_options, block_type=block_type,
-                  drop_rate=0.0)
+    return _cifar(
+        kwargs, blocks_per_stage(depth, block_type), builder_options, block_type=block_type, drop_rate=0.0
+    )
 
 
 def _plain(kwargs: dict[str, Any], depth: int, builder_options: tuple[str, ...] = ()) -> CifarResNet:
     # Without shortcuts, nothing about them (nor zero_init_last, which would zero the output) is an option.
-    fixed = {"shortcut": "A", "unit": "original", "shortcut_kind": "identity", "gate_bias": -6.0,
-             "zero_init_last": False}
+    fixed = {
+        "shortcut": "A",
+        "unit": "original",
+        "shortcut_kind": "identity",
+        "gate_bias": -6.0,
+        "zero_init_last": False,
+    }
     refused = {"drop_path_rate": "stochastic depth drops residual branches; plain nets have none"}
-    return _cifar(kwargs, blocks_per_stage(depth), builder_options, refused=refused, residual=False,
-                  drop_rate=0.0, **fixed)
+    return _cifar(
+        kwargs,
+        blocks_per_stage(depth),
+        builder_options,
+        refused=refused,
+        residual=False,
+        drop_rate=0.0,
+        **fixed,
+    )
 
 
 def _preact(
@@ -198,8 +252,15 @@ def _wrn(kwargs: dict[str, Any], depth: int, k: object, builder_options: tuple[s
         raise ConfigError(f"widen_factor must be a positive integer, got {k!r}")
     # WRN blocks are full pre-activation basic blocks with 1x1 projections where the shape changes.
     kwargs = {"shortcut": "B", **kwargs}
-    return _cifar(kwargs, wrn_blocks_per_stage(depth), builder_options, widths=(16 * k, 32 * k, 64 * k),
-                  unit="full_preact", shortcut_kind="identity", gate_bias=-6.0)
+    return _cifar(
+        kwargs,
+        wrn_blocks_per_stage(depth),
+        builder_options,
+        widths=(16 * k, 32 * k, 64 * k),
+        unit="full_preact",
+        shortcut_kind="identity",
+        gate_bias=-6.0,
+    )
 
 
 # --- "Deep Residual Learning" Table 6 ----------------------------------------------------------------

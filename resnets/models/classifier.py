@@ -84,8 +84,13 @@ class Classifier(nn.Module):
     global_pools: tuple[str, ...] = ("avg", "")
 
     def __init__(
-        self, *, num_classes: int, in_chans: int, features_only: bool = False,
-        out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        *,
+        num_classes: int,
+        in_chans: int,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -93,8 +98,10 @@ class Classifier(nn.Module):
         check_choice("features_only", features_only, (False, True))
         check_choice("global_pool", global_pool, self.global_pools)
         if not global_pool and num_classes and not features_only:
-            raise ConfigError("global_pool='' (no pooling) leaves a feature map that a Linear classifier "
-                              "cannot take: use it with num_classes=0")
+            raise ConfigError(
+                "global_pool='' (no pooling) leaves a feature map that a Linear classifier "
+                "cannot take: use it with num_classes=0"
+            )
         self.features_only = features_only
         self._requested_out_indices = out_indices
         self._global_pool_name = global_pool
@@ -105,9 +112,17 @@ class Classifier(nn.Module):
     # --- layout -----------------------------------------------------------------------------------
 
     def set_layout(
-        self, *, stem: Sequence[nn.Module], stages: Sequence[tuple[str, Sequence[nn.Module]]],
-        feature_info: Sequence[dict], num_features: int, classifier: str, first_conv: str,
-        input_size: int, imagenet: bool, head: Sequence[str] = (),
+        self,
+        *,
+        stem: Sequence[nn.Module],
+        stages: Sequence[tuple[str, Sequence[nn.Module]]],
+        feature_info: Sequence[dict],
+        num_features: int,
+        classifier: str,
+        first_conv: str,
+        input_size: int,
+        imagenet: bool,
+        head: Sequence[str] = (),
     ) -> None:
         """Describe the network: ``stem`` and each named stage (registered modules, in forward order),
         ``feature_info`` (one dict per map: the stem's, then each stage's), the width of the last map,
@@ -126,14 +141,16 @@ class Classifier(nn.Module):
             if name not in self._modules:
                 setattr(self, name, ModuleChain(modules))
             self.stage_names.append(name)
-        self.out_indices = check_out_indices(self._requested_out_indices, len(feature_info),
-                                             self.features_only)
+        self.out_indices = check_out_indices(
+            self._requested_out_indices, len(feature_info), self.features_only
+        )
         self.feature_info = FeatureInfo([dict(d) for d in feature_info], self.out_indices)
         self.num_features = num_features
         self.classifier_name = classifier
         self.default_input_size = (self.in_chans, input_size, input_size)
-        self.pretrained_cfg = pretrained_cfg(imagenet=imagenet, in_chans=self.in_chans,
-                                             num_classes=self.num_classes, first_conv=first_conv)
+        self.pretrained_cfg = pretrained_cfg(
+            imagenet=imagenet, in_chans=self.in_chans, num_classes=self.num_classes, first_conv=first_conv
+        )
         self.pretrained_cfg.update(classifier=classifier, input_size=self.default_input_size)
         if input_size != (224 if imagenet else 32):
             self.pretrained_cfg["pool_size"] = None
@@ -263,8 +280,10 @@ class Classifier(nn.Module):
             global_pool = "avg" if self.global_pool is not None else ""
         check_choice("global_pool", global_pool, self.global_pools)
         if not global_pool and num_classes:
-            raise ConfigError("global_pool='' (no pooling) leaves a feature map that a Linear classifier "
-                              "cannot take: use it with num_classes=0")
+            raise ConfigError(
+                "global_pool='' (no pooling) leaves a feature map that a Linear classifier "
+                "cannot take: use it with num_classes=0"
+            )
         classifier = self.make_classifier(num_classes).train(self.training)
         self._set_module(self.classifier_name, classifier)
         self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool else None

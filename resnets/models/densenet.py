@@ -60,12 +60,14 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.ModuleDict):
     """``num_layers`` dense layers (``denselayer1`` ...); outputs the input and every layer's maps."""
 
-    def __init__(self, num_layers: int, in_chans: int, growth_rate: int, bn_size: int | None,
-                 drop_rate: float) -> None:
+    def __init__(
+        self, num_layers: int, in_chans: int, growth_rate: int, bn_size: int | None, drop_rate: float
+    ) -> None:
         super().__init__()
         for i in range(num_layers):
-            self.add_module(f"denselayer{i + 1}",
-                            DenseLayer(in_chans + i * growth_rate, growth_rate, bn_size, drop_rate))
+            self.add_module(
+                f"denselayer{i + 1}", DenseLayer(in_chans + i * growth_rate, growth_rate, bn_size, drop_rate)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
@@ -78,9 +80,14 @@ class Transition(nn.Sequential):
     """BN-ReLU-Conv1x1 to ``out_chans`` maps, 2x2 average pool (Sec. 3, "transition layers")."""
 
     def __init__(self, in_chans: int, out_chans: int) -> None:
-        super().__init__(OrderedDict(norm=nn.BatchNorm2d(in_chans), relu=nn.ReLU(inplace=True),
-                                     conv=nn.Conv2d(in_chans, out_chans, 1, bias=False),
-                                     pool=nn.AvgPool2d(2, 2)))
+        super().__init__(
+            OrderedDict(
+                norm=nn.BatchNorm2d(in_chans),
+                relu=nn.ReLU(inplace=True),
+                conv=nn.Conv2d(in_chans, out_chans, 1, bias=False),
+                pool=nn.AvgPool2d(2, 2),
+            )
+        )
 
 
 @register_family
@@ -96,19 +103,36 @@ class DenseNet(Classifier):
     family = "DenseNet"
 
     def __init__(
-        self, *, growth_rate: int, block_config: Sequence[int], num_init_features: int, bn_size: int | None,
-        compression: float, stem: str, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-        features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        *,
+        growth_rate: int,
+        block_config: Sequence[int],
+        num_init_features: int,
+        bn_size: int | None,
+        compression: float,
+        stem: str,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
         check_choice("stem", stem, ("imagenet", "cifar"))
         drop_rate = check_rate("drop_rate", drop_rate)
         imagenet = stem == "imagenet"
         if imagenet:
             layers = OrderedDict(
                 conv0=nn.Conv2d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False),
-                norm0=nn.BatchNorm2d(num_init_features), relu0=nn.ReLU(inplace=True),
+                norm0=nn.BatchNorm2d(num_init_features),
+                relu0=nn.ReLU(inplace=True),
                 pool0=nn.MaxPool2d(3, stride=2, padding=1),
             )
         else:
@@ -129,8 +153,16 @@ class DenseNet(Classifier):
 
         f = self.features
         stem_modules = [f.conv0, f.norm0, f.relu0] if imagenet else [f.conv0]
-        stages, info = [], [{"module": "features.relu0" if imagenet else "features.conv0",
-                             "num_chs": num_init_features, "reduction": 2 if imagenet else 1}]
+        stages, info = (
+            [],
+            [
+                {
+                    "module": "features.relu0" if imagenet else "features.conv0",
+                    "num_chs": num_init_features,
+                    "reduction": 2 if imagenet else 1,
+                }
+            ],
+        )
         reduction = 4 if imagenet else 1
         for i in range(len(block_config)):
             entry = [f.pool0] if imagenet and i == 0 else []
@@ -141,11 +173,23 @@ class DenseNet(Classifier):
             last = i == len(block_config) - 1
             stages.append((f"layer{i + 1}", [*entry, block, *([getattr(f, last_norm)] if last else [])]))
             width = chans if last else getattr(f, f"transition{i + 1}").norm.num_features
-            info.append({"module": f"features.{last_norm}" if last else f"features.denseblock{i + 1}",
-                         "num_chs": width, "reduction": reduction})
-        self.set_layout(stem=stem_modules, stages=stages, feature_info=info, num_features=chans,
-                        classifier="classifier", first_conv="features.conv0",
-                        input_size=224 if imagenet else 32, imagenet=imagenet)
+            info.append(
+                {
+                    "module": f"features.{last_norm}" if last else f"features.denseblock{i + 1}",
+                    "num_chs": width,
+                    "reduction": reduction,
+                }
+            )
+        self.set_layout(
+            stem=stem_modules,
+            stages=stages,
+            feature_info=info,
+            num_features=chans,
+            classifier="classifier",
+            first_conv="features.conv0",
+            input_size=224 if imagenet else 32,
+            imagenet=imagenet,
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -168,8 +212,14 @@ class DenseNet(Classifier):
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's (its layer-wise lr decay reads it): the stem, one group per dense layer, each transition
         joining the group before it ((99999,) is timm's MATCH_PREV_GROUP)."""
-        blocks: str | list = r"^features\.(?:denseblock|transition)(\d+)" if coarse else [
-            (r"^features\.denseblock(\d+)\.denselayer(\d+)", None), (r"^features\.transition(\d+)", (99999,))]
+        blocks: str | list = (
+            r"^features\.(?:denseblock|transition)(\d+)"
+            if coarse
+            else [
+                (r"^features\.denseblock(\d+)\.denselayer(\d+)", None),
+                (r"^features\.transition(\d+)", (99999,)),
+            ]
+        )
         return {"stem": r"^features\.conv[012]|features\.norm[012]|features\.pool[012]", "blocks": blocks}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -186,8 +236,16 @@ class DenseNet(Classifier):
 
 def _imagenet(kwargs: dict[str, Any], growth_rate: int, block_config: tuple[int, ...], init: int) -> DenseNet:
     # Table 1: DenseNet-BC with k = 32 (161: k = 48), 4k-map bottlenecks and theta = 0.5.
-    return build_model(DenseNet, kwargs, growth_rate=growth_rate, block_config=block_config,
-                       num_init_features=init, bn_size=4, compression=0.5, stem="imagenet")
+    return build_model(
+        DenseNet,
+        kwargs,
+        growth_rate=growth_rate,
+        block_config=block_config,
+        num_init_features=init,
+        bn_size=4,
+        compression=0.5,
+        stem="imagenet",
+    )
 
 
 def cifar_layers_per_block(depth: object, bottleneck: bool) -> int:
@@ -196,18 +254,29 @@ def cifar_layers_per_block(depth: object, bottleneck: bool) -> int:
     per = 6 if bottleneck else 3
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < per + 4 or (depth - 4) % per:
         kind = "DenseNet-BC" if bottleneck else "DenseNet"
-        raise ConfigError(f"invalid depth {depth!r} for a CIFAR {kind}: it must be {per}n+4 "
-                          f"(e.g. {'100, 190, 250' if bottleneck else '40, 100'})")
+        raise ConfigError(
+            f"invalid depth {depth!r} for a CIFAR {kind}: it must be {per}n+4 "
+            f"(e.g. {'100, 190, 250' if bottleneck else '40, 100'})"
+        )
     return (depth - 4) // per
 
 
-def _cifar(kwargs: dict[str, Any], depth: int, growth_rate: int, bc: bool,
-           builder_options: tuple[str, ...] = ()) -> DenseNet:
+def _cifar(
+    kwargs: dict[str, Any], depth: int, growth_rate: int, bc: bool, builder_options: tuple[str, ...] = ()
+) -> DenseNet:
     n = cifar_layers_per_block(depth, bc)
     kwargs = {"num_classes": 10, **kwargs}
-    return build_model(DenseNet, kwargs, builder_options=builder_options, growth_rate=growth_rate,
-                       block_config=(n, n, n), num_init_features=2 * growth_rate if bc else 16,
-                       bn_size=4 if bc else None, compression=0.5 if bc else 1.0, stem="cifar")
+    return build_model(
+        DenseNet,
+        kwargs,
+        builder_options=builder_options,
+        growth_rate=growth_rate,
+        block_config=(n, n, n),
+        num_init_features=2 * growth_rate if bc else 16,
+        bn_size=4 if bc else None,
+        compression=0.5 if bc else 1.0,
+        stem="cifar",
+    )
 
 
 # --- ImageNet (Table 1), torchvision's configurations ------------------------------------------------------

@@ -58,12 +58,17 @@ def check_out_indices(out_indices: object, num_maps: int, features_only: bool) -
         raise ConfigError("out_indices selects the feature maps of features_only=True; set both")
     single = isinstance(out_indices, int) and not isinstance(out_indices, bool)
     items = [out_indices] if single else out_indices
-    if not isinstance(items, Sequence) or isinstance(items, str) or not items or any(
-        isinstance(i, bool) or not isinstance(i, int) or not -num_maps <= i < num_maps for i in items
+    if (
+        not isinstance(items, Sequence)
+        or isinstance(items, str)
+        or not items
+        or any(isinstance(i, bool) or not isinstance(i, int) or not -num_maps <= i < num_maps for i in items)
     ):
-        raise ConfigError(f"out_indices must be a list of feature-map indices in [0, {num_maps - 1}] (0: the "
-                          f"stem, 1..{num_maps - 1}: the stages; negative ones count from the end), "
-                          f"got {out_indices!r}")
+        raise ConfigError(
+            f"out_indices must be a list of feature-map indices in [0, {num_maps - 1}] (0: the "
+            f"stem, 1..{num_maps - 1}: the stages; negative ones count from the end), "
+            f"got {out_indices!r}"
+        )
     indices = sorted({i % num_maps for i in items})
     if len(indices) != len(items):
         raise ConfigError(f"out_indices lists a feature map twice: {out_indices!r}")

@@ -65,9 +65,12 @@ class ConvUnit(nn.Sequential):
     """conv3x3 - dropout - BN - ReLU (the authors' Caffe unit)."""
 
     def __init__(self, in_chans: int, out_chans: int, drop_rate: float) -> None:
-        super().__init__(nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False),
-                         nn.Dropout(drop_rate) if drop_rate else nn.Identity(), nn.BatchNorm2d(out_chans),
-                         nn.ReLU())
+        super().__init__(
+            nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False),
+            nn.Dropout(drop_rate) if drop_rate else nn.Identity(),
+            nn.BatchNorm2d(out_chans),
+            nn.ReLU(),
+        )
 
 
 class FractalBlock(nn.Module):
@@ -80,8 +83,12 @@ class FractalBlock(nn.Module):
         self.num_columns, self.depth, self.local_rate = columns, 2 ** (columns - 1), local_rate
         for c in range(columns):
             units = 2**c
-            self.add_module(f"column{c}", nn.ModuleList(
-                [ConvUnit(in_chans if i == 0 else out_chans, out_chans, drop_rate) for i in range(units)]))
+            self.add_module(
+                f"column{c}",
+                nn.ModuleList(
+                    [ConvUnit(in_chans if i == 0 else out_chans, out_chans, drop_rate) for i in range(units)]
+                ),
+            )
 
     def column(self, c: int) -> nn.ModuleList:
         return getattr(self, f"column{c}")
@@ -96,8 +103,11 @@ class FractalBlock(nn.Module):
             for c in active:
                 results.append(self.column(c)[done[c]](outs[c]))
                 done[c] += 1
-            joined = results[0] if len(active) == 1 else fractal_join(
-                results, active, global_column, self.local_rate, self.training)
+            joined = (
+                results[0]
+                if len(active) == 1
+                else fractal_join(results, active, global_column, self.local_rate, self.training)
+            )
             for c in active:
                 outs[c] = joined
         return outs[0]
@@ -111,13 +121,27 @@ class FractalNet(Classifier):
     family = "FractalNet"
 
     def __init__(
-        self, *, columns: int, widths: Sequence[int], num_classes: int = 10, in_chans: int = 3,
-        local_drop_rate: float = 0.0, global_drop_rate: float = 0.0, drop_rate: float = 0.0,
-        eval_column: str = "all", features_only: bool = False, out_indices: Sequence[int] | None = None,
+        self,
+        *,
+        columns: int,
+        widths: Sequence[int],
+        num_classes: int = 10,
+        in_chans: int = 3,
+        local_drop_rate: float = 0.0,
+        global_drop_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        eval_column: str = "all",
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
         global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
         if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
             raise ConfigError(f"columns must be a positive integer, got {columns!r}")
         check_choice("eval_column", eval_column, EVAL_COLUMNS)
@@ -138,10 +162,19 @@ class FractalNet(Classifier):
             chans = width
             info.append({"module": f"pool{b + 1}", "num_chs": width, "reduction": 2 ** (b + 1)})
         self.fc = nn.Linear(chans, num_classes) if num_classes else nn.Identity()
-        stages = [(f"layer{b + 1}", [self.block(b), getattr(self, f"pool{b + 1}")])
-                  for b in range(len(widths))]
-        self.set_layout(stem=[self.stem], stages=stages, feature_info=info, num_features=chans,
-                        classifier="fc", first_conv="block1.column0.0.0", input_size=32, imagenet=False)
+        stages = [
+            (f"layer{b + 1}", [self.block(b), getattr(self, f"pool{b + 1}")]) for b in range(len(widths))
+        ]
+        self.set_layout(
+            stem=[self.stem],
+            stages=stages,
+            feature_info=info,
+            num_features=chans,
+            classifier="fc",
+            first_conv="block1.column0.0.0",
+            input_size=32,
+            imagenet=False,
+        )
         self._init_weights()
 
     def block(self, b: int) -> FractalBlock:
@@ -158,8 +191,9 @@ class FractalNet(Classifier):
                     nn.init.zeros_(m.bias)
 
     def _stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        column = sample_global_column(self.columns, self.global_drop_rate, self.training,
-                                      self.eval_column == "deepest")
+        column = sample_global_column(
+            self.columns, self.global_drop_rate, self.training, self.eval_column == "deepest"
+        )
         outputs = []
         for b in range(len(self.stage_names)):
             x = getattr(self, f"pool{b + 1}")(self.block(b)(x, column))
@@ -200,5 +234,6 @@ def fractalnet_cifar(*, columns: int = 3, blocks: int = 5, width: int = 64, **kw
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ConfigError(f"width must be a positive integer, got {width!r}")
     widths = tuple(width * min(2**b, 8) for b in range(blocks))
-    return build_model(FractalNet, kwargs, builder_options=("columns", "blocks", "width"), columns=columns,
-                       widths=widths)
+    return build_model(
+        FractalNet, kwargs, builder_options=("columns", "blocks", "width"), columns=columns, widths=widths
+    )

@@ -60,12 +60,26 @@ class HighwayNet(Classifier):
     family = "Highway"
 
     def __init__(
-        self, layers: Sequence[int], widths: Sequence[int], head_chans: int, *, num_classes: int = 10,
-        in_chans: int = 3, gate_bias: float = -2.0, drop_rate: float = 0.2, features_only: bool = False,
-        out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        layers: Sequence[int],
+        widths: Sequence[int],
+        head_chans: int,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        gate_bias: float = -2.0,
+        drop_rate: float = 0.2,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
         if isinstance(gate_bias, bool) or not isinstance(gate_bias, int | float):
             raise ConfigError(f"gate_bias must be a number, got {gate_bias!r}")
         drop_rate = check_rate("drop_rate", drop_rate)
@@ -75,15 +89,25 @@ class HighwayNet(Classifier):
         for i, (n, width) in enumerate(zip(layers, widths, strict=True)):
             entry = [] if i == 0 else [nn.MaxPool2d(2, 2), nn.Dropout(drop_rate), *_conv_relu(chans, width)]
             tail = _conv_relu(width, head_chans, 1) if i == len(layers) - 1 else []
-            self.add_module(f"layer{i + 1}", nn.Sequential(*entry, *(HighwayConv(width, gate_bias)
-                                                                     for _ in range(n)), *tail))
+            self.add_module(
+                f"layer{i + 1}",
+                nn.Sequential(*entry, *(HighwayConv(width, gate_bias) for _ in range(n)), *tail),
+            )
             chans = head_chans if tail else width
             info.append({"module": f"layer{i + 1}", "num_chs": chans, "reduction": 2**i})
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(chans, num_classes) if num_classes else nn.Identity()
-        self.set_layout(stem=[self.stem], stages=[(f"layer{i + 1}", []) for i in range(len(layers))],
-                        feature_info=info, num_features=chans, classifier="fc", first_conv="stem.1",
-                        input_size=32, imagenet=False, head=("head_drop",))
+        self.set_layout(
+            stem=[self.stem],
+            stages=[(f"layer{i + 1}", []) for i in range(len(layers))],
+            feature_info=info,
+            num_features=chans,
+            classifier="fc",
+            first_conv="stem.1",
+            input_size=32,
+            imagenet=False,
+            head=("head_drop",),
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -127,5 +151,11 @@ def highway_cifar(*, depth: int = 14, width: int = 16, **kwargs: Any) -> Highway
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ConfigError(f"width must be a positive integer, got {width!r}")
     n = (depth - 5) // 3
-    return build_model(HighwayNet, kwargs, builder_options=("depth", "width"), layers=(n, n, n),
-                       widths=(width, 2 * width, 4 * width), head_chans=4 * width)
+    return build_model(
+        HighwayNet,
+        kwargs,
+        builder_options=("depth", "width"),
+        layers=(n, n, n),
+        widths=(width, 2 * width, 4 * width),
+        head_chans=4 * width,
+    )

@@ -33,8 +33,9 @@ def dilation_choice(replace_stride_with_dilation: object, output_stride: object)
         return OUTPUT_STRIDES[output_stride]
     value = replace_stride_with_dilation
     if not isinstance(value, list | tuple) or len(value) != 3 or any(not isinstance(v, bool) for v in value):
-        raise ConfigError("replace_stride_with_dilation must be None or 3 booleans (layer2, layer3, layer4), "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"replace_stride_with_dilation must be None or 3 booleans (layer2, layer3, layer4), got {value!r}"
+        )
     if output_stride != 32:
         raise ConfigError("set one of replace_stride_with_dilation (torchvision) and output_stride (timm)")
     return tuple(value)
@@ -49,18 +50,39 @@ class ResNet(ResNetBase):
     family = "ImageNet-family"
 
     def __init__(
-        self, block: type[ResidualBlock], layers: Sequence[int], *, num_classes: int = 1000,
-        in_chans: int = 3, shortcut: str = "B", stride_in_1x1: bool = False, zero_init_last: bool = False,
-        residual: bool = True, groups: int = 1, width_per_group: int = 64,
-        replace_stride_with_dilation: Sequence[bool] | None = None, output_stride: int = 32,
-        norm_layer: object = "batchnorm", act_layer: object = "relu", stem_type: str = "",
-        stem_width: int = 64, stem_norm: bool = True, avg_down: bool = False, attn_layer: str | None = None,
+        self,
+        block: type[ResidualBlock],
+        layers: Sequence[int],
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        shortcut: str = "B",
+        stride_in_1x1: bool = False,
+        zero_init_last: bool = False,
+        residual: bool = True,
+        groups: int = 1,
+        width_per_group: int = 64,
+        replace_stride_with_dilation: Sequence[bool] | None = None,
+        output_stride: int = 32,
+        norm_layer: object = "batchnorm",
+        act_layer: object = "relu",
+        stem_type: str = "",
+        stem_width: int = 64,
+        stem_norm: bool = True,
+        avg_down: bool = False,
+        attn_layer: str | None = None,
         drop_path_rate: float = 0.0,
-        features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
-        for option, value in (("stride_in_1x1", stride_in_1x1), ("zero_init_last", zero_init_last),
-                              ("stem_norm", stem_norm), ("avg_down", avg_down)):
+        for option, value in (
+            ("stride_in_1x1", stride_in_1x1),
+            ("zero_init_last", zero_init_last),
+            ("stem_norm", stem_norm),
+            ("avg_down", avg_down),
+        ):
             check_choice(option, value, (False, True))
         check_choice("attn_layer", attn_layer, ATTN_LAYERS)
         if len(layers) != 4 or any(not isinstance(n, int) or n < 1 for n in layers):
@@ -68,22 +90,44 @@ class ResNet(ResNetBase):
         check_positive_int("groups", groups)
         check_positive_int("width_per_group", width_per_group)
         if block.expansion == 1 and (groups, width_per_group) != (1, 64):  # as torchvision's BasicBlock
-            raise ConfigError("basic blocks have no grouped conv: groups=1 and width_per_group=64 only "
-                              "(use a bottleneck net such as resnet50 for ResNeXt widths)")
+            raise ConfigError(
+                "basic blocks have no grouped conv: groups=1 and width_per_group=64 only "
+                "(use a bottleneck net such as resnet50 for ResNeXt widths)"
+            )
         if avg_down and shortcut == "A":
             raise ConfigError("avg_down changes projection shortcuts; shortcut='A' has none")
         if attn_layer and block.pre_activation:
-            raise ConfigError("attn_layer='se' is implemented for post-activation blocks (SE-ResNets, "
-                              "Hu et al. 2018), not for pre-activation ones")
+            raise ConfigError(
+                "attn_layer='se' is implemented for post-activation blocks (SE-ResNets, "
+                "Hu et al. 2018), not for pre-activation ones"
+            )
         dilate = dilation_choice(replace_stride_with_dilation, output_stride)
-        cfg = BlockConfig(shortcut=shortcut, residual=residual, groups=groups, base_width=width_per_group,
-                          stride_in_1x1=stride_in_1x1, norm=norm_factory(norm_layer), attn_layer=attn_layer,
-                          avg_down=avg_down, act=act_factory(act_layer))
+        cfg = BlockConfig(
+            shortcut=shortcut,
+            residual=residual,
+            groups=groups,
+            base_width=width_per_group,
+            stride_in_1x1=stride_in_1x1,
+            norm=norm_factory(norm_layer),
+            attn_layer=attn_layer,
+            avg_down=avg_down,
+            act=act_factory(act_layer),
+        )
         stem = StemConfig(imagenet=True, stem_type=stem_type, width=stem_width, norm_act=stem_norm)
         super().__init__(
-            block, layers, (64, 128, 256, 512), cfg, num_classes=num_classes, in_chans=in_chans, stem=stem,
-            zero_init_last=zero_init_last, drop_path_rate=drop_path_rate, dilate=dilate,
-            features_only=features_only, out_indices=out_indices, global_pool=global_pool,
+            block,
+            layers,
+            (64, 128, 256, 512),
+            cfg,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            stem=stem,
+            zero_init_last=zero_init_last,
+            drop_path_rate=drop_path_rate,
+            dilate=dilate,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
         )
 
 
@@ -118,10 +162,22 @@ _NO_RESIDUALS = "plain nets have no residual branches and no shortcuts"
 
 def _plain(kwargs: dict[str, Any], block: type[ResidualBlock], layers: Sequence[int]) -> ResNet:
     # "Plain" baselines (paper Sec. 4.1): the same stacks without shortcuts, so nothing to choose about them.
-    refused = {"drop_path_rate": f"stochastic depth drops residual branches; {_NO_RESIDUALS}",
-               "avg_down": f"avg_down changes projection shortcuts; {_NO_RESIDUALS}"}
-    return build_model(ResNet, kwargs, refused=refused, block=block, layers=tuple(layers), residual=False,
-                       shortcut="A", zero_init_last=False, groups=1, width_per_group=64)
+    refused = {
+        "drop_path_rate": f"stochastic depth drops residual branches; {_NO_RESIDUALS}",
+        "avg_down": f"avg_down changes projection shortcuts; {_NO_RESIDUALS}",
+    }
+    return build_model(
+        ResNet,
+        kwargs,
+        refused=refused,
+        block=block,
+        layers=tuple(layers),
+        residual=False,
+        shortcut="A",
+        zero_init_last=False,
+        groups=1,
+        width_per_group=64,
+    )
 
 
 # The variants' fixed options, with timm's names for them ("Bag of Tricks", He et al. 2019, Sec. 4.1: B =

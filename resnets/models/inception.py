@@ -29,8 +29,17 @@ class BasicConv(nn.Module):
     """conv (no bias) - BN - ReLU, timm's ``ConvNormAct`` names (``conv``, ``bn``); ``act=False`` for a
     linear conv-BN (PolyNet's residual projections)."""
 
-    def __init__(self, in_chans: int, out_chans: int, kernel_size: Size, stride: int = 1, padding: Size = 0,
-                 *, eps: float = 1e-3, act: bool = True) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: Size,
+        stride: int = 1,
+        padding: Size = 0,
+        *,
+        eps: float = 1e-3,
+        act: bool = True,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out_chans, eps=eps)
@@ -42,8 +51,9 @@ class BasicConv(nn.Module):
 
 def avg_pool_branch(in_chans: int, out_chans: int) -> nn.Sequential:
     """3x3 average pool (stride 1, padding not counted), then a 1x1 conv: the pooling branch of Fig. 4-6."""
-    return nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
-                         BasicConv(in_chans, out_chans, 1))
+    return nn.Sequential(
+        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), BasicConv(in_chans, out_chans, 1)
+    )
 
 
 class Mixed3a(nn.Module):
@@ -64,8 +74,12 @@ class Mixed4a(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.branch0 = nn.Sequential(BasicConv(160, 64, 1), BasicConv(64, 96, 3))
-        self.branch1 = nn.Sequential(BasicConv(160, 64, 1), BasicConv(64, 64, (1, 7), padding=(0, 3)),
-                                     BasicConv(64, 64, (7, 1), padding=(3, 0)), BasicConv(64, 96, 3))
+        self.branch1 = nn.Sequential(
+            BasicConv(160, 64, 1),
+            BasicConv(64, 64, (1, 7), padding=(0, 3)),
+            BasicConv(64, 64, (7, 1), padding=(3, 0)),
+            BasicConv(64, 96, 3),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat((self.branch0(x), self.branch1(x)), 1)
@@ -90,8 +104,9 @@ class InceptionA(nn.Module):
         super().__init__()
         self.branch0 = BasicConv(384, 96, 1)
         self.branch1 = nn.Sequential(BasicConv(384, 64, 1), BasicConv(64, 96, 3, padding=1))
-        self.branch2 = nn.Sequential(BasicConv(384, 64, 1), BasicConv(64, 96, 3, padding=1),
-                                     BasicConv(96, 96, 3, padding=1))
+        self.branch2 = nn.Sequential(
+            BasicConv(384, 64, 1), BasicConv(64, 96, 3, padding=1), BasicConv(96, 96, 3, padding=1)
+        )
         self.branch3 = avg_pool_branch(384, 96)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,8 +119,9 @@ class ReductionA(nn.Module):
     def __init__(self, in_chans: int, k: int, l: int, m: int, n: int) -> None:  # noqa: E741  (the paper's names)
         super().__init__()
         self.branch0 = BasicConv(in_chans, n, 3, stride=2)
-        self.branch1 = nn.Sequential(BasicConv(in_chans, k, 1), BasicConv(k, l, 3, padding=1),
-                                     BasicConv(l, m, 3, stride=2))
+        self.branch1 = nn.Sequential(
+            BasicConv(in_chans, k, 1), BasicConv(k, l, 3, padding=1), BasicConv(l, m, 3, stride=2)
+        )
         self.branch2 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,11 +135,16 @@ class InceptionB(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.branch0 = BasicConv(1024, 384, 1)
-        self.branch1 = nn.Sequential(BasicConv(1024, 192, 1), BasicConv(192, 224, (1, 7), padding=(0, 3)),
-                                     BasicConv(224, 256, (7, 1), padding=(3, 0)))
+        self.branch1 = nn.Sequential(
+            BasicConv(1024, 192, 1),
+            BasicConv(192, 224, (1, 7), padding=(0, 3)),
+            BasicConv(224, 256, (7, 1), padding=(3, 0)),
+        )
         self.branch2 = nn.Sequential(
-            BasicConv(1024, 192, 1), BasicConv(192, 192, (7, 1), padding=(3, 0)),
-            BasicConv(192, 224, (1, 7), padding=(0, 3)), BasicConv(224, 224, (7, 1), padding=(3, 0)),
+            BasicConv(1024, 192, 1),
+            BasicConv(192, 192, (7, 1), padding=(3, 0)),
+            BasicConv(192, 224, (1, 7), padding=(0, 3)),
+            BasicConv(224, 224, (7, 1), padding=(3, 0)),
             BasicConv(224, 256, (1, 7), padding=(0, 3)),
         )
         self.branch3 = avg_pool_branch(1024, 128)
@@ -138,9 +159,12 @@ class ReductionB(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.branch0 = nn.Sequential(BasicConv(1024, 192, 1), BasicConv(192, 192, 3, stride=2))
-        self.branch1 = nn.Sequential(BasicConv(1024, 256, 1), BasicConv(256, 256, (1, 7), padding=(0, 3)),
-                                     BasicConv(256, 320, (7, 1), padding=(3, 0)),
-                                     BasicConv(320, 320, 3, stride=2))
+        self.branch1 = nn.Sequential(
+            BasicConv(1024, 256, 1),
+            BasicConv(256, 256, (1, 7), padding=(0, 3)),
+            BasicConv(256, 320, (7, 1), padding=(3, 0)),
+            BasicConv(320, 320, 3, stride=2),
+        )
         self.branch2 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,8 +225,12 @@ class InceptionClassifier(Classifier):
         self.set_layout(input_size=input_size, imagenet=True, head=("head_drop",), **layout)
         if input_size == 299:
             # timm's Inception configs: 299 crops of 0.875, bicubic, the Inception mean and std (0.5).
-            self.pretrained_cfg.update(interpolation="bicubic", pool_size=(8, 8), mean=(0.5,) * self.in_chans,
-                                       std=(0.5,) * self.in_chans)
+            self.pretrained_cfg.update(
+                interpolation="bicubic",
+                pool_size=(8, 8),
+                mean=(0.5,) * self.in_chans,
+                std=(0.5,) * self.in_chans,
+            )
         init_inception(self)
 
 
@@ -213,14 +241,29 @@ class InceptionV4(InceptionClassifier):
     family = "Inception"
 
     def __init__(
-        self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
-        features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
         layers: list[nn.Module] = [
-            BasicConv(in_chans, 32, 3, stride=2), BasicConv(32, 32, 3), BasicConv(32, 64, 3, padding=1),
-            Mixed3a(), Mixed4a(), Mixed5a(),
+            BasicConv(in_chans, 32, 3, stride=2),
+            BasicConv(32, 32, 3),
+            BasicConv(32, 64, 3, padding=1),
+            Mixed3a(),
+            Mixed4a(),
+            Mixed5a(),
         ]
         layers += [InceptionA() for _ in range(4)]
         layers += [ReductionA(384, 192, 224, 256, 384)]  # Mixed_6a
@@ -231,11 +274,19 @@ class InceptionV4(InceptionClassifier):
         self.head_drop, self.last_linear = self.make_head(1536, num_classes, drop_rate)
         f = list(self.features)
         ends = (2, 3, 9, 17, 21)  # timm's feature_info taps
-        stages = [(f"layer{i}", f[ends[i - 1] + 1: ends[i] + 1]) for i in range(1, 5)]
-        info = [{"module": f"features.{e}", "num_chs": c, "reduction": 2 ** (i + 1)}
-                for i, (e, c) in enumerate(zip(ends, (64, 160, 384, 1024, 1536), strict=True))]
-        self.finish_inception(stem=f[:3], stages=stages, feature_info=info, num_features=1536,
-                              classifier="last_linear", first_conv="features.0.conv")
+        stages = [(f"layer{i}", f[ends[i - 1] + 1 : ends[i] + 1]) for i in range(1, 5)]
+        info = [
+            {"module": f"features.{e}", "num_chs": c, "reduction": 2 ** (i + 1)}
+            for i, (e, c) in enumerate(zip(ends, (64, 160, 384, 1024, 1536), strict=True))
+        ]
+        self.finish_inception(
+            stem=f[:3],
+            stages=stages,
+            feature_info=info,
+            num_features=1536,
+            classifier="last_linear",
+            first_conv="features.0.conv",
+        )
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's (its layer-wise lr decay reads it): the three stem convs, then one group per module."""

@@ -66,8 +66,11 @@ class Block35(InceptionResidual):
         self.scale = scale
         self.branch0 = BasicConv(chans, 32, 1)
         self.branch1 = nn.Sequential(BasicConv(chans, 32, 1), BasicConv(32, 32, 3, padding=1))
-        self.branch2 = nn.Sequential(BasicConv(chans, 32, 1), BasicConv(32, third[0], 3, padding=1),
-                                     BasicConv(third[0], third[1], 3, padding=1))
+        self.branch2 = nn.Sequential(
+            BasicConv(chans, 32, 1),
+            BasicConv(32, third[0], 3, padding=1),
+            BasicConv(third[0], third[1], 3, padding=1),
+        )
         self.conv2d = nn.Conv2d(64 + third[1], chans, 1)
         self.act = nn.ReLU()
 
@@ -79,14 +82,17 @@ class Block17(InceptionResidual):
     """17x17 Inception-ResNet-B: 1x1 b0 | 1x1 c, 1x7 d, 7x1 b0 -> 1x1 ``chans``. v2 (timm's): b0 192,
     (128, 160); v1 (Fig. 11): b0 128, (128, 128)."""
 
-    def __init__(self, chans: int = 1088, b0: int = 192, mid: tuple[int, int] = (128, 160),
-                 scale: float = 0.10) -> None:
+    def __init__(
+        self, chans: int = 1088, b0: int = 192, mid: tuple[int, int] = (128, 160), scale: float = 0.10
+    ) -> None:
         super().__init__()
         self.scale = scale
         self.branch0 = BasicConv(chans, b0, 1)
-        self.branch1 = nn.Sequential(BasicConv(chans, mid[0], 1),
-                                     BasicConv(mid[0], mid[1], (1, 7), padding=(0, 3)),
-                                     BasicConv(mid[1], b0, (7, 1), padding=(3, 0)))
+        self.branch1 = nn.Sequential(
+            BasicConv(chans, mid[0], 1),
+            BasicConv(mid[0], mid[1], (1, 7), padding=(0, 3)),
+            BasicConv(mid[1], b0, (7, 1), padding=(3, 0)),
+        )
         self.conv2d = nn.Conv2d(2 * b0, chans, 1)
         self.act = nn.ReLU()
 
@@ -98,13 +104,17 @@ class Block8(InceptionResidual):
     """8x8 Inception-ResNet-C: 1x1 192 | 1x1 192, 1x3 m, 3x1 out -> 1x1 ``chans``. v2 (timm's): m 224, out
     256; v1 (Fig. 13): 192, 192. ``no_relu``: v2's last module."""
 
-    def __init__(self, chans: int = 2080, mid: int = 224, out: int = 256, scale: float = 0.20,
-                 no_relu: bool = False) -> None:
+    def __init__(
+        self, chans: int = 2080, mid: int = 224, out: int = 256, scale: float = 0.20, no_relu: bool = False
+    ) -> None:
         super().__init__()
         self.scale = scale
         self.branch0 = BasicConv(chans, 192, 1)
-        self.branch1 = nn.Sequential(BasicConv(chans, 192, 1), BasicConv(192, mid, (1, 3), padding=(0, 1)),
-                                     BasicConv(mid, out, (3, 1), padding=(1, 0)))
+        self.branch1 = nn.Sequential(
+            BasicConv(chans, 192, 1),
+            BasicConv(192, mid, (1, 3), padding=(0, 1)),
+            BasicConv(mid, out, (3, 1), padding=(1, 0)),
+        )
         self.conv2d = nn.Conv2d(192 + out, chans, 1)
         # timm's name for this ReLU is ``relu`` (None in the last module)
         self.relu = None if no_relu else nn.ReLU()
@@ -133,8 +143,9 @@ class Mixed5b(nn.Module):
         super().__init__()
         self.branch0 = BasicConv(192, 96, 1)
         self.branch1 = nn.Sequential(BasicConv(192, 48, 1), BasicConv(48, 64, 5, padding=2))
-        self.branch2 = nn.Sequential(BasicConv(192, 64, 1), BasicConv(64, 96, 3, padding=1),
-                                     BasicConv(96, 96, 3, padding=1))
+        self.branch2 = nn.Sequential(
+            BasicConv(192, 64, 1), BasicConv(64, 96, 3, padding=1), BasicConv(96, 96, 3, padding=1)
+        )
         self.branch3 = avg_pool_branch(192, 64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,8 +161,9 @@ class Mixed7a(nn.Module):
         a, b, c, d = widths
         self.branch0 = nn.Sequential(BasicConv(chans, 256, 1), BasicConv(256, a, 3, stride=2))
         self.branch1 = nn.Sequential(BasicConv(chans, 256, 1), BasicConv(256, b, 3, stride=2))
-        self.branch2 = nn.Sequential(BasicConv(chans, 256, 1), BasicConv(256, c, 3, padding=1),
-                                     BasicConv(c, d, 3, stride=2))
+        self.branch2 = nn.Sequential(
+            BasicConv(chans, 256, 1), BasicConv(256, c, 3, padding=1), BasicConv(c, d, 3, stride=2)
+        )
         self.branch3 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,11 +189,22 @@ class InceptionResNetV2(InceptionResNetBase):
     """timm's ``inception_resnet_v2`` layer for layer (see the module docstring)."""
 
     def __init__(
-        self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
-        features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
         self.conv2d_1a = BasicConv(in_chans, 32, 3, stride=2)
         self.conv2d_2a = BasicConv(32, 32, 3)
         self.conv2d_2b = BasicConv(32, 64, 3, padding=1)
@@ -204,12 +227,24 @@ class InceptionResNetV2(InceptionResNetBase):
             ("layer3", [self.mixed_6a, self.repeat_1]),
             ("layer4", [self.mixed_7a, self.repeat_2, self.block8, self.conv2d_7b]),
         ]
-        info = [{"module": m, "num_chs": c, "reduction": r} for m, c, r in (
-            ("conv2d_2b", 64, 2), ("conv2d_4a", 192, 4), ("repeat", 320, 8), ("repeat_1", 1088, 16),
-            ("conv2d_7b", 1536, 32))]
-        self.finish_inception(stem=[self.conv2d_1a, self.conv2d_2a, self.conv2d_2b], stages=stages,
-                              feature_info=info, num_features=1536, classifier="classif",
-                              first_conv="conv2d_1a.conv")
+        info = [
+            {"module": m, "num_chs": c, "reduction": r}
+            for m, c, r in (
+                ("conv2d_2b", 64, 2),
+                ("conv2d_4a", 192, 4),
+                ("repeat", 320, 8),
+                ("repeat_1", 1088, 16),
+                ("conv2d_7b", 1536, 32),
+            )
+        ]
+        self.finish_inception(
+            stem=[self.conv2d_1a, self.conv2d_2a, self.conv2d_2b],
+            stages=stages,
+            feature_info=info,
+            num_features=1536,
+            classifier="classif",
+            first_conv="conv2d_1a.conv",
+        )
         self.pretrained_cfg["crop_pct"] = 0.8975  # timm's evaluation crop for this net
 
     def group_matcher(self, coarse: bool = False) -> Callable[[str], float]:
@@ -232,7 +267,7 @@ class InceptionResNetV2(InceptionResNetBase):
             if name.startswith(("block8", "conv2d_7")):
                 return len(order) + 1
             parts = tuple(name.split("."))
-            return next((i for key, i in order.items() if parts[:len(key)] == key), float("inf"))
+            return next((i for key, i in order.items() if parts[: len(key)] == key), float("inf"))
 
         return matcher
 
@@ -257,12 +292,23 @@ class InceptionResNetV1(InceptionResNetBase):
     numbers of 35x35, 17x17 and 8x8 modules (5, 10, 5)."""
 
     def __init__(
-        self, repeats: Sequence[int] = (5, 10, 5), *, num_classes: int = 1000, in_chans: int = 3,
-        drop_rate: float = 0.2, features_only: bool = False, out_indices: Sequence[int] | None = None,
+        self,
+        repeats: Sequence[int] = (5, 10, 5),
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
         global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
         # Fig. 14: 3x3/2 32 V, 3x3 32 V, 3x3 64, 3x3/2 max pool V, 1x1 80, 3x3 192 V, 3x3/2 256 V.
         self.conv2d_1a = BasicConv(in_chans, 32, 3, stride=2)
         self.conv2d_2a = BasicConv(32, 32, 3)
@@ -283,12 +329,24 @@ class InceptionResNetV1(InceptionResNetBase):
             ("layer3", [self.mixed_6a, self.repeat_1]),
             ("layer4", [self.mixed_7a, self.repeat_2]),
         ]
-        info = [{"module": m, "num_chs": c, "reduction": r} for m, c, r in (
-            ("conv2d_2b", 64, 2), ("conv2d_4a", 192, 4), ("repeat", 256, 8), ("repeat_1", 896, 16),
-            ("repeat_2", 1792, 32))]
-        self.finish_inception(stem=[self.conv2d_1a, self.conv2d_2a, self.conv2d_2b], stages=stages,
-                              feature_info=info, num_features=1792, classifier="classif",
-                              first_conv="conv2d_1a.conv")
+        info = [
+            {"module": m, "num_chs": c, "reduction": r}
+            for m, c, r in (
+                ("conv2d_2b", 64, 2),
+                ("conv2d_4a", 192, 4),
+                ("repeat", 256, 8),
+                ("repeat_1", 896, 16),
+                ("repeat_2", 1792, 32),
+            )
+        ]
+        self.finish_inception(
+            stem=[self.conv2d_1a, self.conv2d_2a, self.conv2d_2b],
+            stages=stages,
+            feature_info=info,
+            num_features=1792,
+            classifier="classif",
+            first_conv="conv2d_1a.conv",
+        )
 
 
 @register_model

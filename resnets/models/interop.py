@@ -47,8 +47,13 @@ def pretrained_cfg(*, imagenet: bool, in_chans: int, num_classes: int, first_con
 # timm resnetv2 name -> ours. Blocks: norm1/2/3 are our bn1/2/3 (the BN opening each conv), convs keep their
 # names, the projection is downsample.conv; stem.conv is conv1, the final norm our final_bn, head.fc our fc.
 _V2_BLOCK = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)")
-_V2_STEM_DEEP = {"stem.conv1.": "conv1.0.", "stem.norm1.": "conv1.1.", "stem.conv2.": "conv1.3.",
-                 "stem.norm2.": "conv1.4.", "stem.conv3.": "conv1.6."}
+_V2_STEM_DEEP = {
+    "stem.conv1.": "conv1.0.",
+    "stem.norm1.": "conv1.1.",
+    "stem.conv2.": "conv1.3.",
+    "stem.norm2.": "conv1.4.",
+    "stem.conv3.": "conv1.6.",
+}
 _V2_OTHER = {"stem.conv.": "conv1.", "norm.": "final_bn.", "head.fc.": "fc."}
 
 
@@ -64,12 +69,12 @@ def _v2_name(key: str, targets: set[str]) -> str:
         if rest.startswith("downsample.conv."):  # avg_down puts a pool at index 0, the conv at 1
             block_name = f"layer{int(stage) + 1}.{block}"
             index = 1 if f"{block_name}.downsample.1.weight" in targets else 0
-            rest = f"downsample.{index}." + rest[len("downsample.conv."):]
+            rest = f"downsample.{index}." + rest[len("downsample.conv.") :]
         return f"layer{int(stage) + 1}.{block}.{rest}"
     for table in (_V2_STEM_DEEP, _V2_OTHER):
         for old, new in table.items():
             if key.startswith(old):
-                return new + key[len(old):]
+                return new + key[len(old) :]
     return key
 
 

@@ -24,15 +24,21 @@ ATTN_LAYERS = (None, "se")
 
 SHORTCUT_OPTIONS = ("A", "B", "C")
 SHORTCUT_KINDS = (
-    "identity", "constant_scaling", "exclusive_gating", "shortcut_only_gating", "conv1x1", "dropout",
+    "identity",
+    "constant_scaling",
+    "exclusive_gating",
+    "shortcut_only_gating",
+    "conv1x1",
+    "dropout",
 )
 
 
 def conv3x3(in_chans: int, out_chans: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
     # No bias: every conv is followed by BN (or, in pre-activation blocks, feeds an addition then a BN).
     # padding = dilation keeps the map size of a dilated conv (torchvision's replace_stride_with_dilation).
-    return nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=dilation, dilation=dilation,
-                     groups=groups, bias=False)
+    return nn.Conv2d(
+        in_chans, out_chans, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups, bias=False
+    )
 
 
 def conv1x1(in_chans: int, out_chans: int, stride: int = 1) -> nn.Conv2d:
@@ -67,7 +73,12 @@ class ShortcutA(nn.Module):
 
 
 def make_shortcut(
-    option: str, in_chans: int, out_chans: int, stride: int, *, norm: Norm | None = nn.BatchNorm2d,
+    option: str,
+    in_chans: int,
+    out_chans: int,
+    stride: int,
+    *,
+    norm: Norm | None = nn.BatchNorm2d,
     avg_down: bool = False,
 ) -> nn.Module | None:
     """The shortcut of one block; ``None`` means identity.
@@ -142,8 +153,15 @@ class ShortcutMerge(nn.Module):
     """
 
     def __init__(
-        self, kind: str, in_chans: int, out_chans: int, stride: int, *, gate_bias: float = -6.0,
-        scale: float = 0.5, drop_ratio: float = 0.5,
+        self,
+        kind: str,
+        in_chans: int,
+        out_chans: int,
+        stride: int,
+        *,
+        gate_bias: float = -6.0,
+        scale: float = 0.5,
+        drop_ratio: float = 0.5,
     ) -> None:
         super().__init__()
         check_choice("shortcut_kind", kind, SHORTCUT_KINDS)

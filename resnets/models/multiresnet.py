@@ -38,15 +38,29 @@ class MultiResBlock(PreActBlock):
     """relu(bn1(x)) feeds k branches conv3x3-BN-ReLU-conv3x3; y = sum of the branches + shortcut."""
 
     def __init__(
-        self, in_chans: int, planes: int, stride: int, cfg: MultiResConfig, *, first: bool = False,
-        first_dilation: int = 1, dilation: int = 1, drop_path: float = 0.0,
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int,
+        cfg: MultiResConfig,
+        *,
+        first: bool = False,
+        first_dilation: int = 1,
+        dilation: int = 1,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__(in_chans, cfg, first, drop_path)
-        self.branches = nn.ModuleList([
-            nn.Sequential(conv3x3(in_chans, planes, stride, dilation=first_dilation), cfg.norm(planes),
-                          nn.ReLU(), conv3x3(planes, planes, dilation=dilation))
-            for _ in range(cfg.functions)
-        ])
+        self.branches = nn.ModuleList(
+            [
+                nn.Sequential(
+                    conv3x3(in_chans, planes, stride, dilation=first_dilation),
+                    cfg.norm(planes),
+                    nn.ReLU(),
+                    conv3x3(planes, planes, dilation=dilation),
+                )
+                for _ in range(cfg.functions)
+            ]
+        )
         self.add_shortcut(in_chans, planes, stride, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,20 +83,38 @@ class MultiResNet(ResNetBase):
     family = "Multi-ResNet"
 
     def __init__(
-        self, layers: Sequence[int], *, functions: int, widths: Sequence[int] = (16, 32, 64),
-        num_classes: int = 10, in_chans: int = 3, shortcut: str = "B", drop_path_rate: float = 0.0,
-        zero_init_last: bool = False, features_only: bool = False, out_indices: Sequence[int] | None = None,
+        self,
+        layers: Sequence[int],
+        *,
+        functions: int,
+        widths: Sequence[int] = (16, 32, 64),
+        num_classes: int = 10,
+        in_chans: int = 3,
+        shortcut: str = "B",
+        drop_path_rate: float = 0.0,
+        zero_init_last: bool = False,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
         global_pool: str = "avg",
     ) -> None:
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
         if isinstance(functions, bool) or not isinstance(functions, int) or functions < 1:
-            raise ConfigError(f"k (residual functions per block) must be a positive integer, "
-                              f"got {functions!r}")
+            raise ConfigError(
+                f"k (residual functions per block) must be a positive integer, got {functions!r}"
+            )
         cfg = MultiResConfig(shortcut=shortcut, functions=functions)
         super().__init__(
-            MultiResBlock, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans,
-            stem=StemConfig(imagenet=False, width=16), zero_init_last=zero_init_last,
-            drop_path_rate=drop_path_rate, features_only=features_only, out_indices=out_indices,
+            MultiResBlock,
+            layers,
+            widths,
+            cfg,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            stem=StemConfig(imagenet=False, width=16),
+            zero_init_last=zero_init_last,
+            drop_path_rate=drop_path_rate,
+            features_only=features_only,
+            out_indices=out_indices,
             global_pool=global_pool,
         )
 
@@ -95,8 +127,14 @@ def multiresnet_cifar(*, depth: int = 20, k: int = 2, widen_factor: int = 1, **k
         raise ConfigError(f"widen_factor must be a positive integer, got {widen_factor!r}")
     n = blocks_per_stage(depth)
     widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
-    return build_model(MultiResNet, kwargs, builder_options=("depth", "k", "widen_factor"), layers=(n, n, n),
-                       functions=k, widths=widths)
+    return build_model(
+        MultiResNet,
+        kwargs,
+        builder_options=("depth", "k", "widen_factor"),
+        layers=(n, n, n),
+        functions=k,
+        widths=widths,
+    )
 
 
 @register_model

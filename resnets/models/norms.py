@@ -33,16 +33,33 @@ NORM_LAYERS: dict[str, Norm] = {
     # FrozenBatchNorm2d), where batches are too small for BN statistics.
     "frozen_batchnorm": FrozenBatchNorm2d,
 }
-_ALIASES = {"batchnorm2d": "batchnorm", "bn": "batchnorm", "gn": "groupnorm",
-            "frozenbatchnorm2d": "frozen_batchnorm", "frozen_bn": "frozen_batchnorm"}
+_ALIASES = {
+    "batchnorm2d": "batchnorm",
+    "bn": "batchnorm",
+    "gn": "groupnorm",
+    "frozenbatchnorm2d": "frozen_batchnorm",
+    "frozen_bn": "frozen_batchnorm",
+}
 _CLASSES = {nn.BatchNorm2d: "batchnorm", FrozenBatchNorm2d: "frozen_batchnorm"}
 
 # timm's act_layer names (timm/layers/create_act.py), each called with no arguments
 ACT_LAYERS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "celu": nn.CELU,
-    "selu": nn.SELU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "mish": nn.Mish,
-    "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hard_sigmoid": nn.Hardsigmoid, "hard_swish": nn.Hardswish,
-    "prelu": nn.PReLU, "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "celu": nn.CELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "mish": nn.Mish,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "hard_sigmoid": nn.Hardsigmoid,
+    "hard_swish": nn.Hardswish,
+    "prelu": nn.PReLU,
+    "identity": nn.Identity,
 }
 _ACT_CLASSES = {cls: name for name, cls in reversed(ACT_LAYERS.items())}
 CALLABLE_PREFIX = "callable:"  # how a spec records a callable it cannot name
@@ -56,14 +73,18 @@ def norm_name(value: object) -> str:
         name = _ALIASES.get(value.lower(), value.lower())
         if name in NORM_LAYERS:
             return name
-    raise ConfigError(f"invalid norm_layer={value!r}; choose one of: {', '.join(map(repr, NORM_LAYERS))} "
-                      "(or the classes nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)")
+    raise ConfigError(
+        f"invalid norm_layer={value!r}; choose one of: {', '.join(map(repr, NORM_LAYERS))} "
+        "(or the classes nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)"
+    )
 
 
 def _refuse_recorded_callable(option: str, value: object) -> None:
     if isinstance(value, str) and value.startswith(CALLABLE_PREFIX):
-        raise ConfigError(f"{option}={value!r} records a Python callable, which a spec cannot hold: pass "
-                          f"{option}=<the callable> again (or a name) to rebuild this model")
+        raise ConfigError(
+            f"{option}={value!r} records a Python callable, which a spec cannot hold: pass "
+            f"{option}=<the callable> again (or a name) to rebuild this model"
+        )
 
 
 def norm_factory(value: object) -> Norm:
@@ -85,8 +106,10 @@ def act_factory(value: object) -> Callable[[], nn.Module]:
             raise unknown_name("act_layer", value, ACT_LAYERS)
         return ACT_LAYERS[value.lower()]
     if not callable(value):
-        raise ConfigError(f"act_layer must be a name ({', '.join(ACT_LAYERS)}) or a callable returning a "
-                          f"module, got {value!r}")
+        raise ConfigError(
+            f"act_layer must be a name ({', '.join(ACT_LAYERS)}) or a callable returning a "
+            f"module, got {value!r}"
+        )
     return value
 
 

@@ -38,8 +38,14 @@ from .registry import build_model, register_family, register_model
 POLY_EPS = 1e-5  # the released model's BN (PyTorch's default eps, unlike TF-slim's 1e-3)
 
 
-def conv(in_chans: int, out_chans: int, kernel_size: int | tuple[int, int], stride: int = 1,
-         padding: int | tuple[int, int] = 0, act: bool = True) -> BasicConv:
+def conv(
+    in_chans: int,
+    out_chans: int,
+    kernel_size: int | tuple[int, int],
+    stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+    act: bool = True,
+) -> BasicConv:
     return BasicConv(in_chans, out_chans, kernel_size, stride, padding, eps=POLY_EPS, act=act)
 
 
@@ -52,8 +58,12 @@ class Stem(nn.Module):
         self.conv1_pool_branch = nn.MaxPool2d(3, stride=2)
         self.conv1_branch = conv(64, 96, 3, 2)
         self.conv2_short = nn.Sequential(conv(160, 64, 1), conv(64, 96, 3))
-        self.conv2_long = nn.Sequential(conv(160, 64, 1), conv(64, 64, (7, 1), padding=(3, 0)),
-                                        conv(64, 64, (1, 7), padding=(0, 3)), conv(64, 96, 3))
+        self.conv2_long = nn.Sequential(
+            conv(160, 64, 1),
+            conv(64, 64, (7, 1), padding=(3, 0)),
+            conv(64, 64, (1, 7), padding=(0, 3)),
+            conv(64, 96, 3),
+        )
         self.conv2_pool_branch = nn.MaxPool2d(3, stride=2)
         self.conv2_branch = conv(192, 192, 3, 2)
 
@@ -83,8 +93,9 @@ class BlockB(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.path0 = nn.Sequential(conv(1152, 128, 1), conv(128, 160, (1, 7), padding=(0, 3)),
-                                   conv(160, 192, (7, 1), padding=(3, 0)))
+        self.path0 = nn.Sequential(
+            conv(1152, 128, 1), conv(128, 160, (1, 7), padding=(0, 3)), conv(160, 192, (7, 1), padding=(3, 0))
+        )
         self.path1 = conv(1152, 192, 1)
         self.conv2d = conv(384, 1152, 1, act=False)
 
@@ -97,8 +108,9 @@ class BlockC(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.path0 = nn.Sequential(conv(2048, 192, 1), conv(192, 224, (1, 3), padding=(0, 1)),
-                                   conv(224, 256, (3, 1), padding=(1, 0)))
+        self.path0 = nn.Sequential(
+            conv(2048, 192, 1), conv(192, 224, (1, 3), padding=(0, 1)), conv(224, 256, (3, 1), padding=(1, 0))
+        )
         self.path1 = conv(2048, 192, 1)
         self.conv2d = conv(448, 2048, 1, act=False)
 
@@ -171,8 +183,14 @@ class MultiPoly(PolyInception):
 class PolyConv(nn.Module):
     """A conv shared by the orders of a poly-n module, with one BN per order (the released model)."""
 
-    def __init__(self, in_chans: int, out_chans: int, kernel_size: int | tuple[int, int], orders: int,
-                 padding: int | tuple[int, int] = 0) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: int | tuple[int, int],
+        orders: int,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, padding=padding, bias=False)
         self.bn_blocks = nn.ModuleList([nn.BatchNorm2d(out_chans, eps=POLY_EPS) for _ in range(orders)])
@@ -254,8 +272,10 @@ def make_module(kind: str, stage: str, scale: float, drop_path: float) -> PolyIn
     if first == "mpoly":
         return MultiPoly(BLOCKS[stage], int(second), scale, drop_path)
     if stage == "A":
-        raise ConfigError("poly-n shares the Inception-ResNet-B/C convs between orders (the released model); "
-                          "on stage A use mpoly-n or n-way")
+        raise ConfigError(
+            "poly-n shares the Inception-ResNet-B/C convs between orders (the released model); "
+            "on stage A use mpoly-n or n-way"
+        )
     return Poly(stage, int(second), scale, drop_path)
 
 
@@ -267,12 +287,24 @@ class PolyNet(InceptionClassifier):
     family = "PolyNet"
 
     def __init__(
-        self, modules: Sequence[Sequence[str]], *, num_classes: int = 1000, in_chans: int = 3,
-        drop_rate: float = 0.2, drop_path_rate: float = 0.0, features_only: bool = False,
-        out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        modules: Sequence[Sequence[str]],
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        drop_path_rate: float = 0.0,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
         drop_path_rate = check_rate("drop_path_rate", drop_path_rate)
         total = sum(len(m) for m in modules)
         index = 0
@@ -281,8 +313,9 @@ class PolyNet(InceptionClassifier):
             built = []
             for kind in kinds:
                 if kind not in MODULE_KINDS:
-                    raise ConfigError(f"unknown PolyInception module {kind!r}; choose from "
-                                      f"{', '.join(MODULE_KINDS)}")
+                    raise ConfigError(
+                        f"unknown PolyInception module {kind!r}; choose from {', '.join(MODULE_KINDS)}"
+                    )
                 # The released scales: 1 down to 0.7, linear over all modules.
                 scale = 1 - 0.3 * index / max(total - 1, 1)
                 index += 1
@@ -295,13 +328,30 @@ class PolyNet(InceptionClassifier):
         self.reduction_b = ReductionB()
         self.stage_c = stages[2]
         self.head_drop, self.last_linear = self.make_head(2048, num_classes, drop_rate)
-        layout = [("layer1", [self.stage_a]), ("layer2", [self.reduction_a, self.stage_b]),
-                  ("layer3", [self.reduction_b, self.stage_c])]
-        info = [{"module": m, "num_chs": c, "reduction": r} for m, c, r in (
-            ("stem", 384, 8), ("stage_a", 384, 8), ("stage_b", 1152, 16), ("stage_c", 2048, 32))]
+        layout = [
+            ("layer1", [self.stage_a]),
+            ("layer2", [self.reduction_a, self.stage_b]),
+            ("layer3", [self.reduction_b, self.stage_c]),
+        ]
+        info = [
+            {"module": m, "num_chs": c, "reduction": r}
+            for m, c, r in (
+                ("stem", 384, 8),
+                ("stage_a", 384, 8),
+                ("stage_b", 1152, 16),
+                ("stage_c", 2048, 32),
+            )
+        ]
         # 331x331 inputs with ImageNet's mean and std, as the released model (Cadene's settings).
-        self.finish_inception(input_size=331, stem=[self.stem], stages=layout, feature_info=info,
-                              num_features=2048, classifier="last_linear", first_conv="stem.conv1.0.conv")
+        self.finish_inception(
+            input_size=331,
+            stem=[self.stem],
+            stages=layout,
+            feature_info=info,
+            num_features=2048,
+            classifier="last_linear",
+            first_conv="stem.conv1.0.conv",
+        )
         self.pretrained_cfg["pool_size"] = (9, 9)
 
     def residual_blocks(self) -> list[tuple[str, nn.Module]]:

@@ -35,8 +35,11 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     @functools.wraps(fn)
     def builder(**kwargs: Any) -> nn.Module:
         model = fn(**kwargs)
-        spec_kwargs = {**{k: spec_value(v) for k, v in kwargs.items()}, "num_classes": model.num_classes,
-                       "in_chans": model.in_chans}
+        spec_kwargs = {
+            **{k: spec_value(v) for k, v in kwargs.items()},
+            "num_classes": model.num_classes,
+            "in_chans": model.in_chans,
+        }
         try:  # a spec must survive JSON (checkpoints, run configs); tuples come back as lists
             spec_kwargs = json.loads(json.dumps(spec_kwargs))
         except TypeError as exc:
@@ -63,8 +66,12 @@ def model_options(cls: type, fixed: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(
-    cls: type[nn.Module], overrides: dict[str, Any], *, builder_options: tuple[str, ...] = (),
-    refused: Mapping[str, str] | None = None, **fixed: Any
+    cls: type[nn.Module],
+    overrides: dict[str, Any],
+    *,
+    builder_options: tuple[str, ...] = (),
+    refused: Mapping[str, str] | None = None,
+    **fixed: Any,
 ) -> nn.Module:
     """``cls(**fixed, **overrides)`` after checking that every override is one of the model's options.
 
@@ -78,8 +85,10 @@ def build_model(
         if key in refused:
             raise ConfigError(f"option {key!r} does not apply to this architecture: {refused[key]}")
         if key in fixed:
-            raise ConfigError(f"option {key!r} is fixed by this architecture ({key}={fixed[key]!r}); "
-                              f"options you can set: {', '.join(valid)}")
+            raise ConfigError(
+                f"option {key!r} is fixed by this architecture ({key}={fixed[key]!r}); "
+                f"options you can set: {', '.join(valid)}"
+            )
         if key not in valid or key in builder_options:
             raise _other_family_error(key, cls, valid) or unknown_name("option", key, valid)
     return cls(**fixed, **overrides)
@@ -92,8 +101,10 @@ def _other_family_error(key: str, cls: type, valid: list[str]) -> ConfigError | 
         return None
     family = getattr(owners[0], "family", owners[0].__name__)
     this = getattr(cls, "family", cls.__name__)
-    return ConfigError(f"option {key!r} belongs to the {family} models, not to {this} models; "
-                       f"options you can set: {', '.join(valid)}")
+    return ConfigError(
+        f"option {key!r} belongs to the {family} models, not to {this} models; "
+        f"options you can set: {', '.join(valid)}"
+    )
 
 
 def _natural_key(name: str) -> list:
@@ -111,9 +122,11 @@ _NO_OP_OPTIONS = ("cache_dir", "scriptable", "exportable", "no_jit", "progress")
 
 
 def weights_load_at_the_top(name: str, what: str) -> ConfigError:
-    return ConfigError(f"{name}: {what} asks for weights, which resnets.models.create_model does not load "
-                       "(it builds the architecture); use resnets.create_model(name, pretrained=...) or "
-                       "resnets.pretrained.load_requested")
+    return ConfigError(
+        f"{name}: {what} asks for weights, which resnets.models.create_model does not load "
+        "(it builds the architecture); use resnets.create_model(name, pretrained=...) or "
+        "resnets.pretrained.load_requested"
+    )
 
 
 def check_pretrained(
@@ -127,14 +140,22 @@ def check_pretrained(
     if weights is not None:
         raise weights_load_at_the_top(name, f"weights={weights!r}")
     if pretrained_cfg is not None and not isinstance(pretrained_cfg, Mapping):
-        raise ConfigError(f"{name}: pretrained_cfg={pretrained_cfg!r} must be a dict (it updates "
-                          "model.pretrained_cfg); choose weights with pretrained='<tag>'")
+        raise ConfigError(
+            f"{name}: pretrained_cfg={pretrained_cfg!r} must be a dict (it updates "
+            "model.pretrained_cfg); choose weights with pretrained='<tag>'"
+        )
 
 
 def create_model(
-    name: str, pretrained: bool | str = False, *, num_classes: int | None = None, in_chans: int = 3,
-    pretrained_cfg: Mapping[str, Any] | None = None, pretrained_cfg_overlay: Mapping[str, Any] | None = None,
-    weights: object = None, **overrides: Any
+    name: str,
+    pretrained: bool | str = False,
+    *,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
+    weights: object = None,
+    **overrides: Any,
 ) -> nn.Module:
     """Build a registered model. ``num_classes=None`` keeps the family default (1000 ImageNet, 10 CIFAR);
     0 builds no classifier (timm's convention: the model returns its pooled features).
@@ -158,8 +179,9 @@ def create_model(
     overrides.pop("checkpoint_path", None)
     kwargs = dict(overrides, in_chans=in_chans)
     if overrides.get("features_only") and num_classes:
-        raise ConfigError(f"{name}: features_only=True builds no classifier; leave out "
-                          f"num_classes={num_classes}")
+        raise ConfigError(
+            f"{name}: features_only=True builds no classifier; leave out num_classes={num_classes}"
+        )
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     try:
@@ -193,8 +215,10 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
 
 def create_model_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Rebuild a model (fresh weights) from ``model_spec(model)``."""
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(
-        spec.get("kwargs", {}), dict
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("name"), str)
+        or not isinstance(spec.get("kwargs", {}), dict)
     ):
         raise ConfigError(f"a model spec is {{'name': str, 'kwargs': dict}}, got {spec!r}")
     return create_model(spec["name"], **spec.get("kwargs", {}))

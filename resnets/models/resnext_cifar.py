@@ -28,21 +28,41 @@ class CifarResNeXt(ResNetBase):
     family = "CIFAR ResNeXt"
 
     def __init__(
-        self, layers: Sequence[int], *, cardinality: int = 8, base_width: int = 64,
-        widths: Sequence[int] = (64, 128, 256), stem_width: int = 64, num_classes: int = 10,
-        in_chans: int = 3, zero_init_last: bool = False, drop_path_rate: float = 0.0,
-        features_only: bool = False, out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        layers: Sequence[int],
+        *,
+        cardinality: int = 8,
+        base_width: int = 64,
+        widths: Sequence[int] = (64, 128, 256),
+        stem_width: int = 64,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        zero_init_last: bool = False,
+        drop_path_rate: float = 0.0,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
         check_positive_int("cardinality", cardinality)
         check_positive_int("base_width", base_width)
         if any(int(w * base_width / 64) < 1 for w in widths):
-            raise ConfigError(f"base_width {base_width} leaves groups of no channels at widths "
-                              f"{tuple(widths)}: use a base_width of at least 1")
+            raise ConfigError(
+                f"base_width {base_width} leaves groups of no channels at widths "
+                f"{tuple(widths)}: use a base_width of at least 1"
+            )
         cfg = BlockConfig(shortcut="B", groups=cardinality, base_width=base_width, stride_in_1x1=False)
         super().__init__(
-            Bottleneck, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans,
-            stem=StemConfig(imagenet=False, width=stem_width), zero_init_last=zero_init_last,
-            drop_path_rate=drop_path_rate, features_only=features_only, out_indices=out_indices,
+            Bottleneck,
+            layers,
+            widths,
+            cfg,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            stem=StemConfig(imagenet=False, width=stem_width),
+            zero_init_last=zero_init_last,
+            drop_path_rate=drop_path_rate,
+            features_only=features_only,
+            out_indices=out_indices,
             global_pool=global_pool,
         )
 

@@ -46,10 +46,21 @@ class RoRNet(ResNetBase):
     family = "RoR"
 
     def __init__(
-        self, layers: Sequence[int], *, widths: Sequence[int], block_type: str, unit: str,
-        num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0, zero_init_last: bool = False, features_only: bool = False,
-        out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        layers: Sequence[int],
+        *,
+        widths: Sequence[int],
+        block_type: str,
+        unit: str,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        shortcut: str = "A",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        zero_init_last: bool = False,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
         check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
         block = ROR_BLOCKS[(unit, block_type)]
@@ -57,22 +68,33 @@ class RoRNet(ResNetBase):
             raise ConfigError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
         if drop_rate and block is not PreActBasicBlock:
             raise ConfigError("drop_rate (WRN dropout) is implemented for pre-activation basic blocks only")
-        cfg = BlockConfig(shortcut=shortcut, drop_rate=float(drop_rate),
-                          stride_in_1x1=block_type == "bottleneck")
+        cfg = BlockConfig(
+            shortcut=shortcut, drop_rate=float(drop_rate), stride_in_1x1=block_type == "bottleneck"
+        )
         super().__init__(
-            block, layers, widths, cfg, num_classes=num_classes, in_chans=in_chans,
-            stem=StemConfig(imagenet=False, width=16), zero_init_last=zero_init_last,
-            drop_path_rate=drop_path_rate, features_only=features_only, out_indices=out_indices,
+            block,
+            layers,
+            widths,
+            cfg,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            stem=StemConfig(imagenet=False, width=16),
+            zero_init_last=zero_init_last,
+            drop_path_rate=drop_path_rate,
+            features_only=features_only,
+            out_indices=out_indices,
             global_pool=global_pool,
         )
         norm = None if block.pre_activation else cfg.norm
         chans = [16] + [w * block.expansion for w in widths]
         strides = [1] + [2] * (len(widths) - 1)
         built = len(self.stage_names)
-        self.stage_shortcuts = nn.ModuleList([
-            make_shortcut("B", chans[i], chans[i + 1], strides[i], norm=norm) or nn.Identity()
-            for i in range(built)
-        ])
+        self.stage_shortcuts = nn.ModuleList(
+            [
+                make_shortcut("B", chans[i], chans[i + 1], strides[i], norm=norm) or nn.Identity()
+                for i in range(built)
+            ]
+        )
         complete = built == len(layers)
         total_stride = 2 ** (len(widths) - 1)
         root = make_shortcut("B", chans[0], chans[-1], total_stride, norm=norm) if complete else None
@@ -108,18 +130,39 @@ class RoRNet(ResNetBase):
         return self.final_act(self._stage_outputs(self.forward_stem(x))[-1])
 
 
-def _ror(kwargs: dict[str, Any], n: int, widths: tuple[int, ...], block_type: str, unit: str,
-         builder_options: tuple[str, ...] = (), **defaults: Any) -> RoRNet:
-    return build_model(RoRNet, {**defaults, **kwargs}, builder_options=builder_options, layers=(n, n, n),
-                       widths=widths, block_type=block_type, unit=unit)
+def _ror(
+    kwargs: dict[str, Any],
+    n: int,
+    widths: tuple[int, ...],
+    block_type: str,
+    unit: str,
+    builder_options: tuple[str, ...] = (),
+    **defaults: Any,
+) -> RoRNet:
+    return build_model(
+        RoRNet,
+        {**defaults, **kwargs},
+        builder_options=builder_options,
+        layers=(n, n, n),
+        widths=widths,
+        block_type=block_type,
+        unit=unit,
+    )
 
 
 def _ror_wrn(kwargs: dict[str, Any], depth: int, k: object, builder_options: tuple[str, ...] = ()) -> RoRNet:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"widen_factor must be a positive integer, got {k!r}")
     # WRN blocks: pre-activation basic blocks, projections where the shape changes.
-    return _ror(kwargs, wrn_blocks_per_stage(depth), (16 * k, 32 * k, 64 * k), "basic", "full_preact",
-                builder_options, shortcut="B")
+    return _ror(
+        kwargs,
+        wrn_blocks_per_stage(depth),
+        (16 * k, 32 * k, 64 * k),
+        "basic",
+        "full_preact",
+        builder_options,
+        shortcut="B",
+    )
 
 
 @register_model
@@ -131,8 +174,9 @@ def ror3_resnet110(**kwargs: Any) -> RoRNet:
 @register_model
 def ror3_preact_resnet164(**kwargs: Any) -> RoRNet:
     """RoR-3 on the pre-activation ResNet-164 ("Pre-RoR-3-164")."""
-    return _ror(kwargs, blocks_per_stage(164, "bottleneck"), (16, 32, 64), "bottleneck", "full_preact",
-                shortcut="B")
+    return _ror(
+        kwargs, blocks_per_stage(164, "bottleneck"), (16, 32, 64), "bottleneck", "full_preact", shortcut="B"
+    )
 
 
 @register_model

@@ -33,8 +33,10 @@ class StemConfig:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 4:
             raise ConfigError(f"stem_width must be an integer >= 4, got {self.width!r}")
         if self.stem_type == "" and self.imagenet and self.width != 64:
-            raise ConfigError("stem_width sets the width of a deep stem (stem_type='deep' or 'deep_tiered'); "
-                              "the 7x7 stem is 64 wide")
+            raise ConfigError(
+                "stem_width sets the width of a deep stem (stem_type='deep' or 'deep_tiered'); "
+                "the 7x7 stem is 64 wide"
+            )
 
 
 def make_stem_conv(
@@ -53,7 +55,11 @@ def make_stem_conv(
     first = 3 * (cfg.width // 4) if cfg.stem_type == "deep_tiered" else cfg.width
     second = cfg.width
     return nn.Sequential(
-        conv3x3(in_chans, first, stride=2), norm(first), act(),
-        conv3x3(first, second), norm(second), act(),
+        conv3x3(in_chans, first, stride=2),
+        norm(first),
+        act(),
+        conv3x3(first, second),
+        norm(second),
+        act(),
         conv3x3(second, cfg.out_chans),
     )

@@ -29,8 +29,29 @@ VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
-    "E": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512,
-          "M"),
+    "E": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ),
 }
 
 
@@ -47,11 +68,19 @@ class VGG(Classifier):
     global_pools = ("avg",)
 
     def __init__(
-        self, config: Sequence[int | str], *, batch_norm: bool, num_classes: int = 1000, in_chans: int = 3,
-        dropout: float = 0.5, features_only: bool = False, out_indices: Sequence[int] | None = None,
+        self,
+        config: Sequence[int | str],
+        *,
+        batch_norm: bool,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        dropout: float = 0.5,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices)
+        super().__init__(
+            num_classes=num_classes, in_chans=in_chans, features_only=features_only, out_indices=out_indices
+        )
         dropout = check_rate("dropout", dropout)
         layers: list[nn.Module] = []
         groups: list[list[nn.Module]] = [[]]
@@ -73,18 +102,30 @@ class VGG(Classifier):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(p=dropout),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
             nn.Linear(4096, num_classes or 1),  # replaced by nn.Identity for num_classes=0
         )
         ends = [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
         widths = [[m for m in g if isinstance(m, nn.Conv2d)][-1].out_channels for g in groups]
-        info = [{"module": f"features.{end}", "num_chs": width, "reduction": 2 ** (k + 1)}
-                for k, (end, width) in enumerate(zip(ends, widths, strict=True))]
+        info = [
+            {"module": f"features.{end}", "num_chs": width, "reduction": 2 ** (k + 1)}
+            for k, (end, width) in enumerate(zip(ends, widths, strict=True))
+        ]
         self.set_layout(
-            stem=groups[0], stages=[(f"layer{k}", g) for k, g in enumerate(groups[1:], start=1)],
-            feature_info=info, num_features=chans, classifier="classifier.6", first_conv="features.0",
-            input_size=224, imagenet=True, head=("avgpool", "classifier"),
+            stem=groups[0],
+            stages=[(f"layer{k}", g) for k, g in enumerate(groups[1:], start=1)],
+            feature_info=info,
+            num_features=chans,
+            classifier="classifier.6",
+            first_conv="features.0",
+            input_size=224,
+            imagenet=True,
+            head=("avgpool", "classifier"),
         )
         self._init_weights()
 
@@ -217,13 +258,25 @@ class VGGCifar(Classifier):
     family = "VGG-style CIFAR"
 
     def __init__(
-        self, layers: int, *, num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
-        out_indices: Sequence[int] | None = None, global_pool: str = "avg",
+        self,
+        layers: int,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        global_pool: str = "avg",
     ) -> None:
-        super().__init__(num_classes=num_classes, in_chans=in_chans, features_only=features_only,
-                         out_indices=out_indices, global_pool=global_pool)
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU())
+        super().__init__(
+            num_classes=num_classes,
+            in_chans=in_chans,
+            features_only=features_only,
+            out_indices=out_indices,
+            global_pool=global_pool,
+        )
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+        )
         chans, info = 16, [{"module": "stem", "num_chs": 16, "reduction": 1}]
         for i, width in enumerate((16, 32, 64)):
             pool = [nn.MaxPool2d(2, 2)] if i else []
@@ -233,8 +286,16 @@ class VGGCifar(Classifier):
             info.append({"module": f"layer{i + 1}", "num_chs": width, "reduction": 2**i})
         self.fc = self.make_classifier_for(chans, num_classes)
         stages = [(f"layer{i}", [getattr(self, f"layer{i}")]) for i in (1, 2, 3)]
-        self.set_layout(stem=[self.stem], stages=stages, feature_info=info, num_features=chans,
-                        classifier="fc", first_conv="stem.0", input_size=32, imagenet=False)
+        self.set_layout(
+            stem=[self.stem],
+            stages=stages,
+            feature_info=info,
+            num_features=chans,
+            classifier="fc",
+            first_conv="stem.0",
+            input_size=32,
+            imagenet=False,
+        )
         if not is_meta(self):
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
@@ -245,14 +306,20 @@ class VGGCifar(Classifier):
         return nn.Linear(chans, num_classes) if num_classes else nn.Identity()
 
     def residual_blocks(self) -> list[tuple[str, nn.Module]]:
-        return [(f"{stage}.{i}", unit) for stage in self.stage_names
-                for i, unit in enumerate(getattr(self, stage)) if isinstance(unit, PlainLayer)]
+        return [
+            (f"{stage}.{i}", unit)
+            for stage in self.stage_names
+            for i, unit in enumerate(getattr(self, stage))
+            if isinstance(unit, PlainLayer)
+        ]
 
 
 def vgg_cifar_layers(depth: object) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 5 or (depth - 2) % 3:
-        raise ConfigError(f"invalid depth {depth!r} for a VGG-style CIFAR net: it must be 3n+2 with n >= 1 "
-                          "(e.g. 8, 14, 20, 56)")
+        raise ConfigError(
+            f"invalid depth {depth!r} for a VGG-style CIFAR net: it must be 3n+2 with n >= 1 "
+            "(e.g. 8, 14, 20, 56)"
+        )
     return (depth - 2) // 3
 
 

@@ -62,9 +62,7 @@ def weights_file(entry: WeightsEntry, *, download: bool | None = None, progress:
     reason = "downloads are off ($RESNETS_OFFLINE or $HF_HUB_OFFLINE)"
     if download:
         try:
-            return (
-                _download_hf(entry) if entry.hf_hub_id else _download_url(entry, cached, progress)
-            )
+            return _download_hf(entry) if entry.hf_hub_id else _download_url(entry, cached, progress)
         except _NoDownload as exc:
             reason = str(exc)
     caches = (

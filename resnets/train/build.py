@@ -53,21 +53,39 @@ def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
     """The data pipeline's DataConfig for this recipe (batch sizes are global; build_data shards). The
     training loader yields micro-batches: batch_size / (processes x grad_accum_steps) images."""
     if recipe.micro_batch_size % info.world_size:
-        raise ConfigError(f"batch size {recipe.batch_size} in {recipe.grad_accum_steps} micro-batches does "
-                          f"not divide among {info.world_size} processes")
+        raise ConfigError(
+            f"batch size {recipe.batch_size} in {recipe.grad_accum_steps} micro-batches does "
+            f"not divide among {info.world_size} processes"
+        )
     return DataConfig(
-        dataset=recipe.dataset, data_dir=run.data_dir, download=run.download, val_split=recipe.val_split,
-        batch_size=recipe.micro_batch_size // info.world_size, eval_batch_size=recipe.eval_batch_size,
-        train_crop_size=recipe.train_crop_size, eval_resize=recipe.eval_resize,
-        auto_augment=recipe.auto_augment, reprob=recipe.reprob, remode=recipe.remode,
+        dataset=recipe.dataset,
+        data_dir=run.data_dir,
+        download=run.download,
+        val_split=recipe.val_split,
+        batch_size=recipe.micro_batch_size // info.world_size,
+        eval_batch_size=recipe.eval_batch_size,
+        train_crop_size=recipe.train_crop_size,
+        eval_resize=recipe.eval_resize,
+        auto_augment=recipe.auto_augment,
+        reprob=recipe.reprob,
+        remode=recipe.remode,
         aug_repeats=recipe.aug_repeats,
-        crop_padding=recipe.crop_padding, hflip=recipe.hflip, normalization=recipe.normalization,
-        train_subset=recipe.train_subset, test_subset=recipe.test_subset, image_size=recipe.image_size,
-        train_transform=recipe.train_transform, workers=run.workers, channels_last=recipe.channels_last,
+        crop_padding=recipe.crop_padding,
+        hflip=recipe.hflip,
+        normalization=recipe.normalization,
+        train_subset=recipe.train_subset,
+        test_subset=recipe.test_subset,
+        image_size=recipe.image_size,
+        train_transform=recipe.train_transform,
+        workers=run.workers,
+        channels_last=recipe.channels_last,
         device_decode=run.device_decode,
-        seed=recipe.seed, split_seed=recipe.split_seed, strict_data=run.strict_data,
+        seed=recipe.seed,
+        split_seed=recipe.split_seed,
+        strict_data=run.strict_data,
         verify_checksums=run.verify_checksums,
-        follow_links=run.follow_links, max_image_pixels=run.max_image_pixels,
+        follow_links=run.follow_links,
+        max_image_pixels=run.max_image_pixels,
     )
 
 
@@ -75,15 +93,18 @@ def build_data_bundle(recipe: Recipe, run: RunOptions, device: torch.device, inf
     return build_data(data_config(recipe, run, info), device, rank=info.rank, world_size=info.world_size)
 
 
-def build_model(recipe: Recipe, run: RunOptions, data: DataBundle, device: torch.device,
-                log: Callable[[str], None]) -> nn.Module:
+def build_model(
+    recipe: Recipe, run: RunOptions, data: DataBundle, device: torch.device, log: Callable[[str], None]
+) -> nn.Module:
     """The recipe's model for the data's classes and channels, optionally from pretrained weights."""
     options = dict(recipe.model_options)
     for key, value in (("num_classes", len(data.classes)), ("in_chans", data.in_chans)):
         if key in options and options.pop(key) != value:  # the data sets them; an equal value is harmless
             what = "classes" if key == "num_classes" else "channels"
-            raise ConfigError(f"model_kwargs sets {key}={recipe.model_options[key]!r} but the data has "
-                              f"{value} {what}; drop {key} from model_kwargs (the data sets it)")
+            raise ConfigError(
+                f"model_kwargs sets {key}={recipe.model_options[key]!r} but the data has "
+                f"{value} {what}; drop {key} from model_kwargs (the data sets it)"
+            )
     model = create_model(recipe.model, num_classes=len(data.classes), in_chans=data.in_chans, **options)
     if run.init_weights:
         report = load_weights_into(model, run.init_weights, replace_head=True)
@@ -117,8 +138,13 @@ def build_optimizer(model: nn.Module, recipe: Optimization, device: torch.device
         return Lamb(groups, lr=recipe.lr)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr, fused=fused_optimizer(device) or None)
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                           fused=fused_optimizer(device) or None)
+    return torch.optim.SGD(
+        groups,
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        fused=fused_optimizer(device) or None,
+    )
 
 
 def build_ema(model: nn.Module, recipe: Recipe) -> AveragedModel | None:
@@ -142,8 +168,12 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
 def weighted_depth(model: nn.Module) -> int:
     """Layers with weights on the main path (convs and fc, not projection shortcuts or gates), as
     the paper counts depth: 110 for ResNet-110 (WRN-28-10 gives 26: WRN counts its shortcuts)."""
-    return sum(1 for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-               and not any(part in name for part in ("downsample", "shortcut", "merge")))
+    return sum(
+        1
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+        and not any(part in name for part in ("downsample", "shortcut", "merge"))
+    )
 
 
 def default_output(recipe: Recipe) -> str:

@@ -37,8 +37,11 @@ class DistInfo:
 def env_info() -> DistInfo:
     """Rank and world size from torchrun's environment variables (single process without them)."""
     try:
-        return DistInfo(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                        local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+        return DistInfo(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
     except ValueError as exc:
         raise ConfigError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {exc}") from None
 

@@ -29,6 +29,7 @@ def cross_entropy(smoothing: float = 0.0) -> Criterion:
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # F.cross_entropy smooths labels and probability targets alike
         return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+
     return loss
 
 
@@ -38,6 +39,7 @@ def binary_cross_entropy(smoothing: float = 0.0, target_threshold: float | None 
         if target_threshold is not None:
             target = (target > target_threshold).to(target.dtype)
         return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
     return loss
 
 

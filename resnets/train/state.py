@@ -78,23 +78,41 @@ class Training:
         return self.ema.module if self.ema is not None else self.model
 
 
-def make_checkpoint(state: TrainState, training: Training, config: TrainConfig, data_meta: dict,
-                    epoch_rng: dict | None, metrics: dict | None) -> dict[str, Any]:
+def make_checkpoint(
+    state: TrainState,
+    training: Training,
+    config: TrainConfig,
+    data_meta: dict,
+    epoch_rng: dict | None,
+    metrics: dict | None,
+) -> dict[str, Any]:
     """The checkpoint dict (plain types only, loadable with ``weights_only=True``)."""
     ema = training.ema
     return {
-        "format": checkpoints.FORMAT, "format_version": checkpoints.FORMAT_VERSION,
-        "model": model_spec(training.model), "state_dict": training.model.state_dict(),
-        "optimizer": training.optimizer.state_dict(), "scheduler": training.schedule.state_dict(),
+        "format": checkpoints.FORMAT,
+        "format_version": checkpoints.FORMAT_VERSION,
+        "model": model_spec(training.model),
+        "state_dict": training.model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.schedule.state_dict(),
         "scaler": training.scaler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "eval_weights": "ema" if ema is not None else "model",
-        "epoch": state.epoch, "iteration": state.iteration, "batch_in_epoch": state.batch_in_epoch,
-        "train_state": {"elapsed_s": state.elapsed_s, "train_images": state.train_images,
-                        "train_time_s": state.train_time_s, "best": dict(state.best),
-                        "partial": dataclasses.asdict(state.partial)},
-        "rng": rng_state(), "epoch_rng": epoch_rng,
-        "config": config.to_dict(), "data": data_meta, "versions": versions(),
+        "epoch": state.epoch,
+        "iteration": state.iteration,
+        "batch_in_epoch": state.batch_in_epoch,
+        "train_state": {
+            "elapsed_s": state.elapsed_s,
+            "train_images": state.train_images,
+            "train_time_s": state.train_time_s,
+            "best": dict(state.best),
+            "partial": dataclasses.asdict(state.partial),
+        },
+        "rng": rng_state(),
+        "epoch_rng": epoch_rng,
+        "config": config.to_dict(),
+        "data": data_meta,
+        "versions": versions(),
         "metrics": metrics,
     }
 
@@ -102,8 +120,10 @@ def make_checkpoint(state: TrainState, training: Training, config: TrainConfig, 
 def check_finite(ckpt: dict[str, Any], folder: Path) -> None:
     """Never write a checkpoint whose weights are no longer finite."""
     if not checkpoints.all_finite({"model": ckpt["state_dict"], "ema": ckpt["ema"]}):
-        raise TrainingDiverged(f"the weights are no longer finite at iteration {ckpt['iteration']}; "
-                               f"no checkpoint written (the last good one stays in {folder})")
+        raise TrainingDiverged(
+            f"the weights are no longer finite at iteration {ckpt['iteration']}; "
+            f"no checkpoint written (the last good one stays in {folder})"
+        )
 
 
 def check_same_model(ckpt: dict, path: Path, name: str, kwargs: dict[str, Any]) -> None:
@@ -111,24 +131,30 @@ def check_same_model(ckpt: dict, path: Path, name: str, kwargs: dict[str, Any]) 
     saved = ckpt["model"]
     same_options = all(saved.get("kwargs", {}).get(k) == json.loads(json.dumps(v)) for k, v in kwargs.items())
     if saved.get("name") != name or not same_options:
-        raise CheckpointError(f"{path} is a checkpoint of {saved}, but this run builds {name} with options "
-                              f"{kwargs}; resume with the same --model and model_kwargs")
+        raise CheckpointError(
+            f"{path} is a checkpoint of {saved}, but this run builds {name} with options "
+            f"{kwargs}; resume with the same --model and model_kwargs"
+        )
 
 
 def check_resume_entries(ckpt: dict, path: Path) -> None:
     """Before any work: the checkpoint holds everything resuming restores."""
     missing = [key for key in checkpoints.RESUME_ENTRIES if key not in ckpt]
     if missing:
-        raise CheckpointError(f"{path} cannot be resumed: it has no {', '.join(missing)} entry "
-                              f"(a weights-only file? start from it with --init-weights)")
+        raise CheckpointError(
+            f"{path} cannot be resumed: it has no {', '.join(missing)} entry "
+            f"(a weights-only file? start from it with --init-weights)"
+        )
 
 
 def restore(ckpt: dict, path: Path, training: Training) -> TrainState:
     """Put a run back where ``ckpt`` left it: weights, optimiser, schedule, scaler, EMA and RNGs."""
     check_resume_entries(ckpt, path)
     if ckpt["model"] != model_spec(training.model):
-        raise CheckpointError(f"{path} is a checkpoint of {ckpt['model']}, but this run builds "
-                              f"{model_spec(training.model)}; resume with the same --model and options")
+        raise CheckpointError(
+            f"{path} is a checkpoint of {ckpt['model']}, but this run builds "
+            f"{model_spec(training.model)}; resume with the same --model and options"
+        )
     checkpoints.load_state_into(training.model, ckpt["state_dict"], source=str(path))
     try:
         training.optimizer.load_state_dict(ckpt["optimizer"])
@@ -141,21 +167,28 @@ def restore(ckpt: dict, path: Path, training: Training) -> TrainState:
     set_rng_state(ckpt["rng"])
     extra = ckpt.get("train_state") or {}
     try:
-        state = TrainState(epoch=ckpt["epoch"], iteration=ckpt["iteration"],
-                           batch_in_epoch=ckpt.get("batch_in_epoch", 0),
-                           partial=EpochCounts.from_saved(extra.get("partial")),
-                           elapsed_s=float(extra.get("elapsed_s", 0.0)),
-                           train_images=int(extra.get("train_images", 0)),
-                           train_time_s=float(extra.get("train_time_s", 0.0)),
-                           best=dict(extra.get("best", {})))
+        state = TrainState(
+            epoch=ckpt["epoch"],
+            iteration=ckpt["iteration"],
+            batch_in_epoch=ckpt.get("batch_in_epoch", 0),
+            partial=EpochCounts.from_saved(extra.get("partial")),
+            elapsed_s=float(extra.get("elapsed_s", 0.0)),
+            train_images=int(extra.get("train_images", 0)),
+            train_time_s=float(extra.get("train_time_s", 0.0)),
+            best=dict(extra.get("best", {})),
+        )
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its train_state is malformed ({exc})") from None
     return state
 
 
 def versions() -> dict[str, str]:
-    return {"resnets": __version__, "torch": str(torch.__version__),  # TorchVersion is not a plain str
-            "torchvision": str(torchvision.__version__), "python": platform.python_version()}
+    return {
+        "resnets": __version__,
+        "torch": str(torch.__version__),  # TorchVersion is not a plain str
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+    }
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -168,6 +201,7 @@ def weights_digest(model: nn.Module) -> str:
 
 
 # --- random number generators ------------------------------------------------------------------
+
 
 def rng_state(loader_state: Any = None) -> dict[str, Any]:
     """Every RNG state a run depends on, as plain types: torch CPU and CUDA, numpy, Python, and a
@@ -200,6 +234,8 @@ def set_rng_state(state: Mapping[str, Any]) -> Any:
         if "mps" in state and torch.backends.mps.is_available():
             torch.mps.set_rng_state(state["mps"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-        raise CheckpointError(f"the checkpoint's random number generator state does not fit "
-                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise CheckpointError(
+            f"the checkpoint's random number generator state does not fit "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     return state.get("loader")

@@ -9,9 +9,16 @@ from typing import Any
 from ..errors import ConfigError
 
 # metrics.csv columns -> TensorBoard tags
-EPOCH_TAGS = {"train_loss": "train/loss", "train_error": "train/error", "val_loss": "val/loss",
-              "val_error": "val/error", "test_loss": "test/loss", "test_error": "test/error", "lr": "lr",
-              "images_per_s": "train/images_per_s"}
+EPOCH_TAGS = {
+    "train_loss": "train/loss",
+    "train_error": "train/error",
+    "val_loss": "val/loss",
+    "val_error": "val/error",
+    "test_loss": "test/loss",
+    "test_error": "test/error",
+    "lr": "lr",
+    "images_per_s": "train/images_per_s",
+}
 STEP_TAGS = {"loss": "step/loss", "error": "step/error", "lr": "step/lr", "images_per_s": "step/images_per_s"}
 
 
@@ -20,8 +27,10 @@ def check_available() -> None:
     try:
         import tensorboard  # noqa: F401  (optional: only runs that ask for TensorBoard need it)
     except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]' "
-                          "(or drop --tensorboard)") from None
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]' "
+            "(or drop --tensorboard)"
+        ) from None
 
 
 class TensorBoardLog:
