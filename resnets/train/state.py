@@ -148,8 +148,8 @@ def check_resume_entries(ckpt: dict, path: Path) -> None:
 
 
 def restore(ckpt: dict, path: Path, training: Training) -> TrainState:
-    """Put a run back where ``ckpt`` left it: weights, optimiser, schedule, scaler, EMA and RNGs."""
-    check_resume_entries(ckpt, path)
+    """Put a run back where ``ckpt`` left it: weights, optimiser, schedule, scaler, EMA and RNGs (its
+    entries were checked by ``check_resume_entries`` before any work)."""
     if ckpt["model"] != model_spec(training.model):
         raise CheckpointError(
             f"{path} is a checkpoint of {ckpt['model']}, but this run builds "
