@@ -35,18 +35,29 @@ class StepOptions:
 
     @classmethod
     def from_recipe(cls, recipe, device: torch.device | None = None) -> StepOptions:
-        """The speed settings of a resnets training recipe on ``device`` (default CPU)."""
+        """The speed settings of a resnets training recipe on ``device`` (default CPU), "auto" resolved
+        as for a run of the recipe's own length on Fashion-MNIST."""
         from resnets.train.build import fused_optimizer
 
+        path = recipe_path(recipe, device)
         return cls(
-            channels_last=recipe.channels_last,
+            channels_last=path.channels_last,
             amp=amp_name(recipe, device),
             optimizer="fused" if fused_optimizer(device or torch.device("cpu")) else "loop",
-            compile=recipe.compile,
+            compile=path.compile,
             nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay,
             label_smoothing=recipe.label_smoothing,
         )
+
+
+def recipe_path(recipe, device: torch.device | None = None, images: int = 60_000):
+    """The execution path a run of ``recipe`` takes on ``device``: ``images`` a training epoch."""
+    from resnets.runtime import execution_path
+
+    device = device or torch.device("cpu")
+    length = recipe.iterations * recipe.batch_size if recipe.iterations else recipe.epochs * images
+    return execution_path(recipe.amp, recipe.amp_dtype, recipe.channels_last, recipe.compile, device, length)
 
 
 def amp_name(recipe, device: torch.device | None = None) -> str | None:

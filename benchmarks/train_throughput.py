@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .harness import BenchOptions, Comparison, alternate, markdown_table, synchronize, write_result
-from .steps import StepOptions, make_step, synthetic_batch
+from .steps import StepOptions, make_step, recipe_path, synthetic_batch
 
 OURS, PEER = "ours (resnets train engine)", "peer (torchvision + DataLoader)"
 
@@ -33,8 +33,12 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
     from resnets.train.recipes import apply_overrides, get_recipe
 
     recipe = apply_overrides(get_recipe("fast-cpu"), parse_set_args(opts.recipe_set))
+    # the execution path of the whole run on this machine, kept for these short ones
+    path = recipe_path(recipe, opts.torch_device)
     # a small test subset and no TTA: the run's final evaluation is not what is measured
     settings = dict(
+        channels_last=path.channels_last,
+        compile=path.compile,
         model=model,
         batch_size=128,
         iterations=iterations,

@@ -183,7 +183,7 @@ _RECIPE_FIELDS = {
     "amp_dtype": lambda v: v in ("bfloat16", "float16"),
     "val_split": lambda v: _is_int(v),
     "seed": lambda v: _is_int(v, -(2**63)),
-    "channels_last": lambda v: isinstance(v, bool),
+    "channels_last": lambda v: v in (True, False, "auto"),
 }
 _RUN_FIELDS = {
     "data_dir": lambda v: v is None or isinstance(v, str),

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -31,6 +36,34 @@ def select_device(name: str | None = None) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class CpuKind:
+    """What this processor offers torch, as torch will use it: ``ATEN_CPU_CAPABILITY`` and
+    ``ONEDNN_MAX_CPU_ISA`` are honoured, so that an AVX2-only CPU emulated on a newer one is one."""
+
+    capability: str  # ATen's vector kernels: "AVX512", "AVX2", "DEFAULT" (torch.backends.cpu)
+    bfloat16: bool  # bfloat16 arithmetic (AVX512-BF16 or AMX) in both ATen's and oneDNN's kernels
+    float16: bool  # float16 arithmetic (AMX-FP16)
+    compiler: bool  # a C++ compiler, which torch.compile's CPU backend (inductor) needs
+
+    def describe(self) -> str:
+        return f"{self.capability} CPU {'with' if self.bfloat16 else 'without'} bfloat16"
+
+
+# ONEDNN_MAX_CPU_ISA values below AVX512_CORE_BF16: oneDNN then emulates bfloat16 through float32
+_ONEDNN_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+@functools.cache
+def cpu_kind() -> CpuKind:
+    capability = torch.backends.cpu.get_cpu_capability()
+    onednn_bf16 = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() not in _ONEDNN_WITHOUT_BF16
+    wide = capability.startswith("AVX512") and onednn_bf16
+    hardware_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    compiler = any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+    return CpuKind(capability, wide and hardware_bf16, wide and torch.cpu._is_amx_fp16_supported(), compiler)
+
+
 def computes_natively(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``device`` has arithmetic for ``dtype`` (not emulated through float32).
 
@@ -40,10 +73,8 @@ def computes_natively(device: torch.device, dtype: torch.dtype) -> bool:
     if device.type == "cuda":
         return dtype is torch.float16 or (dtype is torch.bfloat16 and torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        if dtype is torch.bfloat16:
-            return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        if dtype is torch.float16:
-            return torch.cpu._is_amx_fp16_supported()
+        kind = cpu_kind()
+        return (dtype is torch.bfloat16 and kind.bfloat16) or (dtype is torch.float16 and kind.float16)
     return False
 
 
@@ -66,3 +97,70 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def precision_name(dtype: torch.dtype | None) -> str:
     """ "float32" or e.g. "bfloat16 autocast", as run summaries and ``resnets eval`` report it."""
     return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+
+
+Choice = bool | Literal["auto"]
+# torch.compile's start-up (20-70 s for resnet20 on 2 cores, less from inductor's cache) pays for itself
+# after about 55-170k training images of 1.2-1.6x faster steps (docs/performance.md, "Execution paths").
+COMPILE_MIN_IMAGES = 150_000
+
+
+@dataclass(frozen=True)
+class ExecutionPath:
+    """How a run computes: precision, memory layout and compilation, each chosen or forced."""
+
+    precision: torch.dtype | None  # autocast dtype, None: float32
+    channels_last: bool
+    compile: bool
+    reason: str  # why "auto" chose so, or "forced" where every choice was given
+
+    def describe(self) -> str:
+        layout = "channels-last" if self.channels_last else "NCHW"
+        compiled = "compiled" if self.compile else "eager"
+        return f"{precision_name(self.precision)}, {layout}, {compiled}; {self.reason}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "precision": precision_name(self.precision),
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "reason": self.reason,
+        }
+
+
+def uses_channels_last(choice: Choice, device: torch.device) -> bool:
+    """ "auto": channels-last on CPU (oneDNN's layout: 1.03x eager, 1.5x compiled on an AVX2 CPU) and CUDA
+    (tensor cores); NCHW on MPS, where it is not measured."""
+    return device.type in ("cpu", "cuda") if choice == "auto" else bool(choice)
+
+
+def execution_path(
+    amp: Choice,
+    amp_dtype: str,
+    channels_last: Choice,
+    compile: Choice,
+    device: torch.device,
+    images: int,
+) -> ExecutionPath:
+    """The path a run of ``images`` training images takes on ``device``: "auto" fields pick the fastest
+    path measured for this processor (``python -m benchmarks cpu_paths``), True/False force it.
+
+    It depends only on the settings, the run's length and the processor, so a seeded run computes the
+    same on one machine every time. On CPU: bfloat16 autocast where the CPU computes it natively;
+    channels-last; ``torch.compile`` where a C++ compiler is found and the run is long enough to repay the
+    compilation. CUDA and MPS: eager (not measured there).
+    """
+    precision = autocast_dtype(amp, amp_dtype, device)
+    layout = uses_channels_last(channels_last, device)
+    if compile != "auto":
+        compiled = bool(compile)
+    else:
+        kind = cpu_kind()
+        compiled = device.type == "cpu" and kind.compiler and images >= COMPILE_MIN_IMAGES
+    if "auto" not in (amp, channels_last, compile):
+        reason = "forced"
+    elif device.type == "cpu":
+        reason = f"auto for an {cpu_kind().describe()}"
+    else:
+        reason = f"auto for {device.type}"
+    return ExecutionPath(precision, layout, compiled, reason)

@@ -255,10 +255,11 @@ def test_amp_auto_is_a_recipe_choice_and_other_words_are_refused():
 def test_amp_auto_uses_bfloat16_only_where_the_cpu_computes_it(monkeypatch, has_bf16, expected):
     import torch
 
+    from resnets import runtime
     from resnets.runtime import autocast_dtype
 
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    kind = runtime.CpuKind("AVX512" if has_bf16 else "AVX2", bfloat16=has_bf16, float16=False, compiler=True)
+    monkeypatch.setattr(runtime, "cpu_kind", lambda: kind)
     cpu = torch.device("cpu")
     resolved = autocast_dtype("auto", "bfloat16", cpu)
     assert resolved == (getattr(torch, expected) if expected else None)

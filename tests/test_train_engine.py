@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from resnets import checkpoints as ck
+from resnets import runtime
 from resnets.cli import main
 
 # An 8-layer 6n+2 net: every code path of resnet20 at a third of the cost.
@@ -209,8 +210,8 @@ def test_mixed_precision_on_cpu_trains_without_a_grad_scaler(tmp_path, dtype):
 
 def test_amp_auto_resolves_at_run_time_and_the_summary_says_to_what(tmp_path, monkeypatch):
     # a CPU without bfloat16 arithmetic: "auto" must fall back to float32 there
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    without_bf16 = runtime.CpuKind("AVX2", bfloat16=False, float16=False, compiler=False)
+    monkeypatch.setattr(runtime, "cpu_kind", lambda: without_bf16)
     code, out = train(tmp_path, "--iterations", "2", "--set", "amp=auto")
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())

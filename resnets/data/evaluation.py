@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, DataError
+from ..runtime import uses_channels_last
 from .augment import Normalization
 from .datasets import FOLDER_DATASETS, ArrayDataset
 from .folders import DataWarning, FolderDataset, FolderLoader
@@ -105,7 +106,7 @@ def evaluation_data(
         hflip=False if not folder else None,
         image_size=int(meta["image_size"]) if folder else None,
         workers=workers,
-        channels_last=bool(recipe.get("channels_last", False)),
+        channels_last=uses_channels_last(recipe.get("channels_last", False), device),
     )
     bundle = build_data(cfg, device)
     _check_compatible(bundle, meta, ckpt["model"].get("kwargs", {}), source, dataset)

@@ -57,6 +57,9 @@ BUDGETS: dict[str, Budget] = {
             "split_seed": 0,
             "batch_size": 32,
             "eval_batch_size": 64,
+            "amp": False,  # float32 and eager on every machine: seconds, and the same on each
+            "channels_last": False,
+            "compile": False,
         },
         "seconds: 64 training and 64 test images, 4 iterations; checks the machinery, shows nothing",
         adaptive_seeds=False,
@@ -68,7 +71,7 @@ BUDGETS: dict[str, Budget] = {
         "cpu",
         "fashion-mnist",
         "reproduce-cpu",
-        {"channels_last": True, "amp": "auto"},
+        {"channels_last": True, "amp": "auto", "compile": False},
         "the main job's recipe on a 2-core CPU (reproduce-cpu: Nesterov SGD, one-cycle lr 0.2 with a fixed "
         "one-epoch warm-up, label smoothing 0.1, weight decay 5e-4, flip, batch 256, 4 epochs) on the "
         "55,000 Fashion-MNIST training images outside a fixed, class-balanced 5,000-image validation split "
@@ -81,7 +84,8 @@ BUDGETS: dict[str, Budget] = {
         "paper",
         "cifar10",
         "paper-cifar",
-        {"split_seed": 0},  # one validation split for every seed of a network
+        # one validation split for every seed of a network; float32 and eager, as the papers trained
+        {"split_seed": 0, "amp": False, "compile": False},
         "the papers' schedules on CIFAR-10 for a GPU: 64k iterations at batch 128, lr 0.1 divided by 10 "
         "at 32k and 48k, 4-pixel pad-and-crop and flip, the full test set (each run's exact recipe is in "
         "its command below)",

@@ -18,6 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..data import DATASET_NAMES, DataBundle, DataConfig, build_data
 from ..errors import ConfigError, unknown_name
 from ..models.registry import create_model
+from ..runtime import uses_channels_last
 from ..weights import load_weights_into
 from .distributed import DistInfo
 from .lamb import Lamb
@@ -49,7 +50,7 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(deterministic)
 
 
-def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
+def data_config(recipe: Recipe, run: RunOptions, info: DistInfo, device: torch.device) -> DataConfig:
     """The data pipeline's DataConfig for this recipe (batch sizes are global; build_data shards). The
     training loader yields micro-batches: batch_size / (processes x grad_accum_steps) images."""
     if recipe.micro_batch_size % info.world_size:
@@ -78,7 +79,7 @@ def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
         image_size=recipe.image_size,
         train_transform=recipe.train_transform,
         workers=run.workers,
-        channels_last=recipe.channels_last,
+        channels_last=uses_channels_last(recipe.channels_last, device),
         device_decode=run.device_decode,
         seed=recipe.seed,
         split_seed=recipe.split_seed,
@@ -90,7 +91,8 @@ def data_config(recipe: Recipe, run: RunOptions, info: DistInfo) -> DataConfig:
 
 
 def build_data_bundle(recipe: Recipe, run: RunOptions, device: torch.device, info: DistInfo) -> DataBundle:
-    return build_data(data_config(recipe, run, info), device, rank=info.rank, world_size=info.world_size)
+    config = data_config(recipe, run, info, device)
+    return build_data(config, device, rank=info.rank, world_size=info.world_size)
 
 
 def build_model(
@@ -111,7 +113,7 @@ def build_model(
         for line in report.lines():
             log(line)
     model = model.to(device)
-    if recipe.channels_last:
+    if uses_channels_last(recipe.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     return model
 

@@ -22,6 +22,7 @@ from ..data.mixing import MIXING_STREAM, MixupCutmix
 from ..data.splits import seed_for
 from ..evaluate import evaluate
 from ..plots import training_curves
+from ..runtime import ExecutionPath, execution_path, uses_channels_last
 from . import distributed
 from .build import (
     build_data_bundle,
@@ -83,9 +84,14 @@ class Classification(Task):
     def build_ema(self, model: nn.Module) -> AveragedModel | None:
         return build_ema(model, self.config.recipe)
 
-    def compile_mode(self) -> str | None:
+    def execution_path(self, device: torch.device, images: int) -> ExecutionPath:
         recipe = self.config.recipe
-        return recipe.compile_mode if recipe.compile else None
+        return execution_path(
+            recipe.amp, recipe.amp_dtype, recipe.channels_last, recipe.compile, device, images
+        )
+
+    def compile_mode(self) -> str:
+        return self.config.recipe.compile_mode
 
     def describe(self, data: DataBundle) -> str:
         recipe = self.config.recipe
@@ -104,7 +110,7 @@ class Classification(Task):
         recipe = self.config.recipe
         if self.mixing.enabled:  # seeded by (seed, epoch, rank, batch): a resumed epoch mixes alike
             x, y = self.mixing(x, y, seed_for(recipe.seed, epoch, self.rank, MIXING_STREAM, index))
-        if recipe.channels_last:
+        if uses_channels_last(recipe.channels_last, self.device):
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 

@@ -30,7 +30,7 @@ from torch.optim.swa_utils import AveragedModel
 from .. import runs
 from ..errors import ConfigError, ResnetsError, os_error
 from ..io import link_atomic, write_json, write_text
-from ..runtime import autocast, autocast_dtype, precision_name
+from ..runtime import ExecutionPath, autocast, execution_path, precision_name
 from ..weights import save_weights
 from . import distributed
 from .build import build_optimizer, configure_determinism, seed_everything, weighted_depth
@@ -104,9 +104,15 @@ class Task(ABC):
     def build_ema(self, model: nn.Module) -> AveragedModel | None:
         return None
 
-    def compile_mode(self) -> str | None:
-        """torch.compile's mode for the step's forward, None: not compiled."""
-        return None
+    def execution_path(self, device: torch.device, images: int) -> ExecutionPath:
+        """Precision, layout and compilation of a run of ``images`` training images on ``device``
+        (``runtime.execution_path``); here the recipe's amp, NCHW and eager."""
+        recipe = self.config.recipe
+        return execution_path(recipe.amp, recipe.amp_dtype, False, False, device, images)
+
+    def compile_mode(self) -> str:
+        """torch.compile's mode, where the execution path compiles the step's forward."""
+        return "default"
 
     @abstractmethod
     def describe(self, data: Any) -> str:
@@ -229,7 +235,8 @@ def _run(
     epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = build_optimizer(model, recipe, device)
     schedule = LRSchedule(optimizer, recipe, steps_per_epoch, total_steps, depth=weighted_depth(model))
-    amp_dtype = autocast_dtype(recipe.amp, recipe.amp_dtype, device)
+    path = task.execution_path(device, total_steps * recipe.batch_size)
+    amp_dtype = path.precision
     # GradScaler only for float16 on CUDA: bfloat16 has float32's range and needs no loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16 and device.type == "cuda")
     training = Training(model, optimizer, schedule, scaler, task.build_ema(model))
@@ -243,10 +250,9 @@ def _run(
         forward = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if task.compile_mode() is not None:
+    if path.compile:
         forward = torch.compile(forward, mode=task.compile_mode())
 
-    precision = precision_name(amp_dtype)
     log = board = None
     if info.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
@@ -261,7 +267,7 @@ def _run(
             board = TensorBoardLog(folder.path, purge_step=state.iteration + 1 if resume else None)
         progress.message(
             f"{task.describe(data)}: {epochs} epochs of {steps_per_epoch} iterations, {device} "
-            f"({precision}), world size {info.world_size} -> {folder.path}"
+            f"({path.describe()}), world size {info.world_size} -> {folder.path}"
         )
 
     def save(epoch_rng: dict | None, metrics: dict | None) -> None:
@@ -427,7 +433,9 @@ def _run(
     # --- the summary
     result = task.summary(state, folder.metrics() if info.is_main else [], folder)
     result["world_size"] = info.world_size
-    result["precision"] = precision  # what amp resolved to on this device ("auto" differs by machine)
+    # what "auto" resolved to on this device (it differs by machine)
+    result["precision"] = precision_name(amp_dtype)
+    result["execution_path"] = path.to_dict()
     if info.enabled:  # DDP keeps replicas equal; check it, since a silent divergence wastes a run
         digests = distributed.gather_objects(weights_digest(model))
         result["ranks_in_sync"] = len(set(digests)) == 1

@@ -297,13 +297,13 @@ class Recipe(Optimization):
     ema_decay: float = 0.999
     ema_every: int = 1  # update the average every k steps (torchvision's --model-ema-steps)
 
-    # precision and speed
-    # True: autocast to amp_dtype; "auto": only where the device computes amp_dtype natively
-    # (resnets.runtime.computes_natively), else float32
-    amp: bool | Literal["auto"] = False
+    # precision and speed: "auto" takes the fastest path measured for the processor at hand
+    # (resnets.runtime.execution_path: bfloat16 autocast where the device computes it natively,
+    # channels-last on CPU and CUDA, torch.compile on a long float32 CPU run); True/False force a choice
+    amp: bool | Literal["auto"] = "auto"
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    channels_last: bool = False
-    compile: bool = False
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool | Literal["auto"] = "auto"
     # torch.compile's mode: "reduce-overhead" replays CUDA graphs, which pays off where the step is a
     # few milliseconds of GPU work (the CIFAR-sized nets) and launch overhead dominates
     compile_mode: CompileMode = "default"
@@ -362,7 +362,7 @@ class Recipe(Optimization):
             problems.append(str(exc))
         if not 0 < self.ema_decay < 1:
             problems.append("ema_decay must be in (0, 1)")
-        if self.compile_mode != "default" and not self.compile:
+        if self.compile_mode != "default" and self.compile is not True:  # "auto" may not compile
             problems.append(f"compile_mode {self.compile_mode!r} needs compile=True (--compile)")
         if self.final_test_only and not self.val_split:
             problems.append(
@@ -525,11 +525,10 @@ FAST_CPU = Recipe(
     label_smoothing=0.1,
     # Flip test-time augmentation (airbench): averages the predictions for the image and its mirror.
     tta="flip",
-    # channels_last: oneDNN's preferred layout for convolutions on CPU.
-    # amp "auto": bfloat16 autocast only where the device has bfloat16 arithmetic (AVX512-BF16 or AMX
-    # CPUs, recent GPUs); where it is emulated (Ice Lake) it is slower than float32.
-    channels_last=True,
-    amp="auto",
+    # Precision, layout and compilation stay "auto" (the fastest path measured for the processor):
+    # bfloat16 autocast and channels-last on CPUs with bfloat16 arithmetic (AVX512-BF16, AMX), where
+    # emulated bfloat16 (Ice Lake) would be slower than float32; channels-last and torch.compile on
+    # AVX2-only CPUs (docs/performance.md, "The float32 path").
 )
 
 # --- modern recipes (docs/training.md, "Modern training") ----------------------------------------
@@ -719,6 +718,10 @@ REPRODUCE_CPU = dataclasses.replace(
     final_test_only=True,
     norm_weight_decay=None,
     tta="none",
+    # Eager on every CPU: compilation is not checked on every family's net (drop-path, FractalNet's
+    # columns, the Highway gates), and the zoo's runs were trained so (their config.json says so).
+    channels_last=True,
+    compile=False,
 )
 
 RECIPES: dict[str, Recipe] = {
