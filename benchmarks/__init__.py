@@ -9,6 +9,7 @@ from __future__ import annotations
 # name -> module, in the order ``python -m benchmarks`` runs them
 BENCHMARKS = {
     "step_options": "benchmarks.step_options",
+    "cpu_paths": "benchmarks.cpu_paths",
     "train_throughput": "benchmarks.train_throughput",
     "augment_throughput": "benchmarks.augment_throughput",
     "inference": "benchmarks.inference_speed",

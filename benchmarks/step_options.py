@@ -92,8 +92,13 @@ def images_per_s(step: Callable[[], None], batch_size: int, steps: int) -> float
     return batch_size * steps / (time.perf_counter() - t0)
 
 
-def run(opts: BenchOptions, configs: list[str] | None = None) -> str:
-    specs = list(configs or DEFAULT_CONFIGS)
+def run(opts: BenchOptions, configs: list[str] | None = None, name: str = "step_options") -> str:
+    table, _ = measure(opts, list(configs or DEFAULT_CONFIGS), name)
+    return table
+
+
+def measure(opts: BenchOptions, specs: list[str], name: str) -> tuple[str, Comparison]:
+    """Each setting's training step, alternately; the table and the comparison, written as ``name``."""
     parsed = {spec: StepConfig.parse(spec) for spec in specs}
     images = opts.scale(2560, 512)  # per setting and round: short rounds, many of them, resist drifting load
     warmup = opts.scale(5, 2)
@@ -136,5 +141,5 @@ def run(opts: BenchOptions, configs: list[str] | None = None) -> str:
         "result": comparison.to_dict(),
         "quick": opts.quick,
     }
-    write_result("step_options", payload, table, opts.results_dir)
-    return table
+    write_result(name, payload, table, opts.results_dir)
+    return table, comparison

@@ -100,8 +100,9 @@ def precision_name(dtype: torch.dtype | None) -> str:
 
 
 Choice = bool | Literal["auto"]
-# torch.compile's start-up (20-70 s for resnet20 on 2 cores, less from inductor's cache) pays for itself
-# after about 55-170k training images of 1.2-1.6x faster steps (docs/performance.md, "Execution paths").
+# torch.compile's start-up (30-70 s for resnet20 on 2 cores) against float32 steps 1.2-1.6x faster on
+# AVX2 CPUs: it pays for itself after about 55k (a real AVX2 core) to 300k images (one emulated on a
+# Xeon); docs/performance.md, "Execution paths on each kind of CPU".
 COMPILE_MIN_IMAGES = 150_000
 
 
@@ -147,8 +148,9 @@ def execution_path(
 
     It depends only on the settings, the run's length and the processor, so a seeded run computes the
     same on one machine every time. On CPU: bfloat16 autocast where the CPU computes it natively;
-    channels-last; ``torch.compile`` where a C++ compiler is found and the run is long enough to repay the
-    compilation. CUDA and MPS: eager (not measured there).
+    channels-last; ``torch.compile`` on the float32 path, where a C++ compiler is found and the run is
+    long enough to repay the compilation (in bfloat16 its steps were 1.05x faster and the main job 15%
+    slower with the compilation). CUDA and MPS: eager (not measured there).
     """
     precision = autocast_dtype(amp, amp_dtype, device)
     layout = uses_channels_last(channels_last, device)
@@ -156,11 +158,14 @@ def execution_path(
         compiled = bool(compile)
     else:
         kind = cpu_kind()
-        compiled = device.type == "cpu" and kind.compiler and images >= COMPILE_MIN_IMAGES
-    if "auto" not in (amp, channels_last, compile):
+        compiled = (
+            device.type == "cpu" and precision is None and kind.compiler and images >= COMPILE_MIN_IMAGES
+        )
+    settings = {"amp": amp, "channels_last": channels_last, "compile": compile}
+    forced = [name for name, value in settings.items() if value != "auto"]
+    if len(forced) == len(settings):
         reason = "forced"
-    elif device.type == "cpu":
-        reason = f"auto for an {cpu_kind().describe()}"
     else:
-        reason = f"auto for {device.type}"
+        reason = f"auto for an {cpu_kind().describe()}" if device.type == "cpu" else f"auto for {device.type}"
+        reason += f" ({', '.join(forced)} forced)" if forced else ""
     return ExecutionPath(precision, layout, compiled, reason)

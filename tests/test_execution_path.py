@@ -74,12 +74,12 @@ def test_cpu_kind_looks_for_a_cxx_compiler(monkeypatch, fresh_cpu_kind):
     assert cpu_kind().compiler
 
 
-def test_a_bfloat16_cpu_trains_in_bfloat16_channels_last_and_compiles_a_long_run(monkeypatch):
+def test_a_bfloat16_cpu_trains_in_bfloat16_channels_last_and_eager(monkeypatch):
     stub_cpu(monkeypatch, BF16_CPU)
     path = auto()
-    assert (path.precision, path.channels_last, path.compile) == (torch.bfloat16, True, True)
+    assert (path.precision, path.channels_last, path.compile) == (torch.bfloat16, True, False)
     assert path.reason == "auto for an AVX512 CPU with bfloat16"
-    assert not auto(images=SHORT).compile
+    assert auto(amp=False).compile  # its float32 path compiles as an AVX2 CPU's does
 
 
 def test_an_avx2_cpu_trains_in_float32_and_compiles_a_long_run(monkeypatch):
@@ -98,7 +98,8 @@ def test_every_choice_can_be_forced(monkeypatch):
     assert (path.precision, path.channels_last, path.compile, path.reason) == (None, False, True, "forced")
     stub_cpu(monkeypatch, AVX2_CPU)
     assert auto(amp=True).precision is torch.bfloat16  # forced even where it is emulated
-    assert not auto(compile=False).compile and auto(compile=False).reason.startswith("auto")
+    partly = auto(compile=False)
+    assert not partly.compile and partly.reason == "auto for an AVX2 CPU without bfloat16 (compile forced)"
 
 
 def test_gpus_run_eager_and_mps_in_nchw(monkeypatch):
@@ -152,3 +153,22 @@ def test_the_first_line_and_summary_name_the_chosen_path(monkeypatch, tmp_path, 
     forced = ["--no-channels-last", "--no-amp", "--no-compile"]
     assert main([*argv, *forced, "--output", str(tmp_path / "forced")]) == 0
     assert "float32, NCHW, eager; forced" in capsys.readouterr().err
+
+
+def test_the_cpu_paths_benchmark_measures_every_path_this_cpu_runs_fast():
+    from benchmarks.cpu_paths import candidates
+    from benchmarks.step_options import StepConfig
+
+    default, *others = candidates(bfloat16=False)
+    first = StepConfig.parse(default)
+    assert (first.batch_size, first.options.channels_last, first.options.compile, first.options.amp) == (
+        256,
+        False,
+        False,
+        None,
+    )
+    options = [StepConfig.parse(c).options for c in others]
+    paths = {(o.amp, o.channels_last, o.compile) for o in options}
+    assert paths == {(None, False, True), (None, True, False), (None, True, True)}
+    with_bf16 = [StepConfig.parse(c).options for c in candidates(bfloat16=True)]
+    assert len(with_bf16) == 8 and sum(o.amp == "bf16" for o in with_bf16) == 4

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import signal
@@ -251,6 +252,8 @@ def _run(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if path.compile:
+        if device.type == "cpu":  # inductor's C++ build warns "No CUDA runtime is found" on every CPU
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         forward = torch.compile(forward, mode=task.compile_mode())
 
     log = board = None

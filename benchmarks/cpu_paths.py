@@ -1,0 +1,57 @@
+"""Which execution path is fastest on this processor, and whether ``auto`` takes it.
+
+The main job's training step (resnet20, 28x28, batch 256, fast-cpu's loss and optimiser) under every
+candidate path of this CPU, alternately: float32, and bfloat16 autocast where the CPU computes it
+natively (emulated bfloat16 is slower than float32: docs/training.md), each in NCHW and channels-last,
+eager and ``torch.compile``d. It prints images/s, each path's speed relative to PyTorch's default
+(float32, NCHW, eager), and the path ``runtime.execution_path`` chooses for the main job here beside the
+fastest one measured. Run it on each kind of CPU; an AVX2-only CPU can be emulated on a newer one with
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (the table's heading says which kind it ran as).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from .harness import BenchOptions
+from .step_options import measure
+from .steps import recipe_path
+
+BATCH = 256  # the main job's (fast-cpu)
+
+
+def spec(precision: str | None, channels_last: bool, compiled: bool) -> str:
+    """A step_options setting: ``bs=256,cl=1,amp=bf16,compile=1``."""
+    parts = [f"bs={BATCH}", f"cl={int(channels_last)}", f"compile={int(compiled)}"]
+    return ",".join(parts + ([f"amp={precision}"] if precision else []))
+
+
+def candidates(bfloat16: bool) -> list[str]:
+    """PyTorch's default path first, then every other combination this CPU can run fast."""
+    precisions = [None, "bf16"] if bfloat16 else [None]
+    return [spec(p, cl, c) for p, cl, c in itertools.product(precisions, (False, True), (False, True))]
+
+
+def run(opts: BenchOptions) -> str:
+    from resnets.runtime import cpu_kind
+    from resnets.train.recipes import get_recipe
+
+    kind = cpu_kind()
+    path = recipe_path(get_recipe("fast-cpu"), torch.device("cpu"))
+    chosen = spec("bf16" if path.precision is torch.bfloat16 else None, path.channels_last, path.compile)
+    specs = candidates(kind.bfloat16)
+    table, comparison = measure(opts, specs, "cpu_paths")
+    fastest = max(specs, key=comparison.median)
+    lines = [
+        f"Execution paths on this {kind.describe()} (ATen {kind.capability}, a C++ compiler: "
+        f"{'yes' if kind.compiler else 'no'})",
+        "",
+        table,
+        "",
+        f"auto chooses for the main job: {chosen} ({path.describe()})",
+        f"fastest measured: {fastest}; auto's path runs at {comparison.ratio(chosen, fastest):.2f}x the "
+        f"fastest and {comparison.ratio(chosen, specs[0]):.2f}x PyTorch's default ({specs[0]})",
+    ]
+    return "\n".join(lines)
