@@ -126,10 +126,17 @@ def test_torchvision_weights_and_rebuilding_from_the_spec(tmp_path):
         "resnet18", 2, head="fpn", in_chans=1, backbone_weights=path, log=lines.append, **SMALL
     )
     assert any("adapted conv1.weight from 3 to 1 input channels" in line for line in lines)
-    conv1 = detector.backbone.body.net.conv1.weight
+    conv1 = detector.backbone.body.conv1.weight
     assert torch.allclose(conv1, reference.conv1.weight.sum(1, keepdim=True))
     rebuilt = detector_from_spec(detector.resnets_spec)
     rebuilt.load_state_dict(detector.state_dict())
+    # the backbone's keys are torchvision's (backbone.body.conv1...); those of detectors saved when it was
+    # wrapped (backbone.body.net.conv1...) still load
+    assert "backbone.body.conv1.weight" in detector.state_dict()
+    wrapped = {
+        k.replace("backbone.body.", "backbone.body.net.", 1): v for k, v in detector.state_dict().items()
+    }
+    rebuilt.load_state_dict(wrapped)
     x = [torch.rand(1, 64, 64)]
     detector.eval(), rebuilt.eval()
     with torch.no_grad():

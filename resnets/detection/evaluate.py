@@ -50,17 +50,21 @@ def to_coco_results(
 
 
 def coco_metrics(
-    ground_truth: COCO, detections: list[dict[str, Any]], image_ids: Sequence[int] | None = None
+    ground_truth: COCO,
+    detections: list[dict[str, Any]],
+    image_ids: Sequence[int] | None = None,
+    iou_type: str = "bbox",
 ) -> dict[str, float]:
     """COCOeval's 12 numbers (fractions; -1 where the ground truth has no object of that size) for
-    ``detections`` (COCO result entries) on ``image_ids`` (default: every image of the ground truth)."""
+    ``detections`` (COCO result entries) on ``image_ids`` (default: every image of the ground truth);
+    ``iou_type`` "segm" compares masks (their entries' ``segmentation``) instead of boxes."""
     ids = sorted(ground_truth.getImgIds() if image_ids is None else image_ids)
     if not detections:  # pycocotools cannot load an empty result list; nothing detected scores 0
         has_size = _sizes_present(ground_truth, ids)
         return {name: (0.0 if has_size.get(name[2:], True) else -1.0) for name in METRICS}
     with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
         predicted = ground_truth.loadRes([dict(d) for d in detections])
-        evaluation = COCOeval(ground_truth, predicted, iouType="bbox")
+        evaluation = COCOeval(ground_truth, predicted, iouType=iou_type)
         evaluation.params.imgIds = ids
         evaluation.evaluate()
         evaluation.accumulate()

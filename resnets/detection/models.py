@@ -25,6 +25,7 @@ so checkpoints, resume and ``model.safetensors`` treat it like any model; ``dete
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from collections import OrderedDict
@@ -175,31 +176,45 @@ def freeze_stages(net: nn.Module, count: int) -> None:
             p.requires_grad_(False)
 
 
-class StageFeatures(nn.Module):
-    """The backbone's stage outputs as the ordered dict torchvision's FPN takes (the stem's map dropped)."""
+def name_feature_maps(net: nn.Module, names: dict[str, int]) -> nn.Module:
+    """Make ``net`` (a ``features_only`` backbone) return ``{name: feature map}`` (an ordered dict; the
+    indices count in its list of maps: 0 the stem's, k stage k's, -1 the last), as torchvision's
+    ``IntermediateLayerGetter`` does. A forward hook rather than a wrapper module, so the state-dict keys stay
+    the backbone's (``conv1.weight``, ``layer1.0...``): torchvision's detection and segmentation weights
+    load as they are. Returns ``net``."""
+    net.register_forward_hook(functools.partial(_named_maps, tuple(names.items())))
+    return net
 
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        maps = self.net(x)[1:]
-        return OrderedDict((str(i), m) for i, m in enumerate(maps))
+def _named_maps(
+    names: tuple[tuple[str, int], ...], net: nn.Module, inputs: tuple, maps: list[torch.Tensor]
+) -> OrderedDict[str, torch.Tensor]:
+    return OrderedDict((name, maps[index]) for name, index in names)
 
 
 class BackboneFPN(nn.Module):
-    """torchvision's ``BackboneWithFPN`` on our backbone: ``body`` (the stages), ``fpn``."""
+    """torchvision's ``BackboneWithFPN`` on our backbone, with its keys: ``body`` (the backbone, returning
+    its stage outputs "0", "1", ...), ``fpn``."""
 
     def __init__(self, net: nn.Module, out_channels: int) -> None:
         super().__init__()
-        self.body = StageFeatures(net)
+        stages = len(net.feature_info) - 1  # the stem's map is not a pyramid level
+        self.body = name_feature_maps(net, {str(i): i + 1 for i in range(stages)})
         self.fpn = FeaturePyramidNetwork(
             net.feature_info.channels()[1:], out_channels, extra_blocks=LastLevelMaxPool()
         )
         self.out_channels = out_channels
+        self.register_load_state_dict_pre_hook(_rename_wrapped_body_keys)
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return self.fpn(self.body(x))
+
+
+def _rename_wrapped_body_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """Detectors saved before the backbone kept torchvision's keys held it as ``body.net``."""
+    old = f"{prefix}body.net."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[f"{prefix}body.{key[len(old) :]}"] = state_dict.pop(key)
 
 
 class C4Trunk(nn.Module):
@@ -281,14 +296,14 @@ def _check(options: dict[str, Any]) -> None:
             )
 
 
-def build_detector(
+def resolve_options(
     backbone: str,
     num_classes: int,
     *,
     head: str = "fpn",
+    backbone_weights: str | os.PathLike | None = None,
     in_chans: int = 3,
     backbone_kwargs: dict[str, Any] | None = None,
-    backbone_weights: str | os.PathLike | None = None,
     backbone_norm: str = "frozen",
     frozen_stages: int | None = None,
     min_size: int = 800,
@@ -306,15 +321,14 @@ def build_detector(
     proposals_test: int = 1000,
     box_score_thresh: float = 0.05,
     box_detections_per_img: int = 100,
-    log: Callable[[str], None] | None = None,
-) -> FasterRCNN:
-    """A Faster R-CNN for ``num_classes`` object classes (the background not counted) on ``backbone``.
+) -> dict[str, Any]:
+    """The options of a detector for ``num_classes`` object classes (the background not counted) on
+    ``backbone``, defaults resolved and checked: its ``resnets_spec`` kwargs.
 
     ``frozen_stages`` None: the stem and the first stage stay fixed when ``backbone_weights`` are given
     (Detectron, torchvision), nothing without them. ``image_mean``/``image_std`` None: the statistics the
     backbone's resnets classifier was trained with, else ImageNet's. ``anchor_sizes`` (): 8, 16, 32 x the
     stride for C4 (the paper's 128, 256, 512), 8 x each level's stride for FPN (torchvision's)."""
-    log = log or (lambda message: None)
     norm = weights_normalization(backbone_weights) if backbone_weights is not None else None
     if norm is None:
         norm = (
@@ -349,11 +363,28 @@ def build_detector(
         "box_detections_per_img": int(box_detections_per_img),
     }
     _check(options)
-    net = backbone_network(backbone, in_chans, options["backbone_kwargs"], backbone_weights, log)
+    return options
+
+
+def build_detector(
+    backbone: str,
+    num_classes: int,
+    *,
+    backbone_weights: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> FasterRCNN:
+    """A Faster R-CNN for ``num_classes`` object classes (the background not counted) on ``backbone``;
+    ``settings`` are ``resolve_options``' keywords (the head, sizes, anchors, ...)."""
+    options = resolve_options(backbone, num_classes, backbone_weights=backbone_weights, **settings)
+    log = log or (lambda message: None)
+    net = backbone_network(backbone, options["in_chans"], options["backbone_kwargs"], backbone_weights, log)
     return _assemble(net, options)
 
 
-def _assemble(net: nn.Module, options: dict[str, Any]) -> FasterRCNN:
+def detector_arguments(net: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """torchvision's ``FasterRCNN`` keyword arguments (``MaskRCNN`` takes them too) for ``options`` on the
+    backbone ``net``: its BN frozen and first stages fixed as the options say, the FPN or C4 head."""
     if options["backbone_norm"] == "frozen":
         freeze_batchnorm(net)
     freeze_stages(net, options["frozen_stages"])
@@ -388,26 +419,30 @@ def _assemble(net: nn.Module, options: dict[str, Any]) -> FasterRCNN:
         pool = MultiScaleRoIAlign(["0"], options["roi_output_size"], 2)
         box_head = C4Head(stage, final_bn)
         representation = channels[-1]
-    detector = FasterRCNN(
-        body,
-        num_classes=None,
-        min_size=options["min_size"],
-        max_size=options["max_size"],
-        image_mean=options["image_mean"],
-        image_std=options["image_std"],
-        rpn_anchor_generator=anchors,
-        box_roi_pool=pool,
-        box_head=box_head,
-        box_predictor=FastRCNNPredictor(representation, options["num_classes"] + 1),
-        rpn_pre_nms_top_n_train=options["proposals_train"],
-        rpn_post_nms_top_n_train=options["proposals_train"],
-        rpn_pre_nms_top_n_test=options["proposals_test"],
-        rpn_post_nms_top_n_test=options["proposals_test"],
-        rpn_batch_size_per_image=options["rpn_batch_size_per_image"],
-        box_batch_size_per_image=options["box_batch_size_per_image"],
-        box_score_thresh=options["box_score_thresh"],
-        box_detections_per_img=options["box_detections_per_img"],
-    )
+    return {
+        "backbone": body,
+        "num_classes": None,
+        "min_size": options["min_size"],
+        "max_size": options["max_size"],
+        "image_mean": options["image_mean"],
+        "image_std": options["image_std"],
+        "rpn_anchor_generator": anchors,
+        "box_roi_pool": pool,
+        "box_head": box_head,
+        "box_predictor": FastRCNNPredictor(representation, options["num_classes"] + 1),
+        "rpn_pre_nms_top_n_train": options["proposals_train"],
+        "rpn_post_nms_top_n_train": options["proposals_train"],
+        "rpn_pre_nms_top_n_test": options["proposals_test"],
+        "rpn_post_nms_top_n_test": options["proposals_test"],
+        "rpn_batch_size_per_image": options["rpn_batch_size_per_image"],
+        "box_batch_size_per_image": options["box_batch_size_per_image"],
+        "box_score_thresh": options["box_score_thresh"],
+        "box_detections_per_img": options["box_detections_per_img"],
+    }
+
+
+def _assemble(net: nn.Module, options: dict[str, Any]) -> FasterRCNN:
+    detector = FasterRCNN(**detector_arguments(net, options))
     detector.resnets_spec = {"name": DETECTOR, "kwargs": copy.deepcopy(options)}
     return detector
 
