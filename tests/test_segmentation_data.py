@@ -1,29 +1,34 @@
 """Segmentation data: Pascal VOC mask folders, COCO masks, the generated Fashion-MNIST set, and what the
 readers do with bad masks (skipped and counted in one warning, or refused under strict)."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as coco_mask
 
-from resnets.data import DataWarning
+from resnets.data import DataWarning, load_arrays
 from resnets.data.images import set_max_image_pixels
-from resnets.errors import DataError
+from resnets.detection.synthetic import SyntheticSpec, draw_canvas, make_fashion_detection, png_bytes
+from resnets.errors import ConfigError, DataError
 from resnets.segmentation.data import (
     IGNORE_INDEX,
     VOC_SEGMENTATION_CLASSES,
+    open_segmentation_data,
     read_voc_segmentation,
     voc_palette,
 )
+from resnets.segmentation.synthetic import make_fashion_segmentation, read_generated_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def palette_png(path, mask: np.ndarray) -> None:
-    image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette(voc_palette())
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    path.write_bytes(png_bytes(mask.astype(np.uint8), voc_palette()))
 
 
 def voc_masks() -> dict[str, np.ndarray]:
@@ -108,3 +113,163 @@ def test_a_bad_mask_is_skipped_and_counted_or_refused_when_strict(tmp_path, case
     with pytest.raises(DataError, match=message) as refused:
         read_voc_segmentation(root, "train", strict=True)
     assert "\n" not in str(refused.value) and "--strict-data" in str(refused.value)
+
+
+# --- COCO --------------------------------------------------------------------------------------------
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE (run lengths over the column-major pixels, zeros first), as crowds are."""
+    flat = mask.flatten(order="F").astype(np.int64)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return {"size": list(mask.shape), "counts": ([0] if flat[0] else []) + runs}
+
+
+def write_coco(root):
+    """Two 20 x 24 images: a square polygon (cat), a compressed-RLE dog and a crowd of cats; two
+    overlapping polygon cats."""
+    dog = np.zeros((20, 24), np.uint8)
+    dog[12:16, 12:19] = 1
+    crowd = np.zeros((20, 24), np.uint8)
+    crowd[0:3, 14:22] = 1
+    rle = coco_mask.encode(np.asfortranarray(dog))
+    rle["counts"] = rle["counts"].decode("ascii")
+    square = [[2, 2, 10, 2, 10, 10, 2, 10]]
+    annotations = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 3,
+            "segmentation": square,
+            "bbox": [2, 2, 8, 8],
+            "iscrowd": 0,
+        },
+        {"id": 2, "image_id": 1, "category_id": 7, "segmentation": rle, "bbox": [12, 12, 7, 4], "iscrowd": 0},
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 3,
+            "segmentation": uncompressed_rle(crowd),
+            "bbox": [14, 0, 8, 3],
+            "iscrowd": 1,
+        },
+        {
+            "id": 4,
+            "image_id": 2,
+            "category_id": 3,
+            "segmentation": square,
+            "bbox": [2, 2, 8, 8],
+            "iscrowd": 0,
+        },
+        {
+            "id": 5,
+            "image_id": 2,
+            "category_id": 3,
+            "segmentation": [[6, 6, 14, 6, 14, 14, 6, 14]],
+            "bbox": [6, 6, 8, 8],
+            "iscrowd": 0,
+        },
+    ]
+    document = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 24, "height": 20} for i in (1, 2)],
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+    }
+    (root / "train").mkdir(parents=True)
+    for i in (1, 2):
+        Image.new("RGB", (24, 20), (10 * i, 0, 0)).save(root / "train" / f"{i}.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(document))
+    return root, dog, crowd
+
+
+def test_coco_polygons_and_rle_become_instance_targets_and_semantic_masks(tmp_path):
+    root, dog, crowd = write_coco(tmp_path / "coco")
+    objects = open_segmentation_data(root, "train", task="instance")
+    assert objects.classes == ["cat", "dog"]
+    image, target = objects[0]
+    assert image.shape == (3, 20, 24)
+    assert target["labels"].tolist() == [1, 2] and target["boxes"].tolist()[1] == [12, 12, 19, 16]
+    masks = target["masks"]
+    assert masks.shape == (2, 20, 24) and masks.dtype == torch.uint8  # the crowd left out
+    assert int(masks[0].sum()) == 64 and int(masks[0, 2:10, 2:10].sum()) == 64  # the 8 x 8 square
+    assert torch.equal(masks[1], torch.from_numpy(dog))
+    for box, mask in zip(target["boxes"].tolist(), masks, strict=True):
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        assert box == [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+
+    semantic = open_segmentation_data(root, "train")
+    assert semantic.classes == ["background", "cat", "dog"] and semantic.num_classes == 3
+    mask = semantic[0][1]
+    expected = torch.zeros(20, 24, dtype=torch.int64)
+    expected[2:10, 2:10], expected[torch.from_numpy(dog).bool()] = 1, 2
+    expected[torch.from_numpy(crowd).bool()] = IGNORE_INDEX  # crowds: ignored
+    assert torch.equal(mask, expected)
+    overlap = semantic[1][1]  # two cats overlapping on [6, 10) x [6, 10): 255, as torchvision's references
+    assert int((overlap == IGNORE_INDEX).sum()) == 16 and int((overlap == 1).sum()) == 2 * 64 - 2 * 16
+
+
+def test_a_malformed_coco_segmentation_is_one_line(tmp_path):
+    root, _, _ = write_coco(tmp_path / "coco")
+    path = root / "annotations" / "instances_train.json"
+    document = json.loads(path.read_text())
+    document["annotations"][1]["segmentation"]["size"] = [10, 10]
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=r"annotation 2 \(image 1\): its RLE mask is of size \[10, 10\]"):
+        open_segmentation_data(root, "train", task="instance")
+
+
+# --- the generated Fashion-MNIST set -----------------------------------------------------------------
+
+SPEC = SyntheticSpec(canvas=32, train_images=3, val_images=2, max_items=3, min_scale=10, max_scale=20, seed=5)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    return make_fashion_segmentation(tmp_path_factory.mktemp("seg") / "fashion", SPEC)
+
+
+def test_generated_masks_are_the_items_own_pixels_later_items_on_top(generated):
+    rng = np.random.default_rng(SPEC.seed)  # the first training canvas, drawn again
+    fashion = load_arrays("fashion-mnist", "train")
+    canvas, items = draw_canvas(rng, SPEC, fashion.images)
+    expected = torch.zeros(32, 32, dtype=torch.int64)
+    for item in items:
+        side = item.pixels.shape[0]
+        expected[item.y : item.y + side, item.x : item.x + side][item.pixels > 24] = (
+            int(fashion.labels[item.source]) + 1
+        )
+    pngs, coco = read_generated_masks(generated, "train"), open_segmentation_data(generated, "train")
+    image, mask = pngs[0]
+    assert torch.equal(image[0], canvas) and torch.equal(mask, expected) and int((mask > 0).sum()) > 0
+    assert torch.equal(coco[0][1], expected)
+
+
+def test_generated_semantic_and_instance_views_agree(generated):
+    for split in ("train", "val"):
+        pngs = read_generated_masks(generated, split)
+        objects = open_segmentation_data(generated, split, task="instance")
+        assert len(pngs) == len(objects) == SPEC.images(split) and pngs.num_classes == 11
+        for index in range(len(pngs)):
+            target = objects.target(index)
+            assert int(target["masks"].sum(0).max()) <= 1  # instance masks do not overlap
+            painted = (target["masks"].long() * target["labels"][:, None, None]).sum(0)
+            assert torch.equal(painted, pngs.mask(index))
+            assert torch.equal(objects.semantic_mask(index), pngs.mask(index))
+
+
+def test_generation_is_seeded_written_once_and_refuses_other_settings(generated, tmp_path):
+    again = make_fashion_segmentation(tmp_path / "again", SPEC)
+    files = sorted(p.relative_to(generated) for p in generated.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((generated / f).read_bytes() == (again / f).read_bytes() for f in files)
+    detection = make_fashion_detection(tmp_path / "detection", SPEC)  # the same canvases
+    assert (detection / "val" / "000002.png").read_bytes() == (again / "val" / "000002.png").read_bytes()
+    stamp = (again / "generation.json").stat().st_mtime_ns
+    make_fashion_segmentation(again, SPEC)  # same settings: found, not rewritten
+    assert (again / "generation.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match=r"other settings \(seed: 5 -> 6\)"):
+        make_fashion_segmentation(again, dataclasses.replace(SPEC, seed=6))
+    with pytest.raises(ConfigError, match=r"other settings \(task: 'segmentation' -> None\)"):
+        make_fashion_detection(again, SPEC)

@@ -25,9 +25,11 @@ float, as detection's do.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,6 +40,9 @@ from ..detection.data import (
     MISSING_IMAGE,
     VOC_CLASSES,
     AnnotationProblems,
+    DetectionDataset,
+    coco_paths,
+    read_coco,
 )
 from ..errors import DataError, first_line
 
@@ -203,4 +208,148 @@ def read_voc_segmentation(
         layout="voc",
         strict=strict,
         in_chans=in_chans,
+    )
+
+
+# --- COCO --------------------------------------------------------------------------------------------
+
+
+class CocoMasksDataset(DetectionDataset):
+    """A COCO folder's images with their objects' masks: ``target`` is torchvision's Mask R-CNN target
+    (``boxes``, ``labels``, ``masks`` uint8 N x H x W, ``image_id``; crowds left out)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._objects: dict[int, list[dict]] = defaultdict(list)  # in the order of each record's boxes
+        for annotation in self.ground_truth["annotations"]:
+            self._objects[annotation["image_id"]].append(annotation)
+
+    def object_masks(self, index: int) -> torch.Tensor:
+        """Every object's mask (uint8 N x H x W, crowds included), in the order of the record's boxes."""
+        record = self.records[index]
+        coco = self.coco()  # pycocotools decodes polygons, RLE and uncompressed RLE (annToMask)
+        masks = [torch.from_numpy(coco.annToMask(a)) for a in self._objects[record.image_id]]
+        if not masks:
+            return torch.zeros(0, record.height, record.width, dtype=torch.uint8)
+        return torch.stack(masks)
+
+    def target(self, index: int) -> dict[str, torch.Tensor]:
+        keep = ~self.records[index].ignore
+        return {**super().target(index), "masks": self.object_masks(index)[keep]}
+
+    def semantic_mask(self, index: int) -> torch.Tensor:
+        """Class indices (int64 H x W): labels 1..K, 0 the background, 255 where objects overlap (as
+        torchvision's references/segmentation/coco_utils.py) and on crowds (ignored, as COCOeval does)."""
+        record = self.records[index]
+        masks = self.object_masks(index).bool()
+        objects, labels = masks[~record.ignore], record.labels[~record.ignore]
+        semantic = torch.zeros(record.height, record.width, dtype=torch.int64)
+        if len(objects):
+            semantic = (objects * labels[:, None, None]).amax(0)
+            semantic[objects.sum(0) > 1] = IGNORE_INDEX
+        semantic[masks[record.ignore].any(0)] = IGNORE_INDEX
+        return semantic
+
+
+class CocoSemanticDataset(torch.utils.data.Dataset):
+    """A COCO folder as semantic segmentation: (uint8 image, int64 mask), ``classes[0]`` the background."""
+
+    def __init__(self, objects: CocoMasksDataset) -> None:
+        self.objects = objects
+        self.classes = ["background", *objects.classes]
+        self.in_chans, self.source, self.problems = objects.in_chans, objects.source, objects.problems
+        self.layout = "coco"
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.objects.image(index)
+
+    def mask(self, index: int) -> torch.Tensor:
+        return self.objects.semantic_mask(index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image(index), self.mask(index)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_segmentation(annotation: dict, width: int, height: int, where: str) -> None:
+    """A ``DataError`` unless ``segmentation`` is polygons (each at least 3 points) or an RLE of the
+    image's size, so pycocotools never meets one it would fail on."""
+    segmentation = annotation.get("segmentation")
+    if isinstance(segmentation, list) and segmentation:
+        if all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_number(v) for v in p)
+            for p in segmentation
+        ):
+            return
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | list):
+        if segmentation.get("size") == [height, width]:
+            return
+        raise DataError(
+            f"{where}: its RLE mask is of size {segmentation.get('size')!r}, its image [{height}, {width}]"
+        )
+    raise DataError(
+        f"{where}: segmentation {segmentation!r:.60} needs polygons [[x0, y0, x1, y1, x2, y2, ...], ...] "
+        f"or an RLE {{'size': [height, width], 'counts': ...}}"
+    )
+
+
+def read_coco_masks(
+    annotations: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    *,
+    strict: bool = False,
+    in_chans: int | None = None,
+    classes: Sequence[str] | None = None,
+) -> CocoMasksDataset:
+    """A COCO instances file with masks: detection's reader and checks, then every kept object's
+    ``segmentation`` checked."""
+    found = read_coco(annotations, images_dir, strict=strict, in_chans=in_chans, classes=classes)
+    truth = found.ground_truth
+    sizes = {image["id"]: (image["width"], image["height"]) for image in truth["images"]}
+    for annotation in truth["annotations"]:
+        where = f"{annotations}: annotation {annotation.get('id', '?')} (image {annotation['image_id']})"
+        check_segmentation(annotation, *sizes[annotation["image_id"]], where)
+    return CocoMasksDataset(
+        found.records,
+        found.classes,
+        in_chans=found.in_chans,
+        source=found.source,
+        layout=found.layout,
+        ground_truth=truth,
+        problems=found.problems,
+        canvas=found.canvas,
+    )
+
+
+def open_segmentation_data(
+    root: str | os.PathLike,
+    split: str,
+    *,
+    task: Literal["semantic", "instance"] = "semantic",
+    strict: bool = False,
+    in_chans: int | None = None,
+) -> MaskFolderDataset | CocoSemanticDataset | CocoMasksDataset:
+    """The ``split`` of the COCO folder (semantic or instance) or VOC year folder (semantic) ``root``."""
+    root = Path(root)
+    annotations, images = coco_paths(root, split)
+    if annotations.is_file():
+        objects = read_coco_masks(annotations, images, strict=strict, in_chans=in_chans)
+        return objects if task == "instance" else CocoSemanticDataset(objects)
+    if (root / "ImageSets" / "Segmentation").is_dir():
+        if task == "instance":
+            raise DataError(f"{root} is a Pascal VOC folder: its SegmentationClass masks are semantic only")
+        return read_voc_segmentation(root, split, strict=strict, in_chans=in_chans or 3)
+    raise DataError(
+        f"{root} is neither a COCO folder with annotations/instances_{split}.json and {split}/ nor a "
+        f"Pascal VOC year folder (ImageSets/Segmentation/, JPEGImages/, SegmentationClass/)"
     )
