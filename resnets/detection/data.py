@@ -194,7 +194,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             images=[i for i in self._ground_truth["images"] if i["id"] in ids],
             annotations=[a for a in self._ground_truth["annotations"] if a["image_id"] in ids],
         )
-        return DetectionDataset(
+        return type(self)(
             kept,
             self.classes,
             in_chans=self.in_chans,
@@ -204,6 +204,11 @@ class DetectionDataset(torch.utils.data.Dataset):
             problems=self.problems,
             canvas=self.canvas,
         )
+
+    @property
+    def ground_truth(self) -> dict[str, Any]:
+        """The COCO document of these images and of the annotations kept (in the order of their boxes)."""
+        return self._ground_truth
 
     def coco(self) -> COCO:
         """The ground truth of these images as a pycocotools ``COCO`` (for ``COCOeval``)."""

@@ -16,11 +16,14 @@ with other settings is an error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,17 +87,39 @@ def make_fashion_detection(
     verify: bool = True,
 ) -> Path:
     """Write the set into ``root`` (or find it there, already written with ``spec``); returns ``root``."""
+    write_split = functools.partial(_write_split, spec)
+    return write_once(
+        root, dataclasses.asdict(spec), "detection", write_split, data_dir=data_dir, verify=verify
+    )
+
+
+# (root, split, Fashion-MNIST images, their labels, the generator): writes one split of a generated set
+SplitWriter = Callable[[Path, str, torch.Tensor, torch.Tensor, np.random.Generator], None]
+
+
+def write_once(
+    root: str | os.PathLike,
+    settings: dict[str, Any],
+    kind: str,
+    write_split: SplitWriter,
+    *,
+    data_dir: str | None = None,
+    verify: bool = True,
+) -> Path:
+    """Write a generated ``kind`` set (detection, segmentation) of ``settings`` (its ``seed`` the one random
+    seed) with ``write_split`` once: a folder already holding it with the same settings is reused, with
+    other settings refused; ``generation.json``, written last, marks a complete set."""
     root = Path(root)
     stored = read_generation(root)
     if stored is not None:
-        if stored != dataclasses.asdict(spec):
+        if stored != settings:
             changed = ", ".join(
-                f"{k}: {stored.get(k)!r} -> {v!r}"
-                for k, v in dataclasses.asdict(spec).items()
-                if stored.get(k) != v
+                f"{k}: {stored.get(k)!r} -> {settings.get(k)!r}"
+                for k in {**stored, **settings}
+                if stored.get(k) != settings.get(k)
             )
             raise ConfigError(
-                f"{root} holds a generated detection set made with other settings ({changed}); "
+                f"{root} holds a generated set made with other settings ({changed}); "
                 f"choose another folder, or delete {root} to generate it again"
             )
         return root
@@ -103,7 +128,7 @@ def make_fashion_detection(
     if root.exists() and any(root.iterdir()) and not pending.is_file():
         found = sorted(p.name for p in root.iterdir())
         raise ConfigError(
-            f"{root} is not empty and holds no generated detection set ({', '.join(found[:5])}); "
+            f"{root} is not empty and holds no generated {kind} set ({', '.join(found[:5])}); "
             "nothing was written: choose an empty or new folder"
         )
     sources = {  # every input read before anything is written
@@ -112,11 +137,11 @@ def make_fashion_detection(
         )
         for split in SPLITS
     }
-    write_json(pending, dataclasses.asdict(spec))
-    rng = np.random.default_rng(spec.seed)
+    write_json(pending, settings)
+    rng = np.random.default_rng(settings["seed"])
     for split in SPLITS:
-        _write_split(root, split, sources[split].images, sources[split].labels, spec, rng)
-    write_json(root / GENERATION, dataclasses.asdict(spec))  # last: marks the set complete
+        write_split(root, split, sources[split].images, sources[split].labels, rng)
+    write_json(root / GENERATION, settings)  # last: marks the set complete
     pending.unlink(missing_ok=True)
     return root
 
@@ -164,54 +189,94 @@ def _resized(item: torch.Tensor, side: int) -> torch.Tensor:
     return x[0, 0].round().clamp(0, 255).to(torch.uint8)
 
 
+@dataclass(frozen=True)
+class DrawnItem:
+    """One Fashion-MNIST item on a canvas: its place, its source image and its resized pixels."""
+
+    x: int
+    y: int
+    source: int  # index of its Fashion-MNIST image
+    pixels: torch.Tensor  # side x side uint8
+
+    def visible(self) -> torch.Tensor:
+        """Its pixels that count as the item (bool side x side): the box's, and the segmentation's mask."""
+        return self.pixels > VISIBLE
+
+
+def draw_canvas(
+    rng: np.random.Generator, spec: SyntheticSpec, images: torch.Tensor
+) -> tuple[torch.Tensor, list[DrawnItem]]:
+    """One canvas (uint8 canvas x canvas) and its items in drawing order."""
+    canvas = torch.zeros(spec.canvas, spec.canvas, dtype=torch.uint8)
+    items = []
+    for x, y, side in place_items(rng, spec):
+        source = int(rng.integers(0, len(images)))
+        item = DrawnItem(x, y, source, _resized(images[source], side))
+        region = canvas[y : y + side, x : x + side]
+        torch.maximum(region, item.pixels, out=region)  # overlapping items: the brighter pixel shows
+        items.append(item)
+    return canvas, items
+
+
+def png_bytes(array: np.ndarray, palette: list[int] | None = None) -> bytes:
+    """A uint8 H x W array as a grayscale PNG, or a palette PNG of its indices with ``palette``."""
+    image = Image.fromarray(array)
+    if palette is not None:
+        image.putpalette(palette)  # an L image given a palette becomes P, its values the indices
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def coco_document(
+    spec: SyntheticSpec, split: str, images: list[dict], annotations: list[dict], generator: str
+) -> dict[str, Any]:
+    """A generated split's COCO instances file (grayscale canvases, the Fashion-MNIST classes)."""
+    return {
+        "info": {
+            "description": f"Fashion-MNIST items on {spec.canvas}x{spec.canvas} canvases ({split})",
+            "channels": 1,
+            "canvas": spec.canvas,
+            "generator": generator,
+        },
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(FASHION_MNIST_CLASSES)],
+    }
+
+
 def _write_split(
+    spec: SyntheticSpec,
     root: Path,
     split: str,
     images: torch.Tensor,
     labels: torch.Tensor,
-    spec: SyntheticSpec,
     rng: np.random.Generator,
 ) -> None:
     folder = root / split
     folder.mkdir(parents=True, exist_ok=True)
     records, annotations = [], []
     for index in range(spec.images(split)):
-        canvas = torch.zeros(spec.canvas, spec.canvas, dtype=torch.uint8)
         image_id = index + 1
-        for x, y, side in place_items(rng, spec):
-            source = int(rng.integers(0, len(images)))
-            item = _resized(images[source], side)
-            region = canvas[y : y + side, x : x + side]
-            torch.maximum(region, item, out=region)  # overlapping items: the brighter pixel shows
-            rows, cols = torch.nonzero(item > VISIBLE, as_tuple=True)
+        canvas, items = draw_canvas(rng, spec, images)
+        for item in items:
+            rows, cols = torch.nonzero(item.visible(), as_tuple=True)
             if len(rows) == 0:
                 continue  # an item with nothing visible has no box
-            x0, y0 = x + int(cols.min()), y + int(rows.min())
+            x0, y0 = item.x + int(cols.min()), item.y + int(rows.min())
             w, h = int(cols.max()) - int(cols.min()) + 1, int(rows.max()) - int(rows.min()) + 1
             annotations.append(
                 {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
-                    "category_id": int(labels[source]) + 1,
+                    "category_id": int(labels[item.source]) + 1,
                     "bbox": [x0, y0, w, h],
                     "area": w * h,
                     "iscrowd": 0,
                 }
             )
         name = f"{image_id:06d}.png"
-        buffer = io.BytesIO()
-        Image.fromarray(canvas.numpy()).save(buffer, format="PNG")
-        write_bytes(folder / name, buffer.getvalue())
+        write_bytes(folder / name, png_bytes(canvas.numpy()))
         records.append({"id": image_id, "file_name": name, "width": spec.canvas, "height": spec.canvas})
-    document = {
-        "info": {
-            "description": f"Fashion-MNIST items on {spec.canvas}x{spec.canvas} canvases ({split})",
-            "channels": 1,
-            "canvas": spec.canvas,
-            "generator": "resnets.detection.synthetic",
-        },
-        "images": records,
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(FASHION_MNIST_CLASSES)],
-    }
+    document = coco_document(spec, split, records, annotations, "resnets.detection.synthetic")
     write_json(root / "annotations" / f"instances_{split}.json", document)
