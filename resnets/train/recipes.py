@@ -135,7 +135,7 @@ def _describe(tp: Any) -> str:
     return names.get(tp, f"a {getattr(tp, '__name__', tp)}")
 
 
-Schedule = Literal["step", "plateau", "onecycle", "cosine", "constant"]
+Schedule = Literal["step", "plateau", "onecycle", "cosine", "poly", "constant"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
