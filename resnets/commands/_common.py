@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..detection.synthetic import SyntheticSpec
 from ..errors import ConfigError
 from ..runs import check_output, check_writable_folder, same_file  # noqa: F401 (re-exported)
 from ..train.recipes import RunOptions, field_types
@@ -92,3 +94,47 @@ def printable(name: object) -> str:
     """A name (a class folder, a file) as one printable line: control characters such as a newline are
     shown escaped (``\\n``), so that a crafted name cannot fake lines of a result table."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+
+
+# --- the detection and segmentation commands' shared arguments ------------------------------------
+
+
+def add_synthetic_flags(p: argparse.ArgumentParser) -> None:
+    """make-data's DIR, one flag per ``SyntheticSpec`` field and --fashion-dir."""
+    p.add_argument("folder", metavar="DIR")
+    defaults = SyntheticSpec()
+    for field in dataclasses.fields(SyntheticSpec):
+        p.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=type(getattr(defaults, field.name)),
+            default=getattr(defaults, field.name),
+            help=f"(default {getattr(defaults, field.name)})",
+        )
+    p.add_argument("--fashion-dir", help="where the Fashion-MNIST files are (default: the usual places)")
+
+
+def synthetic_spec(args: argparse.Namespace) -> SyntheticSpec:
+    return SyntheticSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSpec)})
+
+
+def add_checkpoint_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """RUN|FILE or --checkpoint RUN|FILE: ``what`` ("a detection run or checkpoint") the action reads."""
+    # As `resnets eval/predict/export --checkpoint`; the positional spelling stays.
+    p.add_argument("checkpoint", nargs="?", metavar="RUN|FILE", help=what)
+    p.add_argument("--checkpoint", dest="checkpoint_option", metavar="RUN|FILE", help="the same, as a flag")
+
+
+def resolve_checkpoint(args: argparse.Namespace, what: str) -> None:
+    """``args.checkpoint`` from either spelling of ``add_checkpoint_argument`` (nothing for actions
+    without one)."""
+    if "checkpoint_option" not in vars(args):  # make-data, train
+        return
+    option = args.checkpoint_option
+    if option is not None and args.checkpoint is not None:
+        if getattr(args, "images", None) is None:
+            raise ConfigError("give the checkpoint once: as RUN|FILE or as --checkpoint")
+        args.images = [args.checkpoint, *args.images]  # predict: the first image was read as the checkpoint
+        args.checkpoint = None
+    args.checkpoint = args.checkpoint or option
+    if args.checkpoint is None:
+        raise ConfigError(f"give {what}: RUN|FILE or --checkpoint RUN|FILE")

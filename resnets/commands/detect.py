@@ -9,7 +9,6 @@ ONNX file checked in onnxruntime.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -23,11 +22,17 @@ from ..detection.models import class_names, load_detector
 from ..detection.plots import draw_boxes
 from ..detection.predict import predict, read_images
 from ..detection.recipes import DEFAULT_DETECTION_RECIPE, DETECTION_RECIPES, DetectionConfig
-from ..detection.synthetic import SyntheticSpec, make_fashion_detection
+from ..detection.synthetic import make_fashion_detection
 from ..detection.train import train_detector
 from ..errors import ConfigError, ResnetsError
 from ..runtime import select_device
-from ._common import check_output_file
+from ._common import (
+    add_checkpoint_argument,
+    add_synthetic_flags,
+    check_output_file,
+    resolve_checkpoint,
+    synthetic_spec,
+)
 from ._config import TrainingCommand
 from ._flags import Flag
 
@@ -94,16 +99,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="detect_command", metavar="ACTION")
 
     p = sub.add_parser("make-data", help="write the Fashion-MNIST detection set (COCO format)")
-    p.add_argument("folder", metavar="DIR")
-    defaults = SyntheticSpec()
-    for field in dataclasses.fields(SyntheticSpec):
-        p.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            type=type(getattr(defaults, field.name)),
-            default=getattr(defaults, field.name),
-            help=f"(default {getattr(defaults, field.name)})",
-        )
-    p.add_argument("--fashion-dir", help="where the Fashion-MNIST files are (default: the usual places)")
+    add_synthetic_flags(p)
     p.set_defaults(_detect=run_make_data)
 
     p = sub.add_parser("train", help="train a detector (a COCO or VOC folder as --data-dir)")
@@ -152,29 +148,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_checkpoint(p: argparse.ArgumentParser) -> None:
-    # As `resnets eval/predict/export --checkpoint`; the positional spelling stays.
-    p.add_argument("checkpoint", nargs="?", metavar="RUN|FILE", help="a detection run or checkpoint")
-    p.add_argument("--checkpoint", dest="checkpoint_option", metavar="RUN|FILE", help="the same, as a flag")
-
-
-def _resolve_checkpoint(args: argparse.Namespace) -> None:
-    if "checkpoint_option" not in vars(args):  # make-data, train
-        return
-    option = args.checkpoint_option
-    if option is not None and args.checkpoint is not None:
-        if getattr(args, "images", None) is None:
-            raise ConfigError("give the checkpoint once: as RUN|FILE or as --checkpoint")
-        args.images = [args.checkpoint, *args.images]  # predict: the first image was read as the checkpoint
-        args.checkpoint = None
-    args.checkpoint = args.checkpoint or option
-    if args.checkpoint is None:
-        raise ConfigError("give a detection run or checkpoint: RUN|FILE or --checkpoint RUN|FILE")
+    add_checkpoint_argument(p, "a detection run or checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "_detect", None) is None:
         raise ConfigError("name what to do: resnets detect make-data|train|eval|predict|export (see --help)")
-    _resolve_checkpoint(args)
+    resolve_checkpoint(args, "a detection run or checkpoint")
     return args._detect(args)
 
 
@@ -182,8 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_make_data(args: argparse.Namespace) -> int:
-    spec = SyntheticSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSpec)})
-    root = make_fashion_detection(args.folder, spec, data_dir=args.fashion_dir)
+    root = make_fashion_detection(args.folder, synthetic_spec(args), data_dir=args.fashion_dir)
     for split in ("train", "val"):
         data = open_detection_data(root, split)
         boxes = sum(len(r.boxes) for r in data.records)
