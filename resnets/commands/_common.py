@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..detection.synthetic import SyntheticSpec
 from ..errors import ConfigError
@@ -138,3 +140,31 @@ def resolve_checkpoint(args: argparse.Namespace, what: str) -> None:
     args.checkpoint = args.checkpoint or option
     if args.checkpoint is None:
         raise ConfigError(f"give {what}: RUN|FILE or --checkpoint RUN|FILE")
+
+
+def export_output(args: argparse.Namespace) -> Path:
+    """export's --output, by default beside the checkpoint (RUN/model.onnx, FILE.onnx), checked before any
+    work."""
+    source = Path(args.checkpoint)
+    default = (source / "model.onnx") if source.is_dir() else source.with_suffix(".onnx")
+    output = Path(args.output) if args.output else default
+    checkpoint = source / "last.pt" if source.is_dir() else source
+    check_output_file(output, "--output", reads=[args.checkpoint, checkpoint])
+    return output
+
+
+def drawing_targets(draw: str | None, images: Sequence[str]) -> list[Path | None]:
+    """Where predict --draw puts each image's drawing: the PNG (one image) or FOLDER/<image>.png, the PNG
+    checked before any work; None for each without --draw."""
+    if not draw:
+        return [None] * len(images)
+    target = Path(draw)
+    if len(images) > 1 or target.is_dir() or target.suffix.lower() != ".png":
+        return [target / f"{Path(path).stem}.png" for path in images]
+    check_output_file(target, "--draw", reads=images)
+    return [target]
+
+
+def drawing_scale(image: torch.Tensor) -> int:
+    """How much a drawing enlarges an image: small images to about 256 px, so that what is drawn shows."""
+    return max(1, 256 // max(image.shape[1:]))

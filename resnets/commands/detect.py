@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
@@ -29,7 +28,9 @@ from ..runtime import select_device
 from ._common import (
     add_checkpoint_argument,
     add_synthetic_flags,
-    check_output_file,
+    drawing_scale,
+    drawing_targets,
+    export_output,
     resolve_checkpoint,
     synthetic_spec,
 )
@@ -227,24 +228,18 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     if not 0 <= args.score <= 1:
         raise ConfigError(f"--score must be in [0, 1], got {args.score}")
-    draw = Path(args.draw) if args.draw else None
-    to_folder = draw is not None and (len(args.images) > 1 or draw.is_dir() or draw.suffix.lower() != ".png")
-    if draw is not None and not to_folder:
-        check_output_file(draw, "--draw", reads=args.images)
+    targets = drawing_targets(args.draw, args.images)
     detector, ckpt = load_detector(args.checkpoint, select_device(args.device))
     classes = class_names(ckpt)
     images = read_images(args.images, detector.resnets_spec["kwargs"]["in_chans"])
-    for path, image, found in zip(
-        args.images, images, predict(detector, images, score_threshold=args.score), strict=True
-    ):
+    found_all = predict(detector, images, score_threshold=args.score)
+    for path, image, found, target in zip(args.images, images, found_all, targets, strict=True):
         print(f"{path}: {len(found['boxes'])} objects")
         for box, label, score in zip(
             found["boxes"].tolist(), found["labels"].tolist(), found["scores"].tolist(), strict=True
         ):
             print(f"  {classes[label - 1]:<16} {score:.3f}  box {' '.join(f'{v:.1f}' for v in box)}")
-        if draw is not None:
-            target = draw / f"{Path(path).stem}.png" if to_folder else draw
-            scale = max(1, 256 // max(image.shape[1:]))  # small images enlarged so the names are legible
+        if target is not None:
             draw_boxes(
                 image,
                 found["boxes"],
@@ -252,7 +247,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 found["scores"].tolist(),
                 classes,
                 target,
-                scale=scale,
+                scale=drawing_scale(image),
             )
             print(f"  drawn: {target}")
     return 0
@@ -262,11 +257,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    source = Path(args.checkpoint)
-    default = (source / "model.onnx") if source.is_dir() else source.with_suffix(".onnx")
-    output = Path(args.output) if args.output else default
-    checkpoint = source / "last.pt" if source.is_dir() else source
-    check_output_file(output, "--output", reads=[args.checkpoint, checkpoint])
+    output = export_output(args)
     detector, ckpt = load_detector(args.checkpoint, "cpu")
     in_chans = detector.resnets_spec["kwargs"]["in_chans"]
     images = (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 import torch
 
@@ -29,7 +28,9 @@ from ..segmentation.train import train_segmenter
 from ._common import (
     add_checkpoint_argument,
     add_synthetic_flags,
-    check_output_file,
+    drawing_scale,
+    drawing_targets,
+    export_output,
     resolve_checkpoint,
     synthetic_spec,
 )
@@ -216,23 +217,19 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    draw = Path(args.draw) if args.draw else None
-    to_folder = draw is not None and (len(args.images) > 1 or draw.is_dir() or draw.suffix.lower() != ".png")
-    if draw is not None and not to_folder:
-        check_output_file(draw, "--draw", reads=args.images)
+    targets = drawing_targets(args.draw, args.images)
     model, ckpt = load_segmenter(args.checkpoint, select_device(args.device))
     classes = ckpt["data"]["classes"]
     images = read_images(args.images, model.resnets_spec["kwargs"]["in_chans"])
-    for path, image, mask in zip(args.images, images, predict_masks(model, images, ckpt), strict=True):
+    masks = predict_masks(model, images, ckpt)
+    for path, image, mask, target in zip(args.images, images, masks, targets, strict=True):
         counts = torch.bincount(mask.flatten(), minlength=len(classes))
         found = [(classes[k], int(n)) for k, n in enumerate(counts.tolist()) if n and k > 0]
         print(f"{path}: {len(found)} classes besides the background")
         for name, pixels in sorted(found, key=lambda item: -item[1]):
             print(f"  {name:<16} {pixels} pixels ({100 * pixels / mask.numel():.1f}%)")
-        if draw is not None:
-            target = draw / f"{Path(path).stem}.png" if to_folder else draw
-            scale = max(1, 256 // max(image.shape[1:]))  # small images enlarged so the masks are visible
-            draw_mask(image, mask, target, scale=scale)
+        if target is not None:
+            draw_mask(image, mask, target, scale=drawing_scale(image))
             print(f"  drawn: {target}")
     return 0
 
@@ -241,11 +238,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    source = Path(args.checkpoint)
-    default = (source / "model.onnx") if source.is_dir() else source.with_suffix(".onnx")
-    output = Path(args.output) if args.output else default
-    checkpoint = source / "last.pt" if source.is_dir() else source
-    check_output_file(output, "--output", reads=[args.checkpoint, checkpoint])
+    output = export_output(args)
     model, ckpt = load_segmenter(args.checkpoint, "cpu")
     in_chans = model.resnets_spec["kwargs"]["in_chans"]
     images = (

@@ -4,21 +4,23 @@ references do (``references/segmentation/presets.py``).
 Training: the shorter side resized to a random size in [min_scale, max_scale] x ``base_size`` (masks by
 nearest neighbour), flipped with probability 0.5, cropped to ``crop_size`` at a random place (padded with
 0 and 255, ignored, where smaller); evaluation: the shorter side resized to ``base_size``. ``None`` skips
-the resize or the crop (the generated canvases, all of one size). As detection's loader, each epoch's
-order and every random draw come from (seed, epoch, rank) alone, never from the global generators, so
-``batches(start=k)`` begins an epoch at its k-th batch exactly as an uninterrupted epoch would have.
+the resize or the crop (the generated canvases, all of one size). As detection's loader (both are
+``detection.loader.SeededLoader``s), each epoch's order and every random draw come from (seed, epoch, rank)
+alone, never from the global generators, so ``batches(start=k)`` begins an epoch at its k-th batch exactly
+as an uninterrupted epoch would have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ..data.splits import seed_for, shard_indices
+from ..detection.loader import SeededLoader
 from .data import IGNORE_INDEX
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # float B x C x H x W (normalised), int64 B x H x W
@@ -110,66 +112,34 @@ class _Batches(Dataset):
         return image, mask
 
 
-class SegmentationLoader:
+class SegmentationLoader(SeededLoader):
     """``batches(start)`` yields (normalised float images, int64 masks) on ``device``; a batch of images
     of different sizes (evaluation of VOC) comes as lists."""
+
+    loader_stream = _LOADER_STREAM
 
     def __init__(
         self,
         dataset: Dataset,
         *,
-        batch_size: int,
-        train: bool,
-        device: torch.device,
         mean: Sequence[float],
         std: Sequence[float],
         augment: Augmentation = Augmentation(),
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        workers: int = 0,
+        **options: Any,
     ) -> None:
-        self.dataset, self.batch_size, self.train, self.device = dataset, batch_size, train, device
-        self.augment, self.seed, self.rank, self.world_size, self.workers = (
-            augment,
-            seed,
-            rank,
-            world_size,
-            workers,
-        )
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def num_samples(self) -> int:
-        return len(self._indices())
-
-    def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
-
-    def _indices(self) -> torch.Tensor:
-        return shard_indices(
-            len(self.dataset),
-            shuffle=self.train,
-            drop_last=self.train,
-            seed=self.seed,
-            epoch=self.epoch,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
+        super().__init__(dataset, **options)
+        self.augment = augment
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(-1, 1, 1)
 
     def plan(self) -> tuple[list[list[int]], list[list[list[float]]]]:
         """This epoch's batches (dataset indices) and each image's draws (scale, flip, crop's top and left,
         uniform in [0, 1)), from (seed, epoch, rank) only."""
         indices = self._indices().tolist()
         count = len(self)
-        generator = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, self.rank, _DRAW_STREAM))
-        draws = torch.rand(len(indices), 4, generator=generator, dtype=torch.float64).tolist()
+        draws = torch.rand(
+            len(indices), 4, generator=self._generator(_DRAW_STREAM), dtype=torch.float64
+        ).tolist()
         size = self.batch_size
         return (
             [indices[i * size : (i + 1) * size] for i in range(count)],
@@ -181,17 +151,7 @@ class SegmentationLoader:
 
     def batches(self, start: int = 0) -> Iterator[Batch | tuple[list[torch.Tensor], list[torch.Tensor]]]:
         batches, draws = self.plan()
-        source = _Batches(self.dataset, batches[start:], draws[start:], self.augment, self.train)
-        # its own generator, as detection's loader: never a draw from the global one a resume restores
-        generator = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, self.rank, _LOADER_STREAM))
-        loader = DataLoader(
-            source,
-            batch_size=None,
-            shuffle=False,
-            num_workers=self.workers,
-            generator=generator,
-            pin_memory=self.device.type == "cuda",
-        )
+        loader = self._load(_Batches(self.dataset, batches[start:], draws[start:], self.augment, self.train))
         for images, masks in loader:
             images = [self.normalize(image) for image in images]
             masks = [mask.to(self.device, non_blocking=True) for mask in masks]

@@ -12,12 +12,10 @@ flipped and cropped to 480, cross-entropy ignoring label 255.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..errors import ConfigError
-from ..train.recipes import Optimization, RunOptions
+from ..train.recipes import Optimization, RunOptions, TaskConfig
 from .models import OUTPUT_STRIDES
 
 MODELS = ("fcn", "deeplabv3")
@@ -96,29 +94,12 @@ class SegmentationRecipe(Optimization):
 
 
 @dataclass(frozen=True)
-class SegmentationConfig:
+class SegmentationConfig(TaskConfig):
+    TASK: ClassVar[str] = "segmentation"
+    RECIPE: ClassVar[type[Optimization]] = SegmentationRecipe
+
     recipe: SegmentationRecipe = field(default_factory=SegmentationRecipe)
     run: RunOptions = field(default_factory=RunOptions)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"recipe": self.recipe.to_dict(), "run": dataclasses.asdict(self.run), "task": "segmentation"}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegmentationConfig:
-        try:
-            if data.get("task") != "segmentation":
-                raise KeyError("task")
-            return cls(
-                recipe=SegmentationRecipe.from_dict(data["recipe"]), run=RunOptions(**data.get("run", {}))
-            )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"not a resnets segmentation config ({exc}); a classification run resumes with "
-                f"`resnets train --resume`, a detection run with `resnets detect train --resume`"
-            ) from None
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 # --- named recipes --------------------------------------------------------------------------------

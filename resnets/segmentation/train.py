@@ -28,10 +28,10 @@ from ..detection.models import input_normalization
 from ..detection.plots import detection_curves
 from ..errors import CheckpointError, ConfigError
 from ..train import distributed
-from ..train.logging import duration
+from ..train.logging import duration, epoch_parts, finished_line
 from ..train.loop import StepLosses, Task, run
 from ..train.recipes import RunOptions
-from ..train.state import TrainState
+from ..train.state import TrainState, run_summary
 from .data import IGNORE_INDEX, open_segmentation_data
 from .evaluate import evaluate_segmenter
 from .loader import Augmentation, SegmentationLoader
@@ -265,12 +265,7 @@ class Segmentation(Task):
             state.best = {"miou": row["val_miou"], "epoch": state.epoch, "split": "val"}
 
     def epoch_line(self, row: dict[str, Any]) -> str:
-        parts = [
-            f"epoch {row['epoch']}",
-            f"iter {row['iteration']}",
-            f"lr {row['lr']:.4g}",
-            f"loss {row['train_loss']:.4f}",
-        ]
+        parts = epoch_parts(row)
         if row.get("val_miou") is not None:
             parts.append(f"val mIoU {row['val_miou']:.1f} pixel acc {row['val_pixel_acc']:.1f}")
         parts += [f"{row['images_per_s']:.1f} img/s", duration(row["elapsed_s"])]
@@ -279,14 +274,7 @@ class Segmentation(Task):
     def summary(
         self, state: TrainState, rows: list[dict[str, Any]], folder: runs.RunFolder
     ) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "task": "segmentation",
-            "output": str(folder.path),
-            "epochs_done": state.epoch,
-            "iterations": state.iteration,
-            "elapsed_s": state.elapsed_s,
-            "images_per_s": state.train_images / max(state.train_time_s, 1e-9),
-        }
+        result: dict[str, Any] = {"task": "segmentation", **run_summary(state, folder.path)}
         evaluated = [r for r in rows if r.get("val_miou") is not None]
         if evaluated:
             best = max(evaluated, key=lambda r: r["val_miou"])
@@ -298,10 +286,7 @@ class Segmentation(Task):
         return result
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
-        lines = [
-            f"finished {result['epochs_done']} epochs ({result['iterations']} iterations) in "
-            f"{duration(result['elapsed_s'])}, {result['images_per_s']:.1f} train images/s"
-        ]
+        lines = [finished_line(result)]
         if result.get("final_val_miou") is not None:
             lines.append(
                 f"val mIoU {result['final_val_miou']:.2f}, "
