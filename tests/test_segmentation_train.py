@@ -10,6 +10,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_weights
 from PIL import Image
 from test_segmentation_data import voc_masks, write_voc
 
@@ -76,12 +77,6 @@ def runs(data, tmp_path_factory):
     assert (stopped["epoch"], stopped["iteration"], stopped["batch_in_epoch"]) == (1, 2, 0)
     assert main(["segment", "train", "--resume", str(split), "--progress", "none"]) == 0
     return straight, split
-
-
-def assert_same_weights(a, b):
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
 def test_resume_at_an_epoch_boundary_is_exact(runs):

@@ -126,6 +126,24 @@ def add_checkpoint_argument(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--checkpoint", dest="checkpoint_option", metavar="RUN|FILE", help="the same, as a flag")
 
 
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """eval's data (the run's validation split by default), batch, device and output flags."""
+    p.add_argument("--data-dir", help="default: the run's")
+    p.add_argument("--split", help="default: the run's validation split")
+    p.add_argument(
+        "--eval-subset",
+        "--subset",
+        dest="subset",
+        type=int,
+        metavar="N",
+        help="the first N images (train's --eval-subset)",
+    )
+    p.add_argument("-b", "--batch-size", type=int, default=8)
+    p.add_argument("--device")
+    p.add_argument("--strict-data", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+
 def resolve_checkpoint(args: argparse.Namespace, what: str) -> None:
     """``args.checkpoint`` from either spelling of ``add_checkpoint_argument`` (nothing for actions
     without one)."""

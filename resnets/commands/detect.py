@@ -27,6 +27,7 @@ from ..errors import ConfigError, ResnetsError
 from ..runtime import select_device
 from ._common import (
     add_checkpoint_argument,
+    add_eval_arguments,
     add_synthetic_flags,
     drawing_scale,
     drawing_targets,
@@ -109,20 +110,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("eval", help="COCOeval AP, AP50, AP75, APs/m/l and AR of a detection run")
     _add_checkpoint(p)
-    p.add_argument("--data-dir", help="default: the run's")
-    p.add_argument("--split", help="default: the run's validation split")
-    p.add_argument(
-        "--eval-subset",
-        "--subset",
-        dest="subset",
-        type=int,
-        metavar="N",
-        help="the first N images (train's --eval-subset)",
-    )
-    p.add_argument("-b", "--batch-size", type=int, default=8)
-    p.add_argument("--device")
-    p.add_argument("--strict-data", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    add_eval_arguments(p)
     p.set_defaults(_detect=run_eval)
 
     p = sub.add_parser("predict", help="boxes, class names and scores in images")

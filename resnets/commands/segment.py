@@ -27,6 +27,7 @@ from ..segmentation.synthetic import make_fashion_segmentation
 from ..segmentation.train import train_segmenter
 from ._common import (
     add_checkpoint_argument,
+    add_eval_arguments,
     add_synthetic_flags,
     drawing_scale,
     drawing_targets,
@@ -102,15 +103,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("eval", help="mean IoU, pixel accuracy and per-class IoU of a segmentation run")
     add_checkpoint_argument(p, WHAT)
-    p.add_argument("--data-dir", help="default: the run's")
-    p.add_argument("--split", help="default: the run's validation split")
-    p.add_argument(
-        "--eval-subset", "--subset", dest="subset", type=int, metavar="N", help="the first N images"
-    )
-    p.add_argument("-b", "--batch-size", type=int, default=8)
-    p.add_argument("--device")
-    p.add_argument("--strict-data", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    add_eval_arguments(p)
     p.set_defaults(_segment=run_eval)
 
     p = sub.add_parser("predict", help="the class of every pixel of images, counted (and drawn)")
