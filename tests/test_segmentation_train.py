@@ -2,6 +2,7 @@
 exact (at an epoch boundary and after a SIGTERM in mid-epoch), the commands that read a run (eval, predict,
 export) work on what it wrote, and bad input is one line."""
 
+import dataclasses
 import json
 import math
 import os
@@ -44,7 +45,12 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_fashion_segmentation(tmp_path_factory.mktemp("seg") / "fashion", SPEC)
+    """The set written by `resnets segment make-data` (the same files as ``make_fashion_segmentation``)."""
+    root = tmp_path_factory.mktemp("seg") / "fashion"
+    flags = [f"--{f.name.replace('_', '-')}={getattr(SPEC, f.name)}" for f in dataclasses.fields(SPEC)]
+    assert main(["segment", "make-data", str(root), *flags]) == 0
+    assert make_fashion_segmentation(root, SPEC) == root  # found, as written with these settings
+    return root
 
 
 def train_stopped_after(iteration, data, folder):
