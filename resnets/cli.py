@@ -16,7 +16,18 @@ import warnings
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
-from .commands import detect, evaluate, export, import_weights, models, predict, reproduce, summary, train
+from .commands import (
+    detect,
+    evaluate,
+    export,
+    import_weights,
+    models,
+    predict,
+    reproduce,
+    segment,
+    summary,
+    train,
+)
 from .errors import ResnetsError, Terminated, os_error
 
 # name -> (its module, one-line help)
@@ -30,6 +41,10 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "import-weights": (import_weights, "convert torchvision/timm weights into a resnets weights file"),
     "models": (models, "list the registered model names"),
     "detect": (detect, "object detection with Faster R-CNN: make-data, train, eval, predict, export"),
+    "segment": (
+        segment,
+        "semantic segmentation with FCN and DeepLabV3: make-data, train, eval, predict, export",
+    ),
 }
 
 

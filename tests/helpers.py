@@ -50,3 +50,10 @@ def image_errors_at(
     else:
         out[rng.choice(wrong, len(wrong) - wanted, replace=False)] = 0
     return out
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Two checkpoints hold bit-identical weights (exact resume)."""
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key

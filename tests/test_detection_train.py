@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-import torch
+from helpers import assert_same_weights
 
 from resnets.checkpoints import load_checkpoint
 from resnets.cli import main
@@ -59,12 +59,6 @@ def runs(data, tmp_path_factory):
     assert main([*common, "--epochs", "1", "--output", str(split)]) == 0
     assert main(["detect", "train", "--resume", str(split), "--epochs", "2", "--progress", "none"]) == 0
     return straight, split
-
-
-def assert_same_weights(a, b):
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
 
 
 def test_resume_at_an_epoch_boundary_is_exact(runs):

@@ -55,6 +55,15 @@ def test_onecycle_rises_linearly_then_falls_to_zero():
     assert lrs[-1] == pytest.approx(0.2 / 40, rel=1e-6)
 
 
+def test_poly_follows_torchvisions_segmentation_reference_after_the_warmup():
+    # references/segmentation/train.py: lr * (1 - i / (iterations after the warm-up)) ** 0.9
+    recipe = apply_overrides(get_recipe("fast-cpu"), {"schedule": "poly", "lr": 0.02, "warmup": 1.0})
+    lrs, _ = _lrs(recipe, steps_per_epoch=10, total=50)
+    assert lrs[10] == pytest.approx(0.02)
+    assert lrs[30] == pytest.approx(0.02 * 0.5**0.9) and lrs[49] == pytest.approx(0.02 * (1 / 40) ** 0.9)
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
 def test_constant_warmup_of_preact_cifar():
     lrs, _ = _lrs(get_recipe("preact-cifar"), 391, 402)
     assert lrs[399] == pytest.approx(0.01) and lrs[400] == pytest.approx(0.1)

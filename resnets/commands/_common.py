@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..detection.synthetic import SyntheticSpec
 from ..errors import ConfigError
 from ..runs import check_output, check_writable_folder, same_file  # noqa: F401 (re-exported)
 from ..train.recipes import RunOptions, field_types
@@ -92,3 +96,93 @@ def printable(name: object) -> str:
     """A name (a class folder, a file) as one printable line: control characters such as a newline are
     shown escaped (``\\n``), so that a crafted name cannot fake lines of a result table."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+
+
+# --- the detection and segmentation commands' shared arguments ------------------------------------
+
+
+def add_synthetic_flags(p: argparse.ArgumentParser) -> None:
+    """make-data's DIR, one flag per ``SyntheticSpec`` field and --fashion-dir."""
+    p.add_argument("folder", metavar="DIR")
+    defaults = SyntheticSpec()
+    for field in dataclasses.fields(SyntheticSpec):
+        p.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=type(getattr(defaults, field.name)),
+            default=getattr(defaults, field.name),
+            help=f"(default {getattr(defaults, field.name)})",
+        )
+    p.add_argument("--fashion-dir", help="where the Fashion-MNIST files are (default: the usual places)")
+
+
+def synthetic_spec(args: argparse.Namespace) -> SyntheticSpec:
+    return SyntheticSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSpec)})
+
+
+def add_checkpoint_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """RUN|FILE or --checkpoint RUN|FILE: ``what`` ("a detection run or checkpoint") the action reads."""
+    # As `resnets eval/predict/export --checkpoint`; the positional spelling stays.
+    p.add_argument("checkpoint", nargs="?", metavar="RUN|FILE", help=what)
+    p.add_argument("--checkpoint", dest="checkpoint_option", metavar="RUN|FILE", help="the same, as a flag")
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """eval's data (the run's validation split by default), batch, device and output flags."""
+    p.add_argument("--data-dir", help="default: the run's")
+    p.add_argument("--split", help="default: the run's validation split")
+    p.add_argument(
+        "--eval-subset",
+        "--subset",
+        dest="subset",
+        type=int,
+        metavar="N",
+        help="the first N images (train's --eval-subset)",
+    )
+    p.add_argument("-b", "--batch-size", type=int, default=8)
+    p.add_argument("--device")
+    p.add_argument("--strict-data", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+
+def resolve_checkpoint(args: argparse.Namespace, what: str) -> None:
+    """``args.checkpoint`` from either spelling of ``add_checkpoint_argument`` (nothing for actions
+    without one)."""
+    if "checkpoint_option" not in vars(args):  # make-data, train
+        return
+    option = args.checkpoint_option
+    if option is not None and args.checkpoint is not None:
+        if getattr(args, "images", None) is None:
+            raise ConfigError("give the checkpoint once: as RUN|FILE or as --checkpoint")
+        args.images = [args.checkpoint, *args.images]  # predict: the first image was read as the checkpoint
+        args.checkpoint = None
+    args.checkpoint = args.checkpoint or option
+    if args.checkpoint is None:
+        raise ConfigError(f"give {what}: RUN|FILE or --checkpoint RUN|FILE")
+
+
+def export_output(args: argparse.Namespace) -> Path:
+    """export's --output, by default beside the checkpoint (RUN/model.onnx, FILE.onnx), checked before any
+    work."""
+    source = Path(args.checkpoint)
+    default = (source / "model.onnx") if source.is_dir() else source.with_suffix(".onnx")
+    output = Path(args.output) if args.output else default
+    checkpoint = source / "last.pt" if source.is_dir() else source
+    check_output_file(output, "--output", reads=[args.checkpoint, checkpoint])
+    return output
+
+
+def drawing_targets(draw: str | None, images: Sequence[str]) -> list[Path | None]:
+    """Where predict --draw puts each image's drawing: the PNG (one image) or FOLDER/<image>.png, the PNG
+    checked before any work; None for each without --draw."""
+    if not draw:
+        return [None] * len(images)
+    target = Path(draw)
+    if len(images) > 1 or target.is_dir() or target.suffix.lower() != ".png":
+        return [target / f"{Path(path).stem}.png" for path in images]
+    check_output_file(target, "--draw", reads=images)
+    return [target]
+
+
+def drawing_scale(image: torch.Tensor) -> int:
+    """How much a drawing enlarges an image: small images to about 256 px, so that what is drawn shows."""
+    return max(1, 256 // max(image.shape[1:]))

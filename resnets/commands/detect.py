@@ -9,9 +9,7 @@ ONNX file checked in onnxruntime.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from pathlib import Path
 
 import torch
 
@@ -23,11 +21,20 @@ from ..detection.models import class_names, load_detector
 from ..detection.plots import draw_boxes
 from ..detection.predict import predict, read_images
 from ..detection.recipes import DEFAULT_DETECTION_RECIPE, DETECTION_RECIPES, DetectionConfig
-from ..detection.synthetic import SyntheticSpec, make_fashion_detection
+from ..detection.synthetic import make_fashion_detection
 from ..detection.train import train_detector
 from ..errors import ConfigError, ResnetsError
 from ..runtime import select_device
-from ._common import check_output_file
+from ._common import (
+    add_checkpoint_argument,
+    add_eval_arguments,
+    add_synthetic_flags,
+    drawing_scale,
+    drawing_targets,
+    export_output,
+    resolve_checkpoint,
+    synthetic_spec,
+)
 from ._config import TrainingCommand
 from ._flags import Flag
 
@@ -94,16 +101,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="detect_command", metavar="ACTION")
 
     p = sub.add_parser("make-data", help="write the Fashion-MNIST detection set (COCO format)")
-    p.add_argument("folder", metavar="DIR")
-    defaults = SyntheticSpec()
-    for field in dataclasses.fields(SyntheticSpec):
-        p.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            type=type(getattr(defaults, field.name)),
-            default=getattr(defaults, field.name),
-            help=f"(default {getattr(defaults, field.name)})",
-        )
-    p.add_argument("--fashion-dir", help="where the Fashion-MNIST files are (default: the usual places)")
+    add_synthetic_flags(p)
     p.set_defaults(_detect=run_make_data)
 
     p = sub.add_parser("train", help="train a detector (a COCO or VOC folder as --data-dir)")
@@ -112,20 +110,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("eval", help="COCOeval AP, AP50, AP75, APs/m/l and AR of a detection run")
     _add_checkpoint(p)
-    p.add_argument("--data-dir", help="default: the run's")
-    p.add_argument("--split", help="default: the run's validation split")
-    p.add_argument(
-        "--eval-subset",
-        "--subset",
-        dest="subset",
-        type=int,
-        metavar="N",
-        help="the first N images (train's --eval-subset)",
-    )
-    p.add_argument("-b", "--batch-size", type=int, default=8)
-    p.add_argument("--device")
-    p.add_argument("--strict-data", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    add_eval_arguments(p)
     p.set_defaults(_detect=run_eval)
 
     p = sub.add_parser("predict", help="boxes, class names and scores in images")
@@ -152,29 +137,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_checkpoint(p: argparse.ArgumentParser) -> None:
-    # As `resnets eval/predict/export --checkpoint`; the positional spelling stays.
-    p.add_argument("checkpoint", nargs="?", metavar="RUN|FILE", help="a detection run or checkpoint")
-    p.add_argument("--checkpoint", dest="checkpoint_option", metavar="RUN|FILE", help="the same, as a flag")
-
-
-def _resolve_checkpoint(args: argparse.Namespace) -> None:
-    if "checkpoint_option" not in vars(args):  # make-data, train
-        return
-    option = args.checkpoint_option
-    if option is not None and args.checkpoint is not None:
-        if getattr(args, "images", None) is None:
-            raise ConfigError("give the checkpoint once: as RUN|FILE or as --checkpoint")
-        args.images = [args.checkpoint, *args.images]  # predict: the first image was read as the checkpoint
-        args.checkpoint = None
-    args.checkpoint = args.checkpoint or option
-    if args.checkpoint is None:
-        raise ConfigError("give a detection run or checkpoint: RUN|FILE or --checkpoint RUN|FILE")
+    add_checkpoint_argument(p, "a detection run or checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "_detect", None) is None:
         raise ConfigError("name what to do: resnets detect make-data|train|eval|predict|export (see --help)")
-    _resolve_checkpoint(args)
+    resolve_checkpoint(args, "a detection run or checkpoint")
     return args._detect(args)
 
 
@@ -182,8 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_make_data(args: argparse.Namespace) -> int:
-    spec = SyntheticSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticSpec)})
-    root = make_fashion_detection(args.folder, spec, data_dir=args.fashion_dir)
+    root = make_fashion_detection(args.folder, synthetic_spec(args), data_dir=args.fashion_dir)
     for split in ("train", "val"):
         data = open_detection_data(root, split)
         boxes = sum(len(r.boxes) for r in data.records)
@@ -248,24 +216,18 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     if not 0 <= args.score <= 1:
         raise ConfigError(f"--score must be in [0, 1], got {args.score}")
-    draw = Path(args.draw) if args.draw else None
-    to_folder = draw is not None and (len(args.images) > 1 or draw.is_dir() or draw.suffix.lower() != ".png")
-    if draw is not None and not to_folder:
-        check_output_file(draw, "--draw", reads=args.images)
+    targets = drawing_targets(args.draw, args.images)
     detector, ckpt = load_detector(args.checkpoint, select_device(args.device))
     classes = class_names(ckpt)
     images = read_images(args.images, detector.resnets_spec["kwargs"]["in_chans"])
-    for path, image, found in zip(
-        args.images, images, predict(detector, images, score_threshold=args.score), strict=True
-    ):
+    found_all = predict(detector, images, score_threshold=args.score)
+    for path, image, found, target in zip(args.images, images, found_all, targets, strict=True):
         print(f"{path}: {len(found['boxes'])} objects")
         for box, label, score in zip(
             found["boxes"].tolist(), found["labels"].tolist(), found["scores"].tolist(), strict=True
         ):
             print(f"  {classes[label - 1]:<16} {score:.3f}  box {' '.join(f'{v:.1f}' for v in box)}")
-        if draw is not None:
-            target = draw / f"{Path(path).stem}.png" if to_folder else draw
-            scale = max(1, 256 // max(image.shape[1:]))  # small images enlarged so the names are legible
+        if target is not None:
             draw_boxes(
                 image,
                 found["boxes"],
@@ -273,7 +235,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 found["scores"].tolist(),
                 classes,
                 target,
-                scale=scale,
+                scale=drawing_scale(image),
             )
             print(f"  drawn: {target}")
     return 0
@@ -283,11 +245,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    source = Path(args.checkpoint)
-    default = (source / "model.onnx") if source.is_dir() else source.with_suffix(".onnx")
-    output = Path(args.output) if args.output else default
-    checkpoint = source / "last.pt" if source.is_dir() else source
-    check_output_file(output, "--output", reads=[args.checkpoint, checkpoint])
+    output = export_output(args)
     detector, ckpt = load_detector(args.checkpoint, "cpu")
     in_chans = detector.resnets_spec["kwargs"]["in_chans"]
     images = (

@@ -53,30 +53,27 @@ class _Batches(Dataset):
         return images, targets
 
 
-class DetectionLoader:
-    """``batches(start)`` yields (images float32 in [0, 1] on ``device``, targets on ``device``)."""
+class SeededLoader:
+    """What the detection and segmentation loaders share: this process's shard of an epoch, its order from
+    (seed, epoch) only, and a DataLoader of whole batches whose workers' seeds come from its own
+    generator."""
+
+    loader_stream = _LOADER_STREAM
 
     def __init__(
         self,
-        dataset: DetectionDataset,
+        dataset: Dataset,
         *,
         batch_size: int,
         train: bool,
         device: torch.device,
         seed: int = 0,
-        flip: bool = False,
         rank: int = 0,
         world_size: int = 1,
         workers: int = 0,
     ) -> None:
         self.dataset, self.batch_size, self.train, self.device = dataset, batch_size, train, device
-        self.seed, self.flip, self.rank, self.world_size, self.workers = (
-            seed,
-            flip and train,
-            rank,
-            world_size,
-            workers,
-        )
+        self.seed, self.rank, self.world_size, self.workers = seed, rank, world_size, workers
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -101,16 +98,37 @@ class DetectionLoader:
             world_size=self.world_size,
         )
 
+    def _generator(self, stream: int) -> torch.Generator:
+        """A generator of this epoch and rank for ``stream`` (flips, crops, the DataLoader's seeds)."""
+        return torch.Generator().manual_seed(seed_for(self.seed, self.epoch, self.rank, stream))
+
+    def _load(self, source: Dataset) -> DataLoader:
+        # its own generator: DataLoader draws its workers' base seed from it, never from the global
+        # generator, whose state a resumed run restores (a draw there would shift the region sampling)
+        return DataLoader(
+            source,
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.workers,
+            generator=self._generator(self.loader_stream),
+            pin_memory=self.device.type == "cuda",
+        )
+
+
+class DetectionLoader(SeededLoader):
+    """``batches(start)`` yields (images float32 in [0, 1] on ``device``, targets on ``device``)."""
+
+    def __init__(self, dataset: DetectionDataset, *, flip: bool = False, **options) -> None:
+        super().__init__(dataset, **options)
+        self.flip = flip and self.train
+
     def plan(self) -> tuple[list[list[int]], list[list[bool]]]:
         """This epoch's batches (dataset indices) and flips, from (seed, epoch) only."""
         indices = self._indices().tolist()
         count = len(self)
         batches = [indices[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
         if self.flip:
-            generator = torch.Generator().manual_seed(
-                seed_for(self.seed, self.epoch, self.rank, _FLIP_STREAM)
-            )
-            draws = (torch.rand(len(indices), generator=generator) < 0.5).tolist()
+            draws = (torch.rand(len(indices), generator=self._generator(_FLIP_STREAM)) < 0.5).tolist()
         else:
             draws = [False] * len(indices)
         flips = [draws[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
@@ -118,18 +136,7 @@ class DetectionLoader:
 
     def batches(self, start: int = 0) -> Iterator[Batch]:
         batches, flips = self.plan()
-        source = _Batches(self.dataset, batches[start:], flips[start:])
-        # its own generator: DataLoader draws its workers' base seed from it, never from the global
-        # generator, whose state a resumed run restores (a draw there would shift the region sampling)
-        generator = torch.Generator().manual_seed(seed_for(self.seed, self.epoch, self.rank, _LOADER_STREAM))
-        loader = DataLoader(
-            source,
-            batch_size=None,
-            shuffle=False,
-            num_workers=self.workers,
-            generator=generator,
-            pin_memory=self.device.type == "cuda",
-        )
+        loader = self._load(_Batches(self.dataset, batches[start:], flips[start:]))
         for images, targets in loader:
             yield (
                 [image.to(self.device, non_blocking=True).float().div_(255) for image in images],

@@ -296,6 +296,19 @@ def _check(options: dict[str, Any]) -> None:
             )
 
 
+def input_normalization(
+    backbone_weights: str | os.PathLike | None, in_chans: int
+) -> tuple[list[float], list[float]]:
+    """(mean, std) of a network's inputs: the statistics the backbone's resnets classifier was trained
+    with, else ImageNet's (their average on each channel of a non-RGB input)."""
+    norm = weights_normalization(backbone_weights) if backbone_weights is not None else None
+    if norm is not None:
+        return norm
+    if in_chans == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return [sum(IMAGENET_MEAN) / 3] * in_chans, [sum(IMAGENET_STD) / 3] * in_chans
+
+
 def resolve_options(
     backbone: str,
     num_classes: int,
@@ -329,13 +342,7 @@ def resolve_options(
     (Detectron, torchvision), nothing without them. ``image_mean``/``image_std`` None: the statistics the
     backbone's resnets classifier was trained with, else ImageNet's. ``anchor_sizes`` (): 8, 16, 32 x the
     stride for C4 (the paper's 128, 256, 512), 8 x each level's stride for FPN (torchvision's)."""
-    norm = weights_normalization(backbone_weights) if backbone_weights is not None else None
-    if norm is None:
-        norm = (
-            (list(IMAGENET_MEAN), list(IMAGENET_STD))
-            if in_chans == 3
-            else ([sum(IMAGENET_MEAN) / 3] * in_chans, [sum(IMAGENET_STD) / 3] * in_chans)
-        )
+    norm = input_normalization(backbone_weights, in_chans)
     options = {
         "backbone": backbone,
         "backbone_kwargs": dict(backbone_kwargs or {}),

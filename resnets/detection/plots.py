@@ -59,6 +59,11 @@ def draw_boxes(
         x0, y0, x1, y1 = (v * scale for v in box)
         draw.rectangle((x0, y0, x1, y1), outline=color, width=max(1, scale // 2))
         draw.text((x0 + 2, max(0, y0 - 11)), f"{classes[label - 1]} {score:.2f}", fill=color)
+    return save_png(picture, path)
+
+
+def save_png(picture: Image.Image, path: str | os.PathLike) -> Path:
+    """A PIL image written as a PNG, atomically."""
     buffer = _io.BytesIO()
     picture.save(buffer, format="PNG")
     return write_bytes(path, buffer.getvalue())
@@ -137,8 +142,12 @@ def detection_curves(
     path: str | os.PathLike,
     *,
     title: str = "",
+    metrics: Sequence[tuple[str, str]] = (("val_ap", "AP@[.5,.95]"), ("val_ap50", "AP@.5")),
+    metric_axis: str = "validation AP (%)",
+    loss_axis: str = "training loss (sum of the four)",
 ) -> Path:
-    """A run's training loss (per logged step, or per epoch) and validation AP / AP50 against iterations."""
+    """A run's training loss (per logged step, or per epoch) and validation ``metrics`` (columns and
+    labels; by default AP and AP50) against iterations."""
     from matplotlib.figure import Figure  # heavy: imported when a figure is drawn
 
     fig = Figure(figsize=(9, 3.4))
@@ -148,12 +157,12 @@ def detection_curves(
     ]
     if points:
         loss_ax.plot(*zip(*points, strict=True), linewidth=1)
-    loss_ax.set(xlabel="iteration", ylabel="training loss (sum of the four)", yscale="log")
-    for key, label in (("val_ap", "AP@[.5,.95]"), ("val_ap50", "AP@.5")):
+    loss_ax.set(xlabel="iteration", ylabel=loss_axis, yscale="log")
+    for key, label in metrics:
         rows = [(r["iteration"], r[key]) for r in epochs if r.get(key) is not None]
         if rows:
             ap_ax.plot(*zip(*rows, strict=True), marker="o", label=label)
-    ap_ax.set(xlabel="iteration", ylabel="validation AP (%)")
+    ap_ax.set(xlabel="iteration", ylabel=metric_axis)
     if ap_ax.get_legend_handles_labels()[0]:
         ap_ax.legend()
     if title:

@@ -10,12 +10,10 @@ folder, ``init_weights`` the backbone's weights, logging). Its length, optimiser
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from ..errors import ConfigError
-from ..train.recipes import Optimization, RunOptions
+from ..train.recipes import Optimization, RunOptions, TaskConfig
 from .models import BACKBONE_NORMS, HEADS
 
 # Fields that are build_detector's options.
@@ -122,29 +120,12 @@ class DetectionRecipe(Optimization):
 
 
 @dataclass(frozen=True)
-class DetectionConfig:
+class DetectionConfig(TaskConfig):
+    TASK: ClassVar[str] = "detection"
+    RECIPE: ClassVar[type[Optimization]] = DetectionRecipe
+
     recipe: DetectionRecipe = field(default_factory=DetectionRecipe)
     run: RunOptions = field(default_factory=RunOptions)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"recipe": self.recipe.to_dict(), "run": dataclasses.asdict(self.run), "task": "detection"}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetectionConfig:
-        try:
-            if data.get("task") != "detection":
-                raise KeyError("task")
-            return cls(
-                recipe=DetectionRecipe.from_dict(data["recipe"]), run=RunOptions(**data.get("run", {}))
-            )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"not a resnets detection config ({exc}); a classification run resumes with "
-                f"`resnets train --resume`"
-            ) from None
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 # --- named recipes --------------------------------------------------------------------------------

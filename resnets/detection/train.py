@@ -23,10 +23,10 @@ from .. import runs
 from ..data.images import set_max_image_pixels
 from ..errors import CheckpointError, ConfigError
 from ..train import distributed
-from ..train.logging import duration
+from ..train.logging import duration, epoch_parts, finished_line
 from ..train.loop import StepLosses, Task, run
 from ..train.recipes import RunOptions
-from ..train.state import TrainState
+from ..train.state import TrainState, run_summary
 from .data import DetectionDataset, open_detection_data
 from .evaluate import evaluate_detector
 from .loader import DetectionLoader
@@ -277,12 +277,7 @@ class Detection(Task):
 
 
 def epoch_line(row: dict[str, Any]) -> str:
-    parts = [
-        f"epoch {row['epoch']}",
-        f"iter {row['iteration']}",
-        f"lr {row['lr']:.4g}",
-        f"loss {row['train_loss']:.4f}",
-    ]
+    parts = epoch_parts(row)
     if row.get("val_ap") is not None:
         parts.append(f"val AP {row['val_ap']:.1f} AP50 {row['val_ap50']:.1f}")
     parts += [f"{row['images_per_s']:.1f} img/s", duration(row["elapsed_s"])]
@@ -290,14 +285,7 @@ def epoch_line(row: dict[str, Any]) -> str:
 
 
 def final_result(state: TrainState, rows: list[dict[str, Any]], folder: runs.RunFolder) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "task": "detection",
-        "output": str(folder.path),
-        "epochs_done": state.epoch,
-        "iterations": state.iteration,
-        "elapsed_s": state.elapsed_s,
-        "images_per_s": state.train_images / max(state.train_time_s, 1e-9),
-    }
+    result: dict[str, Any] = {"task": "detection", **run_summary(state, folder.path)}
     evaluated = [r for r in rows if r.get("val_ap") is not None]
     if evaluated:
         best = max(evaluated, key=lambda r: r["val_ap"])
@@ -308,10 +296,7 @@ def final_result(state: TrainState, rows: list[dict[str, Any]], folder: runs.Run
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
-    lines = [
-        f"finished {result['epochs_done']} epochs ({result['iterations']} iterations) in "
-        f"{duration(result['elapsed_s'])}, {result['images_per_s']:.1f} train images/s"
-    ]
+    lines = [finished_line(result)]
     if result.get("final_val_ap") is not None:
         lines.append(
             f"val AP@[.5,.95] {result['final_val_ap']:.2f}, AP@.5 {result['final_val_ap50']:.2f} "

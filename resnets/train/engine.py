@@ -32,11 +32,11 @@ from .build import (
     default_output,
     set_train_mode,
 )
-from .logging import METRIC_COLUMNS, duration
+from .logging import METRIC_COLUMNS, duration, epoch_parts, finished_line
 from .loop import StepLosses, Task, replayed, run
 from .losses import error_count, make_criterion
 from .recipes import TrainConfig
-from .state import TrainState, check_same_model
+from .state import TrainState, check_same_model, run_summary
 
 
 class Classification(Task):
@@ -136,13 +136,7 @@ class Classification(Task):
             state.best = {"error": error, "epoch": state.epoch, "split": split}
 
     def epoch_line(self, row: dict[str, Any]) -> str:
-        parts = [
-            f"epoch {row['epoch']}",
-            f"iter {row['iteration']}",
-            f"lr {row['lr']:.4g}",
-            f"loss {row['train_loss']:.4f}",
-            f"train err {row['train_error']:.2f}%",
-        ]
+        parts = [*epoch_parts(row), f"train err {row['train_error']:.2f}%"]
         for split in ("val", "test"):
             if row.get(f"{split}_error") is not None:
                 parts.append(f"{split} err {row[f'{split}_error']:.2f}%")
@@ -152,13 +146,7 @@ class Classification(Task):
     def summary(
         self, state: TrainState, rows: list[dict[str, Any]], folder: runs.RunFolder
     ) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "output": str(folder.path),
-            "epochs_done": state.epoch,
-            "iterations": state.iteration,
-            "elapsed_s": state.elapsed_s,
-            "images_per_s": state.train_images / max(state.train_time_s, 1e-9),
-        }
+        result = run_summary(state, folder.path)
         for split in ("val", "test"):
             evaluated = [r for r in rows if r.get(f"{split}_error") is not None]
             if evaluated:
@@ -215,10 +203,7 @@ def evaluate_splits(
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The final summary: best and final errors, time, throughput, where things are."""
-    lines = [
-        f"finished {result['epochs_done']} epochs ({result['iterations']} iterations) in "
-        f"{duration(result['elapsed_s'])}, {result['images_per_s']:.0f} train images/s"
-    ]
+    lines = [finished_line(result, ".0f")]
     for split in ("val", "test"):
         final = result.get(f"final_{split}_error")
         if final is not None:

@@ -129,6 +129,24 @@ class Progress:
             self.message(text)
 
 
+def epoch_parts(row: dict[str, Any]) -> list[str]:
+    """The start of every task's epoch line: epoch, iteration, lr and training loss."""
+    return [
+        f"epoch {row['epoch']}",
+        f"iter {row['iteration']}",
+        f"lr {row['lr']:.4g}",
+        f"loss {row['train_loss']:.4f}",
+    ]
+
+
+def finished_line(result: dict[str, Any], rate: str = ".1f") -> str:
+    """The first line of every task's summary: epochs, iterations, time and throughput."""
+    return (
+        f"finished {result['epochs_done']} epochs ({result['iterations']} iterations) in "
+        f"{duration(result['elapsed_s'])}, {result['images_per_s']:{rate}} train images/s"
+    )
+
+
 def duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

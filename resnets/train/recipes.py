@@ -135,7 +135,7 @@ def _describe(tp: Any) -> str:
     return names.get(tp, f"a {getattr(tp, '__name__', tp)}")
 
 
-Schedule = Literal["step", "plateau", "onecycle", "cosine", "constant"]
+Schedule = Literal["step", "plateau", "onecycle", "cosine", "poly", "constant"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
@@ -827,3 +827,33 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+class TaskConfig:
+    """A task's config beside classification's ``TrainConfig``: its recipe (``RECIPE``) and ``RunOptions``,
+    with ``"task": TASK`` in config.json and checkpoints so that each command resumes only its own runs.
+    Subclasses are frozen dataclasses with the fields ``recipe`` and ``run``
+    (``detection.recipes.DetectionConfig``, ``segmentation.recipes.SegmentationConfig``)."""
+
+    TASK: ClassVar[str]
+    RECIPE: ClassVar[type[Optimization]]
+    recipe: Any
+    run: RunOptions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe.to_dict(), "run": dataclasses.asdict(self.run), "task": self.TASK}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        try:
+            if data.get("task") != cls.TASK:
+                raise KeyError("task")
+            return cls(recipe=cls.RECIPE.from_dict(data["recipe"]), run=RunOptions(**data.get("run", {})))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"not a resnets {cls.TASK} config ({exc}); resume a run with the command that trained it "
+                f"(`resnets train`, `resnets detect train` or `resnets segment train` --resume)"
+            ) from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)

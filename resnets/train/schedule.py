@@ -15,6 +15,9 @@ import torch
 
 from .recipes import Optimization
 
+# torchvision's references/segmentation/train.py: lr * (1 - iteration / total) ** 0.9 (DeepLab's "poly")
+POLY_POWER = 0.9
+
 
 class LRFactor:
     """lr multiplier as a function of the iteration: warm-up, then the recipe's schedule.
@@ -57,13 +60,16 @@ class LRFactor:
     def _schedule(self, step: int) -> float:
         if self.kind == "step":
             return self.gamma ** sum(step >= m for m in self.milestones)
-        if self.kind in ("onecycle", "cosine"):
+        if self.kind in ("onecycle", "cosine", "poly"):
             # onecycle: linear up during the warm-up (above), then linear down to final_factor
-            # (Smith & Topin 2017 as used by Page and airbench); cosine: Loshchilov & Hutter 2017.
+            # (Smith & Topin 2017 as used by Page and airbench); cosine: Loshchilov & Hutter 2017;
+            # poly: torchvision's segmentation reference, over the iterations after the warm-up.
             span = max(1, self.total_steps - self.warmup_steps)
             progress = min(1.0, max(0.0, (step - self.warmup_steps) / span))
             if self.kind == "onecycle":
                 return 1 - (1 - self.final_factor) * progress
+            if self.kind == "poly":
+                return (1 - progress) ** POLY_POWER
             return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0  # constant
 

@@ -62,6 +62,17 @@ class TrainState:
     best: dict[str, Any] = field(default_factory=dict)  # {"error": %, "epoch": n, "split": "val"|"test"}
 
 
+def run_summary(state: TrainState, output: object) -> dict[str, Any]:
+    """What every task's summary holds: the run folder, its length, time and training throughput."""
+    return {
+        "output": str(output),
+        "epochs_done": state.epoch,
+        "iterations": state.iteration,
+        "elapsed_s": state.elapsed_s,
+        "images_per_s": state.train_images / max(state.train_time_s, 1e-9),
+    }
+
+
 @dataclass
 class Training:
     """The objects a checkpoint is made of."""

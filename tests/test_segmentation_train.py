@@ -1,0 +1,222 @@
+"""Segmentation training on the one loop: the loss falls and the metrics are the confusion matrix's, resume is
+exact (at an epoch boundary and after a SIGTERM in mid-epoch), the commands that read a run (eval, predict,
+export) work on what it wrote, and bad input is one line."""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from helpers import assert_same_weights
+from PIL import Image
+from test_segmentation_data import voc_masks, write_voc
+
+from resnets.checkpoints import load_checkpoint
+from resnets.cli import main
+from resnets.detection.synthetic import SyntheticSpec
+from resnets.segmentation.predict import load_segmenter, normalization
+from resnets.segmentation.recipes import SEGMENTATION_RECIPES, SegmentationConfig
+from resnets.segmentation.synthetic import make_fashion_segmentation
+from resnets.segmentation.train import train_segmenter
+from resnets.train.logging import MetricsLog
+from resnets.train.recipes import RunOptions, apply_overrides
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SPEC = SyntheticSpec(canvas=48, train_images=8, val_images=4, max_items=2, min_scale=14, max_scale=28, seed=1)
+# FCN on a CIFAR-style ResNet-8 at its own strides, 4 images per batch: 2 iterations per epoch
+TINY = [
+    "--backbone",
+    "resnet_cifar",
+    "--set",
+    'backbone_kwargs={"depth": 8}',
+    "-b",
+    "4",
+    "--deterministic",
+    "--progress",
+    "none",
+    "--log-every",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """The set written by `resnets segment make-data` (the same files as ``make_fashion_segmentation``)."""
+    root = tmp_path_factory.mktemp("seg") / "fashion"
+    flags = [f"--{f.name.replace('_', '-')}={getattr(SPEC, f.name)}" for f in dataclasses.fields(SPEC)]
+    assert main(["segment", "make-data", str(root), *flags]) == 0
+    assert make_fashion_segmentation(root, SPEC) == root  # found, as written with these settings
+    return root
+
+
+def train_stopped_after(iteration, data, folder):
+    """`resnets segment train` for 2 epochs, sent a SIGTERM right after ``iteration``; its exit status."""
+    log_step = MetricsLog.log_step
+
+    def signalled(self, record):
+        log_step(self, record)
+        if record["iteration"] == iteration:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MetricsLog, "log_step", signalled)
+        args = ["segment", "train", *TINY, "--data-dir", str(data), "--epochs", "2", "--output", str(folder)]
+        return main(args)
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    """Two epochs straight, and the same run stopped at the end of epoch 1 and resumed. (Not a one-epoch
+    run extended to two: the poly schedule's lr depends on the run's length, as a cosine one does.)"""
+    root = tmp_path_factory.mktemp("segment-runs")
+    straight, split = root / "straight", root / "split"
+    assert (
+        main(["segment", "train", *TINY, "--data-dir", str(data), "--epochs", "2", "--output", str(straight)])
+        == 0
+    )
+    assert train_stopped_after(2, data, split) == 128 + signal.SIGTERM
+    stopped = load_checkpoint(split / "last.pt")
+    assert (stopped["epoch"], stopped["iteration"], stopped["batch_in_epoch"]) == (1, 2, 0)
+    assert main(["segment", "train", "--resume", str(split), "--progress", "none"]) == 0
+    return straight, split
+
+
+def test_resume_at_an_epoch_boundary_is_exact(runs):
+    straight, split = runs
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    assert (b["epoch"], b["iteration"]) == (2, 4) and b["config"]["task"] == "segmentation"
+    assert b["model"]["name"] == "fcn" and b["model"]["kwargs"]["num_classes"] == 11
+    assert_same_weights(a, b)
+    # the poly schedule resumed too: lr 0.02 * (1 - 4/4)^0.9 after the last step
+    lrs = [ckpt["optimizer"]["param_groups"][0]["lr"] for ckpt in (a, b)]
+    assert lrs[0] == lrs[1] == pytest.approx(0.0)
+    rows = [line.split(",")[:2] for line in (split / "metrics.csv").read_text().splitlines()]
+    assert rows == [["epoch", "iteration"], ["1", "2"], ["2", "4"]]
+    summaries = [json.loads((folder / "summary.json").read_text()) for folder in runs]
+    assert summaries[0]["final_val_miou"] == summaries[1]["final_val_miou"]
+    assert (split / "model.safetensors").is_file()
+
+
+def test_sigterm_in_mid_epoch_resumes_exactly(runs, data, tmp_path):
+    straight, _ = runs
+    folder = tmp_path / "stopped"
+    assert train_stopped_after(3, data, folder) == 128 + signal.SIGTERM  # the first step of epoch 2
+    stopped = load_checkpoint(folder / "last.pt")
+    assert (stopped["epoch"], stopped["iteration"], stopped["batch_in_epoch"]) == (1, 3, 1)
+    assert main(["segment", "train", "--resume", str(folder), "--progress", "none"]) == 0
+    assert_same_weights(load_checkpoint(straight / "last.pt"), load_checkpoint(folder / "last.pt"))
+    steps = [json.loads(line)["iteration"] for line in (folder / "steps.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_tiny_segmenter_learns_and_its_scores_are_the_confusion_matrixs(data, tmp_path):
+    recipe = apply_overrides(
+        SEGMENTATION_RECIPES["fashion-cpu"],
+        {
+            "backbone": "resnet_cifar",
+            "backbone_kwargs": '{"depth": 8}',
+            "aux_loss": "false",
+            "iterations": "16",
+            "batch_size": "4",
+            "lr": "0.05",
+        },
+    )
+    run = RunOptions(
+        output=str(tmp_path / "learn"), data_dir=str(data), log_every=2, progress="none", plot=False
+    )
+    result = train_segmenter(SegmentationConfig(recipe, run))
+    assert result["iterations"] == 16
+    steps = [json.loads(line) for line in (tmp_path / "learn" / "steps.jsonl").read_text().splitlines()]
+    assert steps[-1]["loss"] < 0.6 * steps[0]["loss"]
+    assert all(step["loss"] == step["loss_out"] for step in steps)  # no auxiliary head, one part
+    # mean IoU is the mean of the per-class IoUs of the classes seen
+    iou = [v for v in result["final_val_iou"].values() if v is not None]
+    assert result["final_val_miou"] == pytest.approx(sum(iou) / len(iou), abs=1e-4)
+    assert 0 < result["final_val_pixel_acc"] <= 100
+
+
+def test_eval_predict_and_export_read_the_run(runs, data, tmp_path, capsys):
+    straight, _ = runs
+    capsys.readouterr()
+    assert main(["segment", "eval", str(straight), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    summary = json.loads((straight / "summary.json").read_text())
+    assert metrics["images"] == 4 and metrics["pixels"] == 4 * 48 * 48  # nothing ignored on the canvases
+    assert metrics["miou"] == pytest.approx(summary["final_val_miou"], abs=1e-4)
+    assert metrics["pixel_accuracy"] == pytest.approx(summary["final_val_pixel_acc"], abs=1e-4)
+    assert metrics["iou"] == pytest.approx(summary["final_val_iou"])
+    seen = [v for v in metrics["iou"].values() if v is not None]
+    assert metrics["miou"] == pytest.approx(sum(seen) / len(seen))
+
+    image = data / "val" / "000001.png"
+    drawn = tmp_path / "mask.png"
+    assert main(["segment", "predict", str(straight), str(image), "--draw", str(drawn)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{image}: ") and out[-1] == f"  drawn: {drawn}"
+    with Image.open(drawn) as picture:
+        assert picture.size == (240, 240)  # 48 px enlarged 5 times
+
+    onnx = tmp_path / "segmenter.onnx"
+    assert main(["segment", "export", str(straight), "--output", str(onnx)]) == 0
+    assert "onnxruntime vs PyTorch on 2 images" in capsys.readouterr().out
+    ort = pytest.importorskip("onnxruntime", reason="the export's check needs onnxruntime")
+    model, ckpt = load_segmenter(straight)
+    mean, std = normalization(ckpt)
+    x = torch.rand(2, 1, 40, 56, generator=torch.Generator().manual_seed(0))  # another size and batch
+    (found,) = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(
+        None, {"images": x.numpy()}
+    )
+    with torch.inference_mode():
+        expected = model((x - mean) / std)["out"]
+    np.testing.assert_allclose(found, expected.numpy(), atol=1e-4)
+    assert main(["segment", "export", str(straight), "--output", str(straight / "last.pt")]) == 2
+
+
+def test_a_voc_folder_trains_with_resizing_and_cropping(tmp_path):
+    root = write_voc(tmp_path / "VOC2012", voc_masks())
+    write_voc(root, voc_masks(), split="val")
+    out = tmp_path / "voc-run"
+    args = [*TINY, "-b", "2", "--data-dir", str(root), "--iterations", "1", "--output", str(out)]
+    sizes = ["--set", "base_size=16", "--set", "crop_size=12"]  # 12 x 16 images resized to 16 x 21
+    assert (
+        main(
+            ["segment", "train", "--recipe", "torchvision-voc", "--set", "output_stride=none", *args, *sizes]
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 1 and not math.isnan(summary["final_val_miou"])
+    assert len(summary["final_val_iou"]) == 21
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("backbone", "unknown model"),
+        ("folder", "neither a COCO folder"),
+        ("label", "holds label 200"),
+        ("model", "pspnet"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(case, message, data, tmp_path, capsys):
+    args = ["segment", "train", *TINY, "--output", str(tmp_path / "run")]
+    if case == "backbone":
+        args += ["--data-dir", str(data), "--backbone", "resnet_nonesuch"]
+    elif case == "folder":
+        (tmp_path / "empty").mkdir()
+        args += ["--data-dir", str(tmp_path / "empty")]
+    elif case == "label":
+        masks = voc_masks()
+        masks["2007_000003"][0, 0] = 200  # a label of 200 in a 21-class set
+        args += ["--data-dir", str(write_voc(tmp_path / "VOC", masks)), "--strict-data"]
+    else:
+        args += ["--data-dir", str(data), "--set", "model=pspnet"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()
