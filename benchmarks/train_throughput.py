@@ -38,7 +38,7 @@ def fast_recipe(model: str, iterations: int, opts: BenchOptions, **extra):
     # a small test subset and no TTA: the run's final evaluation is not what is measured
     settings = dict(
         channels_last=path.channels_last,
-        compile=path.compile,
+        compile=path.compile and not opts.quick,  # a quick run checks the benchmark, not the compiler
         model=model,
         batch_size=128,
         iterations=iterations,

@@ -293,7 +293,7 @@ def test_eval_uses_the_runs_autocast_so_its_numbers_match_the_log(tmp_path, caps
 
 def test_one_flag_vocabulary_across_the_commands():
     from resnets.cli import build_parser
-    from resnets.commands.detect import _resolve_checkpoint
+    from resnets.commands._common import resolve_checkpoint
 
     parser = build_parser()
     ev = parser.parse_args(["eval", "--checkpoint", "r.pt", "--test-subset", "8", "-b", "4"])
@@ -308,11 +308,11 @@ def test_one_flag_vocabulary_across_the_commands():
         (["detect", "predict", "run", "a.png"], ["a.png"]),
     ):
         args = parser.parse_args(argv)
-        _resolve_checkpoint(args)
+        resolve_checkpoint(args, "the detector")
         assert (args.checkpoint, args.images) == ("run", images)
     args = parser.parse_args(["detect", "eval", "--checkpoint", "run", "--eval-subset", "3", "-b", "2"])
-    _resolve_checkpoint(args)
+    resolve_checkpoint(args, "the detector")
     assert (args.checkpoint, args.subset, args.batch_size) == ("run", 3, 2)
     args = parser.parse_args(["detect", "export", "--checkpoint", "run", "-o", "d.onnx"])
-    _resolve_checkpoint(args)
+    resolve_checkpoint(args, "the detector")
     assert (args.checkpoint, args.output) == ("run", "d.onnx")
