@@ -168,3 +168,13 @@ def test_sigterm_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     rows = [list(csv.DictReader(open(run / "metrics.csv"))) for run in (straight, interrupted)]
     columns = ("epoch", "iteration", "train_loss", "train_error", "test_error")
     assert [[r[c] for c in columns] for r in rows[0]] == [[r[c] for c in columns] for r in rows[1]]
+
+
+def test_a_resumed_detector_or_segmenter_must_have_the_checkpoints_options(tmp_path):
+    from resnets.errors import CheckpointError
+    from resnets.train.state import check_same_options
+
+    saved = {"backbone": "resnet20", "num_classes": 10, "min_size": 64}
+    check_same_options(saved, {"backbone": "resnet20", "anchor_sizes": [16]}, tmp_path, "detector")
+    with pytest.raises(CheckpointError, match=r"holds another detector \(num_classes: 10 -> 5\); resume"):
+        check_same_options(saved, {"num_classes": 5, "backbone": "resnet20"}, tmp_path, "detector")

@@ -26,7 +26,7 @@ from ..train import distributed
 from ..train.logging import duration, epoch_parts, finished_line
 from ..train.loop import StepLosses, Task, run
 from ..train.recipes import RunOptions
-from ..train.state import TrainState, run_summary
+from ..train.state import TrainState, check_same_options, run_summary
 from .data import DetectionDataset, open_detection_data
 from .evaluate import evaluate_detector
 from .loader import DetectionLoader
@@ -159,12 +159,7 @@ def check_same_detector(
     wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in wanted.items()}
     if recipe.min_size is not None:
         wanted["min_size"] = recipe.min_size
-    differ = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
-    if differ:
-        raise CheckpointError(
-            f"{path} holds another detector ({'; '.join(differ[:4])}); resume with the "
-            f"same detector options, or start a new run"
-        )
+    check_same_options(saved, wanted, path, "detector")
 
 
 def default_output(recipe: DetectionRecipe) -> str:

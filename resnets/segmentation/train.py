@@ -31,7 +31,7 @@ from ..train import distributed
 from ..train.logging import duration, epoch_parts, finished_line
 from ..train.loop import StepLosses, Task, run
 from ..train.recipes import RunOptions
-from ..train.state import TrainState, run_summary
+from ..train.state import TrainState, check_same_options, run_summary
 from .data import IGNORE_INDEX, open_segmentation_data
 from .evaluate import evaluate_segmenter
 from .loader import Augmentation, SegmentationLoader
@@ -138,13 +138,7 @@ def check_same_segmenter(ckpt: dict[str, Any], path: os.PathLike, recipe: Segmen
     spec = ckpt.get("model") or {}
     saved = spec.get("kwargs", {})
     wanted = {"name": recipe.model, **recipe.model_options()}
-    found = {"name": spec.get("name"), **saved}
-    differ = [f"{k}: {found.get(k)!r} -> {v!r}" for k, v in wanted.items() if k in found and found[k] != v]
-    if differ:
-        raise CheckpointError(
-            f"{path} holds another segmenter ({'; '.join(differ[:4])}); resume with the same model "
-            f"options, or start a new run"
-        )
+    check_same_options({"name": spec.get("name"), **saved}, wanted, path, "segmenter")
 
 
 def default_output(recipe: SegmentationRecipe) -> str:

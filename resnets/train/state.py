@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
 import random
 from collections.abc import Mapping
@@ -145,6 +146,17 @@ def check_same_model(ckpt: dict, path: Path, name: str, kwargs: dict[str, Any]) 
         raise CheckpointError(
             f"{path} is a checkpoint of {saved}, but this run builds {name} with options "
             f"{kwargs}; resume with the same --model and model_kwargs"
+        )
+
+
+def check_same_options(saved: dict[str, Any], wanted: dict[str, Any], path: os.PathLike, what: str) -> None:
+    """Before any work: each option this run gives that the checkpoint records has the recorded value
+    (a detector's or segmenter's ``resnets_spec`` kwargs)."""
+    differ = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
+    if differ:
+        raise CheckpointError(
+            f"{path} holds another {what} ({'; '.join(differ[:4])}); resume with the same {what} options, "
+            f"or start a new run"
         )
 
 
