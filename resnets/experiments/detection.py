@@ -19,11 +19,7 @@ classifiers (the paper-imagenet recipe) fine-tuned on Pascal VOC 2007 or COCO, r
 from __future__ import annotations
 
 import dataclasses
-import json
-import shlex
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +31,13 @@ from ..detection.loader import DetectionLoader
 from ..detection.models import build_detector, load_detector, resolve_weights
 from ..detection.plots import detection_grid
 from ..detection.predict import predict
-from ..detection.recipes import DETECTION_RECIPES, DetectionConfig, DetectionRecipe
+from ..detection.recipes import DETECTION_RECIPES, DetectionConfig
 from ..detection.synthetic import SyntheticSpec, make_fashion_detection
 from ..detection.train import train_detector
-from ..errors import ConfigError
 from ..runs import RunFolder
-from ..train.recipes import RunOptions, apply_overrides, get_recipe
-from .base import Analysis, Context, Experiment, Runs, RunSpec, config_differences
+from ..train.recipes import RunOptions, get_recipe
+from .base import Analysis, Context, Experiment, Runs, RunSpec
+from .finetune import FineTuneRun
 from .paired import Net, overall, seeded_net, shows_flag, spread_cell, verdict_sentence
 from .paper_numbers import DETECTION_TABLE7_VOC, DETECTION_TABLE8_COCO
 from .plans import ITERATIONS, cifar_net, vgg_cifar_net
@@ -102,29 +98,15 @@ FOLDS = 10
 PAPER_AP_GAIN = DETECTION_TABLE8_COCO["ResNet-101"]["ap"] - DETECTION_TABLE8_COCO["VGG-16"]["ap"]
 
 
-@dataclass(frozen=True)
-class DetectorRun:
+class DetectorRun(FineTuneRun):
     """One detector fine-tuning: a detection recipe (base name + overrides) on a classifier run."""
 
-    name: str
-    label: str
-    recipe: str
-    overrides: Mapping[str, Any]
-    backbone_run: RunSpec
+    what = "detector"
+    command_words = ("resnets", "detect", "train")
+    recipes = DETECTION_RECIPES
 
-    def resolved(self) -> DetectionRecipe:
-        return apply_overrides(get_recipe(self.recipe, DETECTION_RECIPES), dict(self.overrides))
-
-    def command(self, folder: Path, data_dir: Path, weights: Path) -> str:
-        words = ["resnets", "detect", "train", "--recipe", self.recipe]
-        for key, value in self.overrides.items():
-            if isinstance(value, tuple | list):
-                text = ",".join(map(str, value))
-            else:
-                text = json.dumps(value) if isinstance(value, dict) else str(value)
-            words += ["--set", f"{key}={text}"]
-        words += ["--data-dir", str(data_dir), "--backbone-weights", str(weights), "--output", str(folder)]
-        return shlex.join(words)
+    def fit(self, options: RunOptions) -> dict[str, Any]:
+        return train_detector(DetectionConfig(recipe=self.resolved(), run=options))
 
 
 def paper_data(ctx: Context) -> tuple[Path, str]:
@@ -228,38 +210,6 @@ def detector_runs(ctx: Context) -> list[tuple[DetectorRun, ...]]:
     return out
 
 
-def train_detector_run(run: DetectorRun, ctx: Context, weights: Path, log: Callable[[str], None]) -> Path:
-    """Fine-tune ``run`` into ``OUTPUT/runs/<name>`` unless finished there; resume it when started."""
-    folder = ctx.runs_dir / run.name
-    recipe = run.resolved()
-    stored = RunFolder(folder).config() if RunFolder(folder).config_path.is_file() else None
-    if stored is not None:
-        differences = config_differences(recipe.to_dict(), stored.get("recipe", {}))
-        if differences:
-            raise ConfigError(
-                f"run folder {folder} was trained with other settings ({'; '.join(differences[:4])}); "
-                "use another --output, or delete that folder to retrain it"
-            )
-    if RunFolder(folder).finished:
-        log(f"[{ctx.experiment}] {run.label} detector: finished run found in {folder}")
-        return folder
-    resume = RunFolder(folder).last.is_file()
-    log(f"[{ctx.experiment}] {run.label} detector: {'resuming' if resume else 'training'} {folder}")
-    options = RunOptions(
-        output=str(folder),
-        resume=str(folder) if resume else None,
-        device=str(ctx.device),
-        data_dir=str(data_root(ctx)),
-        init_weights=None if resume else str(weights),
-        progress="line",
-    )
-    result = train_detector(DetectionConfig(recipe=recipe, run=options))
-    if result.get("interrupted"):
-        log(f"[{ctx.experiment}] interrupted; run the same command again to continue where it stopped")
-        raise KeyboardInterrupt
-    return folder
-
-
 def fold_aps(ground_truth, detections: list[dict], image_ids: list[int]) -> list[float]:
     """AP@[.5, .95] (%) on each of ``FOLDS`` interleaved folds of the test images."""
     folds = [image_ids[k::FOLDS] for k in range(min(FOLDS, len(image_ids)))]
@@ -335,7 +285,7 @@ class DetectionExperiment(Experiment):
             label, measured = seeds[0].label, []
             for run in seeds:
                 classifier = runs[run.backbone_run.name]
-                folder = train_detector_run(run, ctx, resolve_weights(classifier.folder), _log)
+                folder = run.train(ctx, root, resolve_weights(classifier.folder), _log)
                 detector, ckpt = load_detector(folder, ctx.device)
                 if test_set is None:
                     meta = ckpt["data"]

@@ -70,15 +70,25 @@ def predict_masks(
     return masks
 
 
-def draw_mask(image: torch.Tensor, mask: torch.Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
-    """``image`` with its pixels' classes in the VOC palette's colours over it (the background left
-    clear), as a PNG (``scale``: enlarge small images)."""
+def overlay(image: torch.Tensor, mask: torch.Tensor) -> Image.Image:
+    """``image`` (uint8 C x H x W) with its pixels' classes (H x W) in the VOC palette's colours over it,
+    the background left clear."""
     picture = to_pil(image)
-    palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
     labels = mask.numpy().astype(np.uint8)
-    colours = Image.fromarray(palette[labels])
+    colours = Image.fromarray(class_colours()[labels])
     alpha = Image.fromarray(np.where(labels > 0, int(255 * DRAWN_OPACITY), 0).astype(np.uint8))
     picture.paste(colours, (0, 0), alpha)
+    return picture
+
+
+def class_colours() -> np.ndarray:
+    """The VOC palette: 256 x 3 uint8, row k the colour of class k."""
+    return np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
+
+
+def draw_mask(image: torch.Tensor, mask: torch.Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
+    """``overlay`` as a PNG (``scale``: enlarge small images)."""
+    picture = overlay(image, mask)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     return save_png(picture, path)
