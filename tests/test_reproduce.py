@@ -28,6 +28,7 @@ def test_every_experiment_is_registered():
         "survey",
         "cardinality",
         "detection",
+        "segmentation",
         "width",
         "ensembles",
         "recurrent",

@@ -37,6 +37,7 @@ ALL_ORDER = (
     "survey",
     "identity-1000",
     "detection",
+    "segmentation",
 )
 # The rough cost of a training image on a 2-core CPU with bfloat16, fitted to the cpu budget's runs
 # (Intel Xeon with AMX, batch 256, channels-last, 2026-12-07: plain and ResNet 20-56 at 28x28, 520-1,555
