@@ -205,9 +205,9 @@ TORCHVISION_COCO_MASK_RCNN = MaskRCNNRecipe(
 )
 
 MASK_RCNN_FASHION_CPU = MaskRCNNRecipe(
-    # Minutes on a 2-core CPU: the generated Fashion-MNIST canvases (64 x 64, one channel, not resized), the
-    # FPN on a CIFAR-style ResNet-20 (levels at strides 1, 2, 4 and the pooled 8), narrow FPN, box and mask
-    # heads (at these sizes the 256-channel mask head would be most of a step), few regions per image.
+    # Sized for a CPU: the generated Fashion-MNIST canvases (64 x 64, one channel, not resized), the FPN on
+    # a CIFAR-style ResNet-20 (levels at strides 1, 2, 4 and the pooled 8), narrow FPN, box and mask heads
+    # (torchvision's 256-channel mask head costs ten times the backbone per region), few regions per image.
     name="mask-rcnn-fashion-cpu",
     backbone="resnet20",
     train_split="train",
