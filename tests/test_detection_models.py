@@ -100,6 +100,17 @@ def test_fpn_over_every_stage_with_torchvisions_anchor_rule():
     assert detector.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2"]
 
 
+@pytest.mark.parametrize("head, scales", [("fpn", [1.0, 0.5, 0.25]), ("c4", [0.5])])
+def test_roi_align_scales_are_the_strides_whatever_the_first_image(head, scales):
+    # torchvision would infer them from its first batch: a 34-pixel-high image padded to 64 reads as
+    # stride 1/2 on level "0" (64 / 34 rounds to 2), and that scale would stay for every later image
+    detector = build_detector("resnet_cifar", 2, head=head, in_chans=1, backbone_kwargs={"depth": 8}, **SMALL)
+    detector.eval()
+    with torch.no_grad():
+        detector([torch.rand(1, 34, 64)])
+    assert detector.roi_heads.box_roi_pool.scales == scales
+
+
 def test_c4_on_vgg_and_preactivation_backbones_registers_every_parameter_once():
     vgg = build_detector("vgg11", 2, head="c4", **SMALL)
     head = list(vgg.roi_heads.box_head.stage)

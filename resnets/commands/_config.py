@@ -1,4 +1,5 @@
-"""The training commands' config: one resolution for ``resnets train`` and ``resnets detect train``.
+"""The training commands' config: one resolution for ``resnets train``, ``resnets detect train`` and
+``resnets segment train``.
 
 A command gives its config type (``TrainConfig``, ``DetectionConfig``), its recipes, its training function
 and which fields get a flag of their own (``_flags.Flag``, grouped as ``--help`` shows them). The config is
@@ -45,6 +46,12 @@ class TrainingCommand:
     train: Callable[[Any, Resumed | None], dict[str, Any]]  # (config, resumed) -> the run's summary
     groups: Mapping[str, tuple[Flag, ...]]  # argument groups by title; "recipe" also gets --recipe and --set
     set_example: str  # for --set's help, e.g. "milestones=30,60"
+    # a parser shared with another command (segment train: FCN/DeepLabV3's and Mask R-CNN's): the other's
+    # recipes and when its default applies, for --recipe's help, and the types of the flags both read where
+    # their fields' types differ
+    other_recipes: tuple[str, ...] = ()
+    other_default: str = ""  # e.g. "mask-rcnn-fashion-cpu with --model mask_rcnn"
+    flag_types: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def recipe_type(self) -> type[Optimization]:
@@ -55,7 +62,8 @@ class TrainingCommand:
         group.add_argument(
             "--recipe",
             metavar="NAME",
-            help=f"{', '.join(self.recipes)} (default: {self.default_recipe}, or the resumed run's recipe)",
+            help=f"{', '.join([*self.recipes, *self.other_recipes])} (default: {self.default_recipe}"
+            f"{f', {self.other_default}' if self.other_default else ''}, or the resumed run's recipe)",
         )
         group.add_argument(
             "--set",
@@ -68,13 +76,15 @@ class TrainingCommand:
         group.add_argument(
             "--print-config", action="store_true", help="print the resolved config as JSON and exit"
         )
-        hints = {**field_types(self.recipe_type), **field_types(RunOptions)}
+        hints = {**field_types(self.recipe_type), **field_types(RunOptions), **self.flag_types}
         for title, flags in self.groups.items():
             add_flags(group if title == "recipe" else parser.add_argument_group(title), flags, hints)
 
-    def resolve(self, args: argparse.Namespace) -> tuple[RunConfig, Resumed | None]:
+    def resolve(
+        self, args: argparse.Namespace, resumed: Resumed | None = None
+    ) -> tuple[RunConfig, Resumed | None]:
         """The config (the recipe or the resumed run's, then the flags, then --set), and the checkpoint
-        that ``--resume`` names, read once (None without --resume)."""
+        that ``--resume`` names, read once (None without --resume; ``resumed``: already read)."""
         recipe_fields = set(field_types(self.recipe_type)) - {"name"}
         run_fields = set(field_types(RunOptions))
         sets = parse_set_args(args.set_items)
@@ -82,7 +92,8 @@ class TrainingCommand:
         if unknown:
             raise unknown_name(f"{self.recipe_type.KIND} field", unknown[0], recipe_fields | run_fields)
         named = get_recipe(args.recipe, self.recipes) if args.recipe else None
-        resumed = read_for_resume(args.resume) if args.resume else None
+        if resumed is None and args.resume:
+            resumed = read_for_resume(args.resume)
         if resumed is None:
             recipe = named or get_recipe(self.default_recipe, self.recipes)
             run = RunOptions()
@@ -97,9 +108,10 @@ class TrainingCommand:
         run = apply_overrides(dataclasses.replace(run, **given(args, run_fields)), _only(sets, run_fields))
         return self.config(recipe=recipe, run=run), resumed
 
-    def run(self, args: argparse.Namespace) -> int:
-        """Print the config (--print-config) or train; the exit status."""
-        config, resumed = self.resolve(args)
+    def run(self, args: argparse.Namespace, resumed: Resumed | None = None) -> int:
+        """Print the config (--print-config) or train; the exit status. ``resumed``: the checkpoint of
+        ``--resume``, where the caller has read it already."""
+        config, resumed = self.resolve(args, resumed)
         if args.print_config:
             print(config.to_json())
             return 0

@@ -82,6 +82,22 @@ FLAGS = {
     ),
 }
 
+# COCOeval's numbers as eval prints them (segment eval too)
+METRIC_NAMES = {
+    "AP": "AP @[.50:.95]",
+    "AP50": "AP @.50",
+    "AP75": "AP @.75",
+    "APs": "AP small",
+    "APm": "AP medium",
+    "APl": "AP large",
+    "AR1": "AR 1 det",
+    "AR10": "AR 10 dets",
+    "AR100": "AR 100 dets",
+    "ARs": "AR small",
+    "ARm": "AR medium",
+    "ARl": "AR large",
+}
+
 COMMAND = TrainingCommand(
     DetectionConfig,
     DETECTION_RECIPES,
@@ -190,23 +206,9 @@ def run_eval(args: argparse.Namespace) -> int:
         f"{args.checkpoint} on {data_dir} ({split}): {len(dataset)} images, {int(metrics['detections'])} "
         f"detections"
     )
-    names = {
-        "AP": "AP @[.50:.95]",
-        "AP50": "AP @.50",
-        "AP75": "AP @.75",
-        "APs": "AP small",
-        "APm": "AP medium",
-        "APl": "AP large",
-        "AR1": "AR 1 det",
-        "AR10": "AR 10 dets",
-        "AR100": "AR 100 dets",
-        "ARs": "AR small",
-        "ARm": "AR medium",
-        "ARl": "AR large",
-    }
     for key in METRICS:
         value = metrics[key]
-        print(f"  {names[key]:<14} {'-' if value is None else f'{value:6.2f}'}")
+        print(f"  {METRIC_NAMES[key]:<14} {'-' if value is None else f'{value:6.2f}'}")
     return 0
 
 

@@ -26,11 +26,15 @@ _LOADER_STREAM = 8  # the DataLoader's own generator (its workers' seeds)
 def hflip(
     image: torch.Tensor, target: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The image mirrored left to right, and its boxes with it (x0, x1 -> W - x1, W - x0)."""
+    """The image mirrored left to right, and its boxes with it (x0, x1 -> W - x1, W - x0); Mask R-CNN's
+    instance masks (``masks``, N x H x W), when the target has them, too."""
     width = image.shape[-1]
     boxes = target["boxes"].clone()
     boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-    return image.flip(-1), {**target, "boxes": boxes}
+    flipped = {**target, "boxes": boxes}
+    if "masks" in target:
+        flipped["masks"] = target["masks"].flip(-1)
+    return image.flip(-1), flipped
 
 
 class _Batches(Dataset):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.poolers import initLevelMapper
 
 from ..checkpoints import load_checkpoint, load_state_into
 from ..errors import CheckpointError, ConfigError, first_line
@@ -50,6 +52,7 @@ from ..runs import RunFolder
 from ..weights import load_weights_into, load_weights_metadata, read_state_dict
 
 DETECTOR = "faster_rcnn"
+SEGMENTERS = ("fcn", "deeplabv3", "mask_rcnn")  # resnets.segmentation's models (checkpoints to send there)
 HEADS = ("fpn", "c4")
 BACKBONE_NORMS = ("frozen", "batchnorm")  # FrozenBatchNorm2d (the paper's fixed BN), or BN that trains
 ANCHOR_SCALES_C4 = (8, 16, 32)  # x the stride: the paper's 128, 256, 512 anchors at stride 16
@@ -407,7 +410,7 @@ def detector_arguments(net: nn.Module, options: dict[str, Any]) -> dict[str, Any
                 f"{len(strides) - 1} stages and the pooled level), got {sizes}"
             )
         anchors = AnchorGenerator(tuple((s,) for s in sizes), (ratios,) * len(sizes))
-        pool = MultiScaleRoIAlign([str(i) for i in range(len(strides) - 1)], options["roi_output_size"], 2)
+        pool = roi_align(strides[:-1], options["roi_output_size"])
         box_head: nn.Module = TwoMLPHead(
             options["fpn_channels"] * options["roi_output_size"] ** 2, options["representation_size"]
         )
@@ -423,7 +426,7 @@ def detector_arguments(net: nn.Module, options: dict[str, Any]) -> dict[str, Any
         body = C4Trunk(net, trunk_channels)
         sizes = options["anchor_sizes"] or [scale * stride for scale in ANCHOR_SCALES_C4]
         anchors = AnchorGenerator((tuple(sizes),), (ratios,))
-        pool = MultiScaleRoIAlign(["0"], options["roi_output_size"], 2)
+        pool = roi_align([stride], options["roi_output_size"])
         box_head = C4Head(stage, final_bn)
         representation = channels[-1]
     return {
@@ -448,6 +451,21 @@ def detector_arguments(net: nn.Module, options: dict[str, Any]) -> dict[str, Any
     }
 
 
+def roi_align(strides: Sequence[int], output_size: int) -> MultiScaleRoIAlign:
+    """torchvision's RoIAlign over the levels ``"0", "1", ...`` of these strides (sampling ratio 2), their
+    scales set from the strides. torchvision would infer them at its first call, from the feature maps'
+    and the images' heights rounded to a power of 2, and keep them: small images padded by more than
+    sqrt(2) (34 pixels high, padded to 64 for size_divisible=32) get twice the true scale, and a model's
+    first batch decides for all later ones (in PyTorch; an ONNX file keeps its trace's)."""
+    pool = MultiScaleRoIAlign([str(i) for i in range(len(strides))], output_size, sampling_ratio=2)
+    pool.scales = [1.0 / stride for stride in strides]
+    levels = [round(math.log2(stride)) for stride in strides]
+    pool.map_levels = initLevelMapper(
+        levels[0], levels[-1], canonical_scale=pool.canonical_scale, canonical_level=pool.canonical_level
+    )
+    return pool
+
+
 def _assemble(net: nn.Module, options: dict[str, Any]) -> FasterRCNN:
     detector = FasterRCNN(**detector_arguments(net, options))
     detector.resnets_spec = {"name": DETECTOR, "kwargs": copy.deepcopy(options)}
@@ -457,6 +475,11 @@ def _assemble(net: nn.Module, options: dict[str, Any]) -> FasterRCNN:
 def detector_from_spec(spec: dict[str, Any]) -> FasterRCNN:
     """Rebuild a detector (fresh weights) from its ``resnets_spec``."""
     if not isinstance(spec, dict) or spec.get("name") != DETECTOR or not isinstance(spec.get("kwargs"), dict):
+        if isinstance(spec, dict) and spec.get("name") in SEGMENTERS:
+            raise CheckpointError(
+                f"a {spec['name']} segmenter's checkpoint, not a detector's: use `resnets segment "
+                f"eval|predict|export` for it"
+            )
         raise CheckpointError(
             f"not a detector's spec: {spec!r:.200}; is this a classification checkpoint? "
             f"Use `resnets eval` for those"

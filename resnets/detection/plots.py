@@ -30,6 +30,8 @@ PALETTE = (
     (210, 245, 60),
     (250, 190, 212),
 )
+MASK_THRESHOLD = 0.5  # a mask's probabilities as a binary mask (torchvision's references)
+MASK_OPACITY = 128  # of a drawn mask's colour, of 255
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -48,9 +50,17 @@ def draw_boxes(
     classes: Sequence[str],
     path: str | os.PathLike,
     scale: int = 1,
+    masks: torch.Tensor | None = None,
 ) -> Path:
-    """``image`` with each box, its class name and score, as a PNG (``scale``: enlarge small images)."""
+    """``image`` with each box, its class name and score, as a PNG (``scale``: enlarge small images).
+    ``masks``: each object's mask (Mask R-CNN's N x 1 x H x W probabilities, or N x H x W), its pixels
+    above 0.5 painted in the box's colour, half opaque."""
     picture = to_pil(image)
+    if masks is not None:
+        masks = masks[:, 0] if masks.dim() == 4 else masks
+        for mask, label in zip(masks.cpu(), labels, strict=True):
+            alpha = Image.fromarray(((mask > MASK_THRESHOLD).numpy() * MASK_OPACITY).astype("uint8"))
+            picture.paste(Image.new("RGB", picture.size, PALETTE[(label - 1) % len(PALETTE)]), (0, 0), alpha)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(picture)

@@ -70,9 +70,14 @@ class DetectionData:
 
 
 def build_detection_data(
-    recipe: DetectionRecipe, run: RunOptions, info: distributed.DistInfo, device: torch.device
+    recipe: DetectionRecipe,
+    run: RunOptions,
+    info: distributed.DistInfo,
+    device: torch.device,
+    open_data: Callable[..., DetectionDataset] = open_detection_data,
 ) -> DetectionData:
-    """The training and validation splits of ``run.data_dir``, sharded for this process."""
+    """The training and validation splits of ``run.data_dir``, sharded for this process. ``open_data``:
+    ``open_detection_data``, or another reader of its arguments (Mask R-CNN's, whose targets have masks)."""
     if not run.data_dir:
         raise ConfigError(
             "give the detection data folder (a COCO or VOC folder) with --data-dir DIR; "
@@ -81,11 +86,11 @@ def build_detection_data(
     if recipe.batch_size % info.world_size:
         raise ConfigError(f"batch size {recipe.batch_size} does not divide among {info.world_size} processes")
     set_max_image_pixels(run.max_image_pixels)
-    train_set = open_detection_data(run.data_dir, recipe.train_split, strict=run.strict_data)
+    train_set = open_data(run.data_dir, recipe.train_split, strict=run.strict_data)
     train_set = train_set.subset(recipe.train_subset)
     val_set = None
     if recipe.eval_split:
-        val_set = open_detection_data(
+        val_set = open_data(
             run.data_dir,
             recipe.eval_split,
             strict=run.strict_data,
@@ -228,7 +233,7 @@ class Detection(Task):
     def losses(self, forward: nn.Module, batch: Any) -> StepLosses:
         images, targets = batch
         losses = forward(images, targets)
-        parts = tuple(losses[name] for name in LOSSES)
+        parts = tuple(losses[name] for name in self.part_names)
         return StepLosses(sum(parts), len(images), parts=parts)
 
     def evaluate(self, model: nn.Module, data: DetectionData, last: bool) -> dict[str, Any]:

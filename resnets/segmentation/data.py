@@ -315,6 +315,11 @@ def read_coco_masks(
     ``segmentation`` checked."""
     found = read_coco(annotations, images_dir, strict=strict, in_chans=in_chans, classes=classes)
     truth = found.ground_truth
+    if truth["annotations"] and not any("segmentation" in a for a in truth["annotations"]):
+        raise DataError(
+            f"{annotations} holds boxes without masks (no annotation has a 'segmentation'): a detection "
+            f"set; segmentation needs COCO instance masks (`resnets segment make-data DIR` writes a set)"
+        )
     sizes = {image["id"]: (image["width"], image["height"]) for image in truth["images"]}
     for annotation in truth["annotations"]:
         where = f"{annotations}: annotation {annotation.get('id', '?')} (image {annotation['image_id']})"
@@ -338,16 +343,21 @@ def open_segmentation_data(
     task: Literal["semantic", "instance"] = "semantic",
     strict: bool = False,
     in_chans: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> MaskFolderDataset | CocoSemanticDataset | CocoMasksDataset:
-    """The ``split`` of the COCO folder (semantic or instance) or VOC year folder (semantic) ``root``."""
+    """The ``split`` of the COCO folder (semantic or instance) or VOC year folder (semantic) ``root``.
+    ``classes``: a trained Mask R-CNN's object classes, which fix the labels of an instance set."""
     root = Path(root)
     annotations, images = coco_paths(root, split)
     if annotations.is_file():
-        objects = read_coco_masks(annotations, images, strict=strict, in_chans=in_chans)
+        objects = read_coco_masks(annotations, images, strict=strict, in_chans=in_chans, classes=classes)
         return objects if task == "instance" else CocoSemanticDataset(objects)
     if (root / "ImageSets" / "Segmentation").is_dir():
         if task == "instance":
-            raise DataError(f"{root} is a Pascal VOC folder: its SegmentationClass masks are semantic only")
+            raise DataError(
+                f"{root} is a Pascal VOC folder: its SegmentationClass masks are semantic only; Mask R-CNN "
+                f"needs a COCO folder with instance masks (annotations/instances_{split}.json)"
+            )
         return read_voc_segmentation(root, split, strict=strict, in_chans=in_chans or 3)
     raise DataError(
         f"{root} is neither a COCO folder with annotations/instances_{split}.json and {split}/ nor a "

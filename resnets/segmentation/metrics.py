@@ -127,7 +127,7 @@ def mask_average_precision(
         masks = masks[:, 0] if masks.dim() == 4 else masks
         binary = masks > mask_threshold if masks.is_floating_point() else masks.bool()
         for rle, label, score in zip(
-            _encode(binary), prediction["labels"].tolist(), prediction["scores"].tolist(), strict=True
+            encode_masks(binary), prediction["labels"].tolist(), prediction["scores"].tolist(), strict=True
         ):
             results.append(
                 {"image_id": image_id, "category_id": int(label), "segmentation": rle, "score": float(score)}
@@ -135,7 +135,7 @@ def mask_average_precision(
     return coco_metrics(ground_truth, results, iou_type="segm")
 
 
-def _encode(masks: torch.Tensor) -> list[dict[str, Any]]:
+def encode_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
     """pycocotools' run-length encoding of N x H x W binary masks (it takes H x W x N in Fortran order)."""
     if not len(masks):
         return []
@@ -150,7 +150,7 @@ def _ground_truth(targets: Sequence[Mapping[str, torch.Tensor]]) -> COCO:
         masks = target["masks"]
         height, width = masks.shape[-2:]
         images.append({"id": image_id, "height": int(height), "width": int(width)})
-        for rle, label in zip(_encode(masks.bool()), target["labels"].tolist(), strict=True):
+        for rle, label in zip(encode_masks(masks.bool()), target["labels"].tolist(), strict=True):
             annotations.append(
                 {
                     "id": len(annotations) + 1,

@@ -1,4 +1,6 @@
-"""A trained semantic segmenter on images: its checkpoint read back, each pixel's class, masks drawn."""
+"""A trained segmenter on images: its checkpoint read back (FCN, DeepLabV3 or Mask R-CNN), each pixel's class,
+masks drawn. Mask R-CNN's objects are found and drawn by ``resnets.detection``'s ``predict`` and
+``draw_boxes``, as a detector's."""
 
 from __future__ import annotations
 
@@ -19,18 +21,33 @@ from ..errors import CheckpointError
 from ..runs import RunFolder
 from .data import voc_palette
 from .models import segmenter_from_spec
+from .recipes import MaskRCNNConfig, SegmentationConfig
 
 DRAWN_OPACITY = 0.5  # of the class colours over the image
+SEGMENTATION_TASKS = (SegmentationConfig.TASK, MaskRCNNConfig.TASK)  # FCN/DeepLabV3's, Mask R-CNN's runs
+
+
+def is_mask_rcnn(ckpt: dict[str, Any]) -> bool:
+    """Whether a checkpoint holds a Mask R-CNN (instance segmentation), not FCN or DeepLabV3."""
+    spec = ckpt.get("model")
+    return isinstance(spec, dict) and spec.get("name") == "mask_rcnn"
 
 
 def load_segmenter(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """A segmentation run's newest checkpoint (a run folder or a ``.pt``): the model in eval mode and the
-    checkpoint (its ``data`` entry holds the classes and the input normalisation)."""
+    checkpoint (its ``data`` entry holds the classes, and for FCN and DeepLabV3 the input normalisation,
+    which Mask R-CNN holds inside)."""
     path = Path(path)
     file = RunFolder(path).last if path.is_dir() else path
     ckpt = load_checkpoint(file)
     data = ckpt.get("data") or {}
-    if not isinstance(data.get("classes"), list) or not isinstance(data.get("image_mean"), list):
+    config = ckpt.get("config")
+    if isinstance(config, dict) and config.get("task") not in SEGMENTATION_TASKS:
+        command = "resnets detect" if config.get("task") == "detection" else "resnets eval|predict|export"
+        raise CheckpointError(f"{file} is not a segmentation checkpoint; read it with `{command}`")
+    if not isinstance(data.get("classes"), list) or not (
+        is_mask_rcnn(ckpt) or isinstance(data.get("image_mean"), list)
+    ):
         raise CheckpointError(f"{file} is not a checkpoint of `resnets segment train` (no classes recorded)")
     model = segmenter_from_spec(ckpt["model"])
     load_state_into(model, ckpt["state_dict"], source=f"checkpoint {str(file)!r}")

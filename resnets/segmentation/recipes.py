@@ -1,4 +1,4 @@
-"""Segmentation recipes: everything that changes a semantic segmenter's weights, as a frozen dataclass.
+"""Segmentation recipes: everything that changes a segmenter's weights, as a frozen dataclass.
 
 ``SegmentationRecipe`` is to FCN and DeepLabV3 what ``detection.recipes.DetectionRecipe`` is to a detector:
 its length, optimiser and schedule fields are ``train.recipes.Optimization``'s (so the shared builders take
@@ -7,6 +7,10 @@ it), where and how a run happens is ``RunOptions`` (``data_dir`` a COCO or Pasca
 ``references/segmentation/train.py``: SGD with momentum 0.9 and weight decay 1e-4, lr 0.02, the "poly"
 schedule over iterations, the auxiliary loss at weight 0.5, images resized by 0.5-2.0 x a base size of 520,
 flipped and cropped to 480, cross-entropy ignoring label 255.
+
+``MaskRCNNRecipe`` is Mask R-CNN's: a ``detection.recipes.DetectionRecipe`` (Mask R-CNN trains as the
+detector it extends, on the same loader and loop) on the FPN, with the mask head's width; its named recipes
+follow torchvision's ``references/detection`` (``maskrcnn_resnet50_fpn``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from ..detection.recipes import DetectionRecipe
 from ..train.recipes import Optimization, RunOptions, TaskConfig
-from .models import OUTPUT_STRIDES
+from .models import MASK_HEAD_WIDTH, OUTPUT_STRIDES
 
 MODELS = ("fcn", "deeplabv3")
 
@@ -145,3 +150,85 @@ SEGMENTATION_RECIPES: dict[str, SegmentationRecipe] = {
     r.name: r for r in (FASHION_CPU, TORCHVISION_COCO, TORCHVISION_COCO_DEEPLABV3, TORCHVISION_VOC)
 }
 DEFAULT_SEGMENTATION_RECIPE = "fashion-cpu"
+
+
+# --- Mask R-CNN (instance segmentation) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskRCNNRecipe(DetectionRecipe):
+    """One Mask R-CNN's training. Defaults: torchvision's detection reference for ``maskrcnn_resnet50_fpn``
+    (the Faster R-CNN recipe: 26 epochs at batch 2 x 8 GPUs, lr 0.02 / 10 at epochs 16 and 22, momentum 0.9,
+    weight decay 1e-4, 1000 linear warm-up iterations from lr / 1000; images flipped)."""
+
+    KIND: ClassVar[str] = "Mask R-CNN recipe"
+
+    model: Literal["mask_rcnn"] = "mask_rcnn"  # what `resnets segment train --model` names
+    mask_head_width: int = MASK_HEAD_WIDTH  # channels of the mask head's four convs
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.model != "mask_rcnn":
+            problems.append("model must be 'mask_rcnn' (FCN and DeepLabV3 have recipes of their own)")
+        if self.head != "fpn":
+            problems.append("head must be 'fpn': Mask R-CNN is built on the FPN")
+        if self.mask_head_width < 1:
+            problems.append("mask_head_width must be >= 1")
+        return problems
+
+    def model_options(self) -> dict[str, Any]:
+        """``models.mask_rcnn``'s keyword arguments, beside the classes and channels the data gives and the
+        image sizes the task resolves."""
+        return {
+            "backbone": self.backbone,
+            "mask_head_width": self.mask_head_width,
+            **self.detector_options(),
+        }
+
+
+@dataclass(frozen=True)
+class MaskRCNNConfig(TaskConfig):
+    TASK: ClassVar[str] = "instance_segmentation"
+    RECIPE: ClassVar[type[Optimization]] = MaskRCNNRecipe
+
+    recipe: MaskRCNNRecipe = field(default_factory=MaskRCNNRecipe)
+    run: RunOptions = field(default_factory=RunOptions)
+
+
+TORCHVISION_COCO_MASK_RCNN = MaskRCNNRecipe(
+    # torchvision's references/detection for maskrcnn_resnet50_fpn: `--epochs 26 --lr-steps 16 22` at its
+    # defaults (lr 0.02 for 8 GPUs x 2 images, SGD momentum 0.9, weight decay 1e-4, 1000 warm-up iterations
+    # from lr / 1000): DetectionRecipe's defaults, on COCO 2017.
+    name="torchvision-coco-mask-rcnn",
+    train_split="train2017",
+    eval_split="val2017",
+)
+
+MASK_RCNN_FASHION_CPU = MaskRCNNRecipe(
+    # Sized for a CPU: the generated Fashion-MNIST canvases (64 x 64, one channel, not resized), the FPN on
+    # a CIFAR-style ResNet-20 (levels at strides 1, 2, 4 and the pooled 8), narrow FPN, box and mask heads
+    # (torchvision's 256-channel mask head costs ten times the backbone per region), few regions per image.
+    name="mask-rcnn-fashion-cpu",
+    backbone="resnet20",
+    train_split="train",
+    eval_split="val",
+    epochs=4,
+    batch_size=8,
+    eval_batch_size=16,
+    lr=0.02,
+    milestones=(3,),
+    warmup=0.25,
+    warmup_start_factor=0.01,
+    fpn_channels=64,
+    representation_size=256,
+    mask_head_width=64,
+    rpn_batch_size_per_image=128,
+    box_batch_size_per_image=64,
+    proposals_train=300,
+    proposals_test=100,
+)
+
+MASK_RCNN_RECIPES: dict[str, MaskRCNNRecipe] = {
+    r.name: r for r in (MASK_RCNN_FASHION_CPU, TORCHVISION_COCO_MASK_RCNN)
+}
+DEFAULT_MASK_RCNN_RECIPE = "mask-rcnn-fashion-cpu"
