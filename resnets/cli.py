@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "detect": (detect, "object detection with Faster R-CNN: make-data, train, eval, predict, export"),
     "segment": (
         segment,
-        "semantic segmentation with FCN and DeepLabV3: make-data, train, eval, predict, export",
+        "FCN and DeepLabV3 (semantic), Mask R-CNN (instances): make-data, train, eval, predict, export",
     ),
 }
 
