@@ -19,5 +19,6 @@ BENCHMARKS = {
     "time_to_accuracy": "benchmarks.time_to_accuracy",
     "gpu_utilisation": "benchmarks.gpu_utilisation",
     "detection_throughput": "benchmarks.detection_throughput",
+    "segmentation_throughput": "benchmarks.segmentation_throughput",
 }
 GPU_ONLY = {"gpu_utilisation"}  # left out of the default run on a machine without CUDA

@@ -3,6 +3,8 @@ readers do with bad masks (skipped and counted in one warning, or refused under 
 
 import dataclasses
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -29,6 +31,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def palette_png(path, mask: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png_bytes(mask.astype(np.uint8), voc_palette()))
+
+
+def bomb_png(path, width: int = 100_000, height: int = 100_000) -> None:
+    """A 60-byte grayscale PNG whose header claims ``width`` x ``height`` pixels (10 G by default): decoded,
+    it would ask for that much memory; only its header may be read."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def voc_masks() -> dict[str, np.ndarray]:
@@ -83,6 +102,8 @@ def bad_voc(root, case):
         bad.unlink()
     elif case == "bomb":
         palette_png(bad, np.zeros((300, 400), np.uint8))  # above the limit the test sets
+    elif case == "header":
+        bomb_png(bad)
     return root
 
 
@@ -92,6 +113,10 @@ BAD_MASKS = {
     "rgb": ("mask not a palette or grayscale PNG", r"bad.png is a RGB image"),
     "missing": ("image without its mask", r"bad.png is missing"),
     "bomb": ("unreadable or oversized mask", r"bad.png: 400 x 300 = 120,000 pixels is above the limit"),
+    "header": (
+        "unreadable or oversized mask",
+        r"bad.png: 100000 x 100000 = 10,000,000,000 pixels is above the limit",
+    ),
 }
 
 

@@ -13,10 +13,11 @@ import pytest
 import torch
 from helpers import assert_same_weights
 from PIL import Image
-from test_segmentation_data import voc_masks, write_voc
+from test_segmentation_data import bomb_png, voc_masks, write_voc
 
 from resnets.checkpoints import load_checkpoint
 from resnets.cli import main
+from resnets.data import DataWarning
 from resnets.detection.synthetic import SyntheticSpec
 from resnets.segmentation.predict import load_segmenter, normalization
 from resnets.segmentation.recipes import SEGMENTATION_RECIPES, SegmentationConfig
@@ -220,3 +221,108 @@ def test_bad_input_is_one_line_and_exit_code_2(case, message, data, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+# The issue's hostile inputs, in a VOC folder beside three good images: name -> (the reason a DataWarning
+# counts, the one line --strict-data gives)
+HOSTILE = {
+    "bomb": (
+        "unreadable or oversized mask",
+        "bomb.png: 100000 x 100000 = 10,000,000,000 pixels is above the limit of 89,478,485",
+    ),
+    "label": ("mask label out of range", "label.png holds label 200 (classes 0..20 and 255 to ignore)"),
+    "nomask": ("image without its mask", "nomask.png is missing"),
+}
+SKIPPED = "(skipped, or clipped where it says so); --strict-data stops at the first instead"
+# a VOC run of one iteration at the backbone's own strides, its 12 x 16 images resized to 16 x 21, crops of 12
+VOC_TRAIN = [
+    "segment",
+    "train",
+    "--recipe",
+    "torchvision-voc",
+    *TINY,
+    "-b",
+    "2",
+    "--iterations",
+    "1",
+    "--set",
+    "output_stride=none",
+    "--set",
+    "base_size=16",
+    "--set",
+    "crop_size=12",
+]
+
+
+def hostile_voc(root, names):
+    """A VOC folder (train and val lists alike) of the three good images and the hostile ``names``: a mask
+    PNG whose header claims 100000 x 100000 pixels (a bomb: decoded, 10 GB; refused from its header at the
+    default pixel limit), a label of 200 in a 21-class set, an image without its mask."""
+    masks = voc_masks()
+    masks.update({name: masks["2007_000001"] for name in names})
+    if "label" in names:
+        masks["label"] = np.full((12, 16), 200, np.uint8)
+    for split in ("train", "val"):
+        write_voc(root, masks, split=split)
+    if "bomb" in names:
+        bomb_png(root / "SegmentationClass" / "bomb.png")
+    if "nomask" in names:
+        (root / "SegmentationClass" / "nomask.png").unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def voc_run(tmp_path_factory):
+    """A run trained on a good VOC folder, for `resnets segment eval` on hostile ones."""
+    root = tmp_path_factory.mktemp("voc")
+    data = hostile_voc(root / "VOC2012", [])
+    assert main([*VOC_TRAIN, "--data-dir", str(data), "--output", str(root / "run")]) == 0
+    return root / "run"
+
+
+def test_hostile_masks_are_skipped_and_counted_by_train_and_eval(voc_run, tmp_path, capsys):
+    """By default each split's bad masks are skipped and counted in one warning (one line); training and
+    evaluation go on with the good images."""
+    root = hostile_voc(tmp_path / "VOC2012", HOSTILE)
+    out = tmp_path / "run"
+    counted = ", ".join(f"1 {reason}" for reason, _ in sorted(HOSTILE.values()))
+    capsys.readouterr()
+    with pytest.warns(DataWarning) as warned:
+        assert main([*VOC_TRAIN, "--data-dir", str(root), "--output", str(out)]) == 0
+    assert [str(w.message) for w in warned] == [
+        f"{root} ({s}): {counted} {SKIPPED}" for s in ("train", "val")
+    ]
+    assert "Traceback" not in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 1
+
+    with pytest.warns(DataWarning) as warned:
+        assert (
+            main(["segment", "eval", str(voc_run), "--data-dir", str(root), "--split", "train", "--json"])
+            == 0
+        )
+    assert [str(w.message) for w in warned] == [f"{root} (train): {counted} {SKIPPED}"]
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    metrics = json.loads(printed.out)
+    # the scores of the three good images alone (the run's own folder)
+    assert main(["segment", "eval", str(voc_run), "--split", "train", "--json"]) == 0
+    assert metrics == json.loads(capsys.readouterr().out) and metrics["images"] == 3
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_masks_are_one_line_under_strict_data(name, voc_run, tmp_path, capsys):
+    """--strict-data refuses the first bad mask in one line naming its file, before anything is
+    written: train and eval alike."""
+    root = hostile_voc(tmp_path / "VOC2012", [name])
+    reason, message = HOSTILE[name]
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main([*VOC_TRAIN, "--data-dir", str(root), "--strict-data", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and reason in err[0], err
+    assert str(root / "SegmentationClass") in err[0] and not out.exists()
+
+    evaluate = ["segment", "eval", str(voc_run), "--data-dir", str(root), "--split", "train"]
+    assert main([*evaluate, "--strict-data"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and reason in err[0], err

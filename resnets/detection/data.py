@@ -86,7 +86,7 @@ class AnnotationProblems:
     def skip(self, reason: str, where: str) -> None:
         if self.strict:
             raise DataError(
-                f"{where}: {reason}; fix the annotations, or train without --strict-data to "
+                f"{where}: {reason}; fix the annotations, or leave out --strict-data to "
                 f"skip such entries and count them"
             )
         self.counts[reason] += 1

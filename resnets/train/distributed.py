@@ -97,6 +97,16 @@ def sum_tensor(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def broadcast_buffers(*modules: torch.nn.Module | None) -> None:
+    """Every buffer of ``modules`` (BN running statistics) made rank 0's on every process; None and a
+    single process: nothing to do."""
+    if not is_active():
+        return
+    for module in modules:
+        for buffer in module.buffers() if module is not None else ():
+            dist.broadcast(buffer, src=0)
+
+
 def gather_objects(obj: object) -> list[object]:
     """``obj`` from every process, in rank order (a list of one without a process group)."""
     if not is_active():

@@ -420,6 +420,10 @@ def _run(
             row["train_error"] = 100 * errors / max(images, 1)
         row.update({"images_per_s": images / max(epoch_time, 1e-9), "epoch_time_s": epoch_time})
         last = state.epoch >= epochs or state.iteration >= total_steps
+        # DDP gives every rank rank 0's buffers at the start of a forward, so after the epoch's last
+        # step each rank holds BN statistics of its own shard: make them rank 0's, so that every rank
+        # evaluates (and rank 0 saves) the same model
+        distributed.broadcast_buffers(model, training.ema)
         if state.epoch % recipe.eval_every == 0 or last:
             with autocast(device, amp_dtype):
                 row.update(task.evaluate(training.evaluated, data, last))
