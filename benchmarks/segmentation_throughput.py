@@ -40,8 +40,9 @@ What both sides share:
 
 Where the two still differ (none changes the work much): the peer's ``RandomResize`` antialiases
 (torchvision's default) and draws the side from ``randint(32, 128)``, ours interpolates without
-antialiasing at ``int(64 x U(0.5, 2.0))``; ours trains every parameter at one lr. Before augmentation both
-read the same pixels and masks from the files (checked by hand on the first images, 2026-12-07).
+antialiasing at ``int(64 x U(0.5, 2.0))``. Both train the auxiliary head at 10 x the lr. Before
+augmentation both read the same pixels and masks from the files (checked by hand on the first images,
+2026-12-07).
 """
 
 from __future__ import annotations

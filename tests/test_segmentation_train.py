@@ -326,3 +326,34 @@ def test_hostile_masks_are_one_line_under_strict_data(name, voc_run, tmp_path, c
     assert main([*evaluate, "--strict-data"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and reason in err[0], err
+
+
+def test_the_auxiliary_head_trains_at_ten_times_the_lr_as_in_torchvisions_reference():
+    """references/segmentation/train.py: params_to_optimize gets the aux_classifier at args.lr * 10; the
+    poly schedule keeps the ratio; without the auxiliary head, one lr for everything."""
+    from resnets.segmentation.models import fcn
+    from resnets.segmentation.train import Segmentation
+    from resnets.train.build import build_optimizer
+    from resnets.train.schedule import LRSchedule
+
+    recipe = apply_overrides(SEGMENTATION_RECIPES["fashion-cpu"], {"backbone_kwargs": {}, "lr": 0.01})
+    model = fcn("resnet20", 11, in_chans=1, output_stride=None)
+    task = Segmentation(SegmentationConfig(recipe=recipe))
+    optimizer = build_optimizer(model, recipe, torch.device("cpu"), task.lr_factors())
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    assert lrs == [pytest.approx(0.01), pytest.approx(0.1)]
+    aux = {id(p) for p in model.aux_classifier.parameters()}
+    assert {id(p) for p in optimizer.param_groups[1]["params"]} == aux
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    schedule = LRSchedule(optimizer, recipe, steps_per_epoch=10, total_steps=40)
+    for _ in range(7):
+        optimizer.step()
+        schedule.step_iteration()
+    first, second = (group["lr"] for group in optimizer.param_groups)
+    assert 0 < first < 0.01 and second == pytest.approx(10 * first)
+
+    plain = dataclasses.replace(recipe, aux_loss=False)
+    model = fcn("resnet20", 11, in_chans=1, output_stride=None, aux_loss=False)
+    factors = Segmentation(SegmentationConfig(recipe=plain)).lr_factors()
+    optimizer = build_optimizer(model, plain, torch.device("cpu"), factors)
+    assert [group["lr"] for group in optimizer.param_groups] == [pytest.approx(0.01)]

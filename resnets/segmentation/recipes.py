@@ -4,9 +4,9 @@
 its length, optimiser and schedule fields are ``train.recipes.Optimization``'s (so the shared builders take
 it), where and how a run happens is ``RunOptions`` (``data_dir`` a COCO or Pascal VOC folder,
 ``init_weights`` the backbone's weights). Defaults and the named recipes follow torchvision's
-``references/segmentation/train.py``: SGD with momentum 0.9 and weight decay 1e-4, lr 0.02, the "poly"
-schedule over iterations, the auxiliary loss at weight 0.5, images resized by 0.5-2.0 x a base size of 520,
-flipped and cropped to 480, cross-entropy ignoring label 255.
+``references/segmentation/train.py``: SGD with momentum 0.9 and weight decay 1e-4, lr 0.02 (the
+auxiliary head at 10 x), the "poly" schedule over iterations, the auxiliary loss at weight 0.5, images
+resized by 0.5-2.0 x a base size of 520, flipped and cropped to 480, cross-entropy ignoring label 255.
 
 ``MaskRCNNRecipe`` is Mask R-CNN's: a ``detection.recipes.DetectionRecipe`` (Mask R-CNN trains as the
 detector it extends, on the same loader and loop) on the FPN, with the mask head's width; its named recipes
@@ -38,6 +38,7 @@ class SegmentationRecipe(Optimization):
     output_stride: int | None = 8  # torchvision's builders dilate the last two stages
     aux_loss: bool = True
     aux_weight: float = 0.5  # torchvision's criterion: losses["out"] + 0.5 * losses["aux"]
+    aux_lr_factor: float = 10.0  # torchvision's reference trains the auxiliary head at 10 x the lr
 
     # data: the folder is the run's --data-dir (a COCO or Pascal VOC folder)
     train_split: str = "train"
@@ -86,6 +87,8 @@ class SegmentationRecipe(Optimization):
             problems.append(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
         if self.aux_weight < 0:
             problems.append("aux_weight must be >= 0")
+        if not self.aux_lr_factor > 0:
+            problems.append("aux_lr_factor must be > 0")
         return problems
 
     def model_options(self) -> dict[str, Any]:

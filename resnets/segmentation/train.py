@@ -169,6 +169,10 @@ class Segmentation(Task):
     def default_output(self) -> str:
         return default_output(self.config.recipe)
 
+    def lr_factors(self) -> dict[str, float]:
+        recipe = self.config.recipe
+        return {"aux_classifier": recipe.aux_lr_factor} if recipe.aux_loss else {}
+
     def check_resume(self, ckpt: dict[str, Any], path: os.PathLike) -> None:
         task = (ckpt.get("config") or {}).get("task")
         if task != "segmentation":

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,18 +125,37 @@ def fused_optimizer(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def build_optimizer(model: nn.Module, recipe: Optimization, device: torch.device) -> torch.optim.Optimizer:
-    """SGD, AdamW or LAMB with weight decay; BN weights and biases get ``norm_weight_decay`` when set."""
-    decay, no_decay = [], []
-    for module in model.modules():
+def build_optimizer(
+    model: nn.Module,
+    recipe: Optimization,
+    device: torch.device,
+    lr_factors: Mapping[str, float] | None = None,
+) -> torch.optim.Optimizer:
+    """SGD, AdamW or LAMB with weight decay; BN weights and biases get ``norm_weight_decay`` when set.
+    ``lr_factors``: the parameters under a module of that name (e.g. ``"aux_classifier"``) train at
+    ``recipe.lr`` times its factor (their own parameter groups, after the others: group 0, whose lr is
+    logged, is at ``recipe.lr``)."""
+    factors = dict(lr_factors or {})
+    by_setting: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, False): []}
+    for module_name, module in model.named_modules():
+        factor = factors.get(module_name.split(".")[0], 1.0)
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
             is_norm = isinstance(module, nn.modules.batchnorm._NormBase) or name == "bias"
-            (no_decay if is_norm and recipe.norm_weight_decay is not None else decay).append(p)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": recipe.norm_weight_decay})
+            no_decay = is_norm and recipe.norm_weight_decay is not None
+            by_setting.setdefault((factor, no_decay), []).append(p)
+    groups: list[dict[str, Any]] = []
+    for (factor, no_decay), params in sorted(by_setting.items(), key=lambda kv: (kv[0][0] != 1.0, kv[0])):
+        if not params and groups:
+            continue
+        group = {
+            "params": params,
+            "weight_decay": recipe.norm_weight_decay if no_decay else recipe.weight_decay,
+        }
+        if factor != 1.0:
+            group["lr"] = recipe.lr * factor
+        groups.append(group)
     if recipe.optimizer == "lamb":
         return Lamb(groups, lr=recipe.lr)
     if recipe.optimizer == "adamw":

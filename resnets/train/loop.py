@@ -115,6 +115,10 @@ class Task(ABC):
         """torch.compile's mode, where the execution path compiles the step's forward."""
         return "default"
 
+    def lr_factors(self) -> dict[str, float]:
+        """Top-level modules that train at a multiple of the recipe's lr (``build_optimizer``); none here."""
+        return {}
+
     @abstractmethod
     def describe(self, data: Any) -> str:
         """The first line's "training ... on ...", before the length, device and folder."""
@@ -234,7 +238,7 @@ def _run(
         )
     total_steps = recipe.iterations or recipe.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = build_optimizer(model, recipe, device)
+    optimizer = build_optimizer(model, recipe, device, task.lr_factors())
     schedule = LRSchedule(optimizer, recipe, steps_per_epoch, total_steps, depth=weighted_depth(model))
     path = task.execution_path(device, total_steps * recipe.batch_size)
     amp_dtype = path.precision
