@@ -37,12 +37,11 @@ from ..detection.train import train_detector
 from ..runs import RunFolder
 from ..train.recipes import RunOptions, get_recipe
 from .base import Analysis, Context, Experiment, Runs, RunSpec
-from .finetune import FineTuneRun
+from .finetune import FineTuneRun, resnet_gaps, run_commands, seed_summary
 from .paired import Net, overall, seeded_net, shows_flag, spread_cell, verdict_sentence
 from .paper_numbers import DETECTION_TABLE7_VOC, DETECTION_TABLE8_COCO
 from .plans import ITERATIONS, cifar_net, vgg_cifar_net
 from .plots import plot_seeded_comparison
-from .stats import bootstrap_difference, judge
 from .tables import Table
 
 DEFAULT_PAPER_DATA = "data/VOCdevkit/VOC2007"
@@ -266,12 +265,7 @@ class DetectionExperiment(Experiment):
             spec = SYNTHETIC[ctx.budget.name]
             flags = [f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(spec).items()]
             out["detection data"] = f"resnets detect make-data {root} {' '.join(flags)}"
-        for seeds in detector_runs(ctx):
-            for run in seeds:
-                weights = ctx.runs_dir / run.backbone_run.name
-                name = run.label + (f" seed {run.overrides['seed']}" if "seed" in run.overrides else "")
-                out[f"detector {name}"] = run.command(ctx.runs_dir / run.name, root, weights)
-        return out
+        return {**out, **run_commands(detector_runs(ctx), ctx, root)}
 
     def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         budget = ctx.budget.name
@@ -307,7 +301,7 @@ class DetectionExperiment(Experiment):
                     images_per_s=RunFolder(folder).summary().get("images_per_s"),
                 )
                 measured.append(entry)
-            results[label] = _mean_entry(measured)
+            results[label] = seed_summary(measured, "AP")
             counterpart = paper_counterpart(label)  # the paper's row for this kind of backbone
             voc = DETECTION_TABLE7_VOC.get(counterpart, {}).get("voc07")
             coco = DETECTION_TABLE8_COCO.get(counterpart, {})
@@ -413,14 +407,11 @@ class DetectionExperiment(Experiment):
     def _finding(labels: list[str], results: dict[str, Any]) -> tuple[str, str, dict]:
         """The ResNet (last label) against every other backbone, each judged two-sided in the paper's
         direction (higher AP) on the per-fold APs; "shows" only when it beats all of them."""
-        resnet, others = labels[-1], labels[:-1]
+        resnet = labels[-1]
         ours = results[resnet]
         gaps, sentences, verdicts = {}, [], []
-        for other in others:
-            theirs = results[other]
-            interval = bootstrap_difference(theirs["per_seed_folds"], ours["per_seed_folds"], paired=True)
-            per_seed = [b - a for a, b in zip(theirs["per_seed_AP"], ours["per_seed_AP"], strict=False)]
-            judgement = judge(interval, "higher", per_seed_differences=per_seed, paper_effect=PAPER_AP_GAIN)
+        for other, gap in resnet_gaps(labels, results, "AP", PAPER_AP_GAIN).items():
+            theirs, interval, judgement, per_seed = results[other], gap.interval, gap.judgement, gap.per_seed
             verdicts.append(judgement.verdict)
             gaps[other] = {
                 "ap_gap": ours["AP"] - theirs["AP"],
@@ -450,20 +441,6 @@ class DetectionExperiment(Experiment):
             f"{100 * paper_relative:.0f}% on COCO).",
         )
         return "; ".join(sentences) + ". " + closing, verdict, gaps
-
-
-def _mean_entry(measured: list[dict[str, Any]]) -> dict[str, Any]:
-    """One backbone's detectors over seeds: mean metrics, and the per-seed values the statistics use."""
-    out: dict[str, Any] = {}
-    for key, value in measured[0].items():
-        if isinstance(value, int | float) or value is None:
-            values = [m[key] for m in measured if m[key] is not None]
-            out[key] = sum(values) / len(values) if values else None
-    out["per_seed_AP"] = [m["AP"] or 0.0 for m in measured]
-    out["per_seed_folds"] = [m["folds"] for m in measured]
-    out["runs"] = [m["run"] for m in measured]
-    out["seeds"] = measured
-    return out
 
 
 def _log(message: str) -> None:

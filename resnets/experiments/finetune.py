@@ -1,16 +1,19 @@
-"""A second-stage run on an experiment's classifier: a detector or a segmenter fine-tuned from its weights.
+"""A second-stage run on an experiment's classifier (a detector or a segmenter fine-tuned from its weights),
+and the comparison of such runs across backbones.
 
 The paper's detection (Sec. 4.3) and the COCO segmentation entry built on it start from ImageNet
 classifiers; the detection and segmentation experiments likewise fine-tune each backbone classifier (an
 ordinary run of the experiment) into a task run trained by the analysis into ``OUTPUT/runs/<name>``:
 finished ones are found and not redone, interrupted ones resume, one trained with other settings is refused.
+Both judge the ResNet backbone against the others on per-fold scores of the same test images
+(``resnet_gaps``).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +22,7 @@ from ..errors import ConfigError
 from ..runs import RunFolder
 from ..train.recipes import Optimization, RunOptions, apply_overrides, get_recipe
 from .base import Context, RunSpec, config_differences
+from .stats import Interval, Judgement, bootstrap_difference, judge
 
 
 @dataclass(frozen=True)
@@ -83,3 +87,58 @@ class FineTuneRun:
             log(f"[{ctx.experiment}] interrupted; run the same command again to continue where it stopped")
             raise KeyboardInterrupt
         return folder
+
+
+def run_commands(
+    per_backbone: Sequence[Sequence[FineTuneRun]], ctx: Context, data_dir: Path
+) -> dict[str, str]:
+    """The report's settings: each second-stage run's command line, by backbone and seed."""
+    out = {}
+    for seeds in per_backbone:
+        for run in seeds:
+            weights = ctx.runs_dir / run.backbone_run.name
+            name = run.label + (f" seed {run.overrides['seed']}" if "seed" in run.overrides else "")
+            out[f"{run.what} {name}"] = run.command(ctx.runs_dir / run.name, data_dir, weights)
+    return out
+
+
+def seed_summary(measured: Sequence[Mapping[str, Any]], metric: str) -> dict[str, Any]:
+    """One backbone's runs over seeds: the mean of every number, and the per-seed values the statistics use
+    (``per_seed_<metric>``, ``per_seed_folds``, ``runs``, ``seeds``)."""
+    out: dict[str, Any] = {}
+    for key, value in measured[0].items():
+        if isinstance(value, int | float) or value is None:
+            values = [m[key] for m in measured if m[key] is not None]
+            out[key] = sum(values) / len(values) if values else None
+    out[f"per_seed_{metric}"] = [m[metric] or 0.0 for m in measured]
+    out["per_seed_folds"] = [m["folds"] for m in measured]
+    out["runs"] = [m["run"] for m in measured]
+    out["seeds"] = list(measured)
+    return out
+
+
+@dataclass(frozen=True)
+class BackboneGap:
+    """The ResNet backbone against another: the paired per-fold interval and the two-sided judgement."""
+
+    interval: Interval
+    judgement: Judgement
+    per_seed: list[float]  # ResNet minus the other, per seed
+
+
+def resnet_gaps(
+    labels: Sequence[str], results: Mapping[str, Any], metric: str, paper_effect: float
+) -> dict[str, BackboneGap]:
+    """The ResNet (the last label) against every other backbone, in the paper's direction (higher
+    ``metric``), on the per-fold values of each seed (the same folds for both)."""
+    resnet = results[labels[-1]]
+    out = {}
+    for other in labels[:-1]:
+        theirs = results[other]
+        interval = bootstrap_difference(theirs["per_seed_folds"], resnet["per_seed_folds"], paired=True)
+        per_seed = [
+            b - a for a, b in zip(theirs[f"per_seed_{metric}"], resnet[f"per_seed_{metric}"], strict=False)
+        ]
+        judgement = judge(interval, "higher", per_seed_differences=per_seed, paper_effect=paper_effect)
+        out[other] = BackboneGap(interval, judgement, per_seed)
+    return out

@@ -40,11 +40,10 @@ from ..segmentation.train import train_segmenter
 from ..train.recipes import RunOptions
 from .base import Analysis, Context, Experiment, Runs, RunSpec
 from .detection import FOLDS, backbone_labels, backbone_nets, paper_counterpart
-from .finetune import FineTuneRun
+from .finetune import FineTuneRun, resnet_gaps, run_commands, seed_summary
 from .paired import overall, shows_flag, spread_cell, verdict_sentence
 from .paper_numbers import SEGMENTATION_MNC_COCO
 from .plots import plot_seeded_comparison
-from .stats import bootstrap_difference, judge
 from .tables import Table
 
 DEFAULT_PAPER_DATA = "data/VOCdevkit/VOC2012"
@@ -221,12 +220,7 @@ class SegmentationExperiment(Experiment):
             spec = SYNTHETIC[ctx.budget.name]
             flags = [f"--{k.replace('_', '-')} {v}" for k, v in spec.__dict__.items()]
             out["segmentation data"] = f"resnets segment make-data {root} {' '.join(flags)}"
-        for seeds in segmenter_runs(ctx):
-            for run in seeds:
-                weights = ctx.runs_dir / run.backbone_run.name
-                name = run.label + (f" seed {run.overrides['seed']}" if "seed" in run.overrides else "")
-                out[f"segmenter {name}"] = run.command(ctx.runs_dir / run.name, root, weights)
-        return out
+        return {**out, **run_commands(segmenter_runs(ctx), ctx, root)}
 
     def analyze(self, ctx: Context, runs: Runs) -> Analysis:
         budget = ctx.budget.name
@@ -272,7 +266,7 @@ class SegmentationExperiment(Experiment):
                     }
                 )
                 first_segmenters.setdefault(label, (model, ckpt))
-            results[label] = _mean_entry(measured)
+            results[label] = seed_summary(measured, "miou")
             counterpart = paper_counterpart(label)
             coco = SEGMENTATION_MNC_COCO.get(counterpart, {})
             rows.append(
@@ -373,14 +367,11 @@ class SegmentationExperiment(Experiment):
     def _finding(labels: list[str], results: dict[str, Any]) -> tuple[str, str, dict]:
         """The ResNet (last label) against every other backbone, each judged two-sided in the paper's
         direction (higher mean IoU) on the per-fold mean IoUs; "shows" only when it beats all of them."""
-        resnet, others = labels[-1], labels[:-1]
+        resnet = labels[-1]
         ours = results[resnet]
         gaps, sentences, verdicts = {}, [], []
-        for other in others:
-            theirs = results[other]
-            interval = bootstrap_difference(theirs["per_seed_folds"], ours["per_seed_folds"], paired=True)
-            per_seed = [b - a for a, b in zip(theirs["per_seed_miou"], ours["per_seed_miou"], strict=False)]
-            judgement = judge(interval, "higher", per_seed_differences=per_seed, paper_effect=PAPER_GAIN)
+        for other, gap in resnet_gaps(labels, results, "miou", PAPER_GAIN).items():
+            theirs, interval, judgement, per_seed = results[other], gap.interval, gap.judgement, gap.per_seed
             verdicts.append(judgement.verdict)
             gaps[other] = {
                 "miou_gap": ours["miou"] - theirs["miou"],
@@ -408,19 +399,6 @@ class SegmentationExperiment(Experiment):
 
 def _loss_tail(losses: list[float]) -> str:
     return " / ".join(f"{v:.3f}" for v in losses[-2:]) if losses else "-"
-
-
-def _mean_entry(measured: list[dict[str, Any]]) -> dict[str, Any]:
-    """One backbone's segmenters over seeds: mean scores, and the per-seed values the statistics use."""
-    out: dict[str, Any] = {}
-    for key in ("miou", "pixel_accuracy", "classifier_test_error", "images_per_s"):
-        values = [m[key] for m in measured if m[key] is not None]
-        out[key] = sum(values) / len(values) if values else None
-    out["per_seed_miou"] = [m["miou"] for m in measured]
-    out["per_seed_folds"] = [m["folds"] for m in measured]
-    out["runs"] = [m["run"] for m in measured]
-    out["seeds"] = measured
-    return out
 
 
 def _log(message: str) -> None:
