@@ -59,10 +59,11 @@ def _run(tmp_path, monkeypatch, iterations, *, fake_group=False):
     if fake_group:  # the helpers then all-reduce; a one-process "sum" is the identity
         monkeypatch.setattr(distributed, "is_active", lambda: True)
 
-        def counting_all_reduce(*args, **kwargs):
+        def counting_collective(*args, **kwargs):
             collectives[0] += 1
 
-        monkeypatch.setattr(dist, "all_reduce", counting_all_reduce)
+        monkeypatch.setattr(dist, "all_reduce", counting_collective)
+        monkeypatch.setattr(dist, "broadcast", counting_collective)  # the BN buffers at an epoch's end
         monkeypatch.setattr(dist, "barrier", lambda *a, **k: None)
     monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
     with HostReads() as reads:
