@@ -454,3 +454,29 @@ def test_real_fashion_mnist():
     assert bundle.train.num_samples == 55000 and len(bundle.train) == 55000 // 128
     assert torch.bincount(bundle.val.labels).tolist() == [500] * 10
     assert torch.bincount(bundle.test.labels).tolist() == [100] * 10
+
+
+def test_a_file_read_again_unchanged_is_not_read_again_and_a_changed_one_is(tmp_path, monkeypatch):
+    """read_verified keeps what it read (an experiment's runs read the same files); a rewritten file
+    (another size, or the same size at another modification time) is read and checked again, and a file
+    that fails its check is never kept."""
+    from resnets.data import formats
+
+    reads = []
+    real = formats.read_file_bytes
+    monkeypatch.setattr(formats, "read_file_bytes", lambda *a, **k: reads.append(1) or real(*a, **k))
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"abc")
+    assert datasets.read_verified(path, md5_hex(b"abc"), "x", True) == b"abc"
+    assert datasets.read_verified(path, md5_hex(b"abc"), "x", True) == b"abc"
+    assert len(reads) == 1
+    path.write_bytes(b"abcd")
+    assert datasets.read_verified(path, md5_hex(b"abcd"), "x", True) == b"abcd" and len(reads) == 2
+    stamp = path.stat().st_mtime_ns
+    path.write_bytes(b"abce")  # the same size
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        datasets.read_verified(path, md5_hex(b"abcd"), "x", True)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        datasets.read_verified(path, md5_hex(b"abcd"), "x", True)
+    assert len(reads) == 4

@@ -286,7 +286,27 @@ _KNOWN_MD5 = {
 def read_verified(path: Path, md5: str, dataset: str, verify: bool, idx: bool = False) -> bytes:
     """The file's (decompressed) bytes, checked against the official contents' MD5. Bounded before it is
     read: no more than any official file (unchecked copies: ``formats.MAX_FILE_BYTES``), nor than an IDX
-    header declares."""
+    header declares. A file read before in this process, unchanged since (same inode, size and
+    modification time), is not decompressed and checked again: an experiment's many runs read the same
+    files (Fashion-MNIST's training images took 0.2 s a read, 40% of a smoke run)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    if stat is None:
+        return _read_verified(path, md5, dataset, verify, idx)
+    stamp = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return _read_verified_cached(path.resolve(), stamp, md5, dataset, verify, idx)
+
+
+@functools.lru_cache(maxsize=8)  # a dataset's files (CIFAR-10: 7), at most about 400 MB
+def _read_verified_cached(
+    path: Path, stamp: tuple[int, int, int, int], md5: str, dataset: str, verify: bool, idx: bool
+) -> bytes:
+    return _read_verified(path, md5, dataset, verify, idx)
+
+
+def _read_verified(path: Path, md5: str, dataset: str, verify: bool, idx: bool) -> bytes:
     limit = formats.MAX_OFFICIAL_BYTES if verify else formats.MAX_FILE_BYTES
     declared = functools.partial(formats.idx_length, path=path) if idx else None
     data = formats.read_file_bytes(path, limit, declared)
