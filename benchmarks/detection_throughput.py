@@ -25,7 +25,15 @@ from pathlib import Path
 
 import torch
 
-from .harness import BenchOptions, Comparison, alternate, markdown_table, synchronize, write_result
+from .harness import (
+    BenchOptions,
+    Comparison,
+    alternate,
+    logged_images_per_s,
+    markdown_table,
+    synchronize,
+    write_result,
+)
 
 OURS, PEER = "ours (resnets detect train loop)", "peer (torchvision reference loop + DataLoader)"
 BATCH = 8
@@ -60,26 +68,17 @@ def ours_images_per_s(
 ) -> float:
     from resnets.detection.recipes import DetectionConfig
     from resnets.detection.train import train_detector
-    from resnets.runs import read_steps
-    from resnets.train.recipes import RunOptions
 
     recipe = bench_recipe(warmup + steps, backbone)
-    with tempfile.TemporaryDirectory(prefix="resnets-bench-detect-") as tmp:
-        run = RunOptions(
-            output=tmp,
-            data_dir=str(root),
-            progress="none",
-            log_every=log_every,
-            plot=False,
-            keep_last=1,
-            device=str(opts.torch_device),
-        )
-        result = train_detector(DetectionConfig(recipe=recipe, run=run))
-        windows = [s for s in read_steps(Path(tmp) / "steps.jsonl") if s["iteration"] > warmup]
-    if result.get("interrupted") or not windows:
-        raise KeyboardInterrupt("ours' detection run stopped before its timed steps")
-    images = len(windows) * log_every * BATCH
-    return images / sum(log_every * BATCH / w["images_per_s"] for w in windows)
+    return logged_images_per_s(
+        lambda run: train_detector(DetectionConfig(recipe=recipe, run=run)),
+        data_dir=str(root),
+        warmup=warmup,
+        log_every=log_every,
+        batch=BATCH,
+        opts=opts,
+        what="detection",
+    )
 
 
 def peer_loader(root: Path, workers: int = 2):

@@ -146,3 +146,38 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def logged_images_per_s(
+    train: Callable[[object], dict],
+    *,
+    data_dir: str | None,
+    warmup: int,
+    log_every: int,
+    batch: int,
+    opts: BenchOptions,
+    what: str,
+) -> float:
+    """One short run of a ``resnets`` training function (``train(RunOptions) -> summary``) in a temporary
+    folder; images/s over its logged windows after ``warmup`` steps (``batch`` images a step)."""
+    import tempfile
+
+    from resnets.runs import read_steps
+    from resnets.train.recipes import RunOptions
+
+    with tempfile.TemporaryDirectory(prefix="resnets-bench-") as tmp:
+        run = RunOptions(
+            output=tmp,
+            data_dir=data_dir,
+            progress="none",
+            log_every=log_every,
+            plot=False,
+            keep_last=1,
+            device=str(opts.torch_device),
+        )
+        result = train(run)
+        windows = [s for s in read_steps(Path(tmp) / "steps.jsonl") if s["iteration"] > warmup]
+    if result.get("interrupted") or not windows:
+        raise KeyboardInterrupt(f"ours' {what} run stopped before its timed steps")
+    images = len(windows) * log_every * batch
+    return images / sum(log_every * batch / w["images_per_s"] for w in windows)

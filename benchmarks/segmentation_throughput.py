@@ -62,7 +62,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .harness import BenchOptions, Comparison, alternate, markdown_table, synchronize, write_result
+from .harness import (
+    BenchOptions,
+    Comparison,
+    alternate,
+    logged_images_per_s,
+    markdown_table,
+    synchronize,
+    write_result,
+)
 
 OURS, PEER = "ours (resnets segment train loop)", "peer (torchvision reference loop + DataLoader)"
 BATCH = 16  # fashion-cpu's batch
@@ -96,31 +104,19 @@ def bench_recipe(iterations: int):
 
 
 def ours_images_per_s(root: Path, warmup: int, steps: int, log_every: int, opts: BenchOptions) -> float:
-    from resnets.runs import read_steps
     from resnets.segmentation.recipes import SegmentationConfig
     from resnets.segmentation.train import train_segmenter
-    from resnets.train.recipes import RunOptions
 
     recipe = bench_recipe(warmup + steps)
-    with tempfile.TemporaryDirectory(prefix="resnets-bench-segment-") as tmp:
-        run = RunOptions(
-            output=tmp,
-            data_dir=str(root),
-            progress="none",
-            log_every=log_every,
-            plot=False,
-            keep_last=1,
-            device=str(opts.torch_device),
-        )
-        result = train_segmenter(SegmentationConfig(recipe=recipe, run=run))
-        windows = [s for s in read_steps(Path(tmp) / "steps.jsonl") if s["iteration"] > warmup]
-    if result.get("interrupted") or not windows:
-        raise KeyboardInterrupt("ours' segmentation run stopped before its timed steps")
-    images = len(windows) * log_every * BATCH
-    return images / sum(log_every * BATCH / w["images_per_s"] for w in windows)
-
-
-# --- the peer: torchvision's references/segmentation, --use-v2 ---------------------------------------
+    return logged_images_per_s(
+        lambda run: train_segmenter(SegmentationConfig(recipe=recipe, run=run)),
+        data_dir=str(root),
+        warmup=warmup,
+        log_every=log_every,
+        batch=BATCH,
+        opts=opts,
+        what="segmentation",
+    )
 
 
 def peer_transforms(mean: list[float], std: list[float]):

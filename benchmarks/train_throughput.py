@@ -19,7 +19,15 @@ from pathlib import Path
 
 import torch
 
-from .harness import BenchOptions, Comparison, alternate, markdown_table, synchronize, write_result
+from .harness import (
+    BenchOptions,
+    Comparison,
+    alternate,
+    logged_images_per_s,
+    markdown_table,
+    synchronize,
+    write_result,
+)
 from .steps import StepOptions, make_step, recipe_path, synthetic_batch
 
 OURS, PEER = "ours (resnets train engine)", "peer (torchvision + DataLoader)"
@@ -56,27 +64,19 @@ def ours_images_per_s(
 ) -> float:
     """One short ``engine.train`` run (``extra``: recipe fields); images/s over the logged windows
     after ``warmup`` steps."""
-    from resnets.runs import read_steps
     from resnets.train.engine import train
-    from resnets.train.recipes import RunOptions, TrainConfig
+    from resnets.train.recipes import TrainConfig
 
     recipe = fast_recipe(model, warmup + steps, opts, **extra)
-    with tempfile.TemporaryDirectory(prefix="resnets-bench-") as tmp:
-        run = RunOptions(
-            output=tmp,
-            data_dir=opts.data_dir,
-            progress="none",
-            log_every=log_every,
-            plot=False,
-            keep_last=1,
-            device=str(opts.torch_device),
-        )
-        result = train(TrainConfig(recipe=recipe, run=run))
-        windows = [s for s in read_steps(Path(tmp) / "steps.jsonl") if s["iteration"] > warmup]
-    if result.get("interrupted") or not windows:
-        raise KeyboardInterrupt(f"ours' {model} run stopped before its timed steps")
-    images = len(windows) * log_every * recipe.batch_size
-    return images / sum(log_every * recipe.batch_size / w["images_per_s"] for w in windows)
+    return logged_images_per_s(
+        lambda run: train(TrainConfig(recipe=recipe, run=run)),
+        data_dir=opts.data_dir,
+        warmup=warmup,
+        log_every=log_every,
+        batch=recipe.batch_size,
+        opts=opts,
+        what=model,
+    )
 
 
 def peer_runner(model_name: str, warmup: int, steps: int, opts: BenchOptions) -> Callable[[], float]:

@@ -154,13 +154,11 @@ def image_confusions(
     """Each test image's confusion matrix, in the data set's order (sums give any fold's scores)."""
     out = []
     for images, masks in loader.batches():
-        batch = images if isinstance(images, torch.Tensor) else None
-        pairs = (
-            zip(model(batch)["out"].argmax(1), masks, strict=True)
-            if batch is not None
-            else ((model(x[None])["out"].argmax(1)[0], m) for x, m in zip(images, masks, strict=True))
-        )
-        out += [confusion_matrix(mask, prediction, num_classes).cpu() for prediction, mask in pairs]
+        if isinstance(images, torch.Tensor):
+            predictions = model(images)["out"].argmax(1)
+        else:  # images of different sizes, one at a time
+            predictions = [model(x[None])["out"].argmax(1)[0] for x in images]
+        out += [confusion_matrix(m, p, num_classes).cpu() for p, m in zip(predictions, masks, strict=True)]
     return out
 
 
