@@ -434,6 +434,17 @@ def test_build_data_rejects_options_that_would_be_ignored(tmp_path):
         build_data(base, "cpu")
     with pytest.raises(ConfigError, match="val_split of 20 images is impossible with 20 images"):
         build_data(replace(base, val_split=20, batch_size=4), "cpu")
+    too_large = (
+        "train_crop_size=35 is larger than mnist's 28x28 images padded by crop_padding=3; use at most 34"
+    )
+    with pytest.raises(ConfigError, match=too_large):
+        build_data(replace(base, train_crop_size=35, batch_size=4), "cpu")
+    with pytest.raises(ConfigError, match="per_pixel normalization subtracts a 28x28 mean image"):
+        build_data(replace(base, train_crop_size=24, normalization="per_pixel", batch_size=4), "cpu")
+    with pytest.raises(ConfigError, match="eval_resize applies to image folders"):
+        DataConfig(dataset="cifar10", eval_resize=36)
+    cropped = build_data(replace(base, train_crop_size=24, crop_padding=0, batch_size=4), "cpu")
+    assert next(iter(cropped.train))[0].shape[-2:] == (24, 24) and cropped.image_size == 28
 
 
 # ---------------------------------------------------------------- the real Fashion-MNIST

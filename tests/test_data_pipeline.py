@@ -90,6 +90,30 @@ def test_flip_only_gives_the_image_or_its_mirror_both_seen():
     assert torch.equal(none, images)
 
 
+def test_smaller_random_crops_are_windows_of_the_image_at_every_offset():
+    images = random_images(n=400)  # 10 x 12
+    out = random_crop_flip(images, torch.arange(400), 0, False, torch.Generator().manual_seed(3), crop_size=8)
+    assert out.shape[-2:] == (8, 8)
+    offsets = set()
+    for i in range(400):
+        found = [
+            (t, l)
+            for t in range(3)
+            for l in range(5)
+            if torch.equal(out[i], images[i, :, t : t + 8, l : l + 8])
+        ]
+        assert found, f"crop {i} is no 8x8 window of its image"
+        offsets.add(found[0])
+    assert offsets == {(t, l) for t in range(3) for l in range(5)}  # every position drawn, none outside
+
+
+def test_a_full_size_crop_draws_as_the_pad_and_crop_always_did():
+    padded, idx = pad_images(random_images(n=64), 2), torch.arange(64)
+    before = random_crop_flip(padded, idx, 2, True, torch.Generator().manual_seed(5))
+    same = random_crop_flip(padded, idx, 2, True, torch.Generator().manual_seed(5), crop_size=None)
+    assert torch.equal(before, same)
+
+
 def test_pca_lighting_moves_colours_along_the_imagenet_eigenvectors():
     shift = pca_lighting_shift(4000, torch.Generator().manual_seed(0), torch.device("cpu"))
     eigvec, eigval = torch.tensor(IMAGENET_EIGVEC), torch.tensor(IMAGENET_EIGVAL)
@@ -239,6 +263,21 @@ def test_training_shards_per_rank_are_equal_and_disjoint():
     assert {len(s) for s in shards} == {4} and {s.num_samples for s in shards} == {16}
     seen = torch.cat([y for s in shards for _, y in s]).tolist()
     assert len(seen) == len(set(seen)) == 48
+
+
+def test_training_crops_are_smaller_and_evaluation_sees_the_whole_image():
+    data = ArrayDataset(
+        torch.randint(0, 255, (32, 1, 6, 6), dtype=torch.uint8), torch.arange(32), list("x" * 32)
+    )
+    x, y = next(iter(loader(data, padding=0, hflip=False, crop_size=4)))
+    assert x.shape[-2:] == (4, 4)
+    for image, label in zip(x, y, strict=True):
+        source = data.images[label].float()
+        assert any(torch.equal(image, source[:, t : t + 4, l : l + 4]) for t in range(3) for l in range(3))
+    whole, _ = next(iter(loader(data, train=False, crop_size=4)))
+    assert whole.shape[-2:] == (6, 6)
+    native, ids = next(iter(loader(data, padding=0, hflip=False, crop_size=6)))  # the native side: no crop
+    assert torch.equal(native, data.images[ids].float())
 
 
 def test_channels_last_batches():

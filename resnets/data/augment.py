@@ -62,14 +62,21 @@ def crop_flip(
 
 
 def random_crop_flip(
-    padded: torch.Tensor, indices: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator
+    padded: torch.Tensor,
+    indices: torch.Tensor,
+    padding: int,
+    hflip: bool,
+    generator: torch.Generator,
+    crop_size: int | None = None,
 ) -> torch.Tensor:
-    """Random ``H x W`` crops (offsets uniform in [0, 2*padding]) of pre-padded images, each
-    mirrored with probability 1/2 when ``hflip``. ``generator`` lives on ``padded``'s device."""
+    """Random crops of pre-padded images, each mirrored with probability 1/2 when ``hflip``: of the
+    unpadded ``H x W`` (offsets uniform in [0, 2*padding]), or of ``crop_size`` squared (offsets
+    uniform over every position in the padded image). ``generator`` lives on ``padded``'s device."""
     n, device = len(indices), padded.device
-    size = (padded.shape[-2] - 2 * padding, padded.shape[-1] - 2 * padding)
-    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
-    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+    hp, wp = padded.shape[-2:]
+    size = (hp - 2 * padding, wp - 2 * padding) if crop_size is None else (crop_size, crop_size)
+    top = torch.randint(0, hp - size[0] + 1, (n,), generator=generator, device=device)
+    left = torch.randint(0, wp - size[1] + 1, (n,), generator=generator, device=device)
     if hflip:
         flip = torch.rand(n, generator=generator, device=device) < 0.5
     else:

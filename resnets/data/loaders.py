@@ -71,7 +71,9 @@ class DataConfig:
     train_subset: int | None = None  # seeded stratified subsets, for quick runs and smoke tests
     test_subset: int | None = None
     image_size: int | None = None  # image folders: the crop side (224)
-    train_crop_size: int | None = None  # image folders: the training crop side (None: image_size)
+    # the training crop side (None: image folders image_size, in-memory datasets their native side);
+    # in-memory datasets crop it at random from the (padded) image and test on the whole image (FixRes)
+    train_crop_size: int | None = None
     eval_resize: int | None = None  # image folders: shorter side before the eval crop (None: 256/224 x)
     # per-sample augmentation of training images (resnets.data.policies): timm's --aa, --reprob,
     # --remode; repeated augmentation (--aug-repeats, 0 or 1: off)
@@ -108,13 +110,17 @@ class DataConfig:
             raise unknown_name("remode", self.remode, ERASE_MODES)
         if not 0 <= self.reprob <= 1:
             raise ConfigError(f"reprob is a probability in [0, 1], got {self.reprob!r}")
+        if self.eval_resize is not None and self.dataset not in FOLDER_DATASETS:
+            raise ConfigError(f"eval_resize applies to image folders; {self.dataset} keeps its native size")
         for name in ("train_crop_size", "eval_resize"):
             value = getattr(self, name)
-            if value is not None and self.dataset not in FOLDER_DATASETS:
-                raise ConfigError(f"{name} applies to image folders; {self.dataset} keeps its native size")
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.train_crop_size not in (None, self.image_size or 224) and self.normalization == "per_pixel":
+        if (
+            self.dataset in FOLDER_DATASETS
+            and self.train_crop_size not in (None, self.image_size or 224)
+            and self.normalization == "per_pixel"
+        ):
             raise ConfigError(
                 "train_crop_size differs from image_size, but per_pixel normalization "
                 "subtracts an image_size mean image; use normalization='per_channel'"
@@ -177,12 +183,14 @@ class TensorLoader:
         policy: Callable | None = None,
         erasing: Callable | None = None,
         repeats: int = 0,
+        crop_size: int | None = None,
     ) -> None:
         self.batch_size, self.normalization, self.train = batch_size, normalization, train
         # per-sample policy on uint8 images before normalisation, erasing after it (as timm)
         self.policy, self.erasing, self.repeats = policy, erasing, repeats
         self.seed, self.rank, self.world_size, self.channels_last = seed, rank, world_size, channels_last
-        self.augment = train and (padding > 0 or hflip)
+        self.crop_size = None if crop_size == data.images.shape[-1] else crop_size
+        self.augment = train and (padding > 0 or hflip or self.crop_size is not None)
         self.padding, self.hflip = padding, hflip
         self.images = pad_images(data.images, padding) if self.augment else data.images
         self.labels = data.labels
@@ -220,7 +228,9 @@ class TensorLoader:
                 batch = indices[start : start + self.batch_size]
                 y = self.labels[batch]
                 if self.augment:
-                    x = random_crop_flip(self.images, batch, self.padding, self.hflip, generator)
+                    x = random_crop_flip(
+                        self.images, batch, self.padding, self.hflip, generator, self.crop_size
+                    )
                 else:
                     x = self.images[batch]
                 if self.policy is not None:
@@ -340,6 +350,7 @@ def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: 
     size = train.image_shape[-1]
     padding = default_crop_padding(size) if cfg.crop_padding is None else cfg.crop_padding
     hflip = cfg.dataset not in NO_HFLIP if cfg.hflip is None else cfg.hflip
+    _check_train_crop(cfg, size, padding)
     common = dict(
         normalization=normalization,
         seed=cfg.seed,
@@ -353,6 +364,7 @@ def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: 
         train=True,
         padding=padding,
         hflip=hflip,
+        crop_size=cfg.train_crop_size,
         policy=auto_augment(cfg.auto_augment),
         repeats=cfg.aug_repeats,
         erasing=random_erasing(cfg.reprob, cfg.remode),
@@ -373,6 +385,20 @@ def _build_arrays(cfg: DataConfig, device: torch.device, rank: int, world_size: 
         normalization=normalization,
         eval_preprocess=_eval_preprocess(size, size, normalization.mode),
     )
+
+
+def _check_train_crop(cfg: DataConfig, size: int, padding: int) -> None:
+    crop = cfg.train_crop_size
+    if crop is not None and crop > size + 2 * padding:
+        raise ConfigError(
+            f"train_crop_size={crop} is larger than {cfg.dataset}'s {size}x{size} images padded by "
+            f"crop_padding={padding}; use at most {size + 2 * padding}"
+        )
+    if crop not in (None, size) and cfg.normalization == "per_pixel":
+        raise ConfigError(
+            f"train_crop_size={crop} differs from the {size}x{size} images, but per_pixel normalization "
+            f"subtracts a {size}x{size} mean image; use normalization='per_channel'"
+        )
 
 
 def _folder_root(cfg: DataConfig) -> str:

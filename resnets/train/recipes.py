@@ -260,7 +260,9 @@ class Recipe(Optimization):
     train_transform: Literal["paper", "rrc"] = "paper"  # image folders: Sec. 3.4 scale aug., or timm's RRC
     train_subset: int | None = None  # a stratified subset of N training images (quick runs and tests)
     test_subset: int | None = None
-    train_crop_size: int | None = None  # image folders: training crop side (None: image_size; FixRes)
+    # training crop side (None: image_size, or an in-memory dataset's own side), tested on the whole
+    # image (FixRes); in-memory datasets crop it at random from the padded image
+    train_crop_size: int | None = None
     eval_resize: int | None = None  # image folders: shorter side before the eval crop (None: 256/224 x)
 
     # modern augmentation and regularisation, named as timm's flags (docs/training.md, "Modern training")
