@@ -63,6 +63,18 @@ def test_resume_continues_bit_identically(runs):
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]  # the resumed run appends to the log
 
 
+def test_resume_on_the_compiled_path_continues_bit_identically(tmp_path):
+    """The AVX2 CPUs' path (torch.compile): an epoch, a resume and an epoch equal two epochs straight."""
+    compiled = [*TINY, *EXACT, "--compile", "--train-subset", "128"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", *compiled, "--epochs", "2", "--output", str(straight)]) == 0
+    assert main(["train", *compiled, "--epochs", "1", "--output", str(split)]) == 0
+    assert main(["train", "--resume", str(split), "--epochs", "2", "--progress", "none"]) == 0
+    a, b = ck.load_checkpoint(straight / "last.pt"), ck.load_checkpoint(split / "last.pt")
+    assert (b["epoch"], b["iteration"]) == (2, 4) and b["config"]["recipe"]["compile"] is True
+    assert_same_weights(a, b)
+
+
 def test_resume_falls_back_past_a_damaged_checkpoint(runs, tmp_path, capsys):
     run = tmp_path / "copy"
     shutil.copytree(runs[1], run)
