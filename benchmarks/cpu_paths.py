@@ -12,11 +12,14 @@ fastest one measured. Run it on each kind of CPU; an AVX2-only CPU can be emulat
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
 import torch
 
-from .harness import BenchOptions
-from .step_options import measure
+from .harness import BenchOptions, Comparison, alternate
+from .step_options import StepConfig, images_per_s, measure
 from .steps import recipe_path
 
 BATCH = 256  # the main job's (fast-cpu)
@@ -44,6 +47,7 @@ def run(opts: BenchOptions) -> str:
     specs = candidates(kind.bfloat16)
     table, comparison = measure(opts, specs, "cpu_paths")
     fastest = max(specs, key=comparison.median)
+    allocator = allocator_comparison(opts, chosen) if path.keeps_freed_memory else None
     lines = [
         f"Execution paths on this {kind.describe()} (ATen {kind.capability}, a C++ compiler: "
         f"{'yes' if kind.compiler else 'no'})",
@@ -54,4 +58,65 @@ def run(opts: BenchOptions) -> str:
         f"fastest measured: {fastest}; auto's path runs at {comparison.ratio(chosen, fastest):.2f}x the "
         f"fastest and {comparison.ratio(chosen, specs[0]):.2f}x PyTorch's default ({specs[0]})",
     ]
+    if allocator is not None:
+        kept, default = (allocator.values[name] for name in ALLOCATORS)
+        lines += [
+            "",
+            f"{chosen} in two processes, {opts.rounds} alternating rounds: freed memory kept (auto) "
+            f"{', '.join(f'{v:.0f}' for v in kept)} images/s, glibc's default "
+            f"{', '.join(f'{v:.0f}' for v in default)}; kept/default "
+            f"{allocator.ratio(*ALLOCATORS):.2f}x on the medians",
+        ]
     return "\n".join(lines)
+
+
+ALLOCATORS = ("kept", "default")
+
+
+def allocator_comparison(opts: BenchOptions, spec: str) -> Comparison:
+    """``spec``'s step with freed memory kept and with glibc's default, each in its own process (the
+    setting is process-wide), measured in alternating rounds."""
+    images = opts.scale(2560, 512)
+    children = {}
+    for name in ALLOCATORS:  # one after the other: their compilations do not compete
+        child = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.cpu_paths", spec, name, str(images), str(opts.scale(5, 2))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        assert child.stdout.readline().strip() == "ready", f"the {name} child failed to start"
+        children[name] = child
+
+    def round_of(child: subprocess.Popen) -> float:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        return float(child.stdout.readline())
+
+    try:
+        runners = {name: (lambda c=child: round_of(c)) for name, child in children.items()}
+        return alternate(runners, opts.rounds, Comparison("images/s", higher_is_better=True))
+    finally:
+        for child in children.values():
+            child.stdin.close()
+            child.wait()
+
+
+def child(spec: str, allocator: str, images: int, warmup: int) -> None:
+    """A child of ``allocator_comparison``: warm up, then one round of ``images`` per line read."""
+    from resnets.runtime import keep_freed_memory
+
+    if allocator == "kept" and not keep_freed_memory():
+        raise SystemExit("freed memory cannot be kept here (not glibc, or MALLOC_* set)")
+    cfg = StepConfig.parse(spec)
+    step = cfg.build()
+    for _ in range(warmup):
+        step()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(images_per_s(step, cfg.batch_size, max(1, images // cfg.batch_size)), flush=True)
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resnets.runtime import compile_cache_per_capability
+
 AMP_DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
@@ -83,6 +85,8 @@ def make_step(
         weight_decay=opts.weight_decay,
         **OPTIMIZER_IMPLS[opts.optimizer],
     )
+    if opts.compile:
+        compile_cache_per_capability()
     forward = torch.compile(model) if opts.compile else model
     dtype = AMP_DTYPES[opts.amp] if opts.amp else None
     model.train()

@@ -5,6 +5,9 @@ themselves are checked to compute the same loss on a tiny batch.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -142,17 +145,82 @@ def test_the_first_line_and_summary_name_the_chosen_path(monkeypatch, tmp_path, 
     argv += ["--test-subset", "32", "--batch-size", "32", "--iterations", "1", "--progress", "line"]
     assert main([*argv, "--output", str(tmp_path / "run")]) == 0
     first = capsys.readouterr().err.strip().splitlines()[0]  # progress goes to stderr
-    assert "float32, channels-last, eager; auto for an AVX2 CPU without bfloat16" in first
+    kept = runtime.allocator_tunable()  # glibc, as on this project's machines
+    memory = ", freed memory kept" if kept else ""
+    assert f"float32, channels-last, eager{memory}; auto for an AVX2 CPU without bfloat16" in first
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["execution_path"] == {
         "precision": "float32",
         "channels_last": True,
         "compile": False,
+        "keeps_freed_memory": kept,
         "reason": "auto for an AVX2 CPU without bfloat16",
     }
     forced = ["--no-channels-last", "--no-amp", "--no-compile"]
     assert main([*argv, *forced, "--output", str(tmp_path / "forced")]) == 0
-    assert "float32, NCHW, eager; forced" in capsys.readouterr().err
+    assert f"float32, NCHW, eager{memory}; forced" in capsys.readouterr().err
+
+
+FAULTS = """
+import resource, torch
+from resnets import runtime
+print(runtime.keep_freed_memory())
+for i in range(12):  # a step's activations (six of 16 MiB), all freed at its end
+    if i == 2:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    activations = [torch.empty(4 << 20).fill_(1.0) for _ in range(6)]
+    del activations
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def faults_of_ten_steps(**environment: str) -> tuple[bool, int]:
+    env = {**os.environ, **environment, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env, check=True)
+    kept, faults = out.stdout.split()
+    return kept == "True", int(faults)
+
+
+@pytest.mark.skipif(not runtime.allocator_tunable(), reason="glibc's malloc only")
+def test_kept_freed_memory_is_reused_without_page_faults():
+    # A user's own glibc setting is left alone; with this one every block is mapped afresh and returned
+    # when freed, so each of the 10 steps faults on every 4 KiB page of its 96 MiB again.
+    kept, default_faults = faults_of_ten_steps(MALLOC_MMAP_THRESHOLD_="131072")
+    assert not kept and default_faults == pytest.approx(10 * 6 * 4096, rel=0.1)
+    kept, faults = faults_of_ten_steps()
+    assert kept and faults < default_faults / 20  # at most the first step's block or so
+
+
+def test_each_aten_capability_compiles_into_a_cache_of_its_own(monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    default = os.path.abspath(default_cache_dir())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default)  # as importing torch leaves it
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    runtime.compile_cache_per_capability()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "AVX2")
+    runtime.compile_cache_per_capability()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default + "_avx2"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")
+    runtime.compile_cache_per_capability()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/mine"
+
+
+def test_freed_memory_is_kept_on_cpu_only_and_not_against_the_users_malloc_settings(monkeypatch):
+    monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert auto().keeps_freed_memory and not auto(device=torch.device("cuda")).keeps_freed_memory
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072")
+    assert not auto().keeps_freed_memory
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert not auto().keeps_freed_memory
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("", ""))  # musl, macOS, Windows
+    assert not auto().keeps_freed_memory
 
 
 def test_the_cpu_paths_benchmark_measures_every_path_this_cpu_runs_fast():
@@ -172,3 +240,13 @@ def test_the_cpu_paths_benchmark_measures_every_path_this_cpu_runs_fast():
     assert paths == {(None, False, True), (None, True, False), (None, True, True)}
     with_bf16 = [StepConfig.parse(c).options for c in candidates(bfloat16=True)]
     assert len(with_bf16) == 8 and sum(o.amp == "bf16" for o in with_bf16) == 4
+
+
+@pytest.mark.skipif(not runtime.allocator_tunable(), reason="glibc's malloc only")
+def test_the_cpu_paths_benchmark_alternates_the_allocators_in_two_processes():
+    from benchmarks.cpu_paths import ALLOCATORS, allocator_comparison
+    from benchmarks.harness import BenchOptions
+
+    comparison = allocator_comparison(BenchOptions(quick=True, rounds=2), "bs=16,cl=1,compile=0")
+    assert list(comparison.values) == list(ALLOCATORS)
+    assert all(len(rounds) == 2 and min(rounds) > 0 for rounds in comparison.values.values())

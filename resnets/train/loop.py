@@ -31,7 +31,14 @@ from torch.optim.swa_utils import AveragedModel
 from .. import runs
 from ..errors import ConfigError, ResnetsError, os_error
 from ..io import link_atomic, write_json, write_text
-from ..runtime import ExecutionPath, autocast, execution_path, precision_name
+from ..runtime import (
+    ExecutionPath,
+    autocast,
+    compile_cache_per_capability,
+    execution_path,
+    keep_freed_memory,
+    precision_name,
+)
 from ..weights import save_weights
 from . import distributed
 from .build import build_optimizer, configure_determinism, seed_everything, weighted_depth
@@ -241,6 +248,8 @@ def _run(
     optimizer = build_optimizer(model, recipe, device, task.lr_factors())
     schedule = LRSchedule(optimizer, recipe, steps_per_epoch, total_steps, depth=weighted_depth(model))
     path = task.execution_path(device, total_steps * recipe.batch_size)
+    if path.keeps_freed_memory:
+        keep_freed_memory()
     amp_dtype = path.precision
     # GradScaler only for float16 on CUDA: bfloat16 has float32's range and needs no loss scaling
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16 and device.type == "cuda")
@@ -258,6 +267,7 @@ def _run(
     if path.compile:
         if device.type == "cpu":  # inductor's C++ build warns "No CUDA runtime is found" on every CPU
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        compile_cache_per_capability()
         forward = torch.compile(forward, mode=task.compile_mode())
 
     log = board = None
