@@ -32,7 +32,7 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 test: setup data lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n logical --dist loadfile
 
 bench: setup data
 	$(PY) -m pip install -q -e '.[bench]'
