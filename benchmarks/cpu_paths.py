@@ -12,7 +12,6 @@ fastest one measured. Run it on each kind of CPU; an AVX2-only CPU can be emulat
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 
@@ -84,7 +83,6 @@ def allocator_comparison(opts: BenchOptions, spec: str) -> Comparison:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=os.environ.copy(),
         )
         assert child.stdout.readline().strip() == "ready", f"the {name} child failed to start"
         children[name] = child
