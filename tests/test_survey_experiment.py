@@ -156,3 +156,21 @@ def test_cli_plan_lists_the_survey_runs(capsys):
 )
 def test_the_verdict_rule(verdicts, expected):
     assert overall(verdicts, required=SHOWS_NEEDED) == expected
+
+
+def test_one_diverged_net_is_drawn_off_scale_and_the_others_gaps_stay_visible(tmp_path):
+    from matplotlib.figure import Figure
+
+    from resnets.experiments.plots import off_scale, plot_differences
+
+    # Highway's diverged seed (+42 points) against gaps of about a point: only it leaves the scale
+    assert off_scale({"highway": 72.9, "multi": 1.41, "wrn": 1.18, "fractal": 0.87}) == {"highway"}
+    assert off_scale({"a": 1.4, "b": 1.2, "c": 0.9}) == set()  # no outlier: every gap on one scale
+    assert off_scale({"a": 100.0, "b": 0.1}) == set()  # two comparisons stay on the scale together
+    ax = Figure().subplots()
+    plot_differences(
+        ax, {"highway": (42.4, 12.0, 72.9), "multi": (1.03, 0.65, 1.41), "wrn": (0.66, 0.16, 1.18)}
+    )
+    low, high = ax.get_xlim()
+    assert low <= 0 and 1.41 < high < 12.0  # the 1-point gaps fill the axis; the outlier is annotated
+    assert "+42.4 [+12.0, +72.9]" in ax.texts[0].get_text()

@@ -130,13 +130,47 @@ def plot_error_curves(
 Differences = Mapping[str, tuple[float, float, float]]  # comparison name -> (B - A, low, high), points
 
 
+def off_scale(extents: Mapping[str, float], factor: float = 5.0) -> set[str]:
+    """The names whose extent (distance from a reference) is over ``factor`` times the largest of the
+    rest, largest first, leaving at least two on the scale: one diverged seed must not flatten the gaps
+    that every other comparison's verdict rests on."""
+    ordered = sorted(extents, key=extents.get, reverse=True)
+    outliers: set[str] = set()
+    for i, name in enumerate(ordered[:-2]):
+        if extents[name] <= factor * max(extents[ordered[i + 1]], 1e-9):
+            break
+        outliers.add(name)
+    return outliers
+
+
 def _seed_points(
     ax: Axes, labels: Sequence[str], per_seed: Mapping[str, Sequence[float]], color: Any
 ) -> None:
-    """Each label's mean over seeds with its seed range as an error bar, and every seed as a dot."""
+    """Each label's mean over seeds with its seed range as an error bar, and every seed as a dot. A label
+    far off the others' scale (``off_scale``) is written at the top edge with its mean and range."""
+    means = {label: sum(per_seed[label]) / len(per_seed[label]) for label in labels}
+    centre = sorted(means.values())[len(means) // 2]
+    extents = {label: max(abs(v - centre) for v in per_seed[label]) for label in labels}
+    outliers = off_scale(extents)
+    if outliers:
+        kept = [v for label in labels if label not in outliers for v in per_seed[label]]
+        pad = 0.15 * (max(kept) - min(kept)) or 0.5
+        ax.set_ylim(min(kept) - pad, max(kept) + 2 * pad)
     for x, label in enumerate(labels):
         values = list(per_seed[label])
-        mean = sum(values) / len(values)
+        mean = means[label]
+        if label in outliers:
+            top = ax.get_ylim()[1]
+            ax.annotate(
+                f"{mean:.1f}\n({min(values):.1f}-{max(values):.1f})\noff scale",
+                xy=(x, top),
+                xytext=(x, top - 0.3 * (top - ax.get_ylim()[0])),
+                ha="center",
+                fontsize=7,
+                color=color,
+                arrowprops={"arrowstyle": "->", "color": color},
+            )
+            continue
         ax.errorbar(
             [x],
             [mean],
@@ -163,10 +197,36 @@ def _label_axis(ax: Axes, labels: Sequence[str]) -> None:
 
 
 def plot_differences(ax: Axes, differences: Differences) -> None:
-    """A forest plot: each comparison's paired difference with its interval, and the zero line."""
+    """A forest plot: each comparison's paired difference with its interval, and the zero line. A
+    comparison far off the others' scale (``off_scale``) is written at the edge with its numbers."""
     names = list(differences)
+    outliers = off_scale({name: max(abs(low), abs(high)) for name, (_, low, high) in differences.items()})
+    if outliers:
+        kept = [bound for name in names if name not in outliers for bound in differences[name]] + [0.0]
+        pad = 0.1 * (max(kept) - min(kept)) or 0.5
+        low_edge, high_edge = min(kept) - pad, max(kept) + pad
+        width = high_edge - low_edge
+        for name in outliers:  # room for the label on the outlier's side
+            if differences[name][0] > 0:
+                high_edge += 0.9 * width
+            else:
+                low_edge -= 0.9 * width
+        ax.set_xlim(low_edge, high_edge)
     for y, name in enumerate(names):
         diff, low, high = differences[name]
+        if name in outliers:
+            edge = ax.get_xlim()[1 if diff > 0 else 0]
+            ax.annotate(
+                f"{diff:+.1f} [{low:+.1f}, {high:+.1f}]\noff scale",
+                xy=(edge, y),
+                xytext=(edge - 0.6 * (edge - sum(ax.get_xlim()) / 2), y),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="tab:red",
+                arrowprops={"arrowstyle": "->", "color": "tab:red"},
+            )
+            continue
         ax.errorbar([diff], [y], xerr=[[diff - low], [high - diff]], fmt="s", color="tab:red", capsize=4)
     ax.axvline(0.0, color="gray", linewidth=1)
     ax.set_yticks(range(len(names)), labels=names, fontsize=8)
