@@ -340,6 +340,12 @@ def test_time_estimate_follows_depth_and_length():
     assert 1.5 < r56 / r20 < 3.5  # measured 2.6x (docs/reproduce.md)
     epochs = get_recipe("reproduce-cpu").epochs  # of 215 steps: 55,000 images at batch 256
     assert short == pytest.approx(r20 * 100 / (epochs * 215), rel=0.01)
+    # DenseNet-BC-52 took 1,349-1,626 s a run (the survey, 2026-12-07), far beyond its multiply-adds
+    survey = make_context(get_experiment("survey"), budget="cpu", output="unused")
+    densenet = survey.run(
+        "densenet_cifar", "DenseNet", model_kwargs={"depth": 52, "growth_rate": 12}, iterations=None
+    )
+    assert 1200 < estimate_seconds(densenet, macs) < 1700
 
 
 # --- the command ---------------------------------------------------------------------------------
