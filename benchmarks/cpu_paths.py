@@ -1,6 +1,6 @@
 """Which execution path is fastest on this processor, and whether ``auto`` takes it.
 
-The main job's training step (resnet20, 28x28, batch 256, fast-cpu's loss and optimiser) under every
+The main job's training step (resnet20, 28x28, fast-cpu's batch, loss and optimiser) under every
 candidate path of this CPU, alternately: float32, and bfloat16 autocast where the CPU computes it
 natively (emulated bfloat16 is slower than float32: docs/training.md), each in NCHW and channels-last,
 eager and ``torch.compile``d. It prints images/s, each path's speed relative to PyTorch's default
@@ -17,15 +17,17 @@ import sys
 
 import torch
 
+from resnets.train.recipes import get_recipe
+
 from .harness import BenchOptions, Comparison, alternate
 from .step_options import StepConfig, images_per_s, measure
 from .steps import recipe_path
 
-BATCH = 256  # the main job's (fast-cpu)
+BATCH = get_recipe("fast-cpu").batch_size
 
 
 def spec(precision: str | None, channels_last: bool, compiled: bool) -> str:
-    """A step_options setting: ``bs=256,cl=1,amp=bf16,compile=1``."""
+    """A step_options setting: ``bs=128,cl=1,amp=bf16,compile=1``."""
     parts = [f"bs={BATCH}", f"cl={int(channels_last)}", f"compile={int(compiled)}"]
     return ",".join(parts + ([f"amp={precision}"] if precision else []))
 
@@ -38,7 +40,6 @@ def candidates(bfloat16: bool) -> list[str]:
 
 def run(opts: BenchOptions) -> str:
     from resnets.runtime import cpu_kind
-    from resnets.train.recipes import get_recipe
 
     kind = cpu_kind()
     path = recipe_path(get_recipe("fast-cpu"), torch.device("cpu"))

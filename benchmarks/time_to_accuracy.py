@@ -34,7 +34,7 @@ OURS, PEER = "ours (resnets train, fast-cpu)", "peer (paper recipe, torchvision 
 
 
 def long_set(epochs: int) -> tuple[str, ...]:
-    """fast-cpu's 5 epochs stop near 93%; 94% needs a longer one-cycle schedule, which then also has
+    """fast-cpu's 4 epochs stop near 93%; 94% needs a longer one-cycle schedule, which then also has
     room for the 2-pixel translation (a regulariser that costs accuracy on 5-epoch runs): the
     ``fashion-long`` recipe, here with ``epochs`` epochs."""
     return (f"epochs={epochs}",)

@@ -16,6 +16,7 @@ from torch import nn
 from resnets import create_model, runtime
 from resnets.cli import main
 from resnets.runtime import COMPILE_MIN_IMAGES, CpuKind, cpu_kind, execution_path
+from resnets.train.recipes import get_recipe
 
 CPU = torch.device("cpu")
 LONG, SHORT = COMPILE_MIN_IMAGES, COMPILE_MIN_IMAGES - 1
@@ -230,7 +231,7 @@ def test_the_cpu_paths_benchmark_measures_every_path_this_cpu_runs_fast():
     default, *others = candidates(bfloat16=False)
     first = StepConfig.parse(default)
     assert (first.batch_size, first.options.channels_last, first.options.compile, first.options.amp) == (
-        256,
+        get_recipe("fast-cpu").batch_size,
         False,
         False,
         None,

@@ -37,6 +37,16 @@ def test_fast_cpu_is_the_default_main_job():
     assert TrainConfig().recipe == r
 
 
+def test_recipes_measured_on_the_former_main_job_keep_its_schedule():
+    # fast-cpu moved to 4 epochs at batch 128 (issue 32); the recipes derived from it were measured, and
+    # the zoo's runs trained, with its former batch 256 and keep it.
+    fast = get_recipe("fast-cpu")
+    assert (fast.epochs, fast.batch_size, fast.lr) == (4, 128, 0.2)
+    for name, epochs in (("fashion-long", 16), ("fashion-best", 38), ("reproduce-cpu", 4)):
+        r = get_recipe(name)
+        assert (r.epochs, r.batch_size, r.lr, r.warmup) == (epochs, 256, 0.2, 1.0), name
+
+
 def test_every_recipe_survives_a_json_round_trip():
     for recipe in RECIPES.values():
         config = TrainConfig(recipe=recipe, run=RunOptions(output="x"))
