@@ -56,6 +56,7 @@ def breakdown(events) -> dict[str, float]:
 def run(opts: BenchOptions) -> str:
     import resnets
     from resnets.data import DataConfig, build_data
+    from resnets.runtime import compile_module
     from resnets.train.recipes import get_recipe
 
     from .steps import StepOptions
@@ -77,7 +78,7 @@ def run(opts: BenchOptions) -> str:
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    forward = torch.compile(model) if options.compile else model
+    forward = compile_module(model) if options.compile else model
     model.train()
 
     def batches():

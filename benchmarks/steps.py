@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnets.runtime import compile_cache_per_capability
+from resnets.runtime import compile_module
 
 AMP_DTYPES = {
     "bf16": torch.bfloat16,
@@ -85,9 +85,7 @@ def make_step(
         weight_decay=opts.weight_decay,
         **OPTIMIZER_IMPLS[opts.optimizer],
     )
-    if opts.compile:
-        compile_cache_per_capability()
-    forward = torch.compile(model) if opts.compile else model
+    forward = compile_module(model) if opts.compile else model
     dtype = AMP_DTYPES[opts.amp] if opts.amp else None
     model.train()
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from .errors import ConfigError, ResnetsError, unknown_name
 from .export import export_onnx, fold_bn
 from .io import write_bytes
-from .runtime import compile_cache_per_capability
+from .runtime import compile_module
 
 BACKENDS = ("onnxruntime", "openvino", "compile", "eager")
 DEFAULT_BACKEND = "onnxruntime"
@@ -95,8 +95,7 @@ def optimize_for_inference(
     if backend == "compile":
         # freezing: parameters become graph constants, which lets inductor fold them and pre-pack
         # the convolution weights for oneDNN (its largest CPU inference gain)
-        compile_cache_per_capability()
-        run = torch.compile(folded, options={"freezing": True})
+        run = compile_module(folded, options={"freezing": True})
         flags["compile"] = {"backend": "inductor", "freezing": True}
 
     def forward(images: Tensor) -> Tensor:

@@ -8,8 +8,9 @@ import functools
 import os
 import platform
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -158,11 +159,9 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed memory for reuse rather than return it to the system.
 
     By default glibc maps every block above an adaptive threshold afresh and trims the heap when much of it
-    is free, so a CPU training step page-faults on its activations again each time: 10,000-14,000 faults a
-    resnet20 step at batch 256. Kept, the step ran 1.02-1.04x faster and the main job's system time fell
-    from 53 s to 8 s (docs/performance.md, "Execution paths"). Blocks up to 32 MiB (glibc's largest
-    threshold) then come from the heap, and up to 1 GiB of free heap is kept. Process-wide; returns whether
-    it took effect.
+    is free, so a CPU training step page-faults on its activations again each time (the measured gain:
+    docs/performance.md, "Execution paths"). Blocks up to 32 MiB (glibc's largest threshold) then come
+    from the heap, and up to 1 GiB of free heap is kept. Process-wide; returns whether it took effect.
     """
     if not allocator_tunable():
         return False
@@ -186,6 +185,13 @@ def compile_cache_per_capability() -> None:
     default = os.path.abspath(default_cache_dir())
     if capability and (chosen is None or os.path.abspath(chosen) == default):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default}_{capability.lower()}"
+
+
+def compile_module(module: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    """``torch.compile(module, **options)`` into the cache folder of this ``ATEN_CPU_CAPABILITY``
+    (``compile_cache_per_capability``): every compilation of the package goes through here."""
+    compile_cache_per_capability()
+    return torch.compile(module, **options)
 
 
 def uses_channels_last(choice: Choice, device: torch.device) -> bool:

@@ -34,7 +34,7 @@ from ..io import link_atomic, write_json, write_text
 from ..runtime import (
     ExecutionPath,
     autocast,
-    compile_cache_per_capability,
+    compile_module,
     execution_path,
     keep_freed_memory,
     precision_name,
@@ -267,8 +267,7 @@ def _run(
     if path.compile:
         if device.type == "cpu":  # inductor's C++ build warns "No CUDA runtime is found" on every CPU
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        compile_cache_per_capability()
-        forward = torch.compile(forward, mode=task.compile_mode())
+        forward = compile_module(forward, mode=task.compile_mode())
 
     log = board = None
     if info.is_main:
